@@ -1,0 +1,80 @@
+# ragnx: `make` builds the nginx module (and the worker pool), `make test`
+# runs the whole suite, `make run` starts the stack.  See README.md.
+
+SHELL      := /bin/bash
+NGX_SRC    ?= /usr/share/nginx/src
+BUILD      ?= build
+SAN        ?= 0
+CC         ?= cc
+
+WARN        = -Wall -Wextra -Werror -Wno-unused-parameter
+OPT         = -g -O2
+ifeq ($(SAN),1)
+SANFLAGS    = -fsanitize=address,undefined -fno-omit-frame-pointer
+OPT         = -g -O1
+endif
+
+ABS_BUILD   = $(abspath $(BUILD))
+NGX_BUILD   = $(ABS_BUILD)/nginx
+MODULE      = $(NGX_BUILD)/objs/ngx_http_ragnx_module.so
+
+MODULE_SRCS = config $(wildcard ngx_module/*.c ngx_module/*.h) \
+              $(wildcard shared/*.c shared/*.h)
+SHARED_SRCS = $(wildcard shared/*.c)
+UNIT_SRCS   = $(wildcard t/unit/*.c)
+UNIT_BINS   = $(patsubst t/unit/%.c,$(ABS_BUILD)/unit/%,$(UNIT_SRCS))
+
+CFLAGS_C    = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -Ishared
+
+.PHONY: all module unit test test-asan lint run deps clean bench
+
+all: module unit
+
+deps:
+	@./scripts/deps
+
+module: $(MODULE)
+
+# Build against the distro's nginx source with its own configure flags so
+# the result loads into /usr/sbin/nginx (same --with-compat signature).
+$(NGX_BUILD)/Makefile: config
+	rm -rf $(NGX_BUILD)
+	mkdir -p $(ABS_BUILD)
+	cp -r $(NGX_SRC) $(NGX_BUILD)
+	cd $(NGX_BUILD) && source ./conf_flags \
+	    && ./configure "$${NGX_CONF_FLAGS[@]}" \
+	       --with-cc-opt="$(OPT) -fPIC $(WARN) $(SANFLAGS)" \
+	       --with-ld-opt="$(SANFLAGS)" \
+	       --add-dynamic-module=$(CURDIR) > configure.log \
+	    || { cat configure.log; exit 1; }
+
+$(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS)
+	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
+
+unit: $(UNIT_BINS)
+
+$(ABS_BUILD)/unit/%: t/unit/%.c $(SHARED_SRCS) $(wildcard shared/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_C) -o $@ $< $(SHARED_SRCS) -ljansson -lcrypto
+
+test: deps
+	$(MAKE) all
+	$(MAKE) lint
+	RAGNX_MODULE=$(MODULE) RAGNX_BUILD=$(ABS_BUILD) prove -r t
+
+# The same suite with the module built under ASan + UBSan.  The distro
+# nginx is not instrumented, so the sanitizer runtimes are preloaded; the
+# harness fails a test on any sanitizer report or [alert] in the logs.
+test-asan: deps
+	$(MAKE) BUILD=build-asan SAN=1 all
+	RAGNX_MODULE=$(abspath build-asan)/nginx/objs/ngx_http_ragnx_module.so \
+	RAGNX_BUILD=$(abspath build-asan) RAGNX_SANITIZE=1 prove -r t
+
+lint:
+	@./scripts/lint
+
+bench: deps all
+	./bench/gateway
+
+clean:
+	rm -rf build build-asan

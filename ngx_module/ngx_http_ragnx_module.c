@@ -1,0 +1,232 @@
+
+/*
+ * ragnx core: the JSON response helpers every ragnx module answers with,
+ * and "ragnx_json_error", a content handler for error_page locations that
+ * turns nginx's own error pages (404, 405, 413, 429, 5xx...) into JSON.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_ragnx.h"
+
+
+static ngx_int_t ngx_http_ragnx_json_error_handler(ngx_http_request_t *r);
+static char *ngx_http_ragnx_json_error(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+static ngx_command_t  ngx_http_ragnx_commands[] = {
+
+    { ngx_string("ragnx_json_error"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ragnx_json_error,
+      0,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_ragnx_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_ragnx_module = {
+    NGX_MODULE_V1,
+    &ngx_http_ragnx_module_ctx,            /* module context */
+    ngx_http_ragnx_commands,               /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+typedef struct {
+    ngx_uint_t   status;
+    const char  *message;
+} ngx_http_ragnx_status_t;
+
+
+static ngx_http_ragnx_status_t  ngx_http_ragnx_statuses[] = {
+    { NGX_HTTP_BAD_REQUEST, "Bad request" },
+    { NGX_HTTP_UNAUTHORIZED, "Unauthorized" },
+    { NGX_HTTP_FORBIDDEN, "Forbidden" },
+    { NGX_HTTP_NOT_FOUND, "Not found" },
+    { NGX_HTTP_NOT_ALLOWED, "Method not allowed" },
+    { NGX_HTTP_REQUEST_TIME_OUT, "Request timeout" },
+    { NGX_HTTP_CONFLICT, "Conflict" },
+    { NGX_HTTP_LENGTH_REQUIRED, "Length required" },
+    { NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "Request body too large" },
+    { NGX_HTTP_REQUEST_URI_TOO_LARGE, "Request URI too large" },
+    { NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, "Unsupported media type" },
+    { 429, "Too many requests" },
+    { NGX_HTTP_INTERNAL_SERVER_ERROR, "Internal server error" },
+    { NGX_HTTP_NOT_IMPLEMENTED, "Not implemented" },
+    { NGX_HTTP_BAD_GATEWAY, "Bad gateway" },
+    { NGX_HTTP_SERVICE_UNAVAILABLE, "Service unavailable" },
+    { NGX_HTTP_GATEWAY_TIME_OUT, "Gateway timeout" },
+    { 0, NULL }
+};
+
+
+ngx_int_t
+ngx_http_ragnx_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    json_t *body)
+{
+    size_t        len;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
+    len = json_dumpb(body, NULL, 0, JSON_COMPACT);
+    if (len == 0) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (json_dumpb(body, (char *) b->pos, len, JSON_COMPACT) != len) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = b->pos + len;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+ngx_int_t
+ngx_http_ragnx_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *msg, json_t *details)
+{
+    json_t     *body;
+    ngx_int_t   rc;
+
+    body = json_object();
+    if (body == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (json_object_set_new(body, "error", json_string(msg)) != 0
+        || (details && json_object_set(body, "details", details) != 0))
+    {
+        json_decref(body);
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_ragnx_send_json(r, status, body);
+
+    json_decref(body);
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_http_ragnx_finish_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *msg, json_t *details)
+{
+    ngx_http_finalize_request(r,
+                              ngx_http_ragnx_send_error(r, status, msg,
+                                                        details));
+    return NGX_DONE;
+}
+
+
+const char *
+ngx_http_ragnx_status_message(ngx_uint_t status)
+{
+    ngx_http_ragnx_status_t  *s;
+
+    for (s = ngx_http_ragnx_statuses; s->status; s++) {
+        if (s->status == status) {
+            return s->message;
+        }
+    }
+
+    return (status >= 500) ? "Server error" : "Request failed";
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_json_error_handler(ngx_http_request_t *r)
+{
+    ngx_uint_t  status;
+
+    /*
+     * Reached through error_page: r->err_status holds the original error
+     * (error_page without "="), and ngx_http_send_header() keeps it.
+     */
+
+    status = r->err_status ? r->err_status : NGX_HTTP_NOT_FOUND;
+
+    if (status < NGX_HTTP_BAD_REQUEST) {
+        status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_ragnx_send_error(r, status,
+                                     ngx_http_ragnx_status_message(status),
+                                     NULL);
+}
+
+
+static char *
+ngx_http_ragnx_json_error(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_ragnx_json_error_handler;
+
+    return NGX_CONF_OK;
+}

@@ -1,0 +1,309 @@
+package Ragnx::Test;
+
+# Test harness: writes an nginx.conf per test, starts the distro nginx with
+# the built module on a free loopback port under a temporary directory,
+# talks raw HTTP/1.1 to it, and stops it by PID.  A test file fails on any
+# [alert], [emerg] or sanitizer report in the logs.
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use File::Temp qw(tempdir);
+use IO::Socket::INET;
+use POSIX ();
+use Time::HiRes qw(sleep time);
+use Test::More;
+
+our @EXPORT_OK = qw(free_port slurp spew);
+
+my $NGINX = $ENV{RAGNX_NGINX} || '/usr/sbin/nginx';
+
+sub module_path {
+    my $m = $ENV{RAGNX_MODULE}
+        or BAIL_OUT('RAGNX_MODULE is not set: run the suite with make test');
+    -f $m or BAIL_OUT("module $m not built");
+    return $m;
+}
+
+sub new {
+    my ($class, %opt) = @_;
+    my $self = bless {
+        dir   => tempdir('ragnx-t-XXXXXX', TMPDIR => 1, CLEANUP => 1),
+        pids  => {},
+        %opt,
+    }, $class;
+    chmod 0755, $self->{dir};
+    return $self;
+}
+
+sub dir { $_[0]{dir} }
+
+sub free_port {
+    my $s = IO::Socket::INET->new(
+        LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
+        Listen => 1, ReuseAddr => 1) or die "free_port: $!";
+    my $port = $s->sockport;
+    close $s;
+    return $port;
+}
+
+sub slurp {
+    my ($path) = @_;
+    open my $fh, '<:raw', $path or return '';
+    local $/;
+    my $d = <$fh>;
+    return defined $d ? $d : '';
+}
+
+sub spew {
+    my ($path, $data) = @_;
+    open my $fh, '>:raw', $path or die "$path: $!";
+    print $fh $data;
+    close $fh;
+    return $path;
+}
+
+sub file {
+    my ($self, $name, $data) = @_;
+    return spew("$self->{dir}/$name", $data);
+}
+
+sub preload_env {
+    return () unless $ENV{RAGNX_SANITIZE};
+    my @libs = grep { -e } map { "/usr/lib/x86_64-linux-gnu/$_" }
+               qw(libasan.so.8 libubsan.so.1);
+    return (
+        LD_PRELOAD   => join(':', @libs),
+        ASAN_OPTIONS => 'detect_leaks=0:abort_on_error=1'
+                        . ':detect_odr_violation=0:log_path=' . $_[0]->{dir}
+                        . '/asan',
+        UBSAN_OPTIONS => 'print_stacktrace=1:log_path=' . $_[0]->{dir}
+                        . '/ubsan',
+    );
+}
+
+# The full nginx.conf around a test's http{} and server{} snippets.
+sub nginx_conf {
+    my ($self, %a) = @_;
+    my $d = $self->{dir};
+    my $module = module_path();
+    my $user = $> == 0 ? "user root root;\n" : '';
+    my $port = $a{port};
+    my $workers = $a{workers} || 1;
+    my $http = $a{http} || '';
+    my $server = $a{server} || '';
+    my $main = $a{main} || '';
+    return <<"CONF";
+load_module $module;
+$user
+worker_processes $workers;
+daemon off;
+master_process on;
+error_log $d/error.log info;
+pid $d/nginx.pid;
+$main
+events { worker_connections 1024; }
+
+http {
+    access_log $d/access.log;
+    client_body_temp_path $d/body;
+    proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fastcgi;
+    uwsgi_temp_path $d/uwsgi;
+    scgi_temp_path $d/scgi;
+    default_type text/plain;
+
+$http
+
+    server {
+        listen 127.0.0.1:$port;
+$server
+    }
+}
+CONF
+}
+
+# nginx -t on a configuration; returns (ok, output)
+sub nginx_t {
+    my ($self, %a) = @_;
+    $a{port} ||= free_port();
+    my $conf = $self->file('test.conf', $self->nginx_conf(%a));
+    local %ENV = (%ENV, $self->preload_env);
+    my $out = `$NGINX -t -p $self->{dir} -c $conf 2>&1`;
+    return ($? == 0, $out);
+}
+
+sub start_nginx {
+    my ($self, %a) = @_;
+    $self->{port} = $a{port} ||= free_port();
+    my $conf = $self->file('nginx.conf', $self->nginx_conf(%a));
+    my %env = $self->preload_env;
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        $ENV{$_} = $env{$_} for keys %env;
+        open STDOUT, '>>', "$self->{dir}/nginx.stderr";
+        open STDERR, '>>', "$self->{dir}/nginx.stderr";
+        exec $NGINX, '-p', $self->{dir}, '-c', $conf;
+        POSIX::_exit(127);
+    }
+    $self->{pids}{nginx} = $pid;
+    $self->wait_port($self->{port}, 'nginx');
+    return $self;
+}
+
+sub port { $_[0]{port} }
+
+sub wait_port {
+    my ($self, $port, $what) = @_;
+    for (1 .. 200) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $port, Proto => 'tcp');
+        if ($s) { close $s; return 1 }
+        sleep 0.025;
+    }
+    my $err = slurp("$self->{dir}/nginx.stderr")
+              . slurp("$self->{dir}/error.log");
+    BAIL_OUT("$what did not start on port $port: $err");
+}
+
+sub reload_nginx {
+    my ($self) = @_;
+    kill 'HUP', $self->{pids}{nginx};
+    sleep 0.5;
+}
+
+sub stop_pid {
+    my ($self, $name, $sig) = @_;
+    my $pid = delete $self->{pids}{$name} or return;
+    kill $sig || 'TERM', $pid;
+    for (1 .. 200) {
+        my $r = waitpid($pid, POSIX::WNOHANG());
+        return 1 if $r == $pid || $r == -1;
+        sleep 0.025;
+    }
+    kill 'KILL', $pid;
+    waitpid($pid, 0);
+    return 0;
+}
+
+sub stop_nginx {
+    my ($self) = @_;
+    $self->stop_pid('nginx', 'QUIT');
+}
+
+# Lines in the logs that fail a test file: crashes, alerts, emergencies
+# and anything a sanitizer said.
+sub log_problems {
+    my ($self) = @_;
+    my @bad;
+    for my $f (glob("$self->{dir}/error.log $self->{dir}/nginx.stderr"
+                    . " $self->{dir}/asan* $self->{dir}/ubsan*"))
+    {
+        for my $l (split /\n/, slurp($f)) {
+            push @bad, $l if $l =~ /\[(alert|emerg)\]|AddressSanitizer|
+                                   runtime\ error:|LeakSanitizer|
+                                   SUMMARY:|exited\ on\ signal/x;
+        }
+    }
+    return @bad;
+}
+
+sub error_log { slurp("$_[0]{dir}/error.log") }
+
+sub DESTROY {
+    my ($self) = @_;
+    return if $self->{destroyed}++;
+    $self->stop_pid($_, 'KILL') for keys %{$self->{pids}};
+}
+
+sub done {
+    my ($self) = @_;
+    $self->stop_nginx;
+    for my $name (keys %{$self->{pids}}) {
+        $self->stop_pid($name);
+    }
+    my @bad = $self->log_problems;
+    ok(!@bad, 'no alerts, crashes or sanitizer reports in the logs')
+        or diag(join "\n", @bad);
+    done_testing();
+}
+
+# Raw HTTP/1.1 request; returns a hash: status, headers (lower-cased keys,
+# multiple values joined by ", "), header_list, body, raw.
+sub request {
+    my ($self, $method, $path, %a) = @_;
+    my $port = $a{port} || $self->{port};
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Proto => 'tcp', Timeout => 10)
+        or return { status => 0, error => "connect: $!" };
+    my $body = $a{body};
+    my @h = @{ $a{headers} || [] };
+    my $req = "$method $path HTTP/1.1\r\nHost: localhost\r\n"
+              . "Connection: close\r\n";
+    for (my $i = 0; $i < @h; $i += 2) {
+        $req .= "$h[$i]: $h[$i + 1]\r\n";
+    }
+    if (defined $body) {
+        $req .= "Content-Length: " . length($body) . "\r\n"
+            unless grep { /^content-length$/i } @h;
+        $req .= "\r\n$body";
+    } else {
+        $req .= "\r\n";
+    }
+    $s->print($req);
+    my $raw = '';
+    my $deadline = time + ($a{timeout} || 10);
+    $s->blocking(0);
+    while (time < $deadline) {
+        my $n = sysread($s, my $buf, 65536);
+        if (defined $n) {
+            last if $n == 0;
+            $raw .= $buf;
+            next;
+        }
+        sleep 0.002;
+    }
+    close $s;
+    return parse_response($raw);
+}
+
+sub parse_response {
+    my ($raw) = @_;
+    my %r = (raw => $raw, status => 0, headers => {}, header_list => []);
+    my ($head, $body) = split /\r\n\r\n/, $raw, 2;
+    return \%r unless defined $head;
+    my @lines = split /\r\n/, $head;
+    my $sl = shift @lines;
+    ($r{status}) = $sl =~ m{^HTTP/1\.[01] (\d{3})} if defined $sl;
+    $r{status} ||= 0;
+    for (@lines) {
+        my ($k, $v) = /^([^:]+):\s*(.*)$/ or next;
+        push @{$r{header_list}}, [$k, $v];
+        my $lk = lc $k;
+        $r{headers}{$lk} = exists $r{headers}{$lk}
+                           ? "$r{headers}{$lk}, $v" : $v;
+    }
+    $body = '' unless defined $body;
+    if (($r{headers}{'transfer-encoding'} || '') =~ /chunked/i) {
+        my $out = '';
+        while ($body =~ s/^([0-9a-fA-F]+)\r\n//) {
+            my $n = hex $1;
+            last if $n == 0;
+            $out .= substr($body, 0, $n, '');
+            $body =~ s/^\r\n//;
+        }
+        $body = $out;
+    }
+    $r{body} = $body;
+    return \%r;
+}
+
+sub json_body {
+    my ($res) = @_;
+    require JSON::PP;
+    my $j = eval { JSON::PP->new->utf8->decode($res->{body}) };
+    return $j;
+}
+
+1;
