@@ -24,7 +24,7 @@ SHARED_SRCS = $(wildcard shared/*.c)
 UNIT_SRCS   = $(wildcard t/unit/*.c)
 UNIT_BINS   = $(patsubst t/unit/%.c,$(ABS_BUILD)/unit/%,$(UNIT_SRCS))
 
-CFLAGS_C    = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -Ishared
+CFLAGS_C    = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -Ishared -It/unit
 
 .PHONY: all module unit test test-asan lint run deps clean bench
 

@@ -1,0 +1,192 @@
+
+/*
+ * ragnx: job payload encoding and strict decoding (see ragnx_job.h).
+ */
+
+
+#include <stdio.h>
+#include <string.h>
+
+#include "ragnx_job.h"
+#include "ragnx_keys.h"
+#include "ragnx_uuid.h"
+
+
+static const char *ragnx_job_string(json_t *root, const char *name,
+    int required, char *err, size_t errlen);
+
+
+const char *
+ragnx_job_type_name(int type)
+{
+    return type == RAGNX_JOB_RECORD ? "record" : "ask";
+}
+
+
+json_t *
+ragnx_job_encode(const ragnx_job_t *job)
+{
+    json_t  *o;
+    int      rc;
+
+    o = json_object();
+    if (o == NULL) {
+        return NULL;
+    }
+
+    rc = json_object_set_new(o, "v", json_integer(RAGNX_JOB_VERSION));
+    rc |= json_object_set_new(o, "type",
+                              json_string(ragnx_job_type_name(job->type)));
+    rc |= json_object_set_new(o, "id", json_string(job->id));
+    rc |= json_object_set_new(o, "owner", json_string(job->owner));
+    rc |= json_object_set_new(o, "chatId", json_string(job->chat_id));
+    rc |= json_object_set_new(o, "query", json_string(job->query));
+    rc |= json_object_set_new(o, "digest", json_string(job->digest));
+    rc |= json_object_set_new(o, "gen", json_string(job->gen));
+    rc |= json_object_set_new(o, "createdAt", json_integer(job->created));
+
+    if (job->type == RAGNX_JOB_RECORD) {
+        rc |= json_object_set_new(o, "answer", json_string(job->answer));
+        rc |= json_object_set(o, "sources", job->sources ? job->sources
+                                                         : json_array());
+    }
+
+    if (rc != 0) {
+        json_decref(o);
+        return NULL;
+    }
+
+    return o;
+}
+
+
+static const char *
+ragnx_job_string(json_t *root, const char *name, int required, char *err,
+    size_t errlen)
+{
+    json_t  *v;
+
+    v = json_object_get(root, name);
+
+    if (v == NULL && !required) {
+        return NULL;
+    }
+
+    if (!json_is_string(v)) {
+        snprintf(err, errlen, "field \"%s\" missing or not a string", name);
+        return NULL;
+    }
+
+    return json_string_value(v);
+}
+
+
+int
+ragnx_job_decode(const char *data, size_t len, ragnx_job_t *job, char *err,
+    size_t errlen)
+{
+    json_t        *root, *v;
+    const char    *type;
+    json_error_t   e;
+
+    memset(job, 0, sizeof(ragnx_job_t));
+    err[0] = '\0';
+
+    root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &e);
+    if (root == NULL) {
+        snprintf(err, errlen, "invalid JSON: %s", e.text);
+        return -1;
+    }
+
+    job->root = root;
+
+    if (!json_is_object(root)) {
+        snprintf(err, errlen, "payload is not an object");
+        goto failed;
+    }
+
+    v = json_object_get(root, "v");
+    if (!json_is_integer(v) || json_integer_value(v) != RAGNX_JOB_VERSION) {
+        snprintf(err, errlen, "unsupported payload version");
+        goto failed;
+    }
+
+    type = ragnx_job_string(root, "type", 1, err, errlen);
+    if (type == NULL) {
+        goto failed;
+    }
+
+    if (strcmp(type, "ask") == 0) {
+        job->type = RAGNX_JOB_ASK;
+
+    } else if (strcmp(type, "record") == 0) {
+        job->type = RAGNX_JOB_RECORD;
+
+    } else {
+        snprintf(err, errlen, "unknown job type");
+        goto failed;
+    }
+
+    if ((job->id = ragnx_job_string(root, "id", 1, err, errlen)) == NULL
+        || (job->owner = ragnx_job_string(root, "owner", 1, err, errlen))
+           == NULL
+        || (job->chat_id = ragnx_job_string(root, "chatId", 1, err, errlen))
+           == NULL
+        || (job->query = ragnx_job_string(root, "query", 1, err, errlen))
+           == NULL
+        || (job->digest = ragnx_job_string(root, "digest", 1, err, errlen))
+           == NULL
+        || (job->gen = ragnx_job_string(root, "gen", 1, err, errlen))
+           == NULL)
+    {
+        goto failed;
+    }
+
+    if (!ragnx_uuid_valid(job->id, strlen(job->id))
+        || !ragnx_uuid_valid(job->chat_id, strlen(job->chat_id)))
+    {
+        snprintf(err, errlen, "id or chatId is not a uuid");
+        goto failed;
+    }
+
+    if (strlen(job->digest) != RAGNX_DIGEST_LEN || job->owner[0] == '\0'
+        || job->query[0] == '\0')
+    {
+        snprintf(err, errlen, "empty owner or query, or bad digest");
+        goto failed;
+    }
+
+    v = json_object_get(root, "createdAt");
+    job->created = json_is_integer(v) ? json_integer_value(v) : 0;
+
+    if (job->type == RAGNX_JOB_RECORD) {
+        job->answer = ragnx_job_string(root, "answer", 1, err, errlen);
+        if (job->answer == NULL) {
+            goto failed;
+        }
+
+        job->sources = json_object_get(root, "sources");
+        if (!json_is_array(job->sources)) {
+            snprintf(err, errlen, "field \"sources\" is not an array");
+            goto failed;
+        }
+    }
+
+    return 0;
+
+failed:
+
+    ragnx_job_free(job);
+    return -1;
+}
+
+
+void
+ragnx_job_free(ragnx_job_t *job)
+{
+    if (job->root) {
+        json_decref(job->root);
+    }
+
+    memset(job, 0, sizeof(ragnx_job_t));
+}

@@ -1,0 +1,55 @@
+
+/*
+ * ragnx: the Redis contract between the nginx module and the worker pool.
+ *
+ * Every key carries the hash tag {ragnx}, so all of them live in one slot
+ * and the Lua scripts work on Redis Cluster as on a single server.
+ *
+ *   {ragnx}:jobs            stream, consumer group "pool": ask/record jobs,
+ *                           entry fields "id" <job id>, "job" <payload>
+ *   {ragnx}:rpc             stream read before jobs: synchronous calls
+ *   {ragnx}:delayed         sorted set of job ids waiting for a retry,
+ *                           scored by the time (ms) they are due
+ *   {ragnx}:dead            stream of jobs that exhausted their attempts
+ *   {ragnx}:job:<id>        hash: status, owner, chatId, attempts,
+ *                           createdAt, updatedAt, answer, sources, error,
+ *                           leader (single-flight followers)
+ *   {ragnx}:job:<id>:followers  list of follower job ids of a leader
+ *   {ragnx}:gen             cache generation "<model>@<corpus version>",
+ *                           set by the pool at start and on ingest
+ *   {ragnx}:cache:<digest>:<gen>     JSON {"answer","sources"}, with TTL
+ *   {ragnx}:inflight:<digest>:<gen>  id of the job computing that answer
+ *
+ * <digest> is ragnx_query_digest(): SHA-256 of the normalised query.  The
+ * generation is a key suffix rather than digest input so that the module
+ * reads it and looks the answer up in one script call: a model switch or a
+ * re-ingest changes every key at once and never serves a stale answer.
+ */
+
+
+#ifndef RAGNX_KEYS_H
+#define RAGNX_KEYS_H
+
+
+#define RAGNX_KEY_PREFIX         "{ragnx}:"
+#define RAGNX_KEY_JOBS           RAGNX_KEY_PREFIX "jobs"
+#define RAGNX_KEY_RPC            RAGNX_KEY_PREFIX "rpc"
+#define RAGNX_KEY_DELAYED        RAGNX_KEY_PREFIX "delayed"
+#define RAGNX_KEY_DEAD           RAGNX_KEY_PREFIX "dead"
+#define RAGNX_KEY_JOB            RAGNX_KEY_PREFIX "job:"
+#define RAGNX_KEY_GEN            RAGNX_KEY_PREFIX "gen"
+#define RAGNX_KEY_CACHE          RAGNX_KEY_PREFIX "cache:"
+#define RAGNX_KEY_INFLIGHT       RAGNX_KEY_PREFIX "inflight:"
+#define RAGNX_KEY_FOLLOWERS      ":followers"
+
+#define RAGNX_GROUP              "pool"
+#define RAGNX_GEN_DEFAULT        "default@0"
+
+#define RAGNX_JOB_VERSION        1
+
+/* lengths of the fixed-size parts */
+#define RAGNX_UUID_LEN           36
+#define RAGNX_DIGEST_LEN         64
+
+
+#endif /* RAGNX_KEYS_H */

@@ -1,0 +1,209 @@
+
+/*
+ * ragnx: unit tests of the shared contract: UTF-8, normalisation, cache
+ * keys, UUIDs and the job payload.
+ */
+
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "tap.h"
+#include "ragnx_job.h"
+#include "ragnx_keys.h"
+#include "ragnx_query.h"
+#include "ragnx_utf8.h"
+#include "ragnx_uuid.h"
+
+
+#define U (const unsigned char *)
+
+
+static const char *
+norm(const char *in)
+{
+    size_t                len;
+    static unsigned char  out[4096];
+
+    len = ragnx_query_normalize(U in, strlen(in), out);
+    if (len == (size_t) -1) {
+        return "(invalid)";
+    }
+
+    out[len] = '\0';
+
+    return (const char *) out;
+}
+
+
+static void
+test_utf8(void)
+{
+    ok(ragnx_utf8_valid(U "plain ascii", 11), "ascii is valid");
+    ok(ragnx_utf8_valid(U "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9),
+       "2, 3 and 4 byte sequences are valid");
+    ok(!ragnx_utf8_valid(U "\xc0\xaf", 2), "overlong rejected");
+    ok(!ragnx_utf8_valid(U "\xe0\x80\xaf", 3), "3-byte overlong rejected");
+    ok(!ragnx_utf8_valid(U "\xed\xa0\x80", 3), "surrogate rejected");
+    ok(!ragnx_utf8_valid(U "\xf4\x90\x80\x80", 4), "above U+10FFFF rejected");
+    ok(!ragnx_utf8_valid(U "\x80", 1), "lone continuation rejected");
+    ok(!ragnx_utf8_valid(U "\xc3", 1), "truncated sequence rejected");
+    ok(!ragnx_utf8_valid(U "\xff", 1), "0xff rejected");
+    ok(ragnx_utf8_length(U "h\xc3\xa9llo \xf0\x9f\x98\x80", 11) == 7,
+       "length counts code points");
+}
+
+
+static void
+test_normalize(void)
+{
+    char  a[RAGNX_DIGEST_LEN + 1], b[RAGNX_DIGEST_LEN + 1];
+
+    is_str(norm("  Hello   World \t\n"), "hello world",
+           "ascii lower-cased, trimmed, collapsed");
+    is_str(norm("\xc3\x89" "COLE \xc3\x80 PARIS"),
+           "\xc3\xa9" "cole \xc3\xa0 paris",
+           "Latin-1 upper case lowered");
+    is_str(norm("\xc3\x97"), "\xc3\x97", "multiplication sign unchanged");
+    is_str(norm("\xc5\x81\xc3\x93" "D\xc5\xb9"), "\xc5\x82\xc3\xb3" "d\xc5\xba",
+           "Latin Extended-A lowered (Polish)");
+    is_str(norm("\xce\x91\xce\x98\xce\x97\xce\x9d\xce\x91"),
+           "\xce\xb1\xce\xb8\xce\xb7\xce\xbd\xce\xb1", "Greek lowered");
+    is_str(norm("\xd0\x9c\xd0\x9e\xd0\xa1\xd0\x9a\xd0\x92\xd0\x90"),
+           "\xd0\xbc\xd0\xbe\xd1\x81\xd0\xba\xd0\xb2\xd0\xb0",
+           "Cyrillic lowered");
+    is_str(norm("a\xc2\xa0\xc2\xa0" "b\xe3\x80\x80" "c\xe2\x80\x83"),
+           "a b c", "Unicode spaces collapse and trim");
+    is_str(norm("\xf0\x9f\x98\x80  X"), "\xf0\x9f\x98\x80 x",
+           "4-byte characters pass through whole");
+    is_str(norm(""), "", "empty stays empty");
+    is_str(norm("   "), "", "only spaces becomes empty");
+    is_str(norm("ab\xc3"), "(invalid)", "truncated UTF-8 refused");
+    is_str(norm("\xed\xa0\x80"), "(invalid)", "surrogate refused");
+
+    ok(ragnx_query_digest(U "", 0, a) == 0
+       && strcmp(a, "e3b0c44298fc1c149afbf4c8996fb924"
+                    "27ae41e4649b934ca495991b7852b855") == 0,
+       "digest of empty string is SHA-256");
+    ok(ragnx_query_digest(U "abc", 3, b) == 0
+       && strcmp(b, "ba7816bf8f01cfea414140de5dae2223"
+                    "b00361a396177a9cb410ff61f20015ad") == 0,
+       "digest of abc is SHA-256");
+}
+
+
+static void
+test_cache_key(void)
+{
+    char    d[RAGNX_DIGEST_LEN + 1], k1[256], k2[256], k3[256];
+    size_t  n;
+
+    ragnx_query_digest(U "what is ragnx", 13, d);
+
+    n = ragnx_cache_key(d, "m@1", 3, k1, sizeof(k1));
+    ok(n == strlen(k1) && strncmp(k1, "{ragnx}:cache:", 14) == 0,
+       "cache key has the hash-tagged prefix");
+    ok(strcmp(k1 + n - 4, ":m@1") == 0, "cache key ends with generation");
+
+    ragnx_cache_key(d, "m@2", 3, k2, sizeof(k2));
+    ok(strcmp(k1, k2) != 0, "corpus version bump changes the key");
+
+    ragnx_cache_key(d, "other@1", 7, k3, sizeof(k3));
+    ok(strcmp(k1, k3) != 0, "model switch changes the key");
+
+    ok(ragnx_cache_key(d, "m@1", 3, k3, 20) == 0, "too small buffer refused");
+}
+
+
+static void
+test_uuid(void)
+{
+    int   i, good;
+    char  u[37], v[37];
+
+    ok(ragnx_uuid_v4(u) == 0, "uuid generated");
+    ok(strlen(u) == 36 && ragnx_uuid_valid(u, 36), "uuid is well formed");
+    ok(u[14] == '4' && strchr("89ab", u[19]) != NULL,
+       "uuid has version 4 and the RFC 4122 variant");
+
+    good = 1;
+    for (i = 0; i < 1000; i++) {
+        ragnx_uuid_v4(v);
+        if (strcmp(u, v) == 0 || !ragnx_uuid_valid(v, 36)) {
+            good = 0;
+        }
+    }
+    ok(good, "1000 more uuids are valid and differ");
+
+    ok(ragnx_uuid_valid("123e4567-E89B-12d3-a456-426614174000", 36),
+       "mixed case accepted");
+    ok(!ragnx_uuid_valid("123e4567-e89b-12d3-a456-42661417400", 35),
+       "short refused");
+    ok(!ragnx_uuid_valid("123e4567xe89b-12d3-a456-426614174000", 36),
+       "bad separator refused");
+    ok(!ragnx_uuid_valid("123e4567-e89b-12d3-a456-42661417400g", 36),
+       "non-hex refused");
+    ok(!ragnx_uuid_valid("../../../etc/passwd-aaaaaaaaaaaaaaaaa", 36),
+       "path refused");
+}
+
+
+static void
+test_job(void)
+{
+    char          err[128], *s;
+    json_t       *o;
+    ragnx_job_t   job, out;
+
+    memset(&job, 0, sizeof(job));
+    job.type = RAGNX_JOB_RECORD;
+    job.id = "2f1c5d2e-8b7a-4c1d-9e3f-0a1b2c3d4e5f";
+    job.owner = "user-1";
+    job.chat_id = "6a0b4c3d-2e1f-4a5b-8c7d-9e0f1a2b3c4d";
+    job.query = "What is \"ragnx\"?";
+    job.digest = "ba7816bf8f01cfea414140de5dae2223"
+                 "b00361a396177a9cb410ff61f20015ad";
+    job.gen = "m@1";
+    job.answer = "An nginx module.";
+    job.sources = NULL;
+    job.created = 1700000000000LL;
+
+    o = ragnx_job_encode(&job);
+    s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+
+    ok(ragnx_job_decode(s, strlen(s), &out, err, sizeof(err)) == 0,
+       "record job round-trips");
+    ok(out.type == RAGNX_JOB_RECORD && strcmp(out.query, job.query) == 0
+       && strcmp(out.answer, job.answer) == 0
+       && json_array_size(out.sources) == 0
+       && out.created == job.created, "fields survive");
+    ragnx_job_free(&out);
+    free(s);
+
+#define BAD(json, why)                                                       \
+    ok(ragnx_job_decode(json, strlen(json), &out, err, sizeof(err)) == -1    \
+       && out.root == NULL, why " (%s)", err)
+
+    BAD("", "empty payload refused");
+    BAD("[1]", "array refused");
+    BAD("{\"v\":2,\"type\":\"ask\"}", "future version refused");
+    BAD("{\"v\":1,\"type\":\"x\"}", "unknown type refused");
+    BAD("{\"v\":1,\"v\":1}", "duplicate keys refused");
+    BAD("{\"v\":1,\"type\":\"ask\",\"id\":\"../x\",\"owner\":\"u\","
+        "\"chatId\":\"x\",\"query\":\"q\",\"digest\":\"d\",\"gen\":\"g\"}",
+        "non-uuid id refused");
+}
+
+
+int
+main(void)
+{
+    test_utf8();
+    test_normalize();
+    test_cache_key();
+    test_uuid();
+    test_job();
+
+    return done_testing();
+}
