@@ -35,20 +35,24 @@ ragnx_job_encode(const ragnx_job_t *job)
     }
 
     rc = json_object_set_new(o, "v", json_integer(RAGNX_JOB_VERSION));
-    rc |= json_object_set_new(o, "type",
-                              json_string(ragnx_job_type_name(job->type)));
     rc |= json_object_set_new(o, "id", json_string(job->id));
     rc |= json_object_set_new(o, "owner", json_string(job->owner));
     rc |= json_object_set_new(o, "chatId", json_string(job->chat_id));
     rc |= json_object_set_new(o, "query", json_string(job->query));
     rc |= json_object_set_new(o, "digest", json_string(job->digest));
-    rc |= json_object_set_new(o, "gen", json_string(job->gen));
     rc |= json_object_set_new(o, "createdAt", json_integer(job->created));
 
-    if (job->type == RAGNX_JOB_RECORD) {
-        rc |= json_object_set_new(o, "answer", json_string(job->answer));
-        rc |= json_object_set(o, "sources", job->sources ? job->sources
-                                                         : json_array());
+    if (job->type) {
+        rc |= json_object_set_new(o, "type",
+                                  json_string(ragnx_job_type_name(job->type)));
+    }
+
+    if (job->gen) {
+        rc |= json_object_set_new(o, "gen", json_string(job->gen));
+    }
+
+    if (job->result) {
+        rc |= json_object_set(o, "result", job->result);
     }
 
     if (rc != 0) {
@@ -160,14 +164,19 @@ ragnx_job_decode(const char *data, size_t len, ragnx_job_t *job, char *err,
     job->created = json_is_integer(v) ? json_integer_value(v) : 0;
 
     if (job->type == RAGNX_JOB_RECORD) {
-        job->answer = ragnx_job_string(root, "answer", 1, err, errlen);
-        if (job->answer == NULL) {
-            goto failed;
-        }
+        job->result = json_object_get(root, "result");
+        job->sources = json_object_get(job->result, "sources");
 
-        job->sources = json_object_get(root, "sources");
-        if (!json_is_array(job->sources)) {
-            snprintf(err, errlen, "field \"sources\" is not an array");
+        if (!json_is_object(job->result)
+            || (job->answer = ragnx_job_string(job->result, "answer", 1, err,
+                                               errlen))
+               == NULL
+            || !json_is_array(job->sources))
+        {
+            if (err[0] == '\0') {
+                snprintf(err, errlen, "record without a valid result");
+            }
+
             goto failed;
         }
     }

@@ -2,9 +2,12 @@
 /*
  * ragnx: the job payload carried in the stream entry (field "job").
  *
- *   {"v":1, "type":"ask"|"record", "id", "owner", "chatId", "query",
- *    "digest", "gen", "createdAt", ["answer", "sources"] for record}
+ *   {"v":1, "id", "owner", "chatId", "query", "digest", "createdAt",
+ *    "type":"ask"|"record", "gen", "result":{"answer","sources"}}
  *
+ * The module encodes the fields it knows; the enqueue script appends
+ * "type", "gen" (read inside the script) and, for a cache hit, the cached
+ * value itself as "result".
  * "ask" jobs run retrieval and the LLM; "record" jobs only write an
  * exchange answered from the cache into the user's chat.
  */
@@ -30,14 +33,18 @@ typedef struct {
     const char  *query;
     const char  *digest;
     const char  *gen;
-    const char  *answer;       /* record only */
-    json_t      *sources;      /* record only, borrowed from root */
+    json_t      *result;       /* record only: the cached value */
+    const char  *answer;       /* record only, from result */
+    json_t      *sources;      /* record only, from result */
     long long    created;      /* ms since the epoch */
     json_t      *root;         /* decoded payload; owns the strings */
 } ragnx_job_t;
 
 
-/* the payload as a new JSON object, NULL on allocation failure */
+/*
+ * The payload as a new JSON object, NULL on allocation failure; "type",
+ * "gen" and "result" only when set (type 0, NULL).
+ */
 json_t *ragnx_job_encode(const ragnx_job_t *job);
 
 /*

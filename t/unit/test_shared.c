@@ -164,19 +164,20 @@ test_job(void)
     job.digest = "ba7816bf8f01cfea414140de5dae2223"
                  "b00361a396177a9cb410ff61f20015ad";
     job.gen = "m@1";
-    job.answer = "An nginx module.";
-    job.sources = NULL;
+    job.result = json_pack("{s:s, s:[s]}", "answer", "An nginx module.",
+                           "sources", "README.md");
     job.created = 1700000000000LL;
 
     o = ragnx_job_encode(&job);
     s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
+    json_decref(job.result);
 
     ok(ragnx_job_decode(s, strlen(s), &out, err, sizeof(err)) == 0,
        "record job round-trips");
     ok(out.type == RAGNX_JOB_RECORD && strcmp(out.query, job.query) == 0
-       && strcmp(out.answer, job.answer) == 0
-       && json_array_size(out.sources) == 0
+       && strcmp(out.answer, "An nginx module.") == 0
+       && json_array_size(out.sources) == 1
        && out.created == job.created, "fields survive");
     ragnx_job_free(&out);
     free(s);
@@ -184,6 +185,19 @@ test_job(void)
 #define BAD(json, why)                                                       \
     ok(ragnx_job_decode(json, strlen(json), &out, err, sizeof(err)) == -1    \
        && out.root == NULL, why " (%s)", err)
+
+    job.type = 0;
+    job.gen = NULL;
+    job.result = NULL;
+    o = ragnx_job_encode(&job);
+    ok(o && json_object_get(o, "type") == NULL
+       && json_object_get(o, "gen") == NULL, "module-side payload has no type"
+       " or gen: the enqueue script appends them");
+    s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    ok(ragnx_job_decode(s, strlen(s), &out, err, sizeof(err)) == -1,
+       "payload without type refused");
+    free(s);
 
     BAD("", "empty payload refused");
     BAD("[1]", "array refused");
@@ -193,6 +207,12 @@ test_job(void)
     BAD("{\"v\":1,\"type\":\"ask\",\"id\":\"../x\",\"owner\":\"u\","
         "\"chatId\":\"x\",\"query\":\"q\",\"digest\":\"d\",\"gen\":\"g\"}",
         "non-uuid id refused");
+    BAD("{\"v\":1,\"type\":\"record\",\"id\":"
+        "\"2f1c5d2e-8b7a-4c1d-9e3f-0a1b2c3d4e5f\",\"owner\":\"u\","
+        "\"chatId\":\"6a0b4c3d-2e1f-4a5b-8c7d-9e0f1a2b3c4d\",\"query\":\"q\","
+        "\"digest\":\"ba7816bf8f01cfea414140de5dae2223"
+        "b00361a396177a9cb410ff61f20015ad\",\"gen\":\"g\",\"result\":{}}",
+        "record without answer refused");
 }
 
 

@@ -144,8 +144,7 @@ sub start_nginx {
         $ENV{$_} = $env{$_} for keys %env;
         open STDOUT, '>>', "$self->{dir}/nginx.stderr";
         open STDERR, '>>', "$self->{dir}/nginx.stderr";
-        exec $NGINX, '-p', $self->{dir}, '-c', $conf;
-        POSIX::_exit(127);
+        exec($NGINX, '-p', $self->{dir}, '-c', $conf) or POSIX::_exit(127);
     }
     $self->{pids}{nginx} = $pid;
     $self->wait_port($self->{port}, 'nginx');
@@ -165,6 +164,62 @@ sub wait_port {
     my $err = slurp("$self->{dir}/nginx.stderr")
               . slurp("$self->{dir}/error.log");
     BAIL_OUT("$what did not start on port $port: $err");
+}
+
+# A private redis-server on a free loopback port; options: appendonly.
+sub start_redis {
+    my ($self, %a) = @_;
+    my $port = $a{port} || $self->{redis_port} || free_port();
+    my $rdir = "$self->{dir}/redis";
+    mkdir $rdir;
+    my $aof = $a{appendonly} ? 'yes' : 'no';
+    $self->file('redis.conf', <<"CONF");
+port $port
+bind 127.0.0.1
+dir $rdir
+save ""
+appendonly $aof
+daemonize no
+logfile $self->{dir}/redis.log
+CONF
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>>', "$self->{dir}/redis.stdout";
+        open STDERR, '>>', "$self->{dir}/redis.stdout";
+        exec("redis-server", "$self->{dir}/redis.conf") or POSIX::_exit(127);
+    }
+    $self->{pids}{redis} = $pid;
+    $self->{redis_port} = $port;
+    for (1 .. 200) {
+        last if $self->redis('PING') eq 'PONG';
+        sleep 0.025;
+    }
+    return $port;
+}
+
+sub redis_port { $_[0]{redis_port} }
+
+# redis-cli with raw output; returns the output without the final newline
+sub redis {
+    my ($self, @args) = @_;
+    open my $fh, '-|', 'redis-cli', '-p', $self->{redis_port}, '--raw', @args
+        or die "redis-cli: $!";
+    local $/;
+    my $out = <$fh>;
+    close $fh;
+    $out = '' unless defined $out;
+    $out =~ s/\s+\z//;
+    return $out;
+}
+
+sub stop_redis {
+    my ($self) = @_;
+    $self->stop_pid('redis', 'TERM');
+}
+
+sub signal {
+    my ($self, $name, $sig) = @_;
+    kill $sig, $self->{pids}{$name};
 }
 
 sub reload_nginx {

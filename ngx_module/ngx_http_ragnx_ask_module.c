@@ -1,0 +1,1223 @@
+
+/*
+ * ragnx ask: POST /api/ask (cache lookup, answered at once on a hit,
+ * single-flight enqueue on a miss), GET /api/ask/{jobId} (job status) and
+ * GET /health, all through the non-blocking Redis pool.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_ragnx.h"
+#include "ngx_http_ragnx_redis.h"
+#include "ragnx_job.h"
+#include "ragnx_keys.h"
+#include "ragnx_query.h"
+#include "ragnx_uuid.h"
+
+
+#define NGX_HTTP_RAGNX_ASK_SUBMIT   1
+#define NGX_HTTP_RAGNX_ASK_STATUS   2
+#define NGX_HTTP_RAGNX_ASK_HEALTH   3
+
+
+typedef struct {
+    ngx_uint_t                    type;
+    ngx_http_complex_value_t     *id;
+    ngx_uint_t                    queue_max;
+    time_t                        job_ttl;
+    ngx_uint_t                    retry_after;
+    ngx_http_ragnx_redis_srv_t   *queue;
+    ngx_http_ragnx_redis_srv_t   *cache;
+} ngx_http_ragnx_ask_loc_conf_t;
+
+
+typedef struct {
+    ngx_http_ragnx_redis_wait_t   wait;
+
+    /* submit */
+    ngx_uint_t                    step;
+    json_t                       *payload;
+    ngx_str_t                     digest;
+    ngx_str_t                     job_id;
+    ngx_str_t                     chat_id;
+    ngx_str_t                     owner;
+    ngx_str_t                     outcome;   /* hit, queued, follower... */
+    ngx_str_t                     cached;
+    ngx_str_t                     gen;
+
+    /* status: the job hash fields we answer with */
+    ngx_str_t                     status;
+    ngx_str_t                     job_owner;
+    ngx_str_t                     job_chat;
+    ngx_str_t                     answer;
+    ngx_str_t                     sources;
+    ngx_str_t                     error;
+    ngx_uint_t                    found;
+
+    /* health */
+    ngx_uint_t                    pings;
+    ngx_uint_t                    pongs;
+} ngx_http_ragnx_ask_ctx_t;
+
+
+#define NGX_HTTP_RAGNX_ASK_ALL      0   /* lookup + enqueue, one server */
+#define NGX_HTTP_RAGNX_ASK_LOOKUP   1   /* separate cache server: lookup */
+#define NGX_HTTP_RAGNX_ASK_ENQUEUE  2   /* ... then enqueue on the queue */
+
+
+static ngx_int_t ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_loc_conf_t *alcf);
+static ngx_int_t ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
+static void ngx_http_ragnx_ask_script_reply(ngx_http_request_t *r,
+    redisReply *reply, ngx_int_t rc);
+static void ngx_http_ragnx_ask_script_resume(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ragnx_ask_answer(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
+static ngx_int_t ngx_http_ragnx_ask_status(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_loc_conf_t *alcf);
+static void ngx_http_ragnx_ask_status_reply(ngx_http_request_t *r,
+    redisReply *reply, ngx_int_t rc);
+static void ngx_http_ragnx_ask_status_resume(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ragnx_ask_health(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_loc_conf_t *alcf);
+static void ngx_http_ragnx_ask_health_reply(ngx_http_request_t *r,
+    redisReply *reply, ngx_int_t rc);
+static void ngx_http_ragnx_ask_health_resume(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ragnx_ask_send_health(ngx_http_request_t *r,
+    ngx_uint_t up);
+
+static ngx_int_t ngx_http_ragnx_ask_handler(ngx_http_request_t *r);
+static ngx_http_ragnx_ask_ctx_t *ngx_http_ragnx_ask_ctx(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_ragnx_ask_copy(ngx_http_request_t *r,
+    ngx_str_t *dst, redisReply *reply);
+static ngx_int_t ngx_http_ragnx_ask_not_allowed(ngx_http_request_t *r,
+    const char *allow);
+static ngx_int_t ngx_http_ragnx_ask_header(ngx_http_request_t *r,
+    const char *name, ngx_str_t *value);
+static void ngx_http_ragnx_ask_payload_cleanup(void *data);
+
+static void *ngx_http_ragnx_ask_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_ragnx_ask_init_module(ngx_cycle_t *cycle);
+static char *ngx_http_ragnx_ask(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+static ngx_command_t  ngx_http_ragnx_ask_commands[] = {
+
+    { ngx_string("ragnx_ask"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ragnx_ask,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_HTTP_RAGNX_ASK_SUBMIT,
+      NULL },
+
+    { ngx_string("ragnx_ask_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      ngx_http_ragnx_ask,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_HTTP_RAGNX_ASK_STATUS,
+      NULL },
+
+    { ngx_string("ragnx_health"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ragnx_ask,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_HTTP_RAGNX_ASK_HEALTH,
+      NULL },
+
+    { ngx_string("ragnx_ask_queue_max"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragnx_ask_loc_conf_t, queue_max),
+      NULL },
+
+    { ngx_string("ragnx_ask_job_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragnx_ask_loc_conf_t, job_ttl),
+      NULL },
+
+    { ngx_string("ragnx_ask_retry_after"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragnx_ask_loc_conf_t, retry_after),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_ragnx_ask_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_ragnx_ask_create_loc_conf,    /* create location configuration */
+    ngx_http_ragnx_ask_merge_loc_conf      /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_ragnx_ask_module = {
+    NGX_MODULE_V1,
+    &ngx_http_ragnx_ask_module_ctx,        /* module context */
+    ngx_http_ragnx_ask_commands,           /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    ngx_http_ragnx_ask_init_module,        /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+/*
+ * One round trip per question.  Mode "all": read the cache generation,
+ * look the answer up, and on a hit enqueue a "record" job (the exchange
+ * still lands in the chat) or on a miss create the job and enqueue it,
+ * unless an identical question is already being answered: then the new
+ * job follows that leader and the LLM runs once.  With a separate cache
+ * server, "lookup" runs there and "enqueue" on the queue server.
+ *
+ * KEYS: gen, jobs stream, job hash.  ARGV: digest, job id, payload (JSON
+ * without type/gen), owner, chatId, now ms, queue max, job ttl s, mode,
+ * [gen, cached value] (enqueue mode).
+ * Returns {outcome, gen, cached|leader}.
+ */
+
+static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
+"local mode, gen, cached = ARGV[9], nil, false\n"
+"if mode == 'enqueue' then\n"
+"  gen = ARGV[10]\n"
+"  if ARGV[11] ~= '' then cached = ARGV[11] end\n"
+"else\n"
+"  gen = redis.call('GET', KEYS[1]) or '" RAGNX_GEN_DEFAULT "'\n"
+"  cached = redis.call('GET', '" RAGNX_KEY_CACHE "' .. ARGV[1] .. ':' .. gen)\n"
+"  if mode == 'lookup' then return {'lookup', gen, cached or ''} end\n"
+"end\n"
+"local max, ttl = tonumber(ARGV[7]), tonumber(ARGV[8])\n"
+"local len = redis.call('XLEN', KEYS[2])\n"
+"local head = string.sub(ARGV[3], 1, -2) .. ',\"gen\":' .. cjson.encode(gen)\n"
+"local function create(kind, payload)\n"
+"  redis.call('HSET', KEYS[3], 'status', 'waiting', 'type', kind,\n"
+"    'owner', ARGV[4], 'chatId', ARGV[5], 'attempts', 0,\n"
+"    'createdAt', ARGV[6], 'updatedAt', ARGV[6], 'payload', payload)\n"
+"  redis.call('EXPIRE', KEYS[3], ttl)\n"
+"end\n"
+"if cached then\n"
+"  if len >= max + math.ceil(max / 10) then\n"
+"    return {'hit-unrecorded', gen, cached}\n"
+"  end\n"
+"  local p = head .. ',\"type\":\"record\",\"result\":' .. cached .. '}'\n"
+"  create('record', p)\n"
+"  redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job', p)\n"
+"  return {'hit', gen, cached}\n"
+"end\n"
+"if len >= max then return {'full', gen, ''} end\n"
+"local p = head .. ',\"type\":\"ask\"}'\n"
+"local inflight = '" RAGNX_KEY_INFLIGHT "' .. ARGV[1] .. ':' .. gen\n"
+"local leader = redis.call('GET', inflight)\n"
+"if leader then\n"
+"  local lk = '" RAGNX_KEY_JOB "' .. leader\n"
+"  local st = redis.call('HGET', lk, 'status')\n"
+"  if st == 'waiting' or st == 'active' or st == 'delayed' then\n"
+"    create('ask', p)\n"
+"    redis.call('HSET', KEYS[3], 'leader', leader)\n"
+"    redis.call('RPUSH', lk .. '" RAGNX_KEY_FOLLOWERS "', ARGV[2])\n"
+"    redis.call('EXPIRE', lk .. '" RAGNX_KEY_FOLLOWERS "', ttl)\n"
+"    return {'follower', gen, leader}\n"
+"  end\n"
+"end\n"
+"create('ask', p)\n"
+"redis.call('SET', inflight, ARGV[2], 'EX', ttl)\n"
+"redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job', p)\n"
+"return {'queued', gen, ''}\n"
+);
+
+
+static ngx_int_t  ngx_http_ragnx_ask_script_index;
+static time_t     ngx_http_ragnx_ask_started;
+
+
+static ngx_int_t
+ngx_http_ragnx_ask_handler(ngx_http_request_t *r)
+{
+    ngx_http_ragnx_ask_loc_conf_t  *alcf;
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_ragnx_ask_module);
+
+    switch (alcf->type) {
+
+    case NGX_HTTP_RAGNX_ASK_SUBMIT:
+        if (r->method != NGX_HTTP_POST) {
+            return ngx_http_ragnx_ask_not_allowed(r, "POST");
+        }
+
+        return ngx_http_ragnx_ask_submit(r, alcf);
+
+    case NGX_HTTP_RAGNX_ASK_STATUS:
+        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+            return ngx_http_ragnx_ask_not_allowed(r, "GET, HEAD");
+        }
+
+        return ngx_http_ragnx_ask_status(r, alcf);
+
+    default: /* NGX_HTTP_RAGNX_ASK_HEALTH */
+        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+            return ngx_http_ragnx_ask_not_allowed(r, "GET, HEAD");
+        }
+
+        return ngx_http_ragnx_ask_health(r, alcf);
+    }
+}
+
+
+/* POST /api/ask */
+
+
+static ngx_int_t
+ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_loc_conf_t *alcf)
+{
+    u_char                    *norm;
+    size_t                     len;
+    json_t                    *body, *v;
+    ngx_str_t                  sub;
+    ragnx_job_t                job;
+    ngx_time_t                *tp;
+    ngx_pool_cleanup_t        *cln;
+    ngx_http_ragnx_ask_ctx_t  *ctx;
+
+    if (ngx_http_ragnx_jwt_subject(r, &sub) != NGX_OK || sub.len == 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "ragnx_ask without an authenticated subject: "
+                      "enable \"ragnx_jwt\" for this location");
+        return ngx_http_ragnx_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                                         "missing token", NULL);
+    }
+
+    body = ngx_http_ragnx_validated_body(r);
+    if (body == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "ragnx_ask without a validated body: set "
+                      "\"ragnx_validate_schema\" for this location");
+        return ngx_http_ragnx_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                         "Internal server error", NULL);
+    }
+
+    v = json_object_get(body, "query");
+    if (!json_is_string(v) || json_string_length(v) == 0) {
+        return ngx_http_ragnx_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "Validation failed",
+                                         json_pack("{s:[s]}", "query",
+                                                   "is required"));
+    }
+
+    ctx = ngx_http_ragnx_ask_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the digest of the normalised query names the cache entry */
+
+    len = json_string_length(v);
+    norm = ngx_pnalloc(r->pool, len * 2 + 1);
+    ctx->digest.data = ngx_pnalloc(r->pool, RAGNX_DIGEST_LEN + 1);
+    ctx->job_id.data = ngx_pnalloc(r->pool, RAGNX_UUID_LEN + 1);
+    ctx->chat_id.data = ngx_pnalloc(r->pool, RAGNX_UUID_LEN + 1);
+
+    if (norm == NULL || ctx->digest.data == NULL || ctx->job_id.data == NULL
+        || ctx->chat_id.data == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = ragnx_query_normalize((u_char *) json_string_value(v), len, norm);
+    if (len == (size_t) -1) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ragnx_query_digest(norm, len, (char *) ctx->digest.data) != 0
+        || ragnx_uuid_v4((char *) ctx->job_id.data) != 0)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->digest.len = RAGNX_DIGEST_LEN;
+    ctx->job_id.len = RAGNX_UUID_LEN;
+
+    v = json_object_get(body, "chatId");
+
+    if (json_is_string(v)
+        && ragnx_uuid_valid(json_string_value(v), json_string_length(v)))
+    {
+        ctx->chat_id.len = RAGNX_UUID_LEN;
+        ngx_strlow(ctx->chat_id.data, (u_char *) json_string_value(v),
+                   RAGNX_UUID_LEN);
+
+    } else if (ragnx_uuid_v4((char *) ctx->chat_id.data) == 0) {
+        ctx->chat_id.len = RAGNX_UUID_LEN;
+
+    } else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->chat_id.data[RAGNX_UUID_LEN] = '\0';
+    ctx->owner = sub;
+
+    ngx_memzero(&job, sizeof(ragnx_job_t));
+    job.id = (char *) ctx->job_id.data;
+    job.owner = ngx_pnalloc(r->pool, sub.len + 1);
+    if (job.owner == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_cpystrn((u_char *) job.owner, sub.data, sub.len + 1);
+    job.chat_id = (char *) ctx->chat_id.data;
+    job.query = json_string_value(json_object_get(body, "query"));
+    job.digest = (char *) ctx->digest.data;
+    tp = ngx_timeofday();
+    job.created = (long long) tp->sec * 1000 + tp->msec;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->payload = ragnx_job_encode(&job);
+    if (ctx->payload == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_ragnx_ask_payload_cleanup;
+    cln->data = ctx->payload;
+
+    ctx->step = (alcf->cache != alcf->queue) ? NGX_HTTP_RAGNX_ASK_LOOKUP
+                                             : NGX_HTTP_RAGNX_ASK_ALL;
+
+    if (ngx_http_ragnx_ask_send_script(r, ctx, alcf) != NGX_OK) {
+        return ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "cache unavailable", NULL);
+    }
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf)
+{
+    int                          n;
+    char                        *payload;
+    u_char                      *key, *p;
+    size_t                       lens[15];
+    const char                  *argv[15];
+    ngx_time_t                  *tp;
+    ngx_http_ragnx_redis_srv_t  *srv;
+    u_char                       now[NGX_INT64_LEN], max[NGX_INT_T_LEN],
+                                 ttl[NGX_TIME_T_LEN];
+    static const char           *modes[] = { "all", "lookup", "enqueue" };
+
+    payload = json_dumps(ctx->payload, JSON_COMPACT);
+    if (payload == NULL) {
+        return NGX_ERROR;
+    }
+
+    key = ngx_pnalloc(r->pool, sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN);
+    if (key == NULL) {
+        free(payload);
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(key, RAGNX_KEY_JOB, sizeof(RAGNX_KEY_JOB) - 1);
+    ngx_memcpy(p, ctx->job_id.data, RAGNX_UUID_LEN);
+
+    argv[0] = "3";
+    argv[1] = RAGNX_KEY_GEN;
+    argv[2] = RAGNX_KEY_JOBS;
+    argv[3] = (const char *) key;
+    argv[4] = (const char *) ctx->digest.data;
+    argv[5] = (const char *) ctx->job_id.data;
+    argv[6] = payload;
+    argv[7] = (const char *) ctx->owner.data;
+    argv[8] = (const char *) ctx->chat_id.data;
+    argv[9] = (const char *) now;
+    argv[10] = (const char *) max;
+    argv[11] = (const char *) ttl;
+    argv[12] = modes[ctx->step];
+
+    lens[0] = 1;
+    lens[1] = sizeof(RAGNX_KEY_GEN) - 1;
+    lens[2] = sizeof(RAGNX_KEY_JOBS) - 1;
+    lens[3] = sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN;
+    lens[4] = RAGNX_DIGEST_LEN;
+    lens[5] = RAGNX_UUID_LEN;
+    lens[6] = ngx_strlen(payload);
+    lens[7] = ctx->owner.len;
+    lens[8] = RAGNX_UUID_LEN;
+    tp = ngx_timeofday();
+    lens[9] = ngx_sprintf(now, "%T%03M", tp->sec, tp->msec) - now;
+    lens[10] = ngx_sprintf(max, "%ui", alcf->queue_max) - max;
+    lens[11] = ngx_sprintf(ttl, "%T", alcf->job_ttl) - ttl;
+    lens[12] = ngx_strlen(modes[ctx->step]);
+
+    n = 13;
+
+    if (ctx->step == NGX_HTTP_RAGNX_ASK_ENQUEUE) {
+        argv[13] = (const char *) ctx->gen.data;
+        lens[13] = ctx->gen.len;
+        argv[14] = ctx->cached.len ? (const char *) ctx->cached.data : "";
+        lens[14] = ctx->cached.len;
+        n = 15;
+    }
+
+    srv = (ctx->step == NGX_HTTP_RAGNX_ASK_LOOKUP) ? alcf->cache
+                                                  : alcf->queue;
+
+    ctx->wait.reply = ngx_http_ragnx_ask_script_reply;
+    ctx->wait.resume = ngx_http_ragnx_ask_script_resume;
+
+    n = ngx_http_ragnx_redis_eval(r, &ctx->wait, srv,
+                                  ngx_http_ragnx_ask_script_index, n, argv,
+                                  lens);
+
+    /* hiredis has copied the arguments into its output buffer */
+    free(payload);
+
+    return n;
+}
+
+
+/* inside the hiredis callback: copy, do not respond */
+
+static void
+ngx_http_ragnx_ask_script_reply(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc)
+{
+    ngx_http_ragnx_ask_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
+
+    if (rc != NGX_OK) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "ragnx ask script failed: %*s", (size_t) reply->len,
+                      reply->str);
+        ctx->wait.rc = NGX_ERROR;
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3
+        || ngx_http_ragnx_ask_copy(r, &ctx->outcome, reply->element[0])
+           != NGX_OK
+        || ngx_http_ragnx_ask_copy(r, &ctx->gen, reply->element[1]) != NGX_OK
+        || ngx_http_ragnx_ask_copy(r, &ctx->cached, reply->element[2])
+           != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "ragnx ask script: unexpected reply");
+        ctx->wait.rc = NGX_ERROR;
+    }
+}
+
+
+static void
+ngx_http_ragnx_ask_script_resume(ngx_http_request_t *r)
+{
+    ngx_int_t                       rc;
+    ngx_http_ragnx_ask_ctx_t       *ctx;
+    ngx_http_ragnx_ask_loc_conf_t  *alcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_ragnx_ask_module);
+
+    if (ctx->wait.rc != NGX_OK) {
+        rc = ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "cache unavailable", NULL);
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    if (ctx->step == NGX_HTTP_RAGNX_ASK_LOOKUP) {
+        ctx->step = NGX_HTTP_RAGNX_ASK_ENQUEUE;
+
+        if (ngx_http_ragnx_ask_send_script(r, ctx, alcf) != NGX_OK) {
+            rc = ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           "queue unavailable", NULL);
+            ngx_http_finalize_request(r, rc);
+            return;
+        }
+
+        /* the next call holds its own reference to the request */
+        ngx_http_finalize_request(r, NGX_DONE);
+        return;
+    }
+
+    ngx_http_finalize_request(r, ngx_http_ragnx_ask_answer(r, ctx, alcf));
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_ask_answer(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf)
+{
+    u_char        *p, ra[NGX_INT_T_LEN];
+    json_t        *cached, *body;
+    ngx_int_t      rc;
+    ngx_str_t      loc, retry;
+    json_error_t   err;
+
+    if (ngx_strncmp(ctx->outcome.data, "hit", 3) == 0) {
+
+        if (ctx->outcome.len > 3) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "ragnx ask: queue full, cache hit of job %V "
+                          "not recorded in chat history", &ctx->job_id);
+        }
+
+        cached = json_loadb((char *) ctx->cached.data, ctx->cached.len, 0,
+                            &err);
+
+        if (!json_is_string(json_object_get(cached, "answer"))) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "ragnx ask: malformed cache entry for %V",
+                          &ctx->digest);
+            json_decref(cached);
+            return ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                             "cache unavailable", NULL);
+        }
+
+        body = json_pack("{s:O, s:s, s:s%, s:O}",
+                         "answer", json_object_get(cached, "answer"),
+                         "source", "cache",
+                         "chatId", ctx->chat_id.data, ctx->chat_id.len,
+                         "sources", json_is_array(json_object_get(cached,
+                                                                  "sources"))
+                                    ? json_object_get(cached, "sources")
+                                    : json_array());
+        json_decref(cached);
+
+        if (body == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        rc = ngx_http_ragnx_send_json(r, NGX_HTTP_OK, body);
+        json_decref(body);
+        return rc;
+    }
+
+    if (ngx_strncmp(ctx->outcome.data, "full", 4) == 0) {
+        retry.data = ra;
+        retry.len = ngx_sprintf(ra, "%ui", alcf->retry_after * 5) - ra;
+
+        if (ngx_http_ragnx_ask_header(r, "Retry-After", &retry) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "queue full", NULL);
+    }
+
+    /* queued, or following an identical question already in flight */
+
+    loc.len = sizeof("/api/ask/") - 1 + RAGNX_UUID_LEN;
+    loc.data = ngx_pnalloc(r->pool, loc.len);
+    if (loc.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(loc.data, "/api/ask/", sizeof("/api/ask/") - 1);
+    ngx_memcpy(p, ctx->job_id.data, RAGNX_UUID_LEN);
+
+    retry.data = ra;
+    retry.len = ngx_sprintf(ra, "%ui", alcf->retry_after) - ra;
+
+    if (ngx_http_ragnx_ask_header(r, "Location", &loc) != NGX_OK
+        || ngx_http_ragnx_ask_header(r, "Retry-After", &retry) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body = json_pack("{s:s%, s:s, s:s%}",
+                     "jobId", ctx->job_id.data, ctx->job_id.len,
+                     "status", "queued",
+                     "chatId", ctx->chat_id.data, ctx->chat_id.len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_ragnx_send_json(r, NGX_HTTP_ACCEPTED, body);
+    json_decref(body);
+
+    return rc;
+}
+
+
+/* GET /api/ask/{jobId} */
+
+
+static ngx_int_t
+ngx_http_ragnx_ask_status(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_loc_conf_t *alcf)
+{
+    u_char                    *p, *key;
+    size_t                     lens[2];
+    ngx_str_t                  id, sub;
+    const char                *argv[2];
+    ngx_http_ragnx_ask_ctx_t  *ctx;
+
+    if (ngx_http_ragnx_jwt_subject(r, &sub) != NGX_OK || sub.len == 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "ragnx_ask_status without an authenticated subject: "
+                      "enable \"ragnx_jwt\" for this location");
+        return ngx_http_ragnx_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                                         "missing token", NULL);
+    }
+
+    if (alcf->id) {
+        if (ngx_http_complex_value(r, alcf->id, &id) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+    } else {
+        /* the last path segment */
+        p = r->uri.data + r->uri.len;
+
+        while (p > r->uri.data && p[-1] != '/') {
+            p--;
+        }
+
+        id.data = p;
+        id.len = r->uri.data + r->uri.len - p;
+    }
+
+    if (!ragnx_uuid_valid((char *) id.data, id.len)) {
+        return ngx_http_ragnx_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "Invalid job id", NULL);
+    }
+
+    ctx = ngx_http_ragnx_ask_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->owner = sub;
+
+    key = ngx_pnalloc(r->pool, sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN);
+    if (key == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* ids are minted lower-case; accept either from the client */
+    p = ngx_cpymem(key, RAGNX_KEY_JOB, sizeof(RAGNX_KEY_JOB) - 1);
+    ngx_strlow(p, id.data, RAGNX_UUID_LEN);
+
+    argv[0] = "HGETALL";
+    lens[0] = 7;
+    argv[1] = (const char *) key;
+    lens[1] = sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN;
+
+    ctx->wait.reply = ngx_http_ragnx_ask_status_reply;
+    ctx->wait.resume = ngx_http_ragnx_ask_status_resume;
+
+    if (ngx_http_ragnx_redis_call(r, &ctx->wait, alcf->queue, 2, argv, lens)
+        != NGX_OK)
+    {
+        return ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "queue unavailable", NULL);
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_ragnx_ask_status_reply(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc)
+{
+    size_t                     i;
+    ngx_str_t                 *dst;
+    redisReply                *k;
+    ngx_http_ragnx_ask_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
+
+    if (rc != NGX_OK) {
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        ctx->wait.rc = NGX_ERROR;
+        return;
+    }
+
+    for (i = 0; i + 1 < reply->elements; i += 2) {
+        k = reply->element[i];
+
+        if (k->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+#define ngx_http_ragnx_ask_field(name)                                       \
+        (k->len == sizeof(name) - 1 && ngx_strncmp(k->str, name, k->len) == 0)
+
+        if (ngx_http_ragnx_ask_field("status")) {
+            dst = &ctx->status;
+
+        } else if (ngx_http_ragnx_ask_field("owner")) {
+            dst = &ctx->job_owner;
+
+        } else if (ngx_http_ragnx_ask_field("chatId")) {
+            dst = &ctx->job_chat;
+
+        } else if (ngx_http_ragnx_ask_field("answer")) {
+            dst = &ctx->answer;
+
+        } else if (ngx_http_ragnx_ask_field("sources")) {
+            dst = &ctx->sources;
+
+        } else if (ngx_http_ragnx_ask_field("error")) {
+            dst = &ctx->error;
+
+        } else {
+            continue;
+        }
+
+        if (ngx_http_ragnx_ask_copy(r, dst, reply->element[i + 1])
+            != NGX_OK)
+        {
+            ctx->wait.rc = NGX_ERROR;
+            return;
+        }
+    }
+
+    ctx->found = (reply->elements > 0);
+}
+
+
+static void
+ngx_http_ragnx_ask_status_resume(ngx_http_request_t *r)
+{
+    json_t                    *body, *sources;
+    ngx_int_t                  rc;
+    json_error_t               err;
+    ngx_http_ragnx_ask_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
+
+    if (ctx->wait.rc != NGX_OK) {
+        rc = ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "queue unavailable", NULL);
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    /* unknown and foreign jobs answer alike: ids cannot be probed */
+
+    if (!ctx->found || ctx->status.len == 0
+        || ctx->job_owner.len != ctx->owner.len
+        || ngx_strncmp(ctx->job_owner.data, ctx->owner.data, ctx->owner.len)
+           != 0)
+    {
+        rc = ngx_http_ragnx_send_error(r, NGX_HTTP_NOT_FOUND,
+                                       "Job not found", NULL);
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    body = json_pack("{s:s%, s:s%}",
+                     "status", ctx->status.data, ctx->status.len,
+                     "chatId", ctx->job_chat.data, ctx->job_chat.len);
+    if (body == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    if (ctx->status.len == 9
+        && ngx_strncmp(ctx->status.data, "completed", 9) == 0)
+    {
+        sources = NULL;
+
+        if (ctx->sources.len) {
+            sources = json_loadb((char *) ctx->sources.data, ctx->sources.len,
+                                 0, &err);
+        }
+
+        if (!json_is_array(sources)) {
+            json_decref(sources);
+            sources = json_array();
+        }
+
+        json_object_set_new(body, "answer",
+                            json_stringn((char *) ctx->answer.data,
+                                         ctx->answer.len));
+        json_object_set_new(body, "sources", sources);
+
+    } else if (ctx->status.len == 6
+               && ngx_strncmp(ctx->status.data, "failed", 6) == 0)
+    {
+        json_object_set_new(body, "error",
+                            json_stringn((char *) ctx->error.data,
+                                         ctx->error.len));
+    }
+
+    rc = ngx_http_ragnx_send_json(r, NGX_HTTP_OK, body);
+    json_decref(body);
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+/* GET /health */
+
+
+static ngx_int_t
+ngx_http_ragnx_ask_health(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_loc_conf_t *alcf)
+{
+    size_t                     len;
+    const char                *argv;
+    ngx_http_ragnx_ask_ctx_t  *ctx;
+
+    if (alcf->queue == NULL) {
+        return ngx_http_ragnx_ask_send_health(r, 2);
+    }
+
+    ctx = ngx_http_ragnx_ask_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    argv = "PING";
+    len = 4;
+
+    ctx->wait.reply = ngx_http_ragnx_ask_health_reply;
+    ctx->wait.resume = ngx_http_ragnx_ask_health_resume;
+
+    if (ngx_http_ragnx_redis_call(r, &ctx->wait, alcf->queue, 1, &argv, &len)
+        != NGX_OK)
+    {
+        return ngx_http_ragnx_ask_send_health(r, 0);
+    }
+
+    ctx->pings = 1;
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_ragnx_ask_health_reply(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc)
+{
+    ngx_http_ragnx_ask_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
+
+    if (rc == NGX_OK && reply->type == REDIS_REPLY_STATUS) {
+        ctx->pongs++;
+    }
+}
+
+
+static void
+ngx_http_ragnx_ask_health_resume(ngx_http_request_t *r)
+{
+    size_t                          len;
+    const char                     *argv;
+    ngx_http_ragnx_ask_ctx_t       *ctx;
+    ngx_http_ragnx_ask_loc_conf_t  *alcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_ragnx_ask_module);
+
+    /* a separate cache server is pinged too */
+
+    if (ctx->pings == 1 && ctx->pongs == 1 && alcf->cache != alcf->queue) {
+        argv = "PING";
+        len = 4;
+
+        if (ngx_http_ragnx_redis_call(r, &ctx->wait, alcf->cache, 1, &argv,
+                                      &len)
+            == NGX_OK)
+        {
+            ctx->pings = 2;
+            ngx_http_finalize_request(r, NGX_DONE);
+            return;
+        }
+    }
+
+    ngx_http_finalize_request(r, ngx_http_ragnx_ask_send_health(r,
+                                 ctx->pongs == 1 + (alcf->cache
+                                                    != alcf->queue)));
+}
+
+
+/* up: 0 down, 1 up, 2 no Redis configured */
+
+static ngx_int_t
+ngx_http_ragnx_ask_send_health(ngx_http_request_t *r, ngx_uint_t up)
+{
+    json_t     *body;
+    ngx_int_t   rc;
+
+    body = json_pack("{s:s, s:I}", "status", up ? "ok" : "degraded",
+                     "uptime",
+                     (json_int_t) (ngx_time() - ngx_http_ragnx_ask_started));
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (up != 2) {
+        json_object_set_new(body, "redis", json_string(up ? "ok" : "down"));
+    }
+
+    rc = ngx_http_ragnx_send_json(r, up ? NGX_HTTP_OK
+                                        : NGX_HTTP_SERVICE_UNAVAILABLE,
+                                  body);
+    json_decref(body);
+
+    return rc;
+}
+
+
+/* helpers */
+
+
+static ngx_http_ragnx_ask_ctx_t *
+ngx_http_ragnx_ask_ctx(ngx_http_request_t *r)
+{
+    ngx_http_ragnx_ask_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ragnx_ask_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_ragnx_ask_module);
+
+    /* notice a client that goes away while the reply is pending */
+    r->read_event_handler = ngx_http_test_reading;
+
+    return ctx;
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_ask_copy(ngx_http_request_t *r, ngx_str_t *dst,
+    redisReply *reply)
+{
+    if (reply->type == REDIS_REPLY_NIL) {
+        ngx_str_null(dst);
+        return NGX_OK;
+    }
+
+    if (reply->type != REDIS_REPLY_STRING
+        && reply->type != REDIS_REPLY_STATUS)
+    {
+        return NGX_ERROR;
+    }
+
+    /* NUL-terminated: some values go to hiredis as C strings again */
+    dst->data = ngx_pnalloc(r->pool, reply->len + 1);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(dst->data, reply->str, reply->len);
+    dst->data[reply->len] = '\0';
+    dst->len = reply->len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_ask_header(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value = *value;
+
+    if (ngx_strcmp(name, "Location") == 0) {
+        r->headers_out.location = h;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_ask_not_allowed(ngx_http_request_t *r, const char *allow)
+{
+    ngx_str_t  value;
+
+    value.data = (u_char *) allow;
+    value.len = ngx_strlen(allow);
+
+    if (ngx_http_ragnx_ask_header(r, "Allow", &value) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_ragnx_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                     "Method not allowed", NULL);
+}
+
+
+static void
+ngx_http_ragnx_ask_payload_cleanup(void *data)
+{
+    json_decref(data);
+}
+
+
+/* configuration */
+
+
+static void *
+ngx_http_ragnx_ask_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_ragnx_ask_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ragnx_ask_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->type = 0;
+     *     conf->id = NULL;
+     *     conf->queue = NULL;
+     *     conf->cache = NULL;
+     */
+
+    conf->queue_max = NGX_CONF_UNSET_UINT;
+    conf->job_ttl = NGX_CONF_UNSET;
+    conf->retry_after = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_ragnx_ask_loc_conf_t *prev = parent;
+    ngx_http_ragnx_ask_loc_conf_t *conf = child;
+
+    ngx_conf_merge_uint_value(conf->queue_max, prev->queue_max, 10000);
+    ngx_conf_merge_sec_value(conf->job_ttl, prev->job_ttl, 86400);
+    ngx_conf_merge_uint_value(conf->retry_after, prev->retry_after, 1);
+
+    if (conf->queue_max == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ragnx_ask_queue_max\" must be positive");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->type == 0) {
+        return NGX_CONF_OK;
+    }
+
+    conf->queue = ngx_http_ragnx_redis_server(cf, NGX_HTTP_RAGNX_REDIS_QUEUE);
+    conf->cache = ngx_http_ragnx_redis_server(cf, NGX_HTTP_RAGNX_REDIS_CACHE);
+
+    if (conf->queue == NULL && conf->type != NGX_HTTP_RAGNX_ASK_HEALTH) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ragnx_ask\" and \"ragnx_ask_status\" require "
+                           "\"ragnx_redis\" in the http block");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_ask_init_module(ngx_cycle_t *cycle)
+{
+    ngx_http_ragnx_ask_started = ngx_time();
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_ragnx_ask(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ragnx_ask_loc_conf_t *alcf = conf;
+
+    ngx_str_t                         *value;
+    ngx_http_core_loc_conf_t          *clcf;
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (alcf->type) {
+        return "is duplicate";
+    }
+
+    alcf->type = cmd->offset;
+
+    if (cf->args->nelts == 2) {
+        value = cf->args->elts;
+
+        alcf->id = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+        if (alcf->id == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+        ccv.cf = cf;
+        ccv.value = &value[1];
+        ccv.complex_value = alcf->id;
+
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (alcf->type == NGX_HTTP_RAGNX_ASK_SUBMIT) {
+        ngx_http_ragnx_ask_script_index =
+            ngx_http_ragnx_redis_script(cf, &ngx_http_ragnx_ask_script);
+
+        if (ngx_http_ragnx_ask_script_index == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_ragnx_ask_handler;
+
+    return NGX_CONF_OK;
+}

@@ -1,0 +1,1224 @@
+
+/*
+ * ragnx redis: the hiredis <-> nginx event adapter and the per-worker
+ * connection pool the other ragnx modules send commands through.
+ *
+ * Nothing here blocks: connects are non-blocking (addresses are resolved
+ * at config time), replies are read on level-triggered read events, and
+ * every command has its own timer.  A command that times out fails only
+ * its request; its late reply is read and dropped, so one slow reply does
+ * not take the connection (and every other pending command) down.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <openssl/evp.h>
+
+#include "ngx_http_ragnx.h"
+#include "ngx_http_ragnx_redis.h"
+
+
+#define NGX_HTTP_RAGNX_REDIS_DISCONNECTED  0
+#define NGX_HTTP_RAGNX_REDIS_CONNECTING    1
+#define NGX_HTTP_RAGNX_REDIS_READY         2
+
+#define NGX_HTTP_RAGNX_REDIS_BACKOFF_MIN   100
+#define NGX_HTTP_RAGNX_REDIS_BACKOFF_MAX   5000
+#define NGX_HTTP_RAGNX_REDIS_MAX_ARGS      32
+
+
+typedef struct ngx_http_ragnx_redis_conn_s  ngx_http_ragnx_redis_conn_t;
+
+
+struct ngx_http_ragnx_redis_srv_s {
+    ngx_str_t                      name;       /* as configured, for logs */
+    char                          *host;       /* NUL-terminated IP */
+    char                          *path;       /* unix socket, or NULL */
+    int                            port;
+    ngx_int_t                      db;
+    ngx_uint_t                     size;
+    ngx_str_t                      password;
+    ngx_msec_t                     timeout;
+    ngx_msec_t                     connect_timeout;
+    ngx_uint_t                     max_pending;
+
+    ngx_http_ragnx_redis_conn_t   *conns;
+    ngx_uint_t                     next;
+};
+
+
+struct ngx_http_ragnx_redis_conn_s {
+    ngx_http_ragnx_redis_srv_t    *srv;
+    redisAsyncContext             *ac;
+    ngx_connection_t              *c;
+    ngx_event_t                    timer;      /* connect timeout, retry */
+    ngx_msec_t                     backoff;
+    ngx_msec_t                     last_read;
+    ngx_uint_t                     pending;
+    ngx_uint_t                     state;
+    ngx_log_t                     *log;
+};
+
+
+struct ngx_http_ragnx_redis_cmd_s {
+    ngx_http_ragnx_redis_wait_t   *wait;       /* NULL once detached */
+    ngx_http_ragnx_redis_conn_t   *conn;
+    ngx_event_t                    timer;
+};
+
+
+typedef struct {
+    ngx_str_t                      body;
+    u_char                         sha[41];
+} ngx_http_ragnx_redis_script_t;
+
+
+typedef struct {
+    ngx_http_ragnx_redis_srv_t    *queue;
+    ngx_http_ragnx_redis_srv_t    *cache;
+    ngx_msec_t                     timeout;
+    ngx_msec_t                     connect_timeout;
+    ngx_uint_t                     max_pending;
+    ngx_array_t                    scripts;    /* script_t */
+} ngx_http_ragnx_redis_main_conf_t;
+
+
+static void ngx_http_ragnx_redis_connect(ngx_http_ragnx_redis_conn_t *rc);
+static void ngx_http_ragnx_redis_schedule(ngx_http_ragnx_redis_conn_t *rc);
+static void ngx_http_ragnx_redis_timer_handler(ngx_event_t *ev);
+static void ngx_http_ragnx_redis_on_connect(const redisAsyncContext *ac,
+    int status);
+static void ngx_http_ragnx_redis_on_disconnect(const redisAsyncContext *ac,
+    int status);
+static void ngx_http_ragnx_redis_handshake_reply(redisAsyncContext *ac,
+    void *reply, void *privdata);
+static void ngx_http_ragnx_redis_load_scripts(
+    ngx_http_ragnx_redis_conn_t *rc);
+static void ngx_http_ragnx_redis_reply(redisAsyncContext *ac, void *reply,
+    void *privdata);
+static void ngx_http_ragnx_redis_cmd_timeout(ngx_event_t *ev);
+static void ngx_http_ragnx_redis_wait_done(ngx_http_ragnx_redis_wait_t *w,
+    redisReply *reply, ngx_int_t rc);
+static void ngx_http_ragnx_redis_wait_handler(ngx_event_t *ev);
+static void ngx_http_ragnx_redis_wait_cleanup(void *data);
+static ngx_http_ragnx_redis_conn_t *ngx_http_ragnx_redis_pick(
+    ngx_http_ragnx_redis_srv_t *srv);
+
+static int ngx_http_ragnx_redis_attach(ngx_http_ragnx_redis_conn_t *rc,
+    redisAsyncContext *ac);
+static void ngx_http_ragnx_redis_read_handler(ngx_event_t *ev);
+static void ngx_http_ragnx_redis_write_handler(ngx_event_t *ev);
+static void ngx_http_ragnx_redis_add_read(void *privdata);
+static void ngx_http_ragnx_redis_del_read(void *privdata);
+static void ngx_http_ragnx_redis_add_write(void *privdata);
+static void ngx_http_ragnx_redis_del_write(void *privdata);
+static void ngx_http_ragnx_redis_cleanup(void *privdata);
+
+static void *ngx_http_ragnx_redis_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_ragnx_redis_init_main_conf(ngx_conf_t *cf, void *conf);
+static ngx_int_t ngx_http_ragnx_redis_init_process(ngx_cycle_t *cycle);
+static void ngx_http_ragnx_redis_exit_process(ngx_cycle_t *cycle);
+static char *ngx_http_ragnx_redis_server_conf(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+
+
+static ngx_command_t  ngx_http_ragnx_redis_commands[] = {
+
+    { ngx_string("ragnx_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_ragnx_redis_server_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_ragnx_redis_main_conf_t, queue),
+      NULL },
+
+    { ngx_string("ragnx_redis_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_ragnx_redis_server_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_ragnx_redis_main_conf_t, cache),
+      NULL },
+
+    { ngx_string("ragnx_redis_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_ragnx_redis_main_conf_t, timeout),
+      NULL },
+
+    { ngx_string("ragnx_redis_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_ragnx_redis_main_conf_t, connect_timeout),
+      NULL },
+
+    { ngx_string("ragnx_redis_max_pending"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_ragnx_redis_main_conf_t, max_pending),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_ragnx_redis_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_ragnx_redis_create_main_conf, /* create main configuration */
+    ngx_http_ragnx_redis_init_main_conf,   /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_ragnx_redis_module = {
+    NGX_MODULE_V1,
+    &ngx_http_ragnx_redis_module_ctx,      /* module context */
+    ngx_http_ragnx_redis_commands,         /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_ragnx_redis_init_process,     /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_ragnx_redis_exit_process,     /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_uint_t  ngx_http_ragnx_redis_exiting;
+
+
+/* the adapter: hiredis's event hooks mapped to nginx events */
+
+
+static int
+ngx_http_ragnx_redis_attach(ngx_http_ragnx_redis_conn_t *rc,
+    redisAsyncContext *ac)
+{
+    ngx_connection_t  *c;
+
+    c = ngx_get_connection(ac->c.fd, rc->log);
+    if (c == NULL) {
+        return REDIS_ERR;
+    }
+
+    c->data = rc;
+    c->read->handler = ngx_http_ragnx_redis_read_handler;
+    c->write->handler = ngx_http_ragnx_redis_write_handler;
+    c->read->log = rc->log;
+    c->write->log = rc->log;
+
+    rc->c = c;
+    rc->ac = ac;
+
+    ac->data = rc;
+    ac->ev.data = rc;
+    ac->ev.addRead = ngx_http_ragnx_redis_add_read;
+    ac->ev.delRead = ngx_http_ragnx_redis_del_read;
+    ac->ev.addWrite = ngx_http_ragnx_redis_add_write;
+    ac->ev.delWrite = ngx_http_ragnx_redis_del_write;
+    ac->ev.cleanup = ngx_http_ragnx_redis_cleanup;
+
+    return REDIS_OK;
+}
+
+
+static void
+ngx_http_ragnx_redis_read_handler(ngx_event_t *ev)
+{
+    ngx_connection_t             *c;
+    ngx_http_ragnx_redis_conn_t  *rc;
+
+    c = ev->data;
+    rc = c->data;
+
+    /*
+     * Level-triggered: hiredis reads at most 16 KiB per call and the event
+     * fires again while more is buffered.  rc->c may be freed inside.
+     */
+
+    redisAsyncHandleRead(rc->ac);
+}
+
+
+static void
+ngx_http_ragnx_redis_write_handler(ngx_event_t *ev)
+{
+    ngx_connection_t             *c;
+    ngx_http_ragnx_redis_conn_t  *rc;
+
+    c = ev->data;
+    rc = c->data;
+
+    redisAsyncHandleWrite(rc->ac);
+}
+
+
+static void
+ngx_http_ragnx_redis_add_read(void *privdata)
+{
+    ngx_http_ragnx_redis_conn_t  *rc = privdata;
+
+    if (rc->c && !rc->c->read->active) {
+        (void) ngx_add_event(rc->c->read, NGX_READ_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_http_ragnx_redis_del_read(void *privdata)
+{
+    ngx_http_ragnx_redis_conn_t  *rc = privdata;
+
+    if (rc->c && rc->c->read->active) {
+        (void) ngx_del_event(rc->c->read, NGX_READ_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_http_ragnx_redis_add_write(void *privdata)
+{
+    ngx_http_ragnx_redis_conn_t  *rc = privdata;
+
+    if (rc->c && !rc->c->write->active) {
+        (void) ngx_add_event(rc->c->write, NGX_WRITE_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_http_ragnx_redis_del_write(void *privdata)
+{
+    ngx_http_ragnx_redis_conn_t  *rc = privdata;
+
+    if (rc->c && rc->c->write->active) {
+        (void) ngx_del_event(rc->c->write, NGX_WRITE_EVENT, 0);
+    }
+}
+
+
+/*
+ * hiredis frees the context (and closes the socket) right after this, on
+ * any disconnect or failed connect: release the nginx side and retry.
+ */
+
+static void
+ngx_http_ragnx_redis_cleanup(void *privdata)
+{
+    ngx_connection_t             *c;
+    ngx_http_ragnx_redis_conn_t  *rc = privdata;
+
+    c = rc->c;
+
+    if (c) {
+        ngx_http_ragnx_redis_del_read(rc);
+        ngx_http_ragnx_redis_del_write(rc);
+
+        if (c->read->posted) {
+            ngx_delete_posted_event(c->read);
+        }
+
+        if (c->write->posted) {
+            ngx_delete_posted_event(c->write);
+        }
+
+        ngx_free_connection(c);
+        c->fd = (ngx_socket_t) -1;
+    }
+
+    rc->c = NULL;
+    rc->ac = NULL;
+    rc->pending = 0;
+    rc->state = NGX_HTTP_RAGNX_REDIS_DISCONNECTED;
+
+    ngx_http_ragnx_redis_schedule(rc);
+}
+
+
+/* connections */
+
+
+static void
+ngx_http_ragnx_redis_connect(ngx_http_ragnx_redis_conn_t *rc)
+{
+    redisAsyncContext           *ac;
+    ngx_http_ragnx_redis_srv_t  *srv;
+
+    srv = rc->srv;
+
+    if (srv->path) {
+        ac = redisAsyncConnectUnix(srv->path);
+
+    } else {
+        ac = redisAsyncConnect(srv->host, srv->port);
+    }
+
+    if (ac == NULL || ac->err) {
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "ragnx redis \"%V\" connect failed: %s", &srv->name,
+                      ac ? ac->errstr : "out of memory");
+        if (ac) {
+            redisAsyncFree(ac);
+        }
+
+        ngx_http_ragnx_redis_schedule(rc);
+        return;
+    }
+
+    if (ngx_http_ragnx_redis_attach(rc, ac) != REDIS_OK) {
+        redisAsyncFree(ac);
+        ngx_http_ragnx_redis_schedule(rc);
+        return;
+    }
+
+    rc->state = NGX_HTTP_RAGNX_REDIS_CONNECTING;
+
+    redisAsyncSetDisconnectCallback(ac, ngx_http_ragnx_redis_on_disconnect);
+
+    /* hiredis learns of the connect from the first write event */
+    redisAsyncSetConnectCallback(ac, ngx_http_ragnx_redis_on_connect);
+    ngx_http_ragnx_redis_add_read(rc);
+    ngx_http_ragnx_redis_add_write(rc);
+
+    ngx_add_timer(&rc->timer, srv->connect_timeout);
+}
+
+
+/* backoff doubles from 100 ms to 5 s, with up to 50% jitter */
+
+static void
+ngx_http_ragnx_redis_schedule(ngx_http_ragnx_redis_conn_t *rc)
+{
+    ngx_msec_t  delay;
+
+    if (ngx_http_ragnx_redis_exiting) {
+        return;
+    }
+
+    if (rc->timer.timer_set) {
+        ngx_del_timer(&rc->timer);
+    }
+
+    rc->backoff = rc->backoff ? ngx_min(rc->backoff * 2,
+                                        NGX_HTTP_RAGNX_REDIS_BACKOFF_MAX)
+                              : NGX_HTTP_RAGNX_REDIS_BACKOFF_MIN;
+
+    delay = rc->backoff / 2 + (ngx_msec_t) ngx_random() % (rc->backoff / 2);
+
+    ngx_add_timer(&rc->timer, delay);
+}
+
+
+static void
+ngx_http_ragnx_redis_timer_handler(ngx_event_t *ev)
+{
+    ngx_http_ragnx_redis_conn_t  *rc;
+
+    rc = ev->data;
+
+    if (rc->state == NGX_HTTP_RAGNX_REDIS_CONNECTING) {
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "ragnx redis \"%V\" connect timed out", &rc->srv->name);
+
+        /* the cleanup hook schedules the next attempt */
+        redisAsyncFree(rc->ac);
+        return;
+    }
+
+    if (rc->state == NGX_HTTP_RAGNX_REDIS_DISCONNECTED) {
+        ngx_http_ragnx_redis_connect(rc);
+    }
+}
+
+
+static void
+ngx_http_ragnx_redis_on_connect(const redisAsyncContext *ac, int status)
+{
+    const char                   *argv[3];
+    size_t                        argvlen[3];
+    u_char                        db[NGX_INT_T_LEN];
+    ngx_http_ragnx_redis_srv_t   *srv;
+    ngx_http_ragnx_redis_conn_t  *rc;
+
+    rc = ac->data;
+    srv = rc->srv;
+
+    if (status != REDIS_OK) {
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "ragnx redis \"%V\" connect failed: %s",
+                      &srv->name, ac->errstr);
+        return;
+    }
+
+    if (rc->timer.timer_set) {
+        ngx_del_timer(&rc->timer);
+    }
+
+    if (rc->backoff) {
+        ngx_log_error(NGX_LOG_NOTICE, rc->log, 0,
+                      "ragnx redis \"%V\" connected", &srv->name);
+    }
+
+    rc->state = NGX_HTTP_RAGNX_REDIS_READY;
+    rc->backoff = 0;
+    rc->pending = 0;
+    rc->last_read = ngx_current_msec;
+
+    /*
+     * Commands on one connection are answered in order, so requests may
+     * be pipelined right behind the handshake.
+     */
+
+    if (srv->password.len) {
+        argv[0] = "AUTH";
+        argvlen[0] = 4;
+        argv[1] = (const char *) srv->password.data;
+        argvlen[1] = srv->password.len;
+        redisAsyncCommandArgv((redisAsyncContext *) ac,
+                              ngx_http_ragnx_redis_handshake_reply, rc, 2,
+                              argv, argvlen);
+    }
+
+    if (srv->db) {
+        argv[0] = "SELECT";
+        argvlen[0] = 6;
+        argv[1] = (const char *) db;
+        argvlen[1] = ngx_sprintf(db, "%i", srv->db) - db;
+        redisAsyncCommandArgv((redisAsyncContext *) ac,
+                              ngx_http_ragnx_redis_handshake_reply, rc, 2,
+                              argv, argvlen);
+    }
+
+    ngx_http_ragnx_redis_load_scripts(rc);
+}
+
+
+static void
+ngx_http_ragnx_redis_on_disconnect(const redisAsyncContext *ac, int status)
+{
+    ngx_http_ragnx_redis_conn_t  *rc;
+
+    rc = ac->data;
+
+    if (status != REDIS_OK && !ngx_http_ragnx_redis_exiting) {
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "ragnx redis \"%V\" connection lost: %s",
+                      &rc->srv->name, ac->errstr ? ac->errstr : "closed");
+    }
+}
+
+
+static void
+ngx_http_ragnx_redis_handshake_reply(redisAsyncContext *ac, void *reply,
+    void *privdata)
+{
+    redisReply                   *rr = reply;
+    ngx_http_ragnx_redis_conn_t  *rc = privdata;
+
+    if (rr && rr->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "ragnx redis \"%V\" handshake failed: %*s",
+                      &rc->srv->name, (size_t) rr->len, rr->str);
+
+        /* deferred by hiredis while in a callback; cleanup retries */
+        redisAsyncFree(ac);
+    }
+}
+
+
+static void
+ngx_http_ragnx_redis_load_scripts(ngx_http_ragnx_redis_conn_t *rc)
+{
+    const char                        *argv[3];
+    size_t                             argvlen[3];
+    ngx_uint_t                         i;
+    ngx_http_ragnx_redis_script_t     *s;
+    ngx_http_ragnx_redis_main_conf_t  *rmcf;
+
+    rmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_ragnx_redis_module);
+    s = rmcf->scripts.elts;
+
+    for (i = 0; i < rmcf->scripts.nelts; i++) {
+        argv[0] = "SCRIPT";
+        argvlen[0] = 6;
+        argv[1] = "LOAD";
+        argvlen[1] = 4;
+        argv[2] = (const char *) s[i].body.data;
+        argvlen[2] = s[i].body.len;
+
+        redisAsyncCommandArgv(rc->ac, ngx_http_ragnx_redis_handshake_reply,
+                              rc, 3, argv, argvlen);
+    }
+}
+
+
+/* commands */
+
+
+static ngx_http_ragnx_redis_conn_t *
+ngx_http_ragnx_redis_pick(ngx_http_ragnx_redis_srv_t *srv)
+{
+    ngx_uint_t                    i, n;
+    ngx_http_ragnx_redis_conn_t  *rc;
+
+    if (srv->conns == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < srv->size; i++) {
+        n = srv->next++ % srv->size;
+        rc = &srv->conns[n];
+
+        if (rc->state == NGX_HTTP_RAGNX_REDIS_READY
+            && rc->pending < srv->max_pending)
+        {
+            return rc;
+        }
+    }
+
+    return NULL;
+}
+
+
+ngx_int_t
+ngx_http_ragnx_redis_call(ngx_http_request_t *r,
+    ngx_http_ragnx_redis_wait_t *w, ngx_http_ragnx_redis_srv_t *srv,
+    int argc, const char **argv, const size_t *argvlen)
+{
+    ngx_pool_cleanup_t           *cln;
+    ngx_http_ragnx_redis_cmd_t   *cmd;
+    ngx_http_ragnx_redis_conn_t  *rc;
+
+    rc = ngx_http_ragnx_redis_pick(srv);
+    if (rc == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (!w->cleanup) {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_http_ragnx_redis_wait_cleanup;
+        cln->data = w;
+        w->cleanup = 1;
+
+        w->request = r;
+        w->event.handler = ngx_http_ragnx_redis_wait_handler;
+        w->event.data = w;
+        w->event.log = r->connection->log;
+    }
+
+    /* heap, not the request pool: it lives until hiredis answers */
+    cmd = ngx_calloc(sizeof(ngx_http_ragnx_redis_cmd_t), r->connection->log);
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (redisAsyncCommandArgv(rc->ac, ngx_http_ragnx_redis_reply, cmd, argc,
+                              argv, argvlen)
+        != REDIS_OK)
+    {
+        ngx_free(cmd);
+        return NGX_ERROR;
+    }
+
+    cmd->wait = w;
+    cmd->conn = rc;
+    cmd->timer.handler = ngx_http_ragnx_redis_cmd_timeout;
+    cmd->timer.data = cmd;
+    cmd->timer.log = rc->log;
+    cmd->timer.cancelable = 1;
+    ngx_add_timer(&cmd->timer, srv->timeout);
+
+    rc->pending++;
+
+    w->cmd = cmd;
+    w->rc = NGX_OK;
+
+    r->main->count++;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_ragnx_redis_eval(ngx_http_request_t *r,
+    ngx_http_ragnx_redis_wait_t *w, ngx_http_ragnx_redis_srv_t *srv,
+    ngx_uint_t script, int argc, const char **argv, const size_t *argvlen)
+{
+    int                                i;
+    size_t                             lens[NGX_HTTP_RAGNX_REDIS_MAX_ARGS];
+    const char                        *args[NGX_HTTP_RAGNX_REDIS_MAX_ARGS];
+    ngx_http_ragnx_redis_script_t     *s;
+    ngx_http_ragnx_redis_main_conf_t  *rmcf;
+
+    if (argc + 2 > NGX_HTTP_RAGNX_REDIS_MAX_ARGS) {
+        return NGX_ERROR;
+    }
+
+    rmcf = ngx_http_get_module_main_conf(r, ngx_http_ragnx_redis_module);
+    s = rmcf->scripts.elts;
+
+    args[0] = "EVALSHA";
+    lens[0] = 7;
+    args[1] = (const char *) s[script].sha;
+    lens[1] = 40;
+
+    for (i = 0; i < argc; i++) {
+        args[i + 2] = argv[i];
+        lens[i + 2] = argvlen[i];
+    }
+
+    return ngx_http_ragnx_redis_call(r, w, srv, argc + 2, args, lens);
+}
+
+
+static void
+ngx_http_ragnx_redis_reply(redisAsyncContext *ac, void *reply,
+    void *privdata)
+{
+    redisReply                   *rr = reply;
+    ngx_http_ragnx_redis_cmd_t   *cmd = privdata;
+    ngx_http_ragnx_redis_conn_t  *rc;
+
+    rc = cmd->conn;
+
+    if (rr) {
+        rc->last_read = ngx_current_msec;
+
+        if (rc->pending) {
+            rc->pending--;
+        }
+
+        /* SCRIPT FLUSH on the server: load the scripts again */
+        if (rr->type == REDIS_REPLY_ERROR && rr->len >= 8
+            && ngx_strncmp(rr->str, "NOSCRIPT", 8) == 0)
+        {
+            ngx_http_ragnx_redis_load_scripts(rc);
+        }
+    }
+
+    if (cmd->timer.timer_set) {
+        ngx_del_timer(&cmd->timer);
+    }
+
+    if (cmd->wait) {
+        ngx_http_ragnx_redis_wait_done(cmd->wait, rr,
+                                       rr ? NGX_OK
+                                          : NGX_HTTP_RAGNX_REDIS_DOWN);
+    }
+
+    ngx_free(cmd);
+}
+
+
+static void
+ngx_http_ragnx_redis_cmd_timeout(ngx_event_t *ev)
+{
+    ngx_http_ragnx_redis_cmd_t   *cmd;
+    ngx_http_ragnx_redis_conn_t  *rc;
+
+    cmd = ev->data;
+    rc = cmd->conn;
+
+    if (cmd->wait) {
+        ngx_log_error(NGX_LOG_WARN, rc->log, 0,
+                      "ragnx redis \"%V\" command timed out",
+                      &rc->srv->name);
+
+        ngx_http_ragnx_redis_wait_done(cmd->wait, NULL,
+                                       NGX_HTTP_RAGNX_REDIS_TIMEOUT);
+    }
+
+    /*
+     * The command stays queued in hiredis and its late reply is dropped.
+     * A server that has answered nothing for three timeouts is presumed
+     * gone (stopped, partitioned): drop the connection and reconnect.
+     * This frees cmd, so it comes last.
+     */
+
+    if (rc->ac
+        && ngx_current_msec - rc->last_read >= 3 * rc->srv->timeout)
+    {
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "ragnx redis \"%V\" not answering, reconnecting",
+                      &rc->srv->name);
+        redisAsyncFree(rc->ac);
+    }
+}
+
+
+/* the request side: detached on cleanup, resumed from a posted event */
+
+
+static void
+ngx_http_ragnx_redis_wait_done(ngx_http_ragnx_redis_wait_t *w,
+    redisReply *reply, ngx_int_t rc)
+{
+    w->cmd->wait = NULL;
+    w->cmd = NULL;
+    w->rc = rc;
+
+    w->reply(w->request, reply, rc);
+
+    ngx_post_event(&w->event, &ngx_posted_events);
+}
+
+
+static void
+ngx_http_ragnx_redis_wait_handler(ngx_event_t *ev)
+{
+    ngx_connection_t             *c;
+    ngx_http_request_t           *r;
+    ngx_http_ragnx_redis_wait_t  *w;
+
+    w = ev->data;
+    r = w->request;
+    c = r->connection;
+
+    w->resume(r);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_ragnx_redis_wait_cleanup(void *data)
+{
+    ngx_http_ragnx_redis_wait_t  *w = data;
+
+    if (w->cmd) {
+        /* the reply, when it comes, finds no request */
+        w->cmd->wait = NULL;
+        w->cmd = NULL;
+    }
+
+    if (w->event.posted) {
+        ngx_delete_posted_event(&w->event);
+    }
+}
+
+
+ngx_uint_t
+ngx_http_ragnx_redis_ready(ngx_http_ragnx_redis_srv_t *srv)
+{
+    ngx_uint_t  i;
+
+    if (srv->conns == NULL) {
+        return 0;
+    }
+
+    for (i = 0; i < srv->size; i++) {
+        if (srv->conns[i].state == NGX_HTTP_RAGNX_REDIS_READY) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+ngx_msec_t
+ngx_http_ragnx_redis_timeout(ngx_http_ragnx_redis_srv_t *srv)
+{
+    return srv->timeout;
+}
+
+
+ngx_http_ragnx_redis_srv_t *
+ngx_http_ragnx_redis_server(ngx_conf_t *cf, ngx_uint_t which)
+{
+    ngx_http_ragnx_redis_main_conf_t  *rmcf;
+
+    rmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_ragnx_redis_module);
+
+    if (which == NGX_HTTP_RAGNX_REDIS_CACHE && rmcf->cache) {
+        return rmcf->cache;
+    }
+
+    return rmcf->queue;
+}
+
+
+ngx_int_t
+ngx_http_ragnx_redis_script(ngx_conf_t *cf, ngx_str_t *body)
+{
+    unsigned int                       i, len;
+    u_char                             md[EVP_MAX_MD_SIZE];
+    ngx_http_ragnx_redis_script_t     *s;
+    ngx_http_ragnx_redis_main_conf_t  *rmcf;
+    static u_char                      hex[] = "0123456789abcdef";
+
+    rmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_ragnx_redis_module);
+
+    s = rmcf->scripts.elts;
+
+    for (i = 0; i < rmcf->scripts.nelts; i++) {
+        if (s[i].body.data == body->data) {
+            return i;
+        }
+    }
+
+    s = ngx_array_push(&rmcf->scripts);
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    s->body = *body;
+
+    if (EVP_Digest(body->data, body->len, md, &len, EVP_sha1(), NULL) != 1) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < len; i++) {
+        s->sha[2 * i] = hex[md[i] >> 4];
+        s->sha[2 * i + 1] = hex[md[i] & 0xf];
+    }
+
+    s->sha[40] = '\0';
+
+    return rmcf->scripts.nelts - 1;
+}
+
+
+/* configuration and process lifetime */
+
+
+static void *
+ngx_http_ragnx_redis_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_ragnx_redis_main_conf_t  *rmcf;
+
+    rmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ragnx_redis_main_conf_t));
+    if (rmcf == NULL) {
+        return NULL;
+    }
+
+    rmcf->timeout = NGX_CONF_UNSET_MSEC;
+    rmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
+    rmcf->max_pending = NGX_CONF_UNSET_UINT;
+
+    if (ngx_array_init(&rmcf->scripts, cf->pool, 4,
+                       sizeof(ngx_http_ragnx_redis_script_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return rmcf;
+}
+
+
+static char *
+ngx_http_ragnx_redis_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_ragnx_redis_main_conf_t  *rmcf = conf;
+
+    ngx_uint_t                   i;
+    ngx_http_ragnx_redis_srv_t  *srv[2];
+
+    ngx_conf_init_msec_value(rmcf->timeout, 500);
+    ngx_conf_init_msec_value(rmcf->connect_timeout, 1000);
+    ngx_conf_init_uint_value(rmcf->max_pending, 4096);
+
+    if (rmcf->cache && rmcf->queue == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ragnx_redis_cache\" requires \"ragnx_redis\"");
+        return NGX_CONF_ERROR;
+    }
+
+    srv[0] = rmcf->queue;
+    srv[1] = rmcf->cache;
+
+    for (i = 0; i < 2; i++) {
+        if (srv[i]) {
+            srv[i]->timeout = rmcf->timeout;
+            srv[i]->connect_timeout = rmcf->connect_timeout;
+            srv[i]->max_pending = rmcf->max_pending;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_redis_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                         i, k;
+    ngx_http_ragnx_redis_srv_t        *srv[2];
+    ngx_http_ragnx_redis_conn_t       *rc;
+    ngx_http_ragnx_redis_main_conf_t  *rmcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    rmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_ragnx_redis_module);
+    if (rmcf == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_ragnx_redis_exiting = 0;
+
+    srv[0] = rmcf->queue;
+    srv[1] = rmcf->cache;
+
+    for (k = 0; k < 2; k++) {
+        if (srv[k] == NULL) {
+            continue;
+        }
+
+        srv[k]->conns = ngx_pcalloc(cycle->pool,
+                                    srv[k]->size
+                                    * sizeof(ngx_http_ragnx_redis_conn_t));
+        if (srv[k]->conns == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < srv[k]->size; i++) {
+            rc = &srv[k]->conns[i];
+            rc->srv = srv[k];
+            rc->log = cycle->log;
+            rc->timer.handler = ngx_http_ragnx_redis_timer_handler;
+            rc->timer.data = rc;
+            rc->timer.log = cycle->log;
+            rc->timer.cancelable = 1;
+
+            ngx_http_ragnx_redis_connect(rc);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ragnx_redis_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                         i, k;
+    ngx_http_ragnx_redis_srv_t        *srv[2];
+    ngx_http_ragnx_redis_conn_t       *rc;
+    ngx_http_ragnx_redis_main_conf_t  *rmcf;
+
+    rmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_ragnx_redis_module);
+    if (rmcf == NULL) {
+        return;
+    }
+
+    ngx_http_ragnx_redis_exiting = 1;
+
+    srv[0] = rmcf->queue;
+    srv[1] = rmcf->cache;
+
+    for (k = 0; k < 2; k++) {
+        if (srv[k] == NULL || srv[k]->conns == NULL) {
+            continue;
+        }
+
+        for (i = 0; i < srv[k]->size; i++) {
+            rc = &srv[k]->conns[i];
+
+            if (rc->timer.timer_set) {
+                ngx_del_timer(&rc->timer);
+            }
+
+            if (rc->ac) {
+                redisAsyncFree(rc->ac);
+            }
+        }
+    }
+}
+
+
+/*
+ * ragnx_redis ADDRESS [db=N] [pool=N] [password_file=PATH];
+ * ADDRESS is host:port (resolved now, never per request) or unix:/path.
+ */
+
+static char *
+ngx_http_ragnx_redis_server_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char  *p = conf;
+
+    u_char                       *s;
+    size_t                        len;
+    ssize_t                       n;
+    ngx_fd_t                      fd;
+    ngx_str_t                    *value, path;
+    ngx_url_t                     u;
+    ngx_uint_t                    i;
+    ngx_file_info_t               fi;
+    ngx_http_ragnx_redis_srv_t  **field, *srv;
+
+    field = (ngx_http_ragnx_redis_srv_t **) (p + cmd->offset);
+
+    if (*field) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    srv = ngx_pcalloc(cf->pool, sizeof(ngx_http_ragnx_redis_srv_t));
+    if (srv == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    srv->name = value[1];
+    srv->size = 2;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = value[1];
+    u.default_port = 6379;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid redis address \"%V\" in \"%V\": %s",
+                           &value[1], &cmd->name,
+                           u.err ? u.err : "cannot parse");
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no address for \"%V\" in \"%V\"",
+                           &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.family == AF_UNIX) {
+        len = value[1].len - 5;
+        srv->path = ngx_pnalloc(cf->pool, len + 1);
+        if (srv->path == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_cpystrn((u_char *) srv->path, value[1].data + 5, len + 1);
+
+    } else {
+        srv->host = ngx_pcalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+        if (srv->host == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        (void) ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                             (u_char *) srv->host, NGX_SOCKADDR_STRLEN, 0);
+        srv->port = ngx_inet_get_port(u.addrs[0].sockaddr);
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            srv->db = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            if (srv->db == NGX_ERROR) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "pool=", 5) == 0) {
+            n = ngx_atoi(value[i].data + 5, value[i].len - 5);
+            if (n <= 0 || n > 64) {
+                goto invalid;
+            }
+
+            srv->size = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password_file=", 14) == 0) {
+            path.data = value[i].data + 14;
+            path.len = value[i].len - 14;
+
+            if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            fd = ngx_open_file(path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+            if (fd == NGX_INVALID_FILE) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                                   "cannot open redis password file \"%V\"",
+                                   &path);
+                return NGX_CONF_ERROR;
+            }
+
+            if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+                || ngx_file_size(&fi) > 4096)
+            {
+                ngx_close_file(fd);
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "bad redis password file \"%V\"", &path);
+                return NGX_CONF_ERROR;
+            }
+
+            len = (size_t) ngx_file_size(&fi);
+            s = ngx_pnalloc(cf->pool, len + 1);
+            if (s == NULL) {
+                ngx_close_file(fd);
+                return NGX_CONF_ERROR;
+            }
+
+            n = ngx_read_fd(fd, s, len);
+            ngx_close_file(fd);
+
+            if (n != (ssize_t) len) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                                   "cannot read redis password file \"%V\"",
+                                   &path);
+                return NGX_CONF_ERROR;
+            }
+
+            while (len && (s[len - 1] == '\n' || s[len - 1] == '\r')) {
+                len--;
+            }
+
+            if (len == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "empty redis password file \"%V\"",
+                                   &path);
+                return NGX_CONF_ERROR;
+            }
+
+            srv->password.data = s;
+            srv->password.len = len;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    *field = srv;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\" in \"%V\"", &value[i],
+                       &cmd->name);
+
+    return NGX_CONF_ERROR;
+}

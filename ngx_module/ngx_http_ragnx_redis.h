@@ -1,0 +1,97 @@
+
+/*
+ * ragnx: Redis from inside nginx.  hiredis's async API on nginx's event
+ * loop, a small persistent pool per worker and server, per-command timers,
+ * reconnection with backoff, and requests that can go away while their
+ * reply is pending.
+ */
+
+
+#ifndef _NGX_HTTP_RAGNX_REDIS_H_INCLUDED_
+#define _NGX_HTTP_RAGNX_REDIS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+
+#define NGX_HTTP_RAGNX_REDIS_QUEUE    0
+#define NGX_HTTP_RAGNX_REDIS_CACHE    1
+
+/* outcome passed to reply handlers besides NGX_OK */
+#define NGX_HTTP_RAGNX_REDIS_DOWN     NGX_DECLINED  /* no usable connection */
+#define NGX_HTTP_RAGNX_REDIS_TIMEOUT  NGX_ABORT     /* no reply in time */
+
+
+typedef struct ngx_http_ragnx_redis_srv_s   ngx_http_ragnx_redis_srv_t;
+typedef struct ngx_http_ragnx_redis_cmd_s   ngx_http_ragnx_redis_cmd_t;
+typedef struct ngx_http_ragnx_redis_wait_s  ngx_http_ragnx_redis_wait_t;
+
+
+/*
+ * Called from inside a hiredis callback or a timer with the reply (NULL
+ * unless rc == NGX_OK).  It must only copy what it needs out of the reply
+ * (which hiredis frees on return) into request memory: the request is
+ * resumed later from a posted event, never from here.
+ */
+typedef void (*ngx_http_ragnx_redis_reply_pt)(ngx_http_request_t *r,
+    redisReply *reply, ngx_int_t rc);
+
+/* called from a posted event once the reply is in: respond or go on */
+typedef void (*ngx_http_ragnx_redis_resume_pt)(ngx_http_request_t *r);
+
+
+/*
+ * One pending call of a request, embedded in the caller's request ctx.
+ * Ownership across the async boundary: the command object (heap) points
+ * back at this waiter; a request pool cleanup clears that pointer, so a
+ * late reply finds nothing and the command is freed by hiredis's callback.
+ */
+struct ngx_http_ragnx_redis_wait_s {
+    ngx_http_request_t              *request;
+    ngx_http_ragnx_redis_cmd_t      *cmd;
+    ngx_http_ragnx_redis_reply_pt    reply;
+    ngx_http_ragnx_redis_resume_pt   resume;
+    ngx_event_t                      event;
+    ngx_int_t                        rc;
+    unsigned                         cleanup:1;
+};
+
+
+/* the server (queue or cache) a location talks to; NULL if none */
+ngx_http_ragnx_redis_srv_t *ngx_http_ragnx_redis_server(ngx_conf_t *cf,
+    ngx_uint_t which);
+
+/*
+ * Send a command for request r; on return NGX_OK the request's count was
+ * raised and w->resume runs later (exactly once).  NGX_ERROR: nothing was
+ * sent and nothing will run.
+ */
+ngx_int_t ngx_http_ragnx_redis_call(ngx_http_request_t *r,
+    ngx_http_ragnx_redis_wait_t *w, ngx_http_ragnx_redis_srv_t *srv,
+    int argc, const char **argv, const size_t *argvlen);
+
+/*
+ * EVALSHA of a script registered at config time with
+ * ngx_http_ragnx_redis_script(); argv holds numkeys, keys and args.
+ */
+ngx_int_t ngx_http_ragnx_redis_eval(ngx_http_request_t *r,
+    ngx_http_ragnx_redis_wait_t *w, ngx_http_ragnx_redis_srv_t *srv,
+    ngx_uint_t script, int argc, const char **argv, const size_t *argvlen);
+
+/* register a Lua script; loaded on every connection; returns its index */
+ngx_int_t ngx_http_ragnx_redis_script(ngx_conf_t *cf, ngx_str_t *body);
+
+/* 1 when at least one connection to srv is up */
+ngx_uint_t ngx_http_ragnx_redis_ready(ngx_http_ragnx_redis_srv_t *srv);
+
+ngx_msec_t ngx_http_ragnx_redis_timeout(ngx_http_ragnx_redis_srv_t *srv);
+
+
+extern ngx_module_t  ngx_http_ragnx_redis_module;
+
+
+#endif /* _NGX_HTTP_RAGNX_REDIS_H_INCLUDED_ */
