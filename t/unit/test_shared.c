@@ -22,8 +22,8 @@
 static const char *
 norm(const char *in)
 {
-    size_t                len;
-    static unsigned char  out[4096];
+    size_t               len;
+    static unsigned char out[4096];
 
     len = ragnx_query_normalize(U in, strlen(in), out);
     if (len == (size_t) -1) {
@@ -57,22 +57,29 @@ test_utf8(void)
 static void
 test_normalize(void)
 {
-    char  a[RAGNX_DIGEST_LEN + 1], b[RAGNX_DIGEST_LEN + 1];
+    char a[RAGNX_DIGEST_LEN + 1], b[RAGNX_DIGEST_LEN + 1];
 
     is_str(norm("  Hello   World \t\n"), "hello world",
            "ascii lower-cased, trimmed, collapsed");
-    is_str(norm("\xc3\x89" "COLE \xc3\x80 PARIS"),
-           "\xc3\xa9" "cole \xc3\xa0 paris",
+    is_str(norm("\xc3\x89"
+                "COLE \xc3\x80 PARIS"),
+           "\xc3\xa9"
+           "cole \xc3\xa0 paris",
            "Latin-1 upper case lowered");
     is_str(norm("\xc3\x97"), "\xc3\x97", "multiplication sign unchanged");
-    is_str(norm("\xc5\x81\xc3\x93" "D\xc5\xb9"), "\xc5\x82\xc3\xb3" "d\xc5\xba",
+    is_str(norm("\xc5\x81\xc3\x93"
+                "D\xc5\xb9"),
+           "\xc5\x82\xc3\xb3"
+           "d\xc5\xba",
            "Latin Extended-A lowered (Polish)");
     is_str(norm("\xce\x91\xce\x98\xce\x97\xce\x9d\xce\x91"),
            "\xce\xb1\xce\xb8\xce\xb7\xce\xbd\xce\xb1", "Greek lowered");
     is_str(norm("\xd0\x9c\xd0\x9e\xd0\xa1\xd0\x9a\xd0\x92\xd0\x90"),
            "\xd0\xbc\xd0\xbe\xd1\x81\xd0\xba\xd0\xb2\xd0\xb0",
            "Cyrillic lowered");
-    is_str(norm("a\xc2\xa0\xc2\xa0" "b\xe3\x80\x80" "c\xe2\x80\x83"),
+    is_str(norm("a\xc2\xa0\xc2\xa0"
+                "b\xe3\x80\x80"
+                "c\xe2\x80\x83"),
            "a b c", "Unicode spaces collapse and trim");
     is_str(norm("\xf0\x9f\x98\x80  X"), "\xf0\x9f\x98\x80 x",
            "4-byte characters pass through whole");
@@ -82,12 +89,14 @@ test_normalize(void)
     is_str(norm("\xed\xa0\x80"), "(invalid)", "surrogate refused");
 
     ok(ragnx_query_digest(U "", 0, a) == 0
-       && strcmp(a, "e3b0c44298fc1c149afbf4c8996fb924"
-                    "27ae41e4649b934ca495991b7852b855") == 0,
+           && strcmp(a, "e3b0c44298fc1c149afbf4c8996fb924"
+                        "27ae41e4649b934ca495991b7852b855")
+                  == 0,
        "digest of empty string is SHA-256");
     ok(ragnx_query_digest(U "abc", 3, b) == 0
-       && strcmp(b, "ba7816bf8f01cfea414140de5dae2223"
-                    "b00361a396177a9cb410ff61f20015ad") == 0,
+           && strcmp(b, "ba7816bf8f01cfea414140de5dae2223"
+                        "b00361a396177a9cb410ff61f20015ad")
+                  == 0,
        "digest of abc is SHA-256");
 }
 
@@ -95,8 +104,8 @@ test_normalize(void)
 static void
 test_cache_key(void)
 {
-    char    d[RAGNX_DIGEST_LEN + 1], k1[256], k2[256], k3[256];
-    size_t  n;
+    char   d[RAGNX_DIGEST_LEN + 1], k1[256], k2[256], k3[256];
+    size_t n;
 
     ragnx_query_digest(U "what is ragnx", 13, d);
 
@@ -118,8 +127,8 @@ test_cache_key(void)
 static void
 test_uuid(void)
 {
-    int   i, good;
-    char  u[37], v[37];
+    int  i, good;
+    char u[37], v[37];
 
     ok(ragnx_uuid_v4(u) == 0, "uuid generated");
     ok(strlen(u) == 36 && ragnx_uuid_valid(u, 36), "uuid is well formed");
@@ -151,9 +160,9 @@ test_uuid(void)
 static void
 test_job(void)
 {
-    char          err[128], *s;
-    json_t       *o;
-    ragnx_job_t   job, out;
+    char        err[128], *s;
+    json_t     *o;
+    ragnx_job_t job, out;
 
     memset(&job, 0, sizeof(job));
     job.type = RAGNX_JOB_RECORD;
@@ -176,22 +185,24 @@ test_job(void)
     ok(ragnx_job_decode(s, strlen(s), &out, err, sizeof(err)) == 0,
        "record job round-trips");
     ok(out.type == RAGNX_JOB_RECORD && strcmp(out.query, job.query) == 0
-       && strcmp(out.answer, "An nginx module.") == 0
-       && json_array_size(out.sources) == 1
-       && out.created == job.created, "fields survive");
+           && strcmp(out.answer, "An nginx module.") == 0
+           && json_array_size(out.sources) == 1 && out.created == job.created,
+       "fields survive");
     ragnx_job_free(&out);
     free(s);
 
-#define BAD(json, why)                                                       \
-    ok(ragnx_job_decode(json, strlen(json), &out, err, sizeof(err)) == -1    \
-       && out.root == NULL, why " (%s)", err)
+#define BAD(json, why)                                                    \
+    ok(ragnx_job_decode(json, strlen(json), &out, err, sizeof(err)) == -1 \
+           && out.root == NULL,                                           \
+       why " (%s)", err)
 
     job.type = 0;
     job.gen = NULL;
     job.result = NULL;
     o = ragnx_job_encode(&job);
     ok(o && json_object_get(o, "type") == NULL
-       && json_object_get(o, "gen") == NULL, "module-side payload has no type"
+           && json_object_get(o, "gen") == NULL,
+       "module-side payload has no type"
        " or gen: the enqueue script appends them");
     s = json_dumps(o, JSON_COMPACT);
     json_decref(o);

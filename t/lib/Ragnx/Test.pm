@@ -292,21 +292,7 @@ sub request {
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
                                   Proto => 'tcp', Timeout => 10)
         or return { status => 0, error => "connect: $!" };
-    my $body = $a{body};
-    my @h = @{ $a{headers} || [] };
-    my $req = "$method $path HTTP/1.1\r\nHost: localhost\r\n"
-              . "Connection: close\r\n";
-    for (my $i = 0; $i < @h; $i += 2) {
-        $req .= "$h[$i]: $h[$i + 1]\r\n";
-    }
-    if (defined $body) {
-        $req .= "Content-Length: " . length($body) . "\r\n"
-            unless grep { /^content-length$/i } @h;
-        $req .= "\r\n$body";
-    } else {
-        $req .= "\r\n";
-    }
-    $s->print($req);
+    $s->print(build_request($method, $path, %a));
     my $raw = '';
     my $deadline = time + ($a{timeout} || 10);
     $s->blocking(0);
@@ -352,6 +338,78 @@ sub parse_response {
     }
     $r{body} = $body;
     return \%r;
+}
+
+# Many requests at once over separate connections, driven by one select
+# loop: all are written before any reply is read.  Each item is
+# [method, path, %opts]; returns the parsed responses in order.
+sub parallel {
+    my ($self, $reqs, %a) = @_;
+    require IO::Select;
+    my (@socks, @raw);
+    for my $i (0 .. $#$reqs) {
+        my ($m, $p, %o) = @{$reqs->[$i]};
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $self->{port},
+                                      Proto => 'tcp', Timeout => 10)
+            or die "connect: $!";
+        $s->print(build_request($m, $p, %o));
+        $s->blocking(0);
+        $socks[$i] = $s;
+        $raw[$i] = '';
+    }
+    my %open = map { $_ => 1 } 0 .. $#socks;
+    my $sel = IO::Select->new(@socks);
+    my %idx = map { (0 + $socks[$_]) => $_ } 0 .. $#socks;
+    my $deadline = time + ($a{timeout} || 20);
+    while (%open && time < $deadline) {
+        for my $s ($sel->can_read(0.1)) {
+            my $i = $idx{0 + $s};
+            my $n = sysread($s, my $buf, 65536);
+            next if !defined $n;
+            if ($n == 0) {
+                $sel->remove($s);
+                close $s;
+                delete $open{$i};
+                next;
+            }
+            $raw[$i] .= $buf;
+        }
+    }
+    return [ map { parse_response($_) } @raw ];
+}
+
+sub build_request {
+    my ($method, $path, %a) = @_;
+    my $body = $a{body};
+    my @h = @{ $a{headers} || [] };
+    my $req = "$method $path HTTP/1.1\r\nHost: localhost\r\n"
+              . "Connection: close\r\n";
+    for (my $i = 0; $i < @h; $i += 2) {
+        $req .= "$h[$i]: $h[$i + 1]\r\n";
+    }
+    if (defined $body) {
+        $req .= "Content-Length: " . length($body) . "\r\n"
+            unless grep { /^content-length$/i } @h;
+        $req .= "\r\n$body";
+    } else {
+        $req .= "\r\n";
+    }
+    return $req;
+}
+
+# An HS256 token for the tests (header and claims as given)
+sub jwt_hs256 {
+    my ($secret, $claims, $header) = @_;
+    require Digest::SHA;
+    require MIME::Base64;
+    require JSON::PP;
+    my $js = JSON::PP->new->canonical;
+    my $b64 = sub { MIME::Base64::encode_base64url($_[0]) };
+    my $h = $b64->($js->encode($header || { alg => 'HS256', typ => 'JWT' }));
+    my $p = $b64->($js->encode($claims));
+    my $sig = $b64->(Digest::SHA::hmac_sha256("$h.$p", $secret));
+    return "$h.$p.$sig";
 }
 
 sub json_body {

@@ -1,0 +1,368 @@
+#!/usr/bin/perl
+# POST /api/ask and GET /api/ask/{id} against a real redis-server: cache
+# hits, misses, single-flight, job states, owner isolation, backpressure,
+# pipelining and Redis faults.
+
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use Cwd qw(getcwd);
+use Digest::SHA qw(sha256_hex);
+use JSON::PP;
+use Time::HiRes qw(time sleep);
+use Ragnx::Test;
+
+my $UUID = qr/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+my $root = getcwd();
+my $t = Ragnx::Test->new;
+my $rp = $t->start_redis;
+my $secret = 'ask-test-secret-0123456789abcdef';
+my $keyfile = $t->file('hs.key', $secret);
+my $json = JSON::PP->new->canonical;
+
+$t->start_nginx(
+    workers => 2,
+    http    => <<"EOF2",
+    ragnx_redis 127.0.0.1:$rp pool=2;
+    ragnx_redis_timeout 300ms;
+EOF2
+    server  => <<"EOF2");
+        ragnx_jwt_alg HS256;
+        ragnx_jwt_key_file $keyfile;
+        error_page 404 405 413 500 503 \@err;
+        location \@err { ragnx_json_error; }
+
+        location = /api/ask {
+            ragnx_jwt on;
+            ragnx_validate_schema $root/schemas/ask.json;
+            ragnx_ask;
+        }
+        location = /api/ask-small {
+            ragnx_jwt on;
+            ragnx_validate_schema $root/schemas/ask.json;
+            ragnx_ask_queue_max 3;
+            ragnx_ask;
+        }
+        location /api/ask/ {
+            ragnx_jwt on;
+            ragnx_ask_status;
+        }
+        location = /static { return 200 "static"; }
+EOF2
+
+sub token {
+    my ($sub) = @_;
+    return Ragnx::Test::jwt_hs256($secret,
+                                  { sub => $sub, exp => time + 3600 });
+}
+
+my %auth = (alice => token('alice'), bob => token('bob'));
+
+sub ask {
+    my ($who, $body, $path) = @_;
+    return $t->request(POST => $path || '/api/ask',
+        headers => [ Authorization => "Bearer $auth{$who}",
+                     'Content-Type' => 'application/json' ],
+        body => ref $body ? $json->encode($body) : $body);
+}
+
+sub poll {
+    my ($who, $id) = @_;
+    return $t->request(GET => "/api/ask/$id",
+        headers => [ Authorization => "Bearer $auth{$who}" ]);
+}
+
+sub digest {
+    my ($q) = @_;
+    $q = lc $q;
+    $q =~ s/^\s+|\s+$//g;
+    $q =~ s/\s+/ /g;
+    return sha256_hex($q);
+}
+
+sub cache_put {
+    my ($q, $answer, $sources, $gen) = @_;
+    $t->redis('SET', '{ragnx}:cache:' . digest($q) . ':' . ($gen || 'default@0'),
+              $json->encode({ answer => $answer, sources => $sources }));
+}
+
+sub xlen { $t->redis('XLEN', '{ragnx}:jobs') }
+
+sub last_entry {
+    my @f = split /\n/, $t->redis('XREVRANGE', '{ragnx}:jobs', '+', '-',
+                                 'COUNT', 1);
+    my %e = @f[1 .. $#f];
+    return \%e;
+}
+
+# wait until both workers have their Redis connections up
+for (1 .. 100) { last if $t->redis('CLIENT', 'LIST') =~ tr/\n// >= 3; sleep 0.05 }
+
+# a miss queues a job
+
+my $r = ask(alice => { query => 'What is ragnx?' });
+is($r->{status}, 202, 'miss: 202');
+my $j = Ragnx::Test::json_body($r);
+like($j->{jobId}, $UUID, 'miss: a v4 job id');
+is($j->{status}, 'queued', 'miss: status queued');
+like($j->{chatId}, $UUID, 'miss: a new chat id');
+is($r->{headers}{location}, "/api/ask/$j->{jobId}", 'Location header');
+is($r->{headers}{'retry-after'}, '1', 'Retry-After: 1');
+is(xlen(), 1, 'one stream entry');
+
+my $e = last_entry();
+is($e->{id}, $j->{jobId}, 'stream entry carries the job id');
+my $p = decode_json($e->{job});
+is($p->{type}, 'ask', 'payload type ask');
+is($p->{v}, 1, 'payload version 1');
+is($p->{owner}, 'alice', 'payload owner is the JWT sub');
+is($p->{query}, 'What is ragnx?', 'payload has the query as asked');
+is($p->{gen}, 'default@0', 'payload has the cache generation');
+is($p->{digest}, digest('What is ragnx?'), 'digest of the normalised query');
+
+my %h = split /\n/, $t->redis('HGETALL', "{ragnx}:job:$j->{jobId}");
+is($h{status}, 'waiting', 'job hash: waiting');
+is($h{owner}, 'alice', 'job hash: owner');
+is($h{chatId}, $j->{chatId}, 'job hash: chat');
+ok($t->redis('TTL', "{ragnx}:job:$j->{jobId}") > 0, 'job hash has a TTL');
+
+# polling each state
+
+my $id = $j->{jobId};
+$r = poll(alice => $id);
+is($r->{status}, 200, 'poll: 200');
+is_deeply(Ragnx::Test::json_body($r),
+          { status => 'waiting', chatId => $j->{chatId} }, 'poll: waiting');
+
+for my $st (qw(active delayed)) {
+    $t->redis('HSET', "{ragnx}:job:$id", 'status', $st);
+    is(Ragnx::Test::json_body(poll(alice => $id))->{status}, $st,
+       "poll: $st");
+}
+
+$t->redis('HSET', "{ragnx}:job:$id", 'status', 'completed',
+          'answer', "It is \"ragnx\" \x{e9}", 'sources', '["README.md","docs/a.md"]');
+$r = poll(alice => $id);
+is_deeply(Ragnx::Test::json_body($r),
+          { status => 'completed', chatId => $j->{chatId},
+            answer => "It is \"ragnx\" \x{e9}",
+            sources => ['README.md', 'docs/a.md'] },
+          'poll: completed with answer and sources');
+
+$t->redis('HSET', "{ragnx}:job:$id", 'status', 'failed', 'error',
+          'LLM unavailable');
+is_deeply(Ragnx::Test::json_body(poll(alice => $id)),
+          { status => 'failed', chatId => $j->{chatId},
+            error => 'LLM unavailable' }, 'poll: failed with error');
+
+# owner isolation and bad ids
+
+my $other = poll(bob => $id);
+my $unknown = poll(alice => '00000000-0000-4000-8000-000000000000');
+is($other->{status}, 404, "another user's job is 404");
+is($unknown->{status}, 404, 'unknown job is 404');
+is($other->{body}, $unknown->{body}, 'both answers are identical');
+is_deeply(Ragnx::Test::json_body($other), { error => 'Job not found' },
+          '404 body');
+
+is(poll(alice => uc $id)->{status}, 200, 'upper-case id accepted');
+
+for my $bad ('not-a-uuid', '..%2F..%2Fetc', "${id}x",
+             '00000000-0000-4000-8000-00000000000g', '*')
+{
+    $r = poll(alice => $bad);
+    is($r->{status}, 400, "bad id '$bad' is 400");
+    is_deeply(Ragnx::Test::json_body($r), { error => 'Invalid job id' },
+              "bad id '$bad' body");
+}
+
+$r = $t->request(GET => "/api/ask/$id");
+is($r->{status}, 401, 'poll without a token is 401');
+
+# wrong methods
+
+$r = $t->request(GET => '/api/ask',
+                 headers => [ Authorization => "Bearer $auth{alice}" ]);
+is($r->{status}, 405, 'GET /api/ask is 405');
+is($r->{headers}{allow}, 'POST', 'Allow: POST');
+is_deeply(Ragnx::Test::json_body($r), { error => 'Method not allowed' },
+          '405 body');
+$r = $t->request(DELETE => "/api/ask/$id",
+                 headers => [ Authorization => "Bearer $auth{alice}" ]);
+is($r->{status}, 405, 'DELETE /api/ask/{id} is 405');
+is($r->{headers}{allow}, 'GET, HEAD', 'Allow: GET, HEAD');
+
+# validation happens before anything reaches Redis
+
+my $before = xlen();
+$r = ask(alice => { query => '' });
+is($r->{status}, 400, 'empty query is 400');
+$r = ask(alice => { query => 'x', chatId => 'nope' });
+is($r->{status}, 400, 'bad chatId is 400');
+$r = ask(alice => { query => 'x' x 1001 });
+is($r->{status}, 400, 'query over 1000 characters is 400');
+is(xlen(), $before, 'nothing enqueued by invalid requests');
+
+# a given chat id is kept
+
+my $chat = '6a0b4c3d-2e1f-4a5b-8c7d-9e0f1a2b3c4d';
+$r = ask(alice => { query => 'second question', chatId => uc $chat });
+is(Ragnx::Test::json_body($r)->{chatId}, $chat, 'chat id kept (lower-cased)');
+
+# cache hit
+
+cache_put('how do I deploy?', 'Use make run.', ['README.md']);
+$before = xlen();
+$r = ask(alice => { query => "  How do I    DEPLOY? \n" });
+is($r->{status}, 200, 'hit: 200');
+$j = Ragnx::Test::json_body($r);
+is($j->{answer}, 'Use make run.', 'hit: answer');
+is($j->{source}, 'cache', 'hit: source cache');
+is_deeply($j->{sources}, ['README.md'], 'hit: sources');
+like($j->{chatId}, $UUID, 'hit: chat id');
+is(xlen(), $before + 1, 'hit: a record job was enqueued');
+$p = decode_json(last_entry()->{job});
+is($p->{type}, 'record', 'record job type');
+is($p->{chatId}, $j->{chatId}, 'record job chat');
+is($p->{result}{answer}, 'Use make run.', 'record job carries the answer');
+
+# a new cache generation (re-ingest, model switch) misses
+
+$t->redis('SET', '{ragnx}:gen', 'other-model@7');
+$r = ask(alice => { query => 'how do I deploy?' });
+is($r->{status}, 202, 'after a generation bump the old entry is not served');
+cache_put('how do I deploy?', 'New answer.', [], 'other-model@7');
+$r = ask(alice => { query => 'how do I deploy?' });
+is(Ragnx::Test::json_body($r)->{answer}, 'New answer.',
+   'the entry of the new generation is served');
+$t->redis('DEL', '{ragnx}:gen');
+
+# single-flight: 50 identical misses, one stream entry
+
+$before = xlen();
+my $q = 'single flight question';
+my $rs = $t->parallel([ map {
+    [ POST => '/api/ask',
+      headers => [ Authorization => "Bearer $auth{alice}",
+                   'Content-Type' => 'application/json' ],
+      body => $json->encode({ query => $q }) ] } 1 .. 50 ]);
+is(scalar(grep { $_->{status} == 202 } @$rs), 50, 'single-flight: 50 x 202');
+my %ids = map { Ragnx::Test::json_body($_)->{jobId} => 1 } @$rs;
+is(scalar(keys %ids), 50, 'single-flight: 50 distinct job ids');
+is(xlen(), $before + 1, 'single-flight: one stream entry, one LLM run');
+
+my $leader = last_entry()->{id};
+my @followers = split /\n/,
+    $t->redis('LRANGE', "{ragnx}:job:$leader:followers", 0, -1);
+is(scalar(@followers), 49, 'single-flight: 49 followers of the leader');
+
+# a stub consumer completes the leader and its followers
+for my $jid ($leader, @followers) {
+    $t->redis('HSET', "{ragnx}:job:$jid", 'status', 'completed',
+              'answer', 'shared answer', 'sources', '[]');
+}
+my $done = 0;
+for my $jid (keys %ids) {
+    my $b = Ragnx::Test::json_body(poll(alice => $jid));
+    $done++ if $b->{status} eq 'completed' && $b->{answer} eq 'shared answer';
+}
+is($done, 50, 'single-flight: all 50 complete with the same answer');
+
+# once the leader is done, the same question starts a new flight
+$r = ask(alice => { query => $q });
+is(xlen(), $before + 2, 'finished leader: the next miss enqueues again');
+
+# backpressure
+
+$t->redis('DEL', '{ragnx}:jobs');
+$t->redis('XADD', '{ragnx}:jobs', '*', 'id', 'x') for 1 .. 3;
+my $keys_before = $t->redis('DBSIZE');
+$r = ask(alice => { query => 'over the limit' }, '/api/ask-small');
+is($r->{status}, 503, 'queue full: 503');
+is_deeply(Ragnx::Test::json_body($r), { error => 'queue full' },
+          'queue full body');
+ok($r->{headers}{'retry-after'}, 'queue full: Retry-After');
+is(xlen(), 3, 'queue full: nothing added to the stream');
+is($t->redis('DBSIZE'), $keys_before, 'queue full: no job hash created');
+
+# pipelining: 200 distinct cached answers, each to its own request
+
+cache_put("question number $_", "answer number $_", ["doc$_"]) for 1 .. 200;
+$rs = $t->parallel([ map {
+    [ POST => '/api/ask',
+      headers => [ Authorization => "Bearer $auth{alice}",
+                   'Content-Type' => 'application/json' ],
+      body => $json->encode({ query => "question number $_" }) ] } 1 .. 200 ]);
+my $right = 0;
+for my $i (1 .. 200) {
+    my $b = Ragnx::Test::json_body($rs->[$i - 1]) || {};
+    $right++ if ($b->{answer} // '') eq "answer number $i"
+                && ($b->{sources}[0] // '') eq "doc$i";
+}
+is($right, 200, 'pipelining: 200 concurrent hits, each its own answer');
+
+# faults
+
+$t->stop_redis;
+my $t0 = time;
+$r = ask(alice => { query => 'redis is down' });
+is($r->{status}, 503, 'Redis down: 503');
+is_deeply(Ragnx::Test::json_body($r), { error => 'cache unavailable' },
+          'Redis down body');
+ok(time - $t0 < 1, 'Redis down: answered within the timeout');
+$t0 = time;
+is($t->request(GET => '/static')->{status}, 200,
+   'Redis down: other locations answer');
+ok(time - $t0 < 0.05, 'Redis down: other locations answer fast');
+
+$t->start_redis;
+my $ok = 0;
+for (1 .. 100) {
+    $r = ask(alice => { query => 'redis is back' });
+    if ($r->{status} == 202) { $ok = 1; last }
+    sleep 0.05;
+}
+ok($ok, 'Redis restarted: requests succeed without a reload');
+
+$t->signal('redis', 'STOP');
+$t0 = time;
+$r = ask(alice => { query => 'redis is stopped' });
+my $took = time - $t0;
+is($r->{status}, 503, 'Redis SIGSTOPped: 503');
+ok($took >= 0.25 && $took < 1, "after the 300 ms timeout ($took s)");
+$t0 = time;
+is($t->request(GET => '/static')->{status}, 200,
+   'Redis stopped: nginx stays responsive');
+ok(time - $t0 < 0.05, 'Redis stopped: fast');
+$t->signal('redis', 'CONT');
+
+# clients that go away while their reply is pending
+
+$ok = 0;
+for (1 .. 100) {
+    $r = ask(alice => { query => 'warm up' });
+    if ($r->{status} == 202) { $ok = 1; last }
+    sleep 0.05;
+}
+system("redis-cli -p $rp DEBUG SLEEP 0.5 >/dev/null &");
+sleep 0.05;
+for my $i (1 .. 100) {
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $t->port, Proto => 'tcp');
+    my $body = $json->encode({ query => "abandoned $i" });
+    print $s Ragnx::Test::build_request(POST => '/api/ask',
+        headers => [ Authorization => "Bearer $auth{alice}",
+                     'Content-Type' => 'application/json' ],
+        body => $body);
+    close $s;
+}
+sleep 0.8;
+for (1 .. 100) {
+    $r = ask(alice => { query => 'after the aborts' });
+    last if $r->{status} == 202;
+    sleep 0.05;
+}
+is($r->{status}, 202, 'aborted clients: service goes on');
+
+$t->done;
