@@ -37,7 +37,7 @@ module: $(MODULE)
 
 # Build against the distro's nginx source with its own configure flags so
 # the result loads into /usr/sbin/nginx (same --with-compat signature).
-$(NGX_BUILD)/Makefile: config
+$(NGX_BUILD)/objs/Makefile: config
 	rm -rf $(NGX_BUILD)
 	mkdir -p $(ABS_BUILD)
 	cp -r $(NGX_SRC) $(NGX_BUILD)
@@ -48,7 +48,7 @@ $(NGX_BUILD)/Makefile: config
 	       --add-dynamic-module=$(CURDIR) > configure.log \
 	    || { cat configure.log; exit 1; }
 
-$(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS)
+$(MODULE): $(NGX_BUILD)/objs/Makefile $(MODULE_SRCS)
 	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
 
 unit: $(UNIT_BINS)
