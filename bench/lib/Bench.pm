@@ -1,0 +1,94 @@
+package Bench;
+
+# Benchmark helpers: run wrk against a URL (optionally with a method, body
+# and headers through a generated Lua script), parse req/s and latency
+# percentiles, and print a table with ratios to a baseline from the same
+# run.  Not a test: it prints figures.
+
+use strict;
+use warnings;
+use File::Temp qw(tempfile);
+
+our $DURATION    = $ENV{BENCH_DURATION}    || 10;
+our $CONNECTIONS = $ENV{BENCH_CONNECTIONS} || 64;
+our $THREADS     = $ENV{BENCH_THREADS}     || 2;
+
+sub lua_quote {
+    my ($s) = @_;
+    $s =~ s/\\/\\\\/g;
+    $s =~ s/"/\\"/g;
+    $s =~ s/\n/\\n/g;
+    return "\"$s\"";
+}
+
+# wrk(url, method => , body => , headers => [k, v, ...], bodies => [...])
+sub wrk {
+    my ($url, %a) = @_;
+    my ($fh, $script) = tempfile('ragnx-wrk-XXXXXX', SUFFIX => '.lua',
+                                 TMPDIR => 1, UNLINK => 1);
+    my @h = @{ $a{headers} || [] };
+    print $fh 'wrk.method = ', lua_quote($a{method} || 'GET'), "\n";
+    for (my $i = 0; $i < @h; $i += 2) {
+        print $fh "wrk.headers[", lua_quote($h[$i]), "] = ",
+                  lua_quote($h[$i + 1]), "\n";
+    }
+    if ($a{bodies}) {
+        # a different body per request, cycling through the list
+        print $fh "local bodies = {",
+                  join(',', map { lua_quote($_) } @{ $a{bodies} }), "}\n";
+        print $fh <<'LUA';
+local i = 0
+request = function()
+    i = i % #bodies + 1
+    return wrk.format(nil, nil, nil, bodies[i])
+end
+LUA
+    } elsif (defined $a{body}) {
+        print $fh 'wrk.body = ', lua_quote($a{body}), "\n";
+    }
+    print $fh <<'LUA';
+local statuses = {}
+response = function(status, headers, body)
+    statuses[status] = (statuses[status] or 0) + 1
+end
+done = function(summary, latency, requests)
+end
+LUA
+    close $fh;
+    my $c = $a{connections} || $CONNECTIONS;
+    my $d = $a{duration} || $DURATION;
+    my $out = `wrk -t$THREADS -c$c -d${d}s --latency -s $script $url 2>&1`;
+    my %r = (raw => $out);
+    ($r{rps}) = $out =~ /Requests\/sec:\s+([\d.]+)/;
+    for my $p (50, 99) {
+        my ($v, $u) = $out =~ /^\s+$p(?:\.000)?%\s+([\d.]+)(us|ms|s)\b/m;
+        next unless defined $v;
+        $v /= 1000 if $u eq 'us';
+        $v *= 1000 if $u eq 's';
+        $r{"p$p"} = $v;
+    }
+    ($r{non2xx}) = $out =~ /Non-2xx or 3xx responses:\s+(\d+)/;
+    $r{non2xx} ||= 0;
+    ($r{errors}) = $out =~ /Socket errors:(.*)/;
+    $r{rps} ||= 0;
+    return \%r;
+}
+
+sub report {
+    my ($title, $base, @rows) = @_;
+    printf "\n%s (%d connections, %d threads, %ds each)\n", $title,
+        $CONNECTIONS, $THREADS, $DURATION;
+    printf "%-40s %12s %9s %9s %8s %s\n", 'case', 'req/s', 'p50 ms',
+        'p99 ms', 'ratio', 'notes';
+    for my $row ($base, @rows) {
+        my ($name, $r, $note) = @$row;
+        printf "%-40s %12.0f %9.3f %9.3f %7.1f%% %s\n", $name, $r->{rps},
+            $r->{p50} || 0, $r->{p99} || 0,
+            $base->[1]{rps} ? 100 * $r->{rps} / $base->[1]{rps} : 0,
+            join(' ', grep { $_ } $note,
+                 $r->{non2xx} ? "non-2xx: $r->{non2xx}" : '',
+                 $r->{errors} ? "errors:$r->{errors}" : '');
+    }
+}
+
+1;
