@@ -21,7 +21,7 @@
 
 typedef struct {
     ngx_http_ragnx_schema_t  *schema;
-    ngx_uint_t                max_depth;
+    ngx_int_t                 max_depth;
 } ngx_http_ragnx_validate_loc_conf_t;
 
 
@@ -39,7 +39,7 @@ static ngx_int_t ngx_http_ragnx_validate_json_error(ngx_http_request_t *r,
     json_error_t *err);
 static ngx_uint_t ngx_http_ragnx_validate_content_type(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_ragnx_validate_depth(u_char *p, u_char *last,
-    ngx_uint_t max);
+    ngx_int_t max);
 static void ngx_http_ragnx_validate_cleanup(void *data);
 static void *ngx_http_ragnx_validate_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_ragnx_validate_merge_loc_conf(ngx_conf_t *cf,
@@ -147,7 +147,8 @@ ngx_http_ragnx_validate_handler(ngx_http_request_t *r)
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
-    if (r->headers_in.content_length_n > (off_t) clcf->client_body_buffer_size)
+    if (r->headers_in.content_length_n
+        > (off_t) clcf->client_body_buffer_size)
     {
         return ngx_http_ragnx_finish_error(r,
                                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
@@ -428,9 +429,9 @@ ngx_http_ragnx_validate_content_type(ngx_http_request_t *r)
  */
 
 static ngx_uint_t
-ngx_http_ragnx_validate_depth(u_char *p, u_char *last, ngx_uint_t max)
+ngx_http_ragnx_validate_depth(u_char *p, u_char *last, ngx_int_t max)
 {
-    ngx_uint_t  depth;
+    ngx_int_t  depth;
 
     depth = 0;
 
@@ -515,7 +516,7 @@ ngx_http_ragnx_validate_create_loc_conf(ngx_conf_t *cf)
     }
 
     conf->schema = NGX_CONF_UNSET_PTR;
-    conf->max_depth = NGX_CONF_UNSET_UINT;
+    conf->max_depth = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -529,7 +530,7 @@ ngx_http_ragnx_validate_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_ragnx_validate_loc_conf_t *conf = child;
 
     ngx_conf_merge_ptr_value(conf->schema, prev->schema, NULL);
-    ngx_conf_merge_uint_value(conf->max_depth, prev->max_depth, 32);
+    ngx_conf_merge_value(conf->max_depth, prev->max_depth, 32);
 
     return NGX_CONF_OK;
 }
@@ -589,7 +590,7 @@ ngx_http_ragnx_validate_schema(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *
 ngx_http_ragnx_validate_max_depth(ngx_conf_t *cf, void *post, void *data)
 {
-    ngx_uint_t  *np = data;
+    ngx_int_t  *np = data;
 
     /* jansson itself stops at 2048 */
 

@@ -94,6 +94,16 @@ $t->start_nginx(port => $port, server => <<"EOF");
             }
         }
 
+        location = /fwd {
+            ragnx_validate_schema test.json;
+            proxy_pass http://127.0.0.1:$port/inner;
+        }
+
+        location = /inner {
+            ragnx_validate_schema test.json;
+            proxy_pass http://127.0.0.1:$port/ok;
+        }
+
         location /any {
             ragnx_validate_schema $any;
             client_body_buffer_size 256k;
@@ -332,6 +342,17 @@ EOF
 fails('/root', '"a"', { _root => ['must be at least 2 characters'] },
       'a string document');
 
+$r = post('/v', '{"query":"q",' . join(',', map { "\"k$_\":1" } 1 .. 110)
+              . '}');
+my $j = json($r);
+is($r->{status}, 400, '110 unknown fields: 400');
+is(scalar keys %{ $j->{details} || {} }, 100, 'at most 100 messages');
+
+$r = post('/fwd', '{"query":"forwarded"}');
+is($r->{status}, 200, 'the body goes upstream unchanged and validates again');
+$r = post('/fwd', '{"query":"forwarded!!!"}');
+is($r->{status}, 400, 'a bad body never goes upstream');
+
 my $many = '{"query":"q",' . join(',', map { "\"k$_\":1" } 1 .. 150) . '}';
 $r = post('/any', $many);
 is($r->{status}, 200, 'an empty schema accepts any document');
@@ -375,7 +396,7 @@ error_is($r, 400, 'Request body is not valid UTF-8',
          'invalid UTF-8 outside strings');
 
 $r = post('/v', '{"query":"a","query":"b"}');
-my $j = error_is($r, 400, 'Duplicate key in JSON', 'duplicate key');
+$j = error_is($r, 400, 'Duplicate key in JSON', 'duplicate key');
 like($j && $j->{details}{message}, qr/duplicate/, 'duplicate key: details');
 $r = post('/v', '{"query":"a","user":{"email":"a@b.io","email":"c@d.io"}}');
 error_is($r, 400, 'Duplicate key in JSON', 'nested duplicate key');
