@@ -1069,9 +1069,10 @@ ngx_http_ragnx_ask_header(ngx_http_request_t *r, const char *name,
     h->key.len = ngx_strlen(name);
     h->value = *value;
 
-    if (ngx_strcmp(name, "Location") == 0) {
-        r->headers_out.location = h;
-    }
+    /*
+     * Location is not set as r->headers_out.location on purpose: the job
+     * URI stays relative instead of being made absolute by nginx.
+     */
 
     return NGX_OK;
 }
