@@ -26,7 +26,7 @@ UNIT_BINS   = $(patsubst t/unit/%.c,$(ABS_BUILD)/unit/%,$(UNIT_SRCS))
 
 CFLAGS_C    = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -Ishared -It/unit
 
-.PHONY: all module unit test test-asan lint run deps clean bench
+.PHONY: all module unit test test-asan lint run reset deps clean bench
 
 all: module unit
 
@@ -70,11 +70,19 @@ test-asan: deps
 	RAGNX_MODULE=$(abspath build-asan)/nginx/objs/ngx_http_ragnx_module.so \
 	RAGNX_BUILD=$(abspath build-asan) RAGNX_SANITIZE=1 prove -r t
 
+run: deps
+	$(MAKE) all
+	./scripts/run
+
+reset:
+	rm -rf var
+
 lint:
 	@./scripts/lint
 
 bench: deps all
 	./bench/gateway
+	./bench/ask
 
 clean:
 	rm -rf build build-asan
