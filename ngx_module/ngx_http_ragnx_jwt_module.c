@@ -86,7 +86,7 @@ static ngx_int_t ngx_http_ragnx_jwt_check_header(
     ngx_http_ragnx_jwt_loc_conf_t *jlcf, json_t *header, char **detail);
 static ngx_int_t ngx_http_ragnx_jwt_check_signature(ngx_http_request_t *r,
     ngx_http_ragnx_jwt_loc_conf_t *jlcf, ngx_str_t *token, char **detail);
-static ngx_int_t ngx_http_ragnx_jwt_check_claims(ngx_http_request_t *r,
+static ngx_int_t ngx_http_ragnx_jwt_check_claims(
     ngx_http_ragnx_jwt_loc_conf_t *jlcf, json_t *claims, char **detail);
 static ngx_int_t ngx_http_ragnx_jwt_time_claim(json_t *claims,
     const char *name, double *t);
@@ -495,7 +495,7 @@ ngx_http_ragnx_jwt_verify(ngx_http_request_t *r,
         return rc;
     }
 
-    return ngx_http_ragnx_jwt_check_claims(r, jlcf, payload, detail);
+    return ngx_http_ragnx_jwt_check_claims(jlcf, payload, detail);
 }
 
 
@@ -509,7 +509,7 @@ ngx_http_ragnx_jwt_check_header(ngx_http_ragnx_jwt_loc_conf_t *jlcf,
     alg = json_object_get(header, "alg");
 
     if (!json_is_string(alg)) {
-        *detail = "header has no \"alg\"";
+        *detail = "header \"alg\" is missing or not a string";
         return NGX_ERROR;
     }
 
@@ -555,7 +555,7 @@ ngx_http_ragnx_jwt_check_signature(ngx_http_request_t *r,
     jwt_t     *jwt;
     jwt_alg_t  alg;
 
-    /* libjwt wants a C string; header values and cookies are not */
+    /* libjwt wants a C string; a cookie value is not one */
 
     s = ngx_pnalloc(r->pool, token->len + 1);
     if (s == NULL) {
@@ -596,8 +596,8 @@ ngx_http_ragnx_jwt_check_signature(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_http_ragnx_jwt_check_claims(ngx_http_request_t *r,
-    ngx_http_ragnx_jwt_loc_conf_t *jlcf, json_t *claims, char **detail)
+ngx_http_ragnx_jwt_check_claims(ngx_http_ragnx_jwt_loc_conf_t *jlcf,
+    json_t *claims, char **detail)
 {
     double      exp, nbf, now, leeway;
     json_t     *iss, *aud, *v, *sub;

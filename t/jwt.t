@@ -225,7 +225,11 @@ EOF
             allow 127.0.0.1;
             deny all;
             ragnx_jwt on;
-            try_files /nonexistent \@sub;
+            try_files /nonexistent \@any;
+        }
+
+        location \@any {
+            return 200 "sub=[\$ragnx_jwt_sub] role=[\$ragnx_jwt_claim_role]";
         }
 
         location = /any-deny {
@@ -262,10 +266,25 @@ EOF
         location = /echo { return 200 "sub=\$http_x_sub role=\$http_x_role"; }
 EOF2
 
+# error.log lines written since the last call
+my $log_seen = 0;
+
+sub new_log {
+    my $log = $t->error_log;
+    my $new = substr($log, $log_seen);
+    $log_seen = length $log;
+    return $new;
+}
+
+sub req {
+    new_log();
+    return $t->request(@_);
+}
+
 sub get {
     my ($path, $token, @h) = @_;
     push @h, Authorization => "Bearer $token" if defined $token;
-    return $t->request(GET => $path, headers => \@h);
+    return req(GET => $path, headers => \@h);
 }
 
 sub passes {
@@ -274,8 +293,9 @@ sub passes {
     is($r->{body}, $body, "$name: body") if defined $body;
 }
 
+# refused($response, $error, $name, $why): $why is the reason logged
 sub refused {
-    my ($r, $error, $name) = @_;
+    my ($r, $error, $name, $why) = @_;
     my $challenge = $error eq 'missing token'
                     ? 'Bearer' : 'Bearer error="invalid_token"';
     is($r->{status}, 401, "$name: 401");
@@ -284,9 +304,12 @@ sub refused {
     is_deeply(Ragnx::Test::json_body($r), { error => $error },
               "$name: error body");
     is($r->{headers}{'www-authenticate'}, $challenge, "$name: challenge");
+    my $log = new_log();
+    like($log, qr/\[info\] .*ragnx jwt: token rejected: \Q$why\E/,
+         "$name: logged as \"$why\"") if defined $why;
 }
 
-sub invalid { refused($_[0], 'invalid token', $_[1]) }
+sub invalid { refused($_[0], 'invalid token', $_[1], $_[2]) }
 
 my $r;
 
@@ -300,10 +323,10 @@ ok(!exists $r->{headers}{'www-authenticate'}, 'HS256: no challenge');
 $r = get('/hs', hs(), Authorization => 'x');
 is($r->{status}, 400, 'two Authorization headers: nginx says 400');
 
-$r = $t->request(GET => '/hs', headers => [Authorization => 'bearer ' . hs()]);
+$r = req(GET => '/hs', headers => [Authorization => 'bearer ' . hs()]);
 passes($r, 'admin', 'scheme is case-insensitive');
 
-$r = $t->request(GET => '/hs',
+$r = req(GET => '/hs',
                  headers => [Authorization => 'Bearer    ' . hs()]);
 passes($r, 'admin', 'several spaces after the scheme');
 
@@ -399,7 +422,8 @@ $r = get('/cookie', undef, Authorization => 'Basic dTpw',
 passes($r, 'sub=[cookie-user]', 'another scheme falls back to the cookie');
 
 $r = get('/cookie', undef, Cookie => 'at=junk');
-invalid($r, 'bad cookie token');
+invalid($r, 'bad cookie token',
+        "token does not have three parts");
 
 $r = get('/cookie', undef, Cookie => 'other=' . hs());
 refused($r, 'missing token', 'cookie of another name');
@@ -426,20 +450,26 @@ $r = get('/hs', undef, Authorization => 'Bearerx ' . hs());
 is($r->{headers}{'www-authenticate'}, 'Bearer',
    'scheme must be followed by a space');
 
-$r = $t->request(HEAD => '/hs');
+$r = req(HEAD => '/hs');
 is($r->{status}, 401, 'HEAD without a token: 401');
 is($r->{body}, '', 'HEAD without a token: no body');
 
 # satisfy any
 
 $r = get('/any');
-passes($r, 'sub=[]', 'satisfy any: allowed address needs no token');
+passes($r, 'sub=[] role=[]', 'satisfy any: allowed address needs no token');
 
 $r = get('/any', 'junk');
-passes($r, 'sub=[]', 'satisfy any: a bad token does not authenticate');
+passes($r, 'sub=[] role=[]', 'satisfy any: a bad token does not authenticate');
+
+$r = get('/any', jwt(sign => ['HS256', 'wrong']));
+passes($r, 'sub=[] role=[]', 'satisfy any: a forged token leaves no claims');
+
+$r = get('/any', hs(exp => time - 3600));
+passes($r, 'sub=[] role=[]', 'satisfy any: an expired token leaves no claims');
 
 $r = get('/any', hs());
-passes($r, 'sub=[user-1]', 'satisfy any: token still read');
+passes($r, 'sub=[user-1] role=[admin]', 'satisfy any: token still read');
 
 $r = get('/any-deny', hs());
 passes($r, 'sub=[user-1]', 'satisfy any: token lets in past deny');
@@ -459,57 +489,74 @@ is($r->{headers}{'www-authenticate'}, 'Bearer error="invalid_token"',
 {
     my $h = b64u('{"alg":"none","typ":"JWT"}');
     my $p = b64u(enc(claims()));
-    invalid(get('/hs', "$h.$p."), 'alg none, empty signature');
-    invalid(get('/hs', "$h.$p"), 'alg none, two parts');
+    invalid(get('/hs', "$h.$p."), 'alg none, empty signature',
+        "signature is not canonical base64url");
+    invalid(get('/hs', "$h.$p"), 'alg none, two parts',
+        "token does not have three parts");
     invalid(get('/hs', "$h.$p." . b64u(hmac_sha256("$h.$p", $HS))),
-            'alg none with an HMAC signature');
+            'alg none with an HMAC signature',
+        "header \"alg\" is not the configured");
     $h = b64u('{"alg":"None","typ":"JWT"}');
-    invalid(get('/hs', "$h.$p."), 'alg None');
+    invalid(get('/hs', "$h.$p." . b64u(hmac_sha256("$h.$p", $HS))), 'alg None',
+        "header \"alg\" is not the configured");
 }
 
 invalid(get('/hs', jwt(header => { alg => 'HS384', typ => 'JWT' },
                        sign => ['HS384', $HS])),
-        'alg mismatch HS384 on HS256');
+        'alg mismatch HS384 on HS256',
+        "header \"alg\" is not the configured");
 
 invalid(get('/hs', jwt(header => { alg => 'hs256', typ => 'JWT' })),
-        'alg in lower case');
+        'alg in lower case', "header \"alg\" is not the configured");
 
-invalid(get('/hs', jwt(header => { typ => 'JWT' })), 'header alg missing');
+invalid(get('/hs', jwt(header => { typ => 'JWT' })), 'header alg missing',
+        "header \"alg\" is missing");
 
 invalid(get('/hs', jwt(header => '{"alg":256,"typ":"JWT"}')),
-        'header alg not a string');
+        'header alg not a string',
+        "header \"alg\" is missing or not a string");
 
 invalid(get('/hs', jwt(sign => ['RS256', "$d/rsa.key"])),
-        'RS256 token on an HS256 location');
+        'RS256 token on an HS256 location',
+        "header \"alg\" is not the configured");
 
 invalid(get('/rs', jwt(sign => ['HS256', $RSA_PUB])),
-        'HS256 token signed with the RSA public key PEM');
+        'HS256 token signed with the RSA public key PEM',
+        "header \"alg\" is not the configured");
 
 invalid(get('/rs', jwt(header => { alg => 'RS256', typ => 'JWT' },
                        sign => ['HS256', $RSA_PUB])),
-        'RS256 header, HMAC signature keyed with the public key');
+        'RS256 header, HMAC signature keyed with the public key',
+        "signature verification failed");
 
 invalid(get('/es', jwt(sign => ['HS256', slurp("$d/ec.pub")])),
-        'HS256 token signed with the EC public key PEM');
+        'HS256 token signed with the EC public key PEM',
+        "header \"alg\" is not the configured");
 
 invalid(get('/es', jwt(sign => ['RS256', "$d/rsa.key"])),
-        'RS256 token on an ES256 location');
+        'RS256 token on an ES256 location',
+        "header \"alg\" is not the configured");
 
 invalid(get('/rs', jwt(sign => ['RS256', "$d/rsa2.key"])),
-        'RS256 signed by another key');
+        'RS256 signed by another key',
+        "signature verification failed");
 
 invalid(get('/es', jwt(sign => ['ES256', "$d/ec2.key"])),
-        'ES256 signed by another key');
+        'ES256 signed by another key',
+        "signature verification failed");
 
 invalid(get('/es', jwt(sign => ['ES256', "$d/ec.key"], der => 1)),
-        'ES256 with a DER signature');
+        'ES256 with a DER signature',
+        "signature verification failed");
 
 invalid(get('/es384', jwt(sign => ['ES256', "$d/ec.key"])),
-        'ES256 token on an ES384 location');
+        'ES256 token on an ES384 location',
+        "header \"alg\" is not the configured");
 
 invalid(get('/hs', jwt(header => { alg => 'HS256', typ => 'JWT',
                                    crit => ['exp'] })),
-        'crit header');
+        'crit header',
+        "header has \"crit\"");
 
 # signatures -----------------------------------------------------------------
 
@@ -518,57 +565,75 @@ invalid(get('/hs', jwt(header => { alg => 'HS256', typ => 'JWT',
     my ($h, $p, $s) = split /\./, $tok;
 
     my $forged = b64u(enc(claims(role => 'root')));
-    invalid(get('/hs', "$h.$forged.$s"), 'tampered payload');
+    invalid(get('/hs', "$h.$forged.$s"), 'tampered payload',
+        "signature verification failed");
 
     my $c = substr($s, 0, 1) eq 'A' ? 'B' : 'A';
-    invalid(get('/hs', "$h.$p.$c" . substr($s, 1)), 'bad signature');
+    invalid(get('/hs', "$h.$p.$c" . substr($s, 1)), 'bad signature',
+        "signature verification failed");
 
     invalid(get('/hs', "$h.$p." . substr($s, 0, -2)),
-            'truncated signature');
+            'truncated signature',
+        "signature is not canonical base64url");
 
     invalid(get('/hs', "$h.$p." . b64u(hmac_sha256("$h.$p", 'wrong'))),
-            'signed with the wrong secret');
+            'signed with the wrong secret',
+        "signature verification failed");
 
     my $rs = jwt(sign => ['RS256', "$d/rsa.key"]);
     my ($rh, $rp, $rsig) = split /\./, $rs;
     invalid(get('/rs', "$rh." . b64u(enc(claims(role => 'root'))) . ".$rsig"),
-            'RS256 tampered payload');
+            'RS256 tampered payload',
+        "signature verification failed");
 
     my $es = jwt(sign => ['ES256', "$d/ec.key"]);
     my ($eh, $ep, $esig) = split /\./, $es;
     invalid(get('/es', "$eh." . b64u(enc(claims(role => 'root'))) . ".$esig"),
-            'ES256 tampered payload');
+            'ES256 tampered payload',
+        "signature verification failed");
 }
 
 # shape and encoding ---------------------------------------------------------
 
-invalid(get('/hs', 'junk'), 'junk');
-invalid(get('/hs', 'a.b.c'), 'junk in three parts');
-invalid(get('/hs', '..'), 'three empty parts');
-invalid(get('/hs', '%%%.%%%.%%%'), 'characters outside base64url');
+invalid(get('/hs', 'junk'), 'junk', 'token does not have three parts');
+invalid(get('/hs', 'a.b.c'), 'junk in three parts',
+        "signature is not canonical base64url");
+invalid(get('/hs', '..'), 'three empty parts',
+        "signature is not canonical base64url");
+invalid(get('/hs', '%%%.%%%.%%%'), 'characters outside base64url',
+        "signature is not canonical base64url");
 
-$r = $t->request(GET => '/hs', headers => [Authorization => 'Bearer ']);
-invalid($r, 'empty bearer');
+$r = req(GET => '/hs', headers => [Authorization => 'Bearer ']);
+invalid($r, 'empty bearer',
+        "empty token");
 
-$r = $t->request(GET => '/hs', headers => [Authorization => 'Bearer']);
-invalid($r, 'bearer without a token');
+$r = req(GET => '/hs', headers => [Authorization => 'Bearer']);
+invalid($r, 'bearer without a token',
+        "empty token");
 
 {
     my $tok = hs();
-    invalid(get('/hs', "$tok.x"), 'four parts');
-    invalid(get('/hs', "$tok."), 'trailing dot');
-    invalid(get('/hs', "$tok junk"), 'trailing garbage after a space');
-    invalid(get('/hs', "${tok}="), 'padding on the signature');
+    invalid(get('/hs', "$tok.x"), 'four parts',
+        "token does not have three parts");
+    invalid(get('/hs', "$tok."), 'trailing dot',
+        "token does not have three parts");
+    invalid(get('/hs', "$tok junk"), 'trailing garbage after a space',
+        "signature is not canonical base64url");
+    invalid(get('/hs', "${tok}="), 'padding on the signature',
+        "signature is not canonical base64url");
 
     my ($h, $p, $s) = split /\./, $tok;
-    invalid(get('/hs', "$h.$p"), 'two parts');
+    invalid(get('/hs', "$h.$p"), 'two parts',
+        "token does not have three parts");
 
     (my $std = $s) =~ tr/-_/+\//;
     $std = "+" . substr($s, 1) if $std eq $s;
-    invalid(get('/hs', "$h.$p.$std"), 'standard base64 alphabet');
+    invalid(get('/hs', "$h.$p.$std"), 'standard base64 alphabet',
+        "signature is not canonical base64url");
 
     invalid(get('/hs', "$h.$p." . dirty_bits($s)),
-            'signature with non-zero trailing bits');
+            'signature with non-zero trailing bits',
+        "signature is not canonical base64url");
 }
 
 {
@@ -579,43 +644,62 @@ invalid($r, 'bearer without a token');
 
     passes(get('/hs', jwt(h64 => $h)), 'admin', 'canonical header accepted');
     invalid(get('/hs', jwt(h64 => dirty_bits($h))),
-            'header with non-zero trailing bits');
-    invalid(get('/hs', jwt(h64 => "$h==")), 'header with padding');
-    invalid(get('/hs', jwt(h64 => "${h}A")), 'header length % 4 == 1');
+            'header with non-zero trailing bits',
+        "header is not canonical base64url");
+    invalid(get('/hs', jwt(h64 => "$h==")), 'header with padding',
+        "header is not canonical base64url");
+    my $h36 = b64u('{"alg":"HS256","typ":"JWT"}');
+    invalid(get('/hs', jwt(h64 => "${h36}A")), 'header length % 4 == 1',
+        "header is not canonical base64url");
 
     my $pjson = $JSON->encode(claims());
     $pjson .= ' ' while length(b64u($pjson)) % 4 != 2;
     my $p = b64u($pjson);
     passes(get('/hs', jwt(p64 => $p)), 'admin', 'canonical payload accepted');
     invalid(get('/hs', jwt(p64 => dirty_bits($p))),
-            'payload with non-zero trailing bits');
-    invalid(get('/hs', jwt(p64 => "$p==")), 'payload with padding');
+            'payload with non-zero trailing bits',
+        "payload is not canonical base64url");
+    invalid(get('/hs', jwt(p64 => "$p==")), 'payload with padding',
+        "payload is not canonical base64url");
 }
 
-invalid(get('/hs', jwt(header => '["HS256"]')), 'header is a JSON array');
-invalid(get('/hs', jwt(header => '"HS256"')), 'header is a JSON string');
-invalid(get('/hs', jwt(header => '{"alg":"HS256"')), 'header not JSON');
+invalid(get('/hs', jwt(header => '["HS256"]')), 'header is a JSON array',
+        "header is not a JSON object");
+invalid(get('/hs', jwt(header => '"HS256"')), 'header is a JSON string',
+        "header is not a JSON object");
+invalid(get('/hs', jwt(header => '{"alg":"HS256"')), 'header not JSON',
+        "header is not a JSON object");
 invalid(get('/hs', jwt(header => '{"alg":"HS256","alg":"none"}')),
-        'duplicate alg in the header');
+        'duplicate alg in the header',
+        "header is not a JSON object without duplicate keys");
 invalid(get('/hs', jwt(header => '{"alg":"HS256","typ":"JWT","typ":"JWT"}')),
-        'duplicate typ in the header');
+        'duplicate typ in the header',
+        "header is not a JSON object without duplicate keys");
 invalid(get('/hs', jwt(header => '{"alg":"HS256"} x')),
-        'garbage after the header object');
+        'garbage after the header object',
+        "header is not a JSON object");
 invalid(get('/hs', jwt(header => { alg => 'HS256', typ => 'JWE' })),
-        'typ JWE');
+        'typ JWE',
+        "header \"typ\" is not \"JWT\"");
 invalid(get('/hs', jwt(header => { alg => 'HS256', typ => 'at+jwt' })),
-        'typ at+jwt');
+        'typ at+jwt',
+        "header \"typ\" is not \"JWT\"");
 invalid(get('/hs', jwt(header => '{"alg":"HS256","typ":1}')),
-        'typ not a string');
+        'typ not a string',
+        "header \"typ\" is not \"JWT\"");
 
-invalid(get('/hs', jwt(claims => '[1,2]')), 'payload is a JSON array');
-invalid(get('/hs', jwt(claims => 'hello')), 'payload not JSON');
+invalid(get('/hs', jwt(claims => '[1,2]')), 'payload is a JSON array',
+        "payload is not a JSON object");
+invalid(get('/hs', jwt(claims => 'hello')), 'payload not JSON',
+        "payload is not a JSON object");
 invalid(get('/hs', jwt(claims => '{"exp":' . (time + 60)
                                   . ',"sub":"a","sub":"b"}')),
-        'duplicate claim');
+        'duplicate claim',
+        "payload is not a JSON object without duplicate keys");
 invalid(get('/hs', jwt(claims => '{"sub":"a","exp":' . (time + 60)
                                   . ',"x":"\u0000"}')),
-        'NUL in a claim');
+        'NUL in a claim',
+        "payload is not a JSON object");
 
 # size bound
 
@@ -628,8 +712,10 @@ invalid(get('/hs', jwt(claims => '{"sub":"a","exp":' . (time + 60)
     ok(length($under) > 8180, 'token just under the bound');
     passes(get('/hs', $under), 'admin', 'token of ' . length($under)
                                         . ' bytes');
-    invalid(get('/hs', $over), 'token of ' . length($over) . ' bytes');
-    invalid(get('/hs', hs(pad => 'p' x 65536)), '64 KiB token');
+    invalid(get('/hs', $over), 'token of ' . length($over) . ' bytes',
+            'token too large');
+    invalid(get('/hs', hs(pad => 'p' x 65536)), '64 KiB token',
+        "token too large");
 }
 
 # registered claims ----------------------------------------------------------
@@ -637,13 +723,18 @@ invalid(get('/hs', jwt(claims => '{"sub":"a","exp":' . (time + 60)
 {
     my %c = %{ claims() };
     delete $c{exp};
-    invalid(get('/hs', jwt(claims => \%c)), 'exp missing');
+    invalid(get('/hs', jwt(claims => \%c)), 'exp missing',
+        "no \"exp\" claim");
 }
 
-invalid(get('/hs', hs(exp => '' . (time + 60))), 'exp is a string');
-invalid(get('/hs', hs(exp => undef)), 'exp is null');
-invalid(get('/hs', hs(nbf => 'yesterday')), 'nbf is a string');
-invalid(get('/hs', hs(sub => 42)), 'sub is a number');
+invalid(get('/hs', hs(exp => '' . (time + 60))), 'exp is a string',
+        "\"exp\" is not a number");
+invalid(get('/hs', hs(exp => undef)), 'exp is null',
+        "\"exp\" is not a number");
+invalid(get('/hs', hs(nbf => 'yesterday')), 'nbf is a string',
+        "\"nbf\" is not a number");
+invalid(get('/hs', hs(sub => 42)), 'sub is a number',
+        "\"sub\" is not a string");
 
 refused(get('/hs', hs(exp => time - 3600)), 'token expired', 'expired');
 refused(get('/hs', hs(nbf => time + 3600)), 'token not yet valid',
@@ -701,7 +792,8 @@ refused(get('/leeway0', hs(exp => time - 2)), 'token expired',
             'expiry checked before the issuer');
     invalid(get('/iss', jwt(claims => claims(%ok),
                             sign => ['HS256', 'wrong'])),
-            'signature checked before the claims');
+            'signature checked before the claims',
+        "signature verification failed");
 }
 
 # one connection, two requests: the first token does not carry over ----------
