@@ -45,7 +45,13 @@ const char *ngx_http_ragnx_status_message(ngx_uint_t status);
  */
 json_t *ngx_http_ragnx_validated_body(ngx_http_request_t *r);
 
-/* JWT "sub" of the request, empty when unauthenticated */
+/*
+ * The "sub" claim of the token ngx_http_ragnx_jwt_module accepted for this
+ * request (or its main request): NGX_OK with *sub pointing into memory the
+ * request owns, or NGX_DECLINED with *sub empty when no token was accepted
+ * or the token has no non-empty "sub".  Still valid after an internal
+ * redirect.
+ */
 ngx_int_t ngx_http_ragnx_jwt_subject(ngx_http_request_t *r, ngx_str_t *sub);
 
 
