@@ -144,6 +144,8 @@ sub start_nginx {
         $ENV{$_} = $env{$_} for keys %env;
         open STDOUT, '>>', "$self->{dir}/nginx.stderr";
         open STDERR, '>>', "$self->{dir}/nginx.stderr";
+        # its own process group, so a crashed test can stop its workers too
+        POSIX::setpgid(0, 0);
         exec($NGINX, '-p', $self->{dir}, '-c', $conf) or POSIX::_exit(127);
     }
     $self->{pids}{nginx} = $pid;
@@ -186,6 +188,7 @@ CONF
     if ($pid == 0) {
         open STDOUT, '>>', "$self->{dir}/redis.stdout";
         open STDERR, '>>', "$self->{dir}/redis.stdout";
+        POSIX::setpgid(0, 0);
         exec("redis-server", "$self->{dir}/redis.conf") or POSIX::_exit(127);
     }
     $self->{pids}{redis} = $pid;
@@ -202,8 +205,12 @@ sub redis_port { $_[0]{redis_port} }
 # redis-cli with raw output; returns the output without the final newline
 sub redis {
     my ($self, @args) = @_;
-    open my $fh, '-|', 'redis-cli', '-p', $self->{redis_port}, '--raw', @args
-        or die "redis-cli: $!";
+    my $pid = open(my $fh, '-|') // die "fork: $!";
+    if ($pid == 0) {
+        open STDERR, '>', '/dev/null';
+        exec('redis-cli', '-p', $self->{redis_port}, '--raw', @args)
+            or POSIX::_exit(127);
+    }
     local $/;
     my $out = <$fh>;
     close $fh;
@@ -237,7 +244,7 @@ sub stop_pid {
         return 1 if $r == $pid || $r == -1;
         sleep 0.025;
     }
-    kill 'KILL', $pid;
+    kill 'KILL', -$pid;
     waitpid($pid, 0);
     return 0;
 }
@@ -269,7 +276,11 @@ sub error_log { slurp("$_[0]{dir}/error.log") }
 sub DESTROY {
     my ($self) = @_;
     return if $self->{destroyed}++;
-    $self->stop_pid($_, 'KILL') for keys %{$self->{pids}};
+    for my $name (keys %{$self->{pids}}) {
+        my $pid = $self->{pids}{$name};
+        kill 'KILL', -$pid;
+        $self->stop_pid($name, 'KILL');
+    }
 }
 
 sub done {
