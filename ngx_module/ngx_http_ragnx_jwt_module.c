@@ -32,6 +32,11 @@
 
 #define NGX_HTTP_RAGNX_JWT_HMAC          0
 
+/* verified tokens remembered per worker (a power of two), and the
+ * longest token worth remembering */
+#define NGX_HTTP_RAGNX_JWT_CACHE_SLOTS   1024
+#define NGX_HTTP_RAGNX_JWT_CACHE_TOKEN   2048
+
 
 /* why a token was refused; indexes ngx_http_ragnx_jwt_errors[] */
 #define NGX_HTTP_RAGNX_JWT_OK            0
@@ -76,7 +81,28 @@ typedef struct {
 } ngx_http_ragnx_jwt_ctx_t;
 
 
+/*
+ * A token whose signature and shape were verified once, for the location
+ * configuration that verified it.  Only the signature work is skipped on a
+ * hit: the whole token is compared byte for byte and every claim (exp and
+ * nbf with the current time) is checked again.  Per worker, never shared;
+ * a reload starts new workers with an empty cache, so a rotated key never
+ * meets a token verified with the old one.
+ */
+typedef struct {
+    void                        *conf;
+    u_char                      *token;
+    size_t                       len;
+    json_t                      *claims;
+} ngx_http_ragnx_jwt_cached_t;
+
+
 static ngx_int_t ngx_http_ragnx_jwt_handler(ngx_http_request_t *r);
+static ngx_http_ragnx_jwt_cached_t *ngx_http_ragnx_jwt_cache_slot(
+    ngx_http_ragnx_jwt_loc_conf_t *jlcf, ngx_str_t *token, ngx_uint_t *hit);
+static void ngx_http_ragnx_jwt_cache_put(ngx_http_ragnx_jwt_cached_t *c,
+    ngx_http_ragnx_jwt_loc_conf_t *jlcf, ngx_str_t *token, json_t *claims);
+static void ngx_http_ragnx_jwt_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_ragnx_jwt_token(ngx_http_request_t *r,
     ngx_http_ragnx_jwt_loc_conf_t *jlcf, ngx_str_t *token);
 static ngx_int_t ngx_http_ragnx_jwt_verify(ngx_http_request_t *r,
@@ -198,7 +224,7 @@ ngx_module_t  ngx_http_ragnx_jwt_module = {
     NULL,                                  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_ragnx_jwt_exit_process,       /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -251,6 +277,8 @@ static ngx_int_t
 ngx_http_ragnx_jwt_handler(ngx_http_request_t *r)
 {
     char                           *detail;
+    ngx_uint_t                      hit;
+    ngx_http_ragnx_jwt_cached_t    *cached;
     json_t                         *sub;
     ngx_int_t                       rc;
     ngx_str_t                       token;
@@ -297,7 +325,19 @@ ngx_http_ragnx_jwt_handler(ngx_http_request_t *r)
 
     detail = NULL;
 
-    rc = ngx_http_ragnx_jwt_verify(r, jlcf, &token, ctx, &detail);
+    cached = ngx_http_ragnx_jwt_cache_slot(jlcf, &token, &hit);
+
+    if (hit) {
+        ctx->claims = json_incref(cached->claims);
+        rc = ngx_http_ragnx_jwt_check_claims(jlcf, ctx->claims, &detail);
+
+    } else {
+        rc = ngx_http_ragnx_jwt_verify(r, jlcf, &token, ctx, &detail);
+
+        if (rc == NGX_HTTP_RAGNX_JWT_OK && cached) {
+            ngx_http_ragnx_jwt_cache_put(cached, jlcf, &token, ctx->claims);
+        }
+    }
 
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -325,6 +365,96 @@ ngx_http_ragnx_jwt_handler(ngx_http_request_t *r)
                    "ragnx jwt: accepted, sub \"%V\"", &ctx->sub);
 
     return NGX_OK;
+}
+
+
+static ngx_http_ragnx_jwt_cached_t  *ngx_http_ragnx_jwt_cache;
+
+
+/*
+ * The slot a token maps to; *hit when it holds this very token for this
+ * configuration, else it is the slot to fill once the token is verified.
+ * NULL when the token is too long to remember or memory is short.
+ */
+
+static ngx_http_ragnx_jwt_cached_t *
+ngx_http_ragnx_jwt_cache_slot(ngx_http_ragnx_jwt_loc_conf_t *jlcf,
+    ngx_str_t *token, ngx_uint_t *hit)
+{
+    uint32_t                      hash;
+    ngx_http_ragnx_jwt_cached_t  *c;
+
+    *hit = 0;
+
+    if (token->len == 0 || token->len > NGX_HTTP_RAGNX_JWT_CACHE_TOKEN) {
+        return NULL;
+    }
+
+    if (ngx_http_ragnx_jwt_cache == NULL) {
+        ngx_http_ragnx_jwt_cache = ngx_calloc(NGX_HTTP_RAGNX_JWT_CACHE_SLOTS
+                                       * sizeof(ngx_http_ragnx_jwt_cached_t),
+                                       ngx_cycle->log);
+        if (ngx_http_ragnx_jwt_cache == NULL) {
+            return NULL;
+        }
+    }
+
+    hash = ngx_murmur_hash2(token->data, token->len);
+    c = &ngx_http_ragnx_jwt_cache[hash & (NGX_HTTP_RAGNX_JWT_CACHE_SLOTS - 1)];
+
+    *hit = (c->claims != NULL
+            && c->conf == jlcf
+            && c->len == token->len
+            && ngx_memcmp(c->token, token->data, token->len) == 0);
+
+    return c;
+}
+
+
+static void
+ngx_http_ragnx_jwt_cache_put(ngx_http_ragnx_jwt_cached_t *c,
+    ngx_http_ragnx_jwt_loc_conf_t *jlcf, ngx_str_t *token, json_t *claims)
+{
+    if (c->token == NULL) {
+        c->token = ngx_alloc(NGX_HTTP_RAGNX_JWT_CACHE_TOKEN, ngx_cycle->log);
+        if (c->token == NULL) {
+            return;
+        }
+    }
+
+    if (c->claims) {
+        json_decref(c->claims);
+    }
+
+    ngx_memcpy(c->token, token->data, token->len);
+
+    c->conf = jlcf;
+    c->len = token->len;
+    c->claims = json_incref(claims);
+}
+
+
+static void
+ngx_http_ragnx_jwt_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t  i;
+
+    if (ngx_http_ragnx_jwt_cache == NULL) {
+        return;
+    }
+
+    for (i = 0; i < NGX_HTTP_RAGNX_JWT_CACHE_SLOTS; i++) {
+        if (ngx_http_ragnx_jwt_cache[i].claims) {
+            json_decref(ngx_http_ragnx_jwt_cache[i].claims);
+        }
+
+        if (ngx_http_ragnx_jwt_cache[i].token) {
+            ngx_free(ngx_http_ragnx_jwt_cache[i].token);
+        }
+    }
+
+    ngx_free(ngx_http_ragnx_jwt_cache);
+    ngx_http_ragnx_jwt_cache = NULL;
 }
 
 

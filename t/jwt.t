@@ -755,6 +755,24 @@ refused(get('/leeway', hs(nbf => time + 15)), 'token not yet valid',
         'leeway 10s: nbf in 15s');
 passes(get('/leeway', hs(nbf => time - 5)), 'ok', 'nbf in the past');
 
+
+# verified tokens are remembered per worker: the signature is not checked
+# again, but the whole token must match and the claims are checked again
+
+{
+    my $tok = hs(exp => time + 2);
+    passes(get('/leeway0', $tok), 'ok', 'cached token: first use');
+    passes(get('/leeway0', $tok), 'ok', 'cached token: second use');
+    passes(get('/leeway0', $tok), 'ok', 'cached token: third use');
+    invalid(get('/hs512', $tok), 'cached token: other location, own alg',
+            'header "alg" is not the configured algorithm');
+    (my $bad = $tok) =~ s/.$/$& eq 'A' ? 'Q' : 'A'/e;
+    invalid(get('/leeway0', $bad), 'cached token: last byte changed');
+    sleep 3;
+    refused(get('/leeway0', $tok), 'token expired',
+            'cached token: expiry still applies', 'token expired');
+}
+
 passes(get('/leeway0', hs(exp => time + 5)), 'ok', 'leeway 0: valid');
 refused(get('/leeway0', hs(exp => time - 2)), 'token expired',
         'leeway 0: expired 2s ago');
