@@ -24,6 +24,10 @@
 ngx_int_t ngx_http_ragnx_send_json(ngx_http_request_t *r, ngx_uint_t status,
     json_t *body);
 
+/* the same for a body already serialised into b (request memory) */
+ngx_int_t ngx_http_ragnx_send_json_buf(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_buf_t *b);
+
 /* {"error": msg} plus "details" when given; "details" is borrowed */
 ngx_int_t ngx_http_ragnx_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *msg, json_t *details);

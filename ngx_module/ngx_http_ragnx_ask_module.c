@@ -22,6 +22,8 @@
 #define NGX_HTTP_RAGNX_ASK_STATUS   2
 #define NGX_HTTP_RAGNX_ASK_HEALTH   3
 
+#define NGX_HTTP_RAGNX_ASK_HIT      "{\"source\":\"cache\",\"chatId\":\""
+
 
 typedef struct {
     ngx_uint_t                    type;
@@ -583,10 +585,10 @@ ngx_http_ragnx_ask_answer(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf)
 {
     u_char        *p, ra[NGX_INT_T_LEN];
-    json_t        *cached, *body;
+    json_t        *body;
+    ngx_buf_t     *b;
     ngx_int_t      rc;
     ngx_str_t      loc, retry;
-    json_error_t   err;
 
     if (ngx_strncmp(ctx->outcome.data, "hit", 3) == 0) {
 
@@ -596,35 +598,39 @@ ngx_http_ragnx_ask_answer(ngx_http_request_t *r,
                           "not recorded in chat history", &ctx->job_id);
         }
 
-        cached = json_loadb((char *) ctx->cached.data, ctx->cached.len, 0,
-                            &err);
+        /*
+         * The pool stores {"answer":...,"sources":[...]} (jansson, compact):
+         * the response is that object with "source" and "chatId" put in
+         * front, spliced without parsing it again.
+         */
 
-        if (!json_is_string(json_object_get(cached, "answer"))) {
+        if (ctx->cached.len < sizeof("{\"answer\":\"\"}") - 1
+            || ngx_strncmp(ctx->cached.data, "{\"answer\":", 10) != 0
+            || ctx->cached.data[ctx->cached.len - 1] != '}')
+        {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "ragnx ask: malformed cache entry for %V",
                           &ctx->digest);
-            json_decref(cached);
             return ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                              "cache unavailable", NULL);
         }
 
-        body = json_pack("{s:O, s:s, s:s%, s:O}",
-                         "answer", json_object_get(cached, "answer"),
-                         "source", "cache",
-                         "chatId", ctx->chat_id.data, ctx->chat_id.len,
-                         "sources", json_is_array(json_object_get(cached,
-                                                                  "sources"))
-                                    ? json_object_get(cached, "sources")
-                                    : json_array());
-        json_decref(cached);
-
-        if (body == NULL) {
+        b = ngx_create_temp_buf(r->pool,
+                                sizeof(NGX_HTTP_RAGNX_ASK_HIT) - 1
+                                + RAGNX_UUID_LEN + 2 + ctx->cached.len - 1);
+        if (b == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        rc = ngx_http_ragnx_send_json(r, NGX_HTTP_OK, body);
-        json_decref(body);
-        return rc;
+        b->last = ngx_cpymem(b->last, NGX_HTTP_RAGNX_ASK_HIT,
+                             sizeof(NGX_HTTP_RAGNX_ASK_HIT) - 1);
+        b->last = ngx_cpymem(b->last, ctx->chat_id.data, RAGNX_UUID_LEN);
+        *b->last++ = '"';
+        *b->last++ = ',';
+        b->last = ngx_cpymem(b->last, ctx->cached.data + 1,
+                             ctx->cached.len - 1);
+
+        return ngx_http_ragnx_send_json_buf(r, NGX_HTTP_OK, b);
     }
 
     if (ngx_strncmp(ctx->outcome.data, "full", 4) == 0) {

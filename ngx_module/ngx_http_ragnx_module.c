@@ -94,16 +94,13 @@ ngx_int_t
 ngx_http_ragnx_send_json(ngx_http_request_t *r, ngx_uint_t status,
     json_t *body)
 {
+    char          tmp[2048];
     size_t        len;
-    ngx_int_t     rc;
     ngx_buf_t    *b;
-    ngx_chain_t   out;
 
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        r->keepalive = 0;
-    }
+    /* most bodies fit the stack buffer: serialise once, then copy */
 
-    len = json_dumpb(body, NULL, 0, JSON_COMPACT);
+    len = json_dumpb(body, tmp, sizeof(tmp), JSON_COMPACT);
     if (len == 0) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -113,16 +110,35 @@ ngx_http_ragnx_send_json(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_ERROR;
     }
 
-    if (json_dumpb(body, (char *) b->pos, len, JSON_COMPACT) != len) {
+    if (len <= sizeof(tmp)) {
+        ngx_memcpy(b->pos, tmp, len);
+
+    } else if (json_dumpb(body, (char *) b->pos, len, JSON_COMPACT) != len) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     b->last = b->pos + len;
+
+    return ngx_http_ragnx_send_json_buf(r, status, b);
+}
+
+
+ngx_int_t
+ngx_http_ragnx_send_json_buf(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_buf_t *b)
+{
+    ngx_int_t     rc;
+    ngx_chain_t   out;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
     r->headers_out.status = status;
-    r->headers_out.content_length_n = len;
+    r->headers_out.content_length_n = b->last - b->pos;
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;

@@ -228,6 +228,15 @@ is($p->{type}, 'record', 'record job type');
 is($p->{chatId}, $j->{chatId}, 'record job chat');
 is($p->{result}{answer}, 'Use make run.', 'record job carries the answer');
 
+# a cache entry that is not what the pool writes is not served
+
+$t->redis('SET', '{ragnx}:cache:' . digest('corrupt entry') . ':default@0',
+          'not json');
+$r = ask(alice => { query => 'corrupt entry' });
+is($r->{status}, 503, 'malformed cache entry: 503');
+is_deeply(Ragnx::Test::json_body($r), { error => 'cache unavailable' },
+          'malformed cache entry: body');
+
 # a new cache generation (re-ingest, model switch) misses
 
 $t->redis('SET', '{ragnx}:gen', 'other-model@7');

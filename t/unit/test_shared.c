@@ -6,6 +6,8 @@
 
 
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "tap.h"
@@ -143,6 +145,27 @@ test_uuid(void)
         }
     }
     ok(good, "1000 more uuids are valid and differ");
+
+    {
+        int   fds[2], st;
+        char  child[37], parent[37];
+        pid_t pid;
+
+        /* the parent has buffered random bytes: the child must not reuse */
+        ok(pipe(fds) == 0, "pipe");
+        pid = fork();
+        if (pid == 0) {
+            ragnx_uuid_v4(child);
+            if (write(fds[1], child, 37) != 37) {
+                _exit(1);
+            }
+            _exit(0);
+        }
+        ragnx_uuid_v4(parent);
+        ok(read(fds[0], child, 37) == 37 && waitpid(pid, &st, 0) == pid,
+           "child made a uuid");
+        ok(strcmp(child, parent) != 0, "a forked child draws other bytes");
+    }
 
     ok(ragnx_uuid_valid("123e4567-E89B-12d3-a456-426614174000", 36),
        "mixed case accepted");
