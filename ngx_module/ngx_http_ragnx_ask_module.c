@@ -23,6 +23,8 @@
 #define NGX_HTTP_RAGNX_ASK_HEALTH   3
 
 #define NGX_HTTP_RAGNX_ASK_HIT      "{\"source\":\"cache\",\"chatId\":\""
+#define NGX_HTTP_RAGNX_ASK_GEN      ",\"gen\":\""
+#define NGX_HTTP_RAGNX_ASK_RECORD   "\",\"type\":\"record\",\"result\":"
 
 
 typedef struct {
@@ -34,6 +36,31 @@ typedef struct {
     ngx_http_ragnx_redis_srv_t   *queue;
     ngx_http_ragnx_redis_srv_t   *cache;
 } ngx_http_ragnx_ask_loc_conf_t;
+
+
+/*
+ * Per worker: the cache generation and the queue length, refreshed every
+ * ragnx_ask_gen_refresh.  With a fresh generation a question is one plain
+ * GET of its cache key, and a hit's chat-history record one XADD, instead
+ * of a script call: a re-ingest or model switch is seen within one
+ * refresh interval.
+ */
+typedef struct {
+    ngx_flag_t                    used;
+    ngx_msec_t                    gen_refresh;
+    ngx_http_ragnx_redis_srv_t   *queue;
+    ngx_http_ragnx_redis_srv_t   *cache;
+} ngx_http_ragnx_ask_main_conf_t;
+
+
+typedef struct {
+    u_char                        gen[128];
+    size_t                        gen_len;
+    ngx_msec_t                    gen_updated;
+    ngx_uint_t                    gen_known;
+    ngx_uint_t                    queue_len;
+    ngx_event_t                   timer;
+} ngx_http_ragnx_ask_worker_t;
 
 
 typedef struct {
@@ -68,6 +95,7 @@ typedef struct {
 #define NGX_HTTP_RAGNX_ASK_ALL      0   /* lookup + enqueue, one server */
 #define NGX_HTTP_RAGNX_ASK_LOOKUP   1   /* separate cache server: lookup */
 #define NGX_HTTP_RAGNX_ASK_ENQUEUE  2   /* ... then enqueue on the queue */
+#define NGX_HTTP_RAGNX_ASK_GET      3   /* GET with the worker's generation */
 
 
 static ngx_int_t ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
@@ -77,6 +105,16 @@ static ngx_int_t ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
 static void ngx_http_ragnx_ask_script_reply(ngx_http_request_t *r,
     redisReply *reply, ngx_int_t rc);
 static void ngx_http_ragnx_ask_script_resume(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ragnx_ask_send_get(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
+static void ngx_http_ragnx_ask_get_reply(ngx_http_request_t *r,
+    redisReply *reply, ngx_int_t rc);
+static void ngx_http_ragnx_ask_record(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
+static void ngx_http_ragnx_ask_record_done(void *data, redisReply *reply);
+static void ngx_http_ragnx_ask_refresh(ngx_event_t *ev);
+static void ngx_http_ragnx_ask_gen_done(void *data, redisReply *reply);
+static void ngx_http_ragnx_ask_xlen_done(void *data, redisReply *reply);
 static ngx_int_t ngx_http_ragnx_ask_answer(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
 static ngx_int_t ngx_http_ragnx_ask_status(ngx_http_request_t *r,
@@ -103,6 +141,10 @@ static ngx_int_t ngx_http_ragnx_ask_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
 static void ngx_http_ragnx_ask_payload_cleanup(void *data);
 
+static void *ngx_http_ragnx_ask_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_ragnx_ask_init_main_conf(ngx_conf_t *cf, void *conf);
+static ngx_int_t ngx_http_ragnx_ask_init_process(ngx_cycle_t *cycle);
+static void ngx_http_ragnx_ask_exit_process(ngx_cycle_t *cycle);
 static void *ngx_http_ragnx_ask_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -148,6 +190,13 @@ static ngx_command_t  ngx_http_ragnx_ask_commands[] = {
       offsetof(ngx_http_ragnx_ask_loc_conf_t, job_ttl),
       NULL },
 
+    { ngx_string("ragnx_ask_gen_refresh"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_ragnx_ask_main_conf_t, gen_refresh),
+      NULL },
+
     { ngx_string("ragnx_ask_retry_after"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -163,8 +212,8 @@ static ngx_http_module_t  ngx_http_ragnx_ask_module_ctx = {
     NULL,                                  /* preconfiguration */
     NULL,                                  /* postconfiguration */
 
-    NULL,                                  /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_ragnx_ask_create_main_conf,   /* create main configuration */
+    ngx_http_ragnx_ask_init_main_conf,     /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -181,10 +230,10 @@ ngx_module_t  ngx_http_ragnx_ask_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     ngx_http_ragnx_ask_init_module,        /* init module */
-    NULL,                                  /* init process */
+    ngx_http_ragnx_ask_init_process,       /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_ragnx_ask_exit_process,       /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -257,6 +306,8 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 static ngx_int_t  ngx_http_ragnx_ask_script_index;
 static time_t     ngx_http_ragnx_ask_started;
 
+static ngx_http_ragnx_ask_worker_t  ngx_http_ragnx_ask_worker;
+
 
 static ngx_int_t
 ngx_http_ragnx_ask_handler(ngx_http_request_t *r)
@@ -302,9 +353,12 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
     size_t                     len;
     json_t                    *body, *v;
     ngx_str_t                  sub;
+    ngx_int_t                  rc;
     ragnx_job_t                job;
     ngx_time_t                *tp;
     ngx_pool_cleanup_t        *cln;
+    ngx_http_ragnx_ask_worker_t     *w;
+    ngx_http_ragnx_ask_main_conf_t  *amcf;
     ngx_http_ragnx_ask_ctx_t  *ctx;
 
     if (ngx_http_ragnx_jwt_subject(r, &sub) != NGX_OK || sub.len == 0) {
@@ -411,10 +465,31 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
     cln->handler = ngx_http_ragnx_ask_payload_cleanup;
     cln->data = ctx->payload;
 
-    ctx->step = (alcf->cache != alcf->queue) ? NGX_HTTP_RAGNX_ASK_LOOKUP
-                                             : NGX_HTTP_RAGNX_ASK_ALL;
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_ragnx_ask_module);
+    w = &ngx_http_ragnx_ask_worker;
 
-    if (ngx_http_ragnx_ask_send_script(r, ctx, alcf) != NGX_OK) {
+    if (w->gen_known
+        && ngx_current_msec - w->gen_updated <= 3 * amcf->gen_refresh)
+    {
+        ctx->gen.data = ngx_pnalloc(r->pool, w->gen_len + 1);
+        if (ctx->gen.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_memcpy(ctx->gen.data, w->gen, w->gen_len);
+        ctx->gen.data[w->gen_len] = '\0';
+        ctx->gen.len = w->gen_len;
+
+        ctx->step = NGX_HTTP_RAGNX_ASK_GET;
+        rc = ngx_http_ragnx_ask_send_get(r, ctx, alcf);
+
+    } else {
+        ctx->step = (alcf->cache != alcf->queue) ? NGX_HTTP_RAGNX_ASK_LOOKUP
+                                                 : NGX_HTTP_RAGNX_ASK_ALL;
+        rc = ngx_http_ragnx_ask_send_script(r, ctx, alcf);
+    }
+
+    if (rc != NGX_OK) {
         return ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                          "cache unavailable", NULL);
     }
@@ -561,7 +636,12 @@ ngx_http_ragnx_ask_script_resume(ngx_http_request_t *r)
         return;
     }
 
-    if (ctx->step == NGX_HTTP_RAGNX_ASK_LOOKUP) {
+    if (ctx->step == NGX_HTTP_RAGNX_ASK_GET && ctx->cached.len) {
+        ngx_http_ragnx_ask_record(r, ctx, alcf);
+
+    } else if (ctx->step == NGX_HTTP_RAGNX_ASK_LOOKUP
+               || ctx->step == NGX_HTTP_RAGNX_ASK_GET)
+    {
         ctx->step = NGX_HTTP_RAGNX_ASK_ENQUEUE;
 
         if (ngx_http_ragnx_ask_send_script(r, ctx, alcf) != NGX_OK) {
@@ -577,6 +657,249 @@ ngx_http_ragnx_ask_script_resume(ngx_http_request_t *r)
     }
 
     ngx_http_finalize_request(r, ngx_http_ragnx_ask_answer(r, ctx, alcf));
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_ask_send_get(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf)
+{
+    size_t       lens[2];
+    const char  *argv[2];
+
+    argv[0] = "GET";
+    lens[0] = 3;
+
+    argv[1] = ngx_pnalloc(r->pool, sizeof(RAGNX_KEY_CACHE) + RAGNX_DIGEST_LEN
+                                   + ctx->gen.len + 1);
+    if (argv[1] == NULL) {
+        return NGX_ERROR;
+    }
+
+    lens[1] = ragnx_cache_key((char *) ctx->digest.data,
+                              (char *) ctx->gen.data, ctx->gen.len,
+                              (char *) argv[1],
+                              sizeof(RAGNX_KEY_CACHE) + RAGNX_DIGEST_LEN
+                              + ctx->gen.len + 1);
+    if (lens[1] == 0) {
+        return NGX_ERROR;
+    }
+
+    ctx->wait.reply = ngx_http_ragnx_ask_get_reply;
+    ctx->wait.resume = ngx_http_ragnx_ask_script_resume;
+
+    return ngx_http_ragnx_redis_call(r, &ctx->wait, alcf->cache, 2, argv,
+                                     lens);
+}
+
+
+static void
+ngx_http_ragnx_ask_get_reply(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc)
+{
+    ngx_http_ragnx_ask_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
+
+    if (rc != NGX_OK) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR
+        || ngx_http_ragnx_ask_copy(r, &ctx->cached, reply) != NGX_OK)
+    {
+        ctx->wait.rc = NGX_ERROR;
+        return;
+    }
+
+    if (ctx->cached.len) {
+        ngx_str_set(&ctx->outcome, "hit");
+    }
+}
+
+
+/*
+ * A hit found with a plain GET: the exchange still goes to the chat
+ * history as a "record" job, XADDed without waiting for the answer (the
+ * client gets its answer either way; a failure is logged).  The payload is
+ * the one the enqueue script would build.  The worker's view of the queue
+ * length (refreshed with the generation) keeps records within 10% above
+ * the queue limit, as the script does.
+ */
+
+static void
+ngx_http_ragnx_ask_record(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf)
+{
+    u_char                          *p, *job;
+    char                            *payload;
+    size_t                           len, lens[7];
+    const char                      *argv[7];
+    ngx_http_ragnx_ask_main_conf_t  *amcf;
+
+    ngx_str_set(&ctx->outcome, "hit-unrecorded");
+
+    if (ngx_http_ragnx_ask_worker.queue_len
+        >= alcf->queue_max + (alcf->queue_max + 9) / 10)
+    {
+        return;
+    }
+
+    payload = json_dumps(ctx->payload, JSON_COMPACT);
+    if (payload == NULL) {
+        return;
+    }
+
+    len = ngx_strlen(payload);
+
+    job = ngx_pnalloc(r->pool, len + sizeof(NGX_HTTP_RAGNX_ASK_GEN)
+                               + sizeof(NGX_HTTP_RAGNX_ASK_RECORD)
+                               + ctx->gen.len + ctx->cached.len);
+    if (job == NULL) {
+        free(payload);
+        return;
+    }
+
+    /* the generation was checked for JSON-safe characters when read */
+
+    p = ngx_cpymem(job, payload, len - 1);
+    p = ngx_cpymem(p, NGX_HTTP_RAGNX_ASK_GEN,
+                   sizeof(NGX_HTTP_RAGNX_ASK_GEN) - 1);
+    p = ngx_cpymem(p, ctx->gen.data, ctx->gen.len);
+    p = ngx_cpymem(p, NGX_HTTP_RAGNX_ASK_RECORD,
+                   sizeof(NGX_HTTP_RAGNX_ASK_RECORD) - 1);
+    p = ngx_cpymem(p, ctx->cached.data, ctx->cached.len);
+    *p++ = '}';
+
+    free(payload);
+
+    argv[0] = "XADD";
+    lens[0] = 4;
+    argv[1] = RAGNX_KEY_JOBS;
+    lens[1] = sizeof(RAGNX_KEY_JOBS) - 1;
+    argv[2] = "*";
+    lens[2] = 1;
+    argv[3] = "id";
+    lens[3] = 2;
+    argv[4] = (const char *) ctx->job_id.data;
+    lens[4] = RAGNX_UUID_LEN;
+    argv[5] = "job";
+    lens[5] = 3;
+    argv[6] = (const char *) job;
+    lens[6] = p - job;
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_ragnx_ask_module);
+
+    if (ngx_http_ragnx_redis_send(amcf->queue, ngx_http_ragnx_ask_record_done,
+                                  NULL, 7, argv, lens)
+        == NGX_OK)
+    {
+        ngx_str_set(&ctx->outcome, "hit");
+    }
+}
+
+
+static void
+ngx_http_ragnx_ask_record_done(void *data, redisReply *reply)
+{
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "ragnx ask: chat history record of a cache hit "
+                      "was not queued: %s",
+                      reply ? reply->str : "no reply from redis");
+    }
+}
+
+
+/* per worker: refresh the cache generation and the queue length */
+
+static void
+ngx_http_ragnx_ask_refresh(ngx_event_t *ev)
+{
+    size_t                           lens[2];
+    const char                      *argv[2];
+    ngx_http_ragnx_ask_main_conf_t  *amcf;
+
+    amcf = ev->data;
+
+    argv[0] = "GET";
+    lens[0] = 3;
+    argv[1] = RAGNX_KEY_GEN;
+    lens[1] = sizeof(RAGNX_KEY_GEN) - 1;
+
+    (void) ngx_http_ragnx_redis_send(amcf->cache, ngx_http_ragnx_ask_gen_done,
+                                     NULL, 2, argv, lens);
+
+    argv[0] = "XLEN";
+    lens[0] = 4;
+    argv[1] = RAGNX_KEY_JOBS;
+    lens[1] = sizeof(RAGNX_KEY_JOBS) - 1;
+
+    (void) ngx_http_ragnx_redis_send(amcf->queue,
+                                     ngx_http_ragnx_ask_xlen_done, NULL, 2,
+                                     argv, lens);
+
+    ngx_add_timer(ev, amcf->gen_refresh);
+}
+
+
+static void
+ngx_http_ragnx_ask_gen_done(void *data, redisReply *reply)
+{
+    size_t                        i, len;
+    const char                   *gen;
+    ngx_http_ragnx_ask_worker_t  *w;
+
+    w = &ngx_http_ragnx_ask_worker;
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        gen = RAGNX_GEN_DEFAULT;
+        len = sizeof(RAGNX_GEN_DEFAULT) - 1;
+
+    } else if (reply->type == REDIS_REPLY_STRING) {
+        gen = reply->str;
+        len = reply->len;
+
+    } else {
+        return;
+    }
+
+    /*
+     * Only a generation that needs no JSON escaping is used on the fast
+     * path; anything else leaves it to the script, which encodes it.
+     */
+
+    w->gen_known = 0;
+
+    if (len == 0 || len > sizeof(w->gen)) {
+        return;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (gen[i] < 0x20 || gen[i] > 0x7e || gen[i] == '"'
+            || gen[i] == '\\')
+        {
+            return;
+        }
+    }
+
+    ngx_memcpy(w->gen, gen, len);
+    w->gen_len = len;
+    w->gen_known = 1;
+    w->gen_updated = ngx_current_msec;
+}
+
+
+static void
+ngx_http_ragnx_ask_xlen_done(void *data, redisReply *reply)
+{
+    if (reply && reply->type == REDIS_REPLY_INTEGER) {
+        ngx_http_ragnx_ask_worker.queue_len = (ngx_uint_t) reply->integer;
+    }
 }
 
 
@@ -1112,6 +1435,78 @@ ngx_http_ragnx_ask_payload_cleanup(void *data)
 
 
 static void *
+ngx_http_ragnx_ask_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_ragnx_ask_main_conf_t  *amcf;
+
+    amcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ragnx_ask_main_conf_t));
+    if (amcf == NULL) {
+        return NULL;
+    }
+
+    amcf->gen_refresh = NGX_CONF_UNSET_MSEC;
+
+    return amcf;
+}
+
+
+static char *
+ngx_http_ragnx_ask_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_ragnx_ask_main_conf_t *amcf = conf;
+
+    ngx_conf_init_msec_value(amcf->gen_refresh, 1000);
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_ask_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_ragnx_ask_worker_t     *w;
+    ngx_http_ragnx_ask_main_conf_t  *amcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    amcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_ragnx_ask_module);
+
+    if (amcf == NULL || !amcf->used || amcf->queue == NULL
+        || amcf->gen_refresh == 0)
+    {
+        return NGX_OK;
+    }
+
+    w = &ngx_http_ragnx_ask_worker;
+    ngx_memzero(w, sizeof(ngx_http_ragnx_ask_worker_t));
+
+    w->timer.handler = ngx_http_ragnx_ask_refresh;
+    w->timer.data = amcf;
+    w->timer.log = cycle->log;
+    w->timer.cancelable = 1;
+
+    /* soon after the Redis connections are up */
+    ngx_add_timer(&w->timer, 10);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ragnx_ask_exit_process(ngx_cycle_t *cycle)
+{
+    if (ngx_http_ragnx_ask_worker.timer.timer_set) {
+        ngx_del_timer(&ngx_http_ragnx_ask_worker.timer);
+    }
+}
+
+
+static void *
 ngx_http_ragnx_ask_create_loc_conf(ngx_conf_t *cf)
 {
     ngx_http_ragnx_ask_loc_conf_t  *conf;
@@ -1144,6 +1539,8 @@ ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ragnx_ask_loc_conf_t *prev = parent;
     ngx_http_ragnx_ask_loc_conf_t *conf = child;
 
+    ngx_http_ragnx_ask_main_conf_t  *amcf;
+
     ngx_conf_merge_uint_value(conf->queue_max, prev->queue_max, 10000);
     ngx_conf_merge_sec_value(conf->job_ttl, prev->job_ttl, 86400);
     ngx_conf_merge_uint_value(conf->retry_after, prev->retry_after, 1);
@@ -1160,6 +1557,14 @@ ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     conf->queue = ngx_http_ragnx_redis_server(cf, NGX_HTTP_RAGNX_REDIS_QUEUE);
     conf->cache = ngx_http_ragnx_redis_server(cf, NGX_HTTP_RAGNX_REDIS_CACHE);
+
+    if (conf->type == NGX_HTTP_RAGNX_ASK_SUBMIT) {
+        amcf = ngx_http_conf_get_module_main_conf(cf,
+                                                  ngx_http_ragnx_ask_module);
+        amcf->used = 1;
+        amcf->queue = conf->queue;
+        amcf->cache = conf->cache;
+    }
 
     if (conf->queue == NULL && conf->type != NGX_HTTP_RAGNX_ASK_HEALTH) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

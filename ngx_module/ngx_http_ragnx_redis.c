@@ -64,6 +64,8 @@ struct ngx_http_ragnx_redis_conn_s {
 
 struct ngx_http_ragnx_redis_cmd_s {
     ngx_http_ragnx_redis_wait_t   *wait;       /* NULL once detached */
+    ngx_http_ragnx_redis_done_pt   done;       /* requestless commands */
+    void                          *data;
     ngx_http_ragnx_redis_conn_t   *conn;
     ngx_event_t                    timer;
 };
@@ -657,6 +659,47 @@ ngx_http_ragnx_redis_call(ngx_http_request_t *r,
 
 
 ngx_int_t
+ngx_http_ragnx_redis_send(ngx_http_ragnx_redis_srv_t *srv,
+    ngx_http_ragnx_redis_done_pt done, void *data, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    ngx_http_ragnx_redis_cmd_t   *cmd;
+    ngx_http_ragnx_redis_conn_t  *rc;
+
+    rc = ngx_http_ragnx_redis_pick(srv);
+    if (rc == NULL) {
+        return NGX_ERROR;
+    }
+
+    cmd = ngx_calloc(sizeof(ngx_http_ragnx_redis_cmd_t), rc->log);
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (redisAsyncCommandArgv(rc->ac, ngx_http_ragnx_redis_reply, cmd, argc,
+                              argv, argvlen)
+        != REDIS_OK)
+    {
+        ngx_free(cmd);
+        return NGX_ERROR;
+    }
+
+    cmd->done = done;
+    cmd->data = data;
+    cmd->conn = rc;
+    cmd->timer.handler = ngx_http_ragnx_redis_cmd_timeout;
+    cmd->timer.data = cmd;
+    cmd->timer.log = rc->log;
+    cmd->timer.cancelable = 1;
+    ngx_add_timer(&cmd->timer, srv->timeout);
+
+    rc->pending++;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
 ngx_http_ragnx_redis_eval(ngx_http_request_t *r,
     ngx_http_ragnx_redis_wait_t *w, ngx_http_ragnx_redis_srv_t *srv,
     ngx_uint_t script, int argc, const char **argv, const size_t *argvlen)
@@ -721,6 +764,9 @@ ngx_http_ragnx_redis_reply(redisAsyncContext *ac, void *reply,
         ngx_http_ragnx_redis_wait_done(cmd->wait, rr,
                                        rr ? NGX_OK
                                           : NGX_HTTP_RAGNX_REDIS_DOWN);
+
+    } else if (cmd->done) {
+        cmd->done(cmd->data, rr);
     }
 
     ngx_free(cmd);
@@ -743,6 +789,10 @@ ngx_http_ragnx_redis_cmd_timeout(ngx_event_t *ev)
 
         ngx_http_ragnx_redis_wait_done(cmd->wait, NULL,
                                        NGX_HTTP_RAGNX_REDIS_TIMEOUT);
+
+    } else if (cmd->done) {
+        cmd->done(cmd->data, NULL);
+        cmd->done = NULL;
     }
 
     /*

@@ -40,6 +40,13 @@ typedef struct ngx_http_ragnx_redis_wait_s  ngx_http_ragnx_redis_wait_t;
 typedef void (*ngx_http_ragnx_redis_reply_pt)(ngx_http_request_t *r,
     redisReply *reply, ngx_int_t rc);
 
+/*
+ * For commands no request waits for (background refreshes, writes whose
+ * outcome is only logged): called once with the reply, or NULL on error
+ * or timeout, from inside hiredis or a timer; copy, do not re-enter nginx.
+ */
+typedef void (*ngx_http_ragnx_redis_done_pt)(void *data, redisReply *reply);
+
 /* called from a posted event once the reply is in: respond or go on */
 typedef void (*ngx_http_ragnx_redis_resume_pt)(ngx_http_request_t *r);
 
@@ -73,6 +80,11 @@ ngx_http_ragnx_redis_srv_t *ngx_http_ragnx_redis_server(ngx_conf_t *cf,
 ngx_int_t ngx_http_ragnx_redis_call(ngx_http_request_t *r,
     ngx_http_ragnx_redis_wait_t *w, ngx_http_ragnx_redis_srv_t *srv,
     int argc, const char **argv, const size_t *argvlen);
+
+/* a command of no request; NGX_ERROR when it could not be sent */
+ngx_int_t ngx_http_ragnx_redis_send(ngx_http_ragnx_redis_srv_t *srv,
+    ngx_http_ragnx_redis_done_pt done, void *data, int argc,
+    const char **argv, const size_t *argvlen);
 
 /*
  * EVALSHA of a script registered at config time with

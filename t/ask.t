@@ -21,11 +21,18 @@ my $secret = 'ask-test-secret-0123456789abcdef';
 my $keyfile = $t->file('hs.key', $secret);
 my $json = JSON::PP->new->canonical;
 
+# With a refresh interval each nginx worker knows the cache generation and
+# a question is a plain GET; with 0 every question goes through the script.
+# t/ask-script.t runs this file again with 0.
+my $refresh = $ENV{RAGNX_ASK_GEN_REFRESH} // '100ms';
+my $settle = $refresh eq '0' ? 0 : 0.35;
+
 $t->start_nginx(
     workers => 2,
     http    => <<"EOF2",
     ragnx_redis 127.0.0.1:$rp pool=2;
     ragnx_redis_timeout 300ms;
+    ragnx_ask_gen_refresh $refresh;
 EOF2
     server  => <<"EOF2");
         ragnx_jwt_alg HS256;
@@ -98,6 +105,7 @@ sub last_entry {
 
 # wait until both workers have their Redis connections up
 for (1 .. 100) { last if $t->redis('CLIENT', 'LIST') =~ tr/\n// >= 3; sleep 0.05 }
+sleep $settle;
 
 # a miss queues a job
 
@@ -240,6 +248,7 @@ is_deeply(Ragnx::Test::json_body($r), { error => 'cache unavailable' },
 # a new cache generation (re-ingest, model switch) misses
 
 $t->redis('SET', '{ragnx}:gen', 'other-model@7');
+sleep $settle;
 $r = ask(alice => { query => 'how do I deploy?' });
 is($r->{status}, 202, 'after a generation bump the old entry is not served');
 cache_put('how do I deploy?', 'New answer.', [], 'other-model@7');
@@ -247,6 +256,7 @@ $r = ask(alice => { query => 'how do I deploy?' });
 is(Ragnx::Test::json_body($r)->{answer}, 'New answer.',
    'the entry of the new generation is served');
 $t->redis('DEL', '{ragnx}:gen');
+sleep $settle;
 
 # single-flight: 50 identical misses, one stream entry
 
@@ -299,6 +309,11 @@ is($t->redis('DBSIZE'), $keys_before, 'queue full: no job hash created');
 # pipelining: 200 distinct cached answers, each to its own request
 
 cache_put("question number $_", "answer number $_", ["doc$_"]) for 1 .. 200;
+sub evalsha_calls {
+    my ($n) = $t->redis('INFO', 'commandstats') =~ /cmdstat_evalsha:calls=(\d+)/;
+    return $n || 0;
+}
+my $evals = evalsha_calls();
 $rs = $t->parallel([ map {
     [ POST => '/api/ask',
       headers => [ Authorization => "Bearer $auth{alice}",
@@ -311,6 +326,9 @@ for my $i (1 .. 200) {
                 && ($b->{sources}[0] // '') eq "doc$i";
 }
 is($right, 200, 'pipelining: 200 concurrent hits, each its own answer');
+is(evalsha_calls() - $evals, $refresh eq '0' ? 200 : 0,
+   $refresh eq '0' ? 'script mode: each hit is one script call'
+                   : 'known generation: hits need no script call');
 
 # faults
 
