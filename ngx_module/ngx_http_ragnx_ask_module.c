@@ -68,7 +68,7 @@ typedef struct {
 
     /* submit */
     ngx_uint_t                    step;
-    json_t                       *payload;
+    ngx_str_t                     payload;
     ngx_str_t                     digest;
     ngx_str_t                     job_id;
     ngx_str_t                     chat_id;
@@ -139,7 +139,6 @@ static ngx_int_t ngx_http_ragnx_ask_not_allowed(ngx_http_request_t *r,
     const char *allow);
 static ngx_int_t ngx_http_ragnx_ask_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
-static void ngx_http_ragnx_ask_payload_cleanup(void *data);
 
 static void *ngx_http_ragnx_ask_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_ragnx_ask_init_main_conf(ngx_conf_t *cf, void *conf);
@@ -356,7 +355,6 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
     ngx_int_t                  rc;
     ragnx_job_t                job;
     ngx_time_t                *tp;
-    ngx_pool_cleanup_t        *cln;
     ngx_http_ragnx_ask_worker_t     *w;
     ngx_http_ragnx_ask_main_conf_t  *amcf;
     ngx_http_ragnx_ask_ctx_t  *ctx;
@@ -452,18 +450,17 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
     tp = ngx_timeofday();
     job.created = (long long) tp->sec * 1000 + tp->msec;
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
+    len = RAGNX_JOB_MAX(ngx_strlen(job.query), sub.len);
+
+    ctx->payload.data = ngx_pnalloc(r->pool, len);
+    if (ctx->payload.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->payload = ragnx_job_encode(&job);
-    if (ctx->payload == NULL) {
+    ctx->payload.len = ragnx_job_write(&job, (char *) ctx->payload.data, len);
+    if (ctx->payload.len == 0) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    cln->handler = ngx_http_ragnx_ask_payload_cleanup;
-    cln->data = ctx->payload;
 
     amcf = ngx_http_get_module_main_conf(r, ngx_http_ragnx_ask_module);
     w = &ngx_http_ragnx_ask_worker;
@@ -503,7 +500,6 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf)
 {
     int                          n;
-    char                        *payload;
     u_char                      *key, *p;
     size_t                       lens[15];
     const char                  *argv[15];
@@ -513,14 +509,8 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
                                  ttl[NGX_TIME_T_LEN];
     static const char           *modes[] = { "all", "lookup", "enqueue" };
 
-    payload = json_dumps(ctx->payload, JSON_COMPACT);
-    if (payload == NULL) {
-        return NGX_ERROR;
-    }
-
     key = ngx_pnalloc(r->pool, sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN);
     if (key == NULL) {
-        free(payload);
         return NGX_ERROR;
     }
 
@@ -533,7 +523,7 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     argv[3] = (const char *) key;
     argv[4] = (const char *) ctx->digest.data;
     argv[5] = (const char *) ctx->job_id.data;
-    argv[6] = payload;
+    argv[6] = (const char *) ctx->payload.data;
     argv[7] = (const char *) ctx->owner.data;
     argv[8] = (const char *) ctx->chat_id.data;
     argv[9] = (const char *) now;
@@ -547,7 +537,7 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     lens[3] = sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN;
     lens[4] = RAGNX_DIGEST_LEN;
     lens[5] = RAGNX_UUID_LEN;
-    lens[6] = ngx_strlen(payload);
+    lens[6] = ctx->payload.len;
     lens[7] = ctx->owner.len;
     lens[8] = RAGNX_UUID_LEN;
     tp = ngx_timeofday();
@@ -575,9 +565,6 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     n = ngx_http_ragnx_redis_eval(r, &ctx->wait, srv,
                                   ngx_http_ragnx_ask_script_index, n, argv,
                                   lens);
-
-    /* hiredis has copied the arguments into its output buffer */
-    free(payload);
 
     return n;
 }
@@ -732,8 +719,7 @@ ngx_http_ragnx_ask_record(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf)
 {
     u_char                          *p, *job;
-    char                            *payload;
-    size_t                           len, lens[7];
+    size_t                           lens[7];
     const char                      *argv[7];
     ngx_http_ragnx_ask_main_conf_t  *amcf;
 
@@ -745,24 +731,16 @@ ngx_http_ragnx_ask_record(ngx_http_request_t *r,
         return;
     }
 
-    payload = json_dumps(ctx->payload, JSON_COMPACT);
-    if (payload == NULL) {
-        return;
-    }
-
-    len = ngx_strlen(payload);
-
-    job = ngx_pnalloc(r->pool, len + sizeof(NGX_HTTP_RAGNX_ASK_GEN)
+    job = ngx_pnalloc(r->pool, ctx->payload.len + sizeof(NGX_HTTP_RAGNX_ASK_GEN)
                                + sizeof(NGX_HTTP_RAGNX_ASK_RECORD)
                                + ctx->gen.len + ctx->cached.len);
     if (job == NULL) {
-        free(payload);
         return;
     }
 
     /* the generation was checked for JSON-safe characters when read */
 
-    p = ngx_cpymem(job, payload, len - 1);
+    p = ngx_cpymem(job, ctx->payload.data, ctx->payload.len - 1);
     p = ngx_cpymem(p, NGX_HTTP_RAGNX_ASK_GEN,
                    sizeof(NGX_HTTP_RAGNX_ASK_GEN) - 1);
     p = ngx_cpymem(p, ctx->gen.data, ctx->gen.len);
@@ -770,8 +748,6 @@ ngx_http_ragnx_ask_record(ngx_http_request_t *r,
                    sizeof(NGX_HTTP_RAGNX_ASK_RECORD) - 1);
     p = ngx_cpymem(p, ctx->cached.data, ctx->cached.len);
     *p++ = '}';
-
-    free(payload);
 
     argv[0] = "XADD";
     lens[0] = 4;
@@ -1421,13 +1397,6 @@ ngx_http_ragnx_ask_not_allowed(ngx_http_request_t *r, const char *allow)
 
     return ngx_http_ragnx_send_error(r, NGX_HTTP_NOT_ALLOWED,
                                      "Method not allowed", NULL);
-}
-
-
-static void
-ngx_http_ragnx_ask_payload_cleanup(void *data)
-{
-    json_decref(data);
 }
 
 

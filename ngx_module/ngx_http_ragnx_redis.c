@@ -54,6 +54,8 @@ struct ngx_http_ragnx_redis_conn_s {
     redisAsyncContext             *ac;
     ngx_connection_t              *c;
     ngx_event_t                    timer;      /* connect timeout, retry */
+    ngx_event_t                    flush;      /* posted: write the batch */
+    ngx_uint_t                     flushing;
     ngx_msec_t                     backoff;
     ngx_msec_t                     last_read;
     ngx_uint_t                     pending;
@@ -112,6 +114,7 @@ static int ngx_http_ragnx_redis_attach(ngx_http_ragnx_redis_conn_t *rc,
     redisAsyncContext *ac);
 static void ngx_http_ragnx_redis_read_handler(ngx_event_t *ev);
 static void ngx_http_ragnx_redis_write_handler(ngx_event_t *ev);
+static void ngx_http_ragnx_redis_flush_handler(ngx_event_t *ev);
 static void ngx_http_ragnx_redis_add_read(void *privdata);
 static void ngx_http_ragnx_redis_del_read(void *privdata);
 static void ngx_http_ragnx_redis_add_write(void *privdata);
@@ -289,12 +292,32 @@ ngx_http_ragnx_redis_del_read(void *privdata)
 }
 
 
+/*
+ * Commands are not written one by one: the first command of an event loop
+ * iteration posts a flush event, which runs after the iteration's other
+ * events and writes everything queued meanwhile in one write(), with no
+ * epoll_ctl() calls.  Only a socket that does not take it all (or a
+ * connect in progress) waits for a real write event.
+ */
+
 static void
 ngx_http_ragnx_redis_add_write(void *privdata)
 {
     ngx_http_ragnx_redis_conn_t  *rc = privdata;
 
-    if (rc->c && !rc->c->write->active) {
+    if (rc->c == NULL) {
+        return;
+    }
+
+    if (rc->state == NGX_HTTP_RAGNX_REDIS_READY && !rc->flushing) {
+        if (!rc->flush.posted && !rc->c->write->active) {
+            ngx_post_event(&rc->flush, &ngx_posted_events);
+        }
+
+        return;
+    }
+
+    if (!rc->c->write->active) {
         (void) ngx_add_event(rc->c->write, NGX_WRITE_EVENT, 0);
     }
 }
@@ -305,9 +328,31 @@ ngx_http_ragnx_redis_del_write(void *privdata)
 {
     ngx_http_ragnx_redis_conn_t  *rc = privdata;
 
+    if (rc->flush.posted) {
+        ngx_delete_posted_event(&rc->flush);
+    }
+
     if (rc->c && rc->c->write->active) {
         (void) ngx_del_event(rc->c->write, NGX_WRITE_EVENT, 0);
     }
+}
+
+
+static void
+ngx_http_ragnx_redis_flush_handler(ngx_event_t *ev)
+{
+    ngx_http_ragnx_redis_conn_t  *rc;
+
+    rc = ev->data;
+
+    if (rc->ac == NULL) {
+        return;
+    }
+
+    /* an unfinished write now asks for a real write event */
+    rc->flushing = 1;
+    redisAsyncHandleWrite(rc->ac);
+    rc->flushing = 0;
 }
 
 
@@ -340,8 +385,13 @@ ngx_http_ragnx_redis_cleanup(void *privdata)
         c->fd = (ngx_socket_t) -1;
     }
 
+    if (rc->flush.posted) {
+        ngx_delete_posted_event(&rc->flush);
+    }
+
     rc->c = NULL;
     rc->ac = NULL;
+    rc->flushing = 0;
     rc->pending = 0;
     rc->state = NGX_HTTP_RAGNX_REDIS_DISCONNECTED;
 
@@ -1054,6 +1104,9 @@ ngx_http_ragnx_redis_init_process(ngx_cycle_t *cycle)
             rc->timer.data = rc;
             rc->timer.log = cycle->log;
             rc->timer.cancelable = 1;
+            rc->flush.handler = ngx_http_ragnx_redis_flush_handler;
+            rc->flush.data = rc;
+            rc->flush.log = cycle->log;
 
             ngx_http_ragnx_redis_connect(rc);
         }

@@ -85,6 +85,79 @@ ragnx_job_string(json_t *root, const char *name, int required, char *err,
 }
 
 
+size_t
+ragnx_json_escape(const char *s, size_t len, char *out)
+{
+    size_t               i;
+    char                *o;
+    unsigned char        c;
+    static const char    hex[] = "0123456789abcdef";
+
+    o = out;
+
+    for (i = 0; i < len; i++) {
+        c = (unsigned char) s[i];
+
+        if (c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = (char) c;
+
+        } else if (c < 0x20) {
+            *o++ = '\\';
+
+            switch (c) {
+            case '\n':
+                *o++ = 'n';
+                break;
+            case '\r':
+                *o++ = 'r';
+                break;
+            case '\t':
+                *o++ = 't';
+                break;
+            default:
+                *o++ = 'u';
+                *o++ = '0';
+                *o++ = '0';
+                *o++ = hex[c >> 4];
+                *o++ = hex[c & 0xf];
+            }
+
+        } else {
+            *o++ = (char) c;
+        }
+    }
+
+    return o - out;
+}
+
+
+size_t
+ragnx_job_write(const ragnx_job_t *job, char *buf, size_t size)
+{
+    char    *p;
+    size_t   qlen, olen;
+
+    qlen = strlen(job->query);
+    olen = strlen(job->owner);
+
+    if (size < RAGNX_JOB_MAX(qlen, olen)) {
+        return 0;
+    }
+
+    p = buf;
+    p += sprintf(p, "{\"v\":%d,\"id\":\"%.36s\",\"owner\":\"",
+                 RAGNX_JOB_VERSION, job->id);
+    p += ragnx_json_escape(job->owner, olen, p);
+    p += sprintf(p, "\",\"chatId\":\"%.36s\",\"query\":\"", job->chat_id);
+    p += ragnx_json_escape(job->query, qlen, p);
+    p += sprintf(p, "\",\"digest\":\"%.64s\",\"createdAt\":%lld}",
+                 job->digest, job->created);
+
+    return p - buf;
+}
+
+
 int
 ragnx_job_decode(const char *data, size_t len, ragnx_job_t *job, char *err,
     size_t errlen)

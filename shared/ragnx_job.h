@@ -48,6 +48,19 @@ typedef struct {
 json_t *ragnx_job_encode(const ragnx_job_t *job);
 
 /*
+ * The module-side payload (no "type", "gen" or "result") written straight
+ * into buf, without building JSON objects: the ask path makes one per
+ * question.  Returns its length, or 0 when it does not fit; size
+ * RAGNX_JOB_MAX(query, owner) always does.
+ */
+size_t ragnx_job_write(const ragnx_job_t *job, char *buf, size_t size);
+
+#define RAGNX_JOB_MAX(qlen, olen)  (256 + 6 * ((qlen) + (olen)))
+
+/* JSON string body of s (no quotes) into out (room for 6 * len) */
+size_t ragnx_json_escape(const char *s, size_t len, char *out);
+
+/*
  * Parse and check a payload: version, type, UUID ids, required fields.
  * On success the strings point into job->root; free with ragnx_job_free().
  * On failure returns -1 with a reason in err.

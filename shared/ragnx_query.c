@@ -154,9 +154,18 @@ ragnx_query_digest(const unsigned char *norm, size_t len, char *hex)
 {
     unsigned int          i, mdlen;
     unsigned char         md[EVP_MAX_MD_SIZE];
+    static EVP_MD        *sha256;
     static const char     digits[] = "0123456789abcdef";
 
-    if (EVP_Digest(norm, len, md, &mdlen, EVP_sha256(), NULL) != 1) {
+    /* fetched once: an implicit fetch per call costs more than the hash */
+    if (sha256 == NULL) {
+        sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+        if (sha256 == NULL) {
+            return -1;
+        }
+    }
+
+    if (EVP_Digest(norm, len, md, &mdlen, sha256, NULL) != 1) {
         return -1;
     }
 

@@ -233,6 +233,30 @@ test_job(void)
        "payload without type refused");
     free(s);
 
+    {
+        char    buf[1024];
+        size_t  n;
+        json_t *w;
+
+        memset(&job, 0, sizeof(job));
+        job.id = "2f1c5d2e-8b7a-4c1d-9e3f-0a1b2c3d4e5f";
+        job.owner = "u\"ser\\1";
+        job.chat_id = "6a0b4c3d-2e1f-4a5b-8c7d-9e0f1a2b3c4d";
+        job.query = "line\nbreak \x01 \"quoted\" caf\xc3\xa9";
+        job.digest = "ba7816bf8f01cfea414140de5dae2223"
+                     "b00361a396177a9cb410ff61f20015ad";
+        job.created = 1700000000123LL;
+
+        n = ragnx_job_write(&job, buf, sizeof(buf));
+        w = json_loadb(buf, n, JSON_REJECT_DUPLICATES, NULL);
+        o = ragnx_job_encode(&job);
+        ok(n > 0 && w && json_equal(w, o),
+           "ragnx_job_write gives what ragnx_job_encode gives");
+        json_decref(w);
+        json_decref(o);
+        ok(ragnx_job_write(&job, buf, 100) == 0, "too small buffer refused");
+    }
+
     BAD("", "empty payload refused");
     BAD("[1]", "array refused");
     BAD("{\"v\":2,\"type\":\"ask\"}", "future version refused");

@@ -175,6 +175,9 @@ sub start_redis {
     my $rdir = "$self->{dir}/redis";
     mkdir $rdir;
     my $aof = $a{appendonly} ? 'yes' : 'no';
+    my $unix = $a{unix} ? "unixsocket $self->{dir}/redis.sock\nunixsocketperm 700"
+                        : '';
+    $self->{redis_socket} = "$self->{dir}/redis.sock" if $a{unix};
     $self->file('redis.conf', <<"CONF");
 port $port
 bind 127.0.0.1
@@ -183,6 +186,7 @@ save ""
 appendonly $aof
 daemonize no
 logfile $self->{dir}/redis.log
+$unix
 CONF
     my $pid = fork() // die "fork: $!";
     if ($pid == 0) {
@@ -201,6 +205,7 @@ CONF
 }
 
 sub redis_port { $_[0]{redis_port} }
+sub redis_socket { $_[0]{redis_socket} }
 
 # redis-cli with raw output; returns the output without the final newline
 sub redis {
