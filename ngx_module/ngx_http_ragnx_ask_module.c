@@ -1472,6 +1472,8 @@ ngx_http_ragnx_ask_exit_process(ngx_cycle_t *cycle)
     if (ngx_http_ragnx_ask_worker.timer.timer_set) {
         ngx_del_timer(&ngx_http_ragnx_ask_worker.timer);
     }
+
+    ragnx_query_cleanup();
 }
 
 

@@ -15,6 +15,17 @@
 static int ragnx_unicode_space(unsigned int cp);
 
 
+static EVP_MD  *ragnx_sha256;
+
+
+void
+ragnx_query_cleanup(void)
+{
+    EVP_MD_free(ragnx_sha256);
+    ragnx_sha256 = NULL;
+}
+
+
 unsigned int
 ragnx_unicode_lower(unsigned int cp)
 {
@@ -154,18 +165,17 @@ ragnx_query_digest(const unsigned char *norm, size_t len, char *hex)
 {
     unsigned int          i, mdlen;
     unsigned char         md[EVP_MAX_MD_SIZE];
-    static EVP_MD        *sha256;
     static const char     digits[] = "0123456789abcdef";
 
     /* fetched once: an implicit fetch per call costs more than the hash */
-    if (sha256 == NULL) {
-        sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-        if (sha256 == NULL) {
+    if (ragnx_sha256 == NULL) {
+        ragnx_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+        if (ragnx_sha256 == NULL) {
             return -1;
         }
     }
 
-    if (EVP_Digest(norm, len, md, &mdlen, sha256, NULL) != 1) {
+    if (EVP_Digest(norm, len, md, &mdlen, ragnx_sha256, NULL) != 1) {
         return -1;
     }
 

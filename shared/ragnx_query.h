@@ -33,6 +33,9 @@ int ragnx_query_digest(const unsigned char *norm, size_t len, char *hex);
 size_t ragnx_cache_key(const char *digest, const char *gen, size_t genlen,
     char *out, size_t size);
 
+/* release what ragnx_query_digest() keeps between calls (at exit) */
+void ragnx_query_cleanup(void);
+
 /* code point to lower case, for the ranges listed above */
 unsigned int ragnx_unicode_lower(unsigned int cp);
 

@@ -282,6 +282,7 @@ main(void)
     test_cache_key();
     test_uuid();
     test_job();
+    ragnx_query_cleanup();
 
     return done_testing();
 }

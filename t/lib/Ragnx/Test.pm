@@ -19,6 +19,13 @@ our @EXPORT_OK = qw(free_port slurp spew);
 
 my $NGINX = $ENV{RAGNX_NGINX} || '/usr/sbin/nginx';
 
+# nginx's own allocations it never frees (see the file)
+my $LSAN_SUPP = do {
+    require File::Basename;
+    require Cwd;
+    Cwd::abs_path(File::Basename::dirname(__FILE__) . '/../../lsan.supp');
+};
+
 sub module_path {
     my $m = $ENV{RAGNX_MODULE}
         or BAIL_OUT('RAGNX_MODULE is not set: run the suite with make test');
@@ -29,7 +36,8 @@ sub module_path {
 sub new {
     my ($class, %opt) = @_;
     my $self = bless {
-        dir   => tempdir('ragnx-t-XXXXXX', TMPDIR => 1, CLEANUP => 1),
+        dir   => tempdir('ragnx-t-XXXXXX', TMPDIR => 1,
+                         CLEANUP => !$ENV{RAGNX_KEEP}),
         pids  => {},
         %opt,
     }, $class;
@@ -75,11 +83,13 @@ sub preload_env {
                qw(libasan.so.8 libubsan.so.1);
     return (
         LD_PRELOAD   => join(':', @libs),
-        ASAN_OPTIONS => 'detect_leaks=0:abort_on_error=1'
+        ASAN_OPTIONS => 'detect_leaks=' . ($ENV{RAGNX_LEAKS} // 1)
+                        . ':abort_on_error=1:fast_unwind_on_malloc=0'
                         . ':detect_odr_violation=0:log_path=' . $_[0]->{dir}
                         . '/asan',
         UBSAN_OPTIONS => 'print_stacktrace=1:log_path=' . $_[0]->{dir}
                         . '/ubsan',
+        LSAN_OPTIONS => "suppressions=$LSAN_SUPP:print_suppressions=0",
     );
 }
 
