@@ -8,6 +8,10 @@
  * every command has its own timer.  A command that times out fails only
  * its request; its late reply is read and dropped, so one slow reply does
  * not take the connection (and every other pending command) down.
+ *
+ * Subscriptions: one more connection per worker and subscription, in
+ * pub/sub mode on a channel named after the worker, so that the worker
+ * pool can address replies to the nginx worker whose request waits.
  */
 
 
@@ -61,6 +65,18 @@ struct ngx_http_ragnx_redis_conn_s {
     ngx_uint_t                     pending;
     ngx_uint_t                     state;
     ngx_log_t                     *log;
+    ngx_http_ragnx_redis_sub_t    *sub;        /* a subscriber, or NULL */
+};
+
+
+struct ngx_http_ragnx_redis_sub_s {
+    ngx_http_ragnx_redis_srv_t       *srv;
+    ngx_str_t                         prefix;
+    ngx_str_t                         channel;   /* <prefix><host>:<pid> */
+    ngx_http_ragnx_redis_message_pt   handler;
+    void                             *data;
+    ngx_http_ragnx_redis_conn_t      *conn;
+    ngx_uint_t                        subscribed;
 };
 
 
@@ -86,6 +102,7 @@ typedef struct {
     ngx_msec_t                     connect_timeout;
     ngx_uint_t                     max_pending;
     ngx_array_t                    scripts;    /* script_t */
+    ngx_array_t                    subs;       /* sub_t * */
 } ngx_http_ragnx_redis_main_conf_t;
 
 
@@ -109,6 +126,9 @@ static void ngx_http_ragnx_redis_wait_handler(ngx_event_t *ev);
 static void ngx_http_ragnx_redis_wait_cleanup(void *data);
 static ngx_http_ragnx_redis_conn_t *ngx_http_ragnx_redis_pick(
     ngx_http_ragnx_redis_srv_t *srv);
+static void ngx_http_ragnx_redis_sub_reply(redisAsyncContext *ac,
+    void *reply, void *privdata);
+static void ngx_http_ragnx_redis_sub_lost(ngx_http_ragnx_redis_sub_t *sub);
 
 static int ngx_http_ragnx_redis_attach(ngx_http_ragnx_redis_conn_t *rc,
     redisAsyncContext *ac);
@@ -395,6 +415,10 @@ ngx_http_ragnx_redis_cleanup(void *privdata)
     rc->pending = 0;
     rc->state = NGX_HTTP_RAGNX_REDIS_DISCONNECTED;
 
+    if (rc->sub) {
+        ngx_http_ragnx_redis_sub_lost(rc->sub);
+    }
+
     ngx_http_ragnx_redis_schedule(rc);
 }
 
@@ -541,6 +565,18 @@ ngx_http_ragnx_redis_on_connect(const redisAsyncContext *ac, int status)
         redisAsyncCommandArgv((redisAsyncContext *) ac,
                               ngx_http_ragnx_redis_handshake_reply, rc, 2,
                               argv, argvlen);
+    }
+
+    if (rc->sub) {
+        /* pub/sub ignores the db; the channel is confirmed in sub_reply */
+        argv[0] = "SUBSCRIBE";
+        argvlen[0] = 9;
+        argv[1] = (const char *) rc->sub->channel.data;
+        argvlen[1] = rc->sub->channel.len;
+        redisAsyncCommandArgv((redisAsyncContext *) ac,
+                              ngx_http_ragnx_redis_sub_reply, rc, 2,
+                              argv, argvlen);
+        return;
     }
 
     if (srv->db) {
@@ -914,6 +950,149 @@ ngx_http_ragnx_redis_wait_cleanup(void *data)
 }
 
 
+/* subscriptions: replies addressed to this worker */
+
+
+/*
+ * hiredis calls this for every message on the subscribed channel (and for
+ * the SUBSCRIBE confirmation) with the same privdata, and once with a
+ * NULL reply when the context goes away.  rc is per worker and outlives
+ * the context.
+ */
+
+static void
+ngx_http_ragnx_redis_sub_reply(redisAsyncContext *ac, void *reply,
+    void *privdata)
+{
+    redisReply                   *rr = reply;
+    ngx_str_t                     msg;
+    redisReply                   *kind, *payload;
+    ngx_http_ragnx_redis_sub_t   *sub;
+    ngx_http_ragnx_redis_conn_t  *rc = privdata;
+
+    sub = rc->sub;
+
+    if (rr == NULL) {
+        ngx_http_ragnx_redis_sub_lost(sub);
+        return;
+    }
+
+    rc->last_read = ngx_current_msec;
+
+    if (rr->type != REDIS_REPLY_ARRAY || rr->elements != 3
+        || rr->element[0]->type != REDIS_REPLY_STRING)
+    {
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "ragnx redis \"%V\" unexpected reply on \"%V\"",
+                      &rc->srv->name, &sub->channel);
+        return;
+    }
+
+    kind = rr->element[0];
+    payload = rr->element[2];
+
+    if (kind->len == 7 && ngx_strncmp(kind->str, "message", 7) == 0) {
+
+        if (payload->type != REDIS_REPLY_STRING) {
+            return;
+        }
+
+        msg.data = (u_char *) payload->str;
+        msg.len = payload->len;
+
+        sub->handler(&msg, sub->data);
+        return;
+    }
+
+    if (kind->len == 9 && ngx_strncmp(kind->str, "subscribe", 9) == 0) {
+        ngx_log_error(NGX_LOG_INFO, rc->log, 0,
+                      "ragnx redis \"%V\" subscribed to \"%V\"",
+                      &rc->srv->name, &sub->channel);
+        sub->subscribed = 1;
+        return;
+    }
+
+    if (kind->len == 11 && ngx_strncmp(kind->str, "unsubscribe", 11) == 0) {
+        ngx_http_ragnx_redis_sub_lost(sub);
+    }
+}
+
+
+static void
+ngx_http_ragnx_redis_sub_lost(ngx_http_ragnx_redis_sub_t *sub)
+{
+    if (!sub->subscribed) {
+        return;
+    }
+
+    sub->subscribed = 0;
+
+    if (!ngx_http_ragnx_redis_exiting) {
+        ngx_log_error(NGX_LOG_ERR, sub->conn->log, 0,
+                      "ragnx redis \"%V\" subscription to \"%V\" lost",
+                      &sub->srv->name, &sub->channel);
+    }
+
+    sub->handler(NULL, sub->data);
+}
+
+
+ngx_http_ragnx_redis_sub_t *
+ngx_http_ragnx_redis_subscribe(ngx_conf_t *cf,
+    ngx_http_ragnx_redis_srv_t *srv, ngx_str_t *prefix,
+    ngx_http_ragnx_redis_message_pt handler, void *data)
+{
+    ngx_uint_t                         i;
+    ngx_http_ragnx_redis_sub_t        *sub, **subp;
+    ngx_http_ragnx_redis_main_conf_t  *rmcf;
+
+    rmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_ragnx_redis_module);
+
+    subp = rmcf->subs.elts;
+
+    for (i = 0; i < rmcf->subs.nelts; i++) {
+        if (subp[i]->srv == srv
+            && subp[i]->prefix.len == prefix->len
+            && ngx_strncmp(subp[i]->prefix.data, prefix->data, prefix->len)
+               == 0)
+        {
+            return subp[i];
+        }
+    }
+
+    sub = ngx_pcalloc(cf->pool, sizeof(ngx_http_ragnx_redis_sub_t));
+    if (sub == NULL) {
+        return NULL;
+    }
+
+    subp = ngx_array_push(&rmcf->subs);
+    if (subp == NULL) {
+        return NULL;
+    }
+
+    sub->srv = srv;
+    sub->prefix = *prefix;
+    sub->handler = handler;
+    sub->data = data;
+
+    *subp = sub;
+
+    return sub;
+}
+
+
+ngx_str_t *
+ngx_http_ragnx_redis_channel(ngx_http_ragnx_redis_sub_t *sub)
+{
+    if (sub == NULL || !sub->subscribed) {
+        return NULL;
+    }
+
+    return &sub->channel;
+}
+
+
 ngx_uint_t
 ngx_http_ragnx_redis_ready(ngx_http_ragnx_redis_srv_t *srv)
 {
@@ -1022,6 +1201,13 @@ ngx_http_ragnx_redis_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    if (ngx_array_init(&rmcf->subs, cf->pool, 1,
+                       sizeof(ngx_http_ragnx_redis_sub_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
     return rmcf;
 }
 
@@ -1062,7 +1248,9 @@ ngx_http_ragnx_redis_init_main_conf(ngx_conf_t *cf, void *conf)
 static ngx_int_t
 ngx_http_ragnx_redis_init_process(ngx_cycle_t *cycle)
 {
+    u_char                            *p;
     ngx_uint_t                         i, k;
+    ngx_http_ragnx_redis_sub_t       **subp, *sub;
     ngx_http_ragnx_redis_srv_t        *srv[2];
     ngx_http_ragnx_redis_conn_t       *rc;
     ngx_http_ragnx_redis_main_conf_t  *rmcf;
@@ -1112,6 +1300,44 @@ ngx_http_ragnx_redis_init_process(ngx_cycle_t *cycle)
         }
     }
 
+    subp = rmcf->subs.elts;
+
+    for (i = 0; i < rmcf->subs.nelts; i++) {
+        sub = subp[i];
+
+        /* the channel names this worker: <prefix><hostname>:<pid> */
+
+        sub->channel.data = ngx_pnalloc(cycle->pool,
+                                        sub->prefix.len
+                                        + cycle->hostname.len + 1
+                                        + NGX_INT64_LEN);
+        sub->conn = ngx_pcalloc(cycle->pool,
+                                sizeof(ngx_http_ragnx_redis_conn_t));
+
+        if (sub->channel.data == NULL || sub->conn == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_sprintf(sub->channel.data, "%V%V:%P", &sub->prefix,
+                        &cycle->hostname, ngx_pid);
+        sub->channel.len = p - sub->channel.data;
+        sub->subscribed = 0;
+
+        rc = sub->conn;
+        rc->sub = sub;
+        rc->srv = sub->srv;
+        rc->log = cycle->log;
+        rc->timer.handler = ngx_http_ragnx_redis_timer_handler;
+        rc->timer.data = rc;
+        rc->timer.log = cycle->log;
+        rc->timer.cancelable = 1;
+        rc->flush.handler = ngx_http_ragnx_redis_flush_handler;
+        rc->flush.data = rc;
+        rc->flush.log = cycle->log;
+
+        ngx_http_ragnx_redis_connect(rc);
+    }
+
     return NGX_OK;
 }
 
@@ -1120,6 +1346,7 @@ static void
 ngx_http_ragnx_redis_exit_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                         i, k;
+    ngx_http_ragnx_redis_sub_t       **subp;
     ngx_http_ragnx_redis_srv_t        *srv[2];
     ngx_http_ragnx_redis_conn_t       *rc;
     ngx_http_ragnx_redis_main_conf_t  *rmcf;
@@ -1150,6 +1377,24 @@ ngx_http_ragnx_redis_exit_process(ngx_cycle_t *cycle)
             if (rc->ac) {
                 redisAsyncFree(rc->ac);
             }
+        }
+    }
+
+    subp = rmcf->subs.elts;
+
+    for (i = 0; i < rmcf->subs.nelts; i++) {
+        rc = subp[i]->conn;
+
+        if (rc == NULL) {
+            continue;
+        }
+
+        if (rc->timer.timer_set) {
+            ngx_del_timer(&rc->timer);
+        }
+
+        if (rc->ac) {
+            redisAsyncFree(rc->ac);
         }
     }
 }

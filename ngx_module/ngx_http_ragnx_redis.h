@@ -2,8 +2,9 @@
 /*
  * ragnx: Redis from inside nginx.  hiredis's async API on nginx's event
  * loop, a small persistent pool per worker and server, per-command timers,
- * reconnection with backoff, and requests that can go away while their
- * reply is pending.
+ * reconnection with backoff, requests that can go away while their
+ * reply is pending, and a per-worker SUBSCRIBE connection for replies
+ * addressed to this worker.
  */
 
 
@@ -29,6 +30,7 @@
 typedef struct ngx_http_ragnx_redis_srv_s   ngx_http_ragnx_redis_srv_t;
 typedef struct ngx_http_ragnx_redis_cmd_s   ngx_http_ragnx_redis_cmd_t;
 typedef struct ngx_http_ragnx_redis_wait_s  ngx_http_ragnx_redis_wait_t;
+typedef struct ngx_http_ragnx_redis_sub_s   ngx_http_ragnx_redis_sub_t;
 
 
 /*
@@ -49,6 +51,15 @@ typedef void (*ngx_http_ragnx_redis_done_pt)(void *data, redisReply *reply);
 
 /* called from a posted event once the reply is in: respond or go on */
 typedef void (*ngx_http_ragnx_redis_resume_pt)(ngx_http_request_t *r);
+
+/*
+ * Called from inside a hiredis callback with a message published on the
+ * worker's channel (valid only during the call), or with msg == NULL when
+ * the subscription is lost: until it is confirmed again, messages sent to
+ * the channel are lost.  Like a reply handler it must only copy, never
+ * respond to a request from here.
+ */
+typedef void (*ngx_http_ragnx_redis_message_pt)(ngx_str_t *msg, void *data);
 
 
 /*
@@ -101,6 +112,20 @@ ngx_int_t ngx_http_ragnx_redis_script(ngx_conf_t *cf, ngx_str_t *body);
 ngx_uint_t ngx_http_ragnx_redis_ready(ngx_http_ragnx_redis_srv_t *srv);
 
 ngx_msec_t ngx_http_ragnx_redis_timeout(ngx_http_ragnx_redis_srv_t *srv);
+
+/*
+ * At configuration time: every worker keeps one more connection to srv,
+ * SUBSCRIBEd to the channel "<prefix><hostname>:<pid>", created in
+ * init_process, reconnected with the pool's backoff, closed in
+ * exit_process.  The same prefix on the same server gives the same
+ * subscription.  NULL on allocation failure.
+ */
+ngx_http_ragnx_redis_sub_t *ngx_http_ragnx_redis_subscribe(ngx_conf_t *cf,
+    ngx_http_ragnx_redis_srv_t *srv, ngx_str_t *prefix,
+    ngx_http_ragnx_redis_message_pt handler, void *data);
+
+/* the worker's channel while the subscription is confirmed, else NULL */
+ngx_str_t *ngx_http_ragnx_redis_channel(ngx_http_ragnx_redis_sub_t *sub);
 
 
 extern ngx_module_t  ngx_http_ragnx_redis_module;

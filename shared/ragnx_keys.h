@@ -7,7 +7,11 @@
  *
  *   {ragnx}:jobs            stream, consumer group "pool": ask/record jobs,
  *                           entry fields "id" <job id>, "job" <payload>
- *   {ragnx}:rpc             stream read before jobs: synchronous calls
+ *   {ragnx}:rpc             stream read before jobs: synchronous calls,
+ *                           entry fields id, method, reply, deadline, sub,
+ *                           params (see ragnx_rpc.h)
+ *   {ragnx}:reply:<hostname>:<pid>  pub/sub channel of one nginx worker:
+ *                           replies to its calls, "<id> <status> <body>"
  *   {ragnx}:delayed         sorted set of job ids waiting for a retry,
  *                           scored by the time (ms) they are due
  *   {ragnx}:dead            stream of jobs that exhausted their attempts
@@ -34,6 +38,7 @@
 #define RAGNX_KEY_PREFIX         "{ragnx}:"
 #define RAGNX_KEY_JOBS           RAGNX_KEY_PREFIX "jobs"
 #define RAGNX_KEY_RPC            RAGNX_KEY_PREFIX "rpc"
+#define RAGNX_KEY_REPLY          RAGNX_KEY_PREFIX "reply:"
 #define RAGNX_KEY_DELAYED        RAGNX_KEY_PREFIX "delayed"
 #define RAGNX_KEY_DEAD           RAGNX_KEY_PREFIX "dead"
 #define RAGNX_KEY_JOB            RAGNX_KEY_PREFIX "job:"

@@ -1,0 +1,180 @@
+
+/*
+ * ragnx: the synchronous call contract (ragnx_rpc.h): method names, the
+ * reply message format, deadlines and the pagination arguments, checked
+ * the same way on both sides.
+ */
+
+
+#include <string.h>
+
+#include "ragnx_rpc.h"
+#include "ragnx_uuid.h"
+
+
+static const char  *ragnx_rpc_methods[] = {
+    NULL,
+    "register",
+    "login",
+    "me",
+    "chats",
+    "messages"
+};
+
+
+#define RAGNX_RPC_NMETHODS                                                   \
+    (int) (sizeof(ragnx_rpc_methods) / sizeof(ragnx_rpc_methods[0]))
+
+
+int
+ragnx_rpc_method(const char *name, size_t len)
+{
+    int  m;
+
+    for (m = 1; m < RAGNX_RPC_NMETHODS; m++) {
+        if (strlen(ragnx_rpc_methods[m]) == len
+            && memcmp(ragnx_rpc_methods[m], name, len) == 0)
+        {
+            return m;
+        }
+    }
+
+    return 0;
+}
+
+
+const char *
+ragnx_rpc_method_name(int method)
+{
+    if (method < 1 || method >= RAGNX_RPC_NMETHODS) {
+        return NULL;
+    }
+
+    return ragnx_rpc_methods[method];
+}
+
+
+int
+ragnx_rpc_method_authenticated(int method)
+{
+    return method == RAGNX_RPC_ME || method == RAGNX_RPC_CHATS
+           || method == RAGNX_RPC_MESSAGES;
+}
+
+
+int
+ragnx_rpc_reply_parse(const char *msg, size_t len, ragnx_rpc_reply_t *rep)
+{
+    int  i, status;
+
+    rep->id = NULL;
+    rep->status = 0;
+    rep->body = NULL;
+    rep->body_len = 0;
+
+    if (len < 36 || !ragnx_uuid_valid(msg, 36)) {
+        return -1;
+    }
+
+    rep->id = msg;
+
+    if (len <= RAGNX_RPC_REPLY_HEAD || msg[36] != ' ' || msg[40] != ' ') {
+        return -1;
+    }
+
+    status = 0;
+
+    for (i = 37; i < 40; i++) {
+        if (msg[i] < '0' || msg[i] > '9') {
+            return -1;
+        }
+
+        status = status * 10 + (msg[i] - '0');
+    }
+
+    if (status < 100 || status > 599) {
+        return -1;
+    }
+
+    rep->status = status;
+    rep->body = msg + RAGNX_RPC_REPLY_HEAD;
+    rep->body_len = len - RAGNX_RPC_REPLY_HEAD;
+
+    return 0;
+}
+
+
+size_t
+ragnx_rpc_reply_write(char *out, const char *id, int status,
+    const char *body, size_t body_len)
+{
+    if (id == NULL || !ragnx_uuid_valid(id, 36) || status < 100
+        || status > 599 || body_len == 0)
+    {
+        return 0;
+    }
+
+    memcpy(out, id, 36);
+    out[36] = ' ';
+    out[37] = (char) ('0' + status / 100);
+    out[38] = (char) ('0' + status / 10 % 10);
+    out[39] = (char) ('0' + status % 10);
+    out[40] = ' ';
+    memcpy(out + RAGNX_RPC_REPLY_HEAD, body, body_len);
+
+    return RAGNX_RPC_REPLY_HEAD + body_len;
+}
+
+
+int
+ragnx_rpc_expired(long long deadline, long long now)
+{
+    return deadline <= 0 || now >= deadline;
+}
+
+
+int
+ragnx_rpc_limit(const char *s, size_t len)
+{
+    int     n;
+    size_t  i;
+
+    if (len == 0 || len > 3) {
+        return -1;
+    }
+
+    n = 0;
+
+    for (i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return -1;
+        }
+
+        n = n * 10 + (s[i] - '0');
+    }
+
+    if (n < RAGNX_RPC_LIMIT_MIN || n > RAGNX_RPC_LIMIT_MAX) {
+        return -1;
+    }
+
+    return n;
+}
+
+
+int
+ragnx_rpc_cursor_valid(const char *s, size_t len)
+{
+    size_t  i;
+
+    if (len == 0 || len > RAGNX_RPC_CURSOR_MAX) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (s[i] < 0x21 || s[i] > 0x7e) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
