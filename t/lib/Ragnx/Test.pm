@@ -368,7 +368,8 @@ sub parse_response {
 
 # Many requests at once over separate connections, driven by one select
 # loop: all are written before any reply is read.  Each item is
-# [method, path, %opts]; returns the parsed responses in order.
+# [method, path, %opts]; returns the parsed responses in order.  Options:
+# port (default: the test server's), timeout (s).
 sub parallel {
     my ($self, $reqs, %a) = @_;
     require IO::Select;
@@ -376,7 +377,7 @@ sub parallel {
     for my $i (0 .. $#$reqs) {
         my ($m, $p, %o) = @{$reqs->[$i]};
         my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                      PeerPort => $self->{port},
+                                      PeerPort => $a{port} || $self->{port},
                                       Proto => 'tcp', Timeout => 10)
             or die "connect: $!";
         $s->print(build_request($m, $p, %o));
