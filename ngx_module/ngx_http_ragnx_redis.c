@@ -548,9 +548,13 @@ ngx_http_ragnx_redis_on_connect(const redisAsyncContext *ac, int status)
     }
 
     rc->state = NGX_HTTP_RAGNX_REDIS_READY;
-    rc->backoff = 0;
     rc->pending = 0;
     rc->last_read = ngx_current_msec;
+
+    /* a subscriber keeps backing off until its channel is confirmed */
+    if (rc->sub == NULL) {
+        rc->backoff = 0;
+    }
 
     /*
      * Commands on one connection are answered in order, so requests may
@@ -1009,6 +1013,7 @@ ngx_http_ragnx_redis_sub_reply(redisAsyncContext *ac, void *reply,
                       "ragnx redis \"%V\" subscribed to \"%V\"",
                       &rc->srv->name, &sub->channel);
         sub->subscribed = 1;
+        rc->backoff = 0;
         return;
     }
 

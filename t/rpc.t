@@ -544,6 +544,32 @@ sleep 0.4;
 $r = $t->request(GET => '/static');
 is($r->{status}, 200, 'clients gone before a timeout: nginx fine');
 
+# a worker that cannot subscribe answers 503 rather than sending a call
+# whose reply could not reach it, and subscribes again when it can
+
+stop_stub();
+$t->redis('ACL', 'SETUSER', 'default', 'resetchannels');
+$t->redis('CLIENT', 'KILL', 'TYPE', 'pubsub');
+for (1 .. 100) { last unless channels(); sleep 0.05 }
+is(scalar(channels()), 0, 'subscriptions refused: no reply channel');
+$n = xlen();
+$t0 = time;
+$r = get('/api/users/me', 'alice');
+is($r->{status}, 503, 'not subscribed: 503');
+is_deeply(body($r), { error => 'queue unavailable' }, 'not subscribed: JSON');
+ok(time - $t0 < 0.2, 'not subscribed: at once');
+is(xlen(), $n, 'not subscribed: no call sent');
+like($t->error_log, qr/ragnx_rpc me: reply channel not subscribed/,
+     'not subscribed: logged');
+sleep 1;
+my $attempts = () = $t->error_log =~ /NOPERM/g;
+ok($attempts < 30, "refused subscriptions back off ($attempts in 1s)");
+$t->redis('ACL', 'SETUSER', 'default', 'allchannels');
+ok(wait_subscribed(2), 'subscriptions allowed again: both workers back');
+start_stub();
+$r = get('/api/users/me', 'alice');
+is($r->{status}, 200, 'subscribed again: calls work');
+
 # Redis goes away: 503 at once, then back without a reload
 
 start_stub(mode => 'never');
