@@ -467,7 +467,8 @@ $t0 = time;
 $r = get('/api/quick', 'alice');
 $took = time - $t0;
 is($r->{status}, 504, 'a per-location timeout: 504');
-ok($took >= 0.3 && $took < 0.4, "after 300ms, not the 1s of the server ($took s)");
+ok($took >= 0.3 && $took < 0.4,
+   "after 300ms, not the server's 1s ($took s)");
 
 # late replies are dropped; nginx stays fine
 
