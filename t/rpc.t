@@ -18,7 +18,8 @@ use Time::HiRes qw(time sleep);
 use Ragnx::Resp;
 use Ragnx::Test;
 
-my $UUID = qr/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+my $UUID = qr/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-
+              [0-9a-f]{12}$/x;
 my $CHAT = '3f2b8c1e-9a4d-4e6f-8b7a-1c2d3e4f5a6b';
 my $root = getcwd();
 my $json = JSON::PP->new->canonical->utf8;
@@ -48,7 +49,8 @@ my $secret = 'rpc-test-secret-0123456789abcdef';
         like($out, $b->[2], "... naming the problem: $b->[3]");
     }
     my ($ok, $out) = $c->nginx_t(http => $http, server =>
-        'location ~ ^/c/(.+)$ { ragnx_rpc messages $1; ragnx_rpc_timeout 2s; }');
+        'location ~ ^/c/(.+)$ { ragnx_rpc messages $1; '
+        . 'ragnx_rpc_timeout 2s; }');
     ok($ok, 'a valid configuration passes nginx -t') or diag($out);
 }
 
@@ -477,7 +479,8 @@ start_stub(mode => 'late', delay => 0.5);
 $r = get('/api/quick', 'alice');
 is($r->{status}, 504, 'late reply: 504 first');
 sleep 0.4;
-like($t->error_log, qr/ragnx_rpc reply to "[0-9a-f-]{36}" dropped: nobody waits/,
+like($t->error_log,
+     qr/ragnx_rpc reply to "[0-9a-f-]{36}" dropped: nobody waits/,
      'late reply: logged and dropped');
 
 start_stub();
@@ -597,8 +600,8 @@ ok(wait_subscribed(2), 'Redis back: both workers subscribed again');
 start_stub();
 $r = get('/api/users/me', 'alice');
 is($r->{status}, 200, 'Redis back: calls work without a reload');
-$rs = $t->parallel([ map { [ GET => '/api/users/me', auth($_) ] } @users[0 .. 49] ],
-                   port => $port2);
+$rs = $t->parallel([ map { [ GET => '/api/users/me', auth($_) ] }
+                     @users[0 .. 49] ], port => $port2);
 is(scalar(grep { $rs->[$_]{status} == 200
                  && body($rs->[$_])->{sub} eq $users[$_] } 0 .. 49), 50,
    'Redis back: 50 concurrent calls answered');
