@@ -153,6 +153,18 @@ sub last_call {
 
 sub now_ms { int(time * 1000) }
 
+# how often the error log says it, waiting up to 3 s for at least $want
+sub log_count {
+    my ($re, $want) = @_;
+    my $n = 0;
+    for (1 .. 60) {
+        $n = () = $t->error_log =~ /$re/g;
+        last if $n >= $want;
+        sleep 0.05;
+    }
+    return $n;
+}
+
 # The stub pool: a child process reading the call stream from its end.
 # mode: echo (answer at once), late (after "delay" seconds), wrong (a
 # reply to another id), garbage (malformed replies), never.
@@ -454,23 +466,34 @@ is($r->{status}, 200, 'a 128-character cursor is fine');
 
 is(xlen(), $n + 1, 'refused requests sent no call');
 
-# nobody answers: 504 after the timeout, within 10%
+# nobody answers: 504 after the timeout, within 10%.  On a loaded machine
+# the client itself may be late to read: the best of three tries counts.
 
 start_stub(mode => 'never');
 
-my $t0 = time;
-$r = get('/api/users/me', 'alice');
-my $took = time - $t0;
+sub timed {
+    my ($path, $bound) = @_;
+    my ($best, $res);
+    for (1 .. 3) {
+        my $t0 = time;
+        my $r = get($path, 'alice');
+        my $took = time - $t0;
+        $res ||= $r;
+        $best = $took if !defined $best || $took < $best;
+        last if $took < $bound;
+    }
+    return ($res, $best);
+}
+
+my ($t0, $took);
+($r, $took) = timed('/api/users/me', 1.1);
 is($r->{status}, 504, 'no answer: 504');
 is_deeply(body($r), { error => 'upstream timeout' }, 'no answer: JSON');
 ok($took >= 1.0 && $took < 1.1, "after ragnx_rpc_timeout 1s ($took s)");
 
-$t0 = time;
-$r = get('/api/quick', 'alice');
-$took = time - $t0;
+($r, $took) = timed('/api/quick', 0.33);
 is($r->{status}, 504, 'a per-location timeout: 504');
-ok($took >= 0.3 && $took < 0.4,
-   "after 300ms, not the server's 1s ($took s)");
+ok($took >= 0.3 && $took < 0.33, "after its own 300ms ($took s)");
 
 # late replies are dropped; nginx stays fine
 
@@ -478,10 +501,8 @@ start_stub(mode => 'late', delay => 0.5);
 
 $r = get('/api/quick', 'alice');
 is($r->{status}, 504, 'late reply: 504 first');
-sleep 0.4;
-like($t->error_log,
-     qr/ragnx_rpc reply to "[0-9a-f-]{36}" dropped: nobody waits/,
-     'late reply: logged and dropped');
+is(log_count(qr/ragnx_rpc reply to "[0-9a-f-]{36}" dropped: nobody waits/,
+             1), 1, 'late reply: logged and dropped');
 
 start_stub();
 $r = get('/api/users/me', 'alice');
@@ -523,6 +544,7 @@ is(scalar(keys %seen_ch), 2,
 # clients that go away while waiting leave nothing behind
 
 start_stub(mode => 'late', delay => 0.6);
+my $base = log_count(qr/dropped: nobody waits/, 0);
 
 my @gone = map { send_only(GET => '/api/users/me', auth("gone$_")) } 1 .. 20;
 sleep 0.2;
@@ -531,9 +553,8 @@ sleep 0.1;
 
 $r = $t->request(GET => '/static');
 is($r->{status}, 200, 'clients gone: nginx answers');
-sleep 0.6;
-my $dropped = () = $t->error_log =~ /dropped: nobody waits/g;
-ok($dropped >= 21, "their late replies found nobody ($dropped dropped)");
+my $dropped = log_count(qr/dropped: nobody waits/, $base + 20) - $base;
+is($dropped, 20, 'their late replies found nobody waiting');
 sleep 0.5;                                    # past their timers too
 
 start_stub();
