@@ -541,6 +541,18 @@ is(scalar(keys %ids), 200, '200 distinct call ids');
 is(scalar(keys %seen_ch), 2,
    'both workers answered through their own channels');
 
+# a reload lets the old workers finish their pending calls
+
+start_stub(mode => 'late', delay => 0.6);
+my $waiting = send_only(GET => '/api/users/me', auth('alice'));
+sleep 0.1;
+$t->reload_nginx;
+$r = read_response($waiting);
+is($r->{status}, 200, 'reload: a pending call still gets its reply');
+is(body($r)->{sub}, 'alice', 'reload: the right reply');
+for (1 .. 100) { last if channels() == 2; sleep 0.05 }
+is(scalar(channels()), 2, 'reload: the old channels are gone, new ones up');
+
 # clients that go away while waiting leave nothing behind
 
 start_stub(mode => 'late', delay => 0.6);
