@@ -399,6 +399,7 @@ ngx_http_ragnx_rpc_page(ngx_http_request_t *r, json_t *params,
     json_t *details)
 {
     u_char     *dst, *src;
+    json_t     *v;
     ngx_int_t   limit;
     ngx_str_t   value, before;
 
@@ -407,12 +408,12 @@ ngx_http_ragnx_rpc_page(ngx_http_request_t *r, json_t *params,
     if (ngx_http_arg(r, (u_char *) "limit", 5, &value) == NGX_OK) {
         limit = ragnx_rpc_limit((char *) value.data, value.len);
 
-        if (limit == -1
-            && json_object_set_new(details, "limit",
-                   json_pack("[s]", "must be an integer from 1 to 100"))
-               != 0)
-        {
-            return NGX_ERROR;
+        if (limit == -1) {
+            v = json_pack("[s]", "must be an integer from 1 to 100");
+
+            if (json_object_set_new(details, "limit", v) != 0) {
+                return NGX_ERROR;
+            }
         }
     }
 
@@ -436,21 +437,17 @@ ngx_http_ragnx_rpc_page(ngx_http_request_t *r, json_t *params,
     ngx_unescape_uri(&dst, &src, value.len, 0);
     before.len = dst - before.data;
 
-    if (!ragnx_rpc_cursor_valid((char *) before.data, before.len)) {
-        return json_object_set_new(details, "before",
-                   json_pack("[s]", "must be a cursor of 1 to 128 "
-                                    "printable characters"))
-               == 0 ? NGX_OK : NGX_ERROR;
+    if (ragnx_rpc_cursor_valid((char *) before.data, before.len)) {
+        v = json_stringn((char *) before.data, before.len);
+
+        return json_object_set_new(params, "before", v) == 0 ? NGX_OK
+                                                              : NGX_ERROR;
     }
 
-    if (json_object_set_new(params, "before",
-                            json_stringn((char *) before.data, before.len))
-        != 0)
-    {
-        return NGX_ERROR;
-    }
+    v = json_pack("[s]", "must be a cursor of 1 to 128 printable characters");
 
-    return NGX_OK;
+    return json_object_set_new(details, "before", v) == 0 ? NGX_OK
+                                                           : NGX_ERROR;
 }
 
 

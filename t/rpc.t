@@ -103,6 +103,9 @@ EOF2
             ragnx_rpc_timeout 300ms;
             ragnx_rpc me;
         }
+        location = /api/register-unchecked {
+            ragnx_rpc register;
+        }
         location = /static { return 200 "static"; }
 EOF2
 
@@ -464,7 +467,25 @@ is_deeply(body($r), { error => 'Invalid chat id' },
 $r = get('/api/chats?before=' . ('a' x 128), 'alice');
 is($r->{status}, 200, 'a 128-character cursor is fine');
 
+$r = post('/api/register-unchecked', { email => 'a@example.com' });
+is($r->{status}, 500, 'register without a validated body: 500');
+is_deeply(body($r), { error => 'Internal server error' }, '... JSON');
+like($t->error_log, qr/ragnx_rpc register without a validated body/,
+     '... and the reason logged');
+
 is(xlen(), $n + 1, 'refused requests sent no call');
+
+# a call Redis refuses to store: 503 at once, the reason logged
+
+stop_stub();
+$t->redis('DEL', '{ragnx}:rpc');
+$t->redis('SET', '{ragnx}:rpc', 'not a stream');
+$r = get('/api/users/me', 'alice');
+is($r->{status}, 503, 'XADD refused: 503');
+is_deeply(body($r), { error => 'queue unavailable' }, 'XADD refused: JSON');
+like($t->error_log, qr/ragnx_rpc XADD failed: WRONGTYPE/,
+     'XADD refused: logged');
+$t->redis('DEL', '{ragnx}:rpc');
 
 # nobody answers: 504 after the timeout, within 10%.  On a loaded machine
 # the client itself may be late to read: the best of three tries counts.
