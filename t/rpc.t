@@ -145,6 +145,16 @@ sub wait_subscribed {
     return 0;
 }
 
+# both workers' command connections (2 each), besides this redis-cli
+sub wait_commands {
+    for (1 .. 200) {
+        my @c = split /\n/, $t->redis('CLIENT', 'LIST', 'TYPE', 'normal');
+        return 1 if @c >= 5;
+        sleep 0.05;
+    }
+    return 0;
+}
+
 sub xlen { $t->redis('XLEN', '{ragnx}:rpc') || 0 }
 
 sub last_call {
@@ -301,6 +311,7 @@ sub read_response {
 }
 
 ok(wait_subscribed(2), 'each of the two workers subscribed to its channel');
+ok(wait_commands(), 'and connected for commands');
 my @ch = channels();
 is(scalar(@ch), 2, 'two reply channels');
 like($_, qr/^\{ragnx\}:reply:[^:]+:\d+$/, "channel $_ names host and pid")
@@ -573,6 +584,7 @@ is($r->{status}, 200, 'reload: a pending call still gets its reply');
 is(body($r)->{sub}, 'alice', 'reload: the right reply');
 for (1 .. 100) { last if channels() == 2; sleep 0.05 }
 is(scalar(channels()), 2, 'reload: the old channels are gone, new ones up');
+ok(wait_commands(), 'reload: the new workers connected for commands');
 
 # clients that go away while waiting leave nothing behind
 
@@ -651,6 +663,7 @@ ok($took < 0.2, "Redis down: at once ($took s)");
 
 $t->start_redis;
 ok(wait_subscribed(2), 'Redis back: both workers subscribed again');
+ok(wait_commands(), 'Redis back: their command connections too');
 start_stub();
 $r = get('/api/users/me', 'alice');
 is($r->{status}, 200, 'Redis back: calls work without a reload');
