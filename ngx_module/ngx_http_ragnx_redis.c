@@ -572,7 +572,14 @@ ngx_http_ragnx_redis_on_connect(const redisAsyncContext *ac, int status)
     }
 
     if (rc->sub) {
-        /* pub/sub ignores the db; the channel is confirmed in sub_reply */
+        /*
+         * A subscriber only reads: TCP keepalive (15 s) is what notices a
+         * peer that vanished without closing.  Pub/sub ignores the db;
+         * the channel is confirmed in sub_reply.
+         */
+
+        (void) redisEnableKeepAlive((redisContext *) &ac->c);
+
         argv[0] = "SUBSCRIBE";
         argvlen[0] = 9;
         argv[1] = (const char *) rc->sub->channel.data;
