@@ -606,6 +606,18 @@ start_stub();
 $r = get('/api/users/me', 'alice');
 is($r->{status}, 200, 'after aborted clients: calls work');
 
+# clients that close while their reply is on its way: the reply, the
+# close and the resume event race; whichever wins, nothing is touched twice
+
+for my $delay (0, 0.001, 0.005) {
+    my @s = map { send_only(GET => '/api/users/me', auth("race$_")) } 1 .. 50;
+    sleep $delay;
+    close $_ for @s;
+}
+sleep 0.3;
+$r = get('/api/users/me', 'alice');
+is($r->{status}, 200, 'after racing closes: calls work');
+
 start_stub(mode => 'never');
 @gone = map { send_only(GET => '/api/quick', auth("gone$_")) } 1 .. 20;
 sleep 0.1;
