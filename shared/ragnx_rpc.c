@@ -126,6 +126,32 @@ ragnx_rpc_reply_write(char *out, const char *id, int status,
 }
 
 
+long long
+ragnx_rpc_deadline(const char *s, size_t len)
+{
+    size_t     i;
+    long long  ms;
+
+    /* 13 digits until the year 2286 */
+
+    if (len == 0 || len > 15) {
+        return -1;
+    }
+
+    ms = 0;
+
+    for (i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return -1;
+        }
+
+        ms = ms * 10 + (s[i] - '0');
+    }
+
+    return ms;
+}
+
+
 int
 ragnx_rpc_expired(long long deadline, long long now)
 {

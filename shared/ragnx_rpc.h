@@ -19,6 +19,11 @@
  * single spaces, status three digits, body the JSON sent to the client as
  * is.  A reply whose id is no longer awaited (timed out, client gone) is
  * dropped by the receiver, so the pool need not care.
+ *
+ * The pool reads the stream with its consumer group (RAGNX_GROUP) before
+ * the job stream and acknowledges a call once answered or skipped.  A call
+ * is worth redelivering only until its deadline: past it the waiting
+ * request has had its 504.
  */
 
 
@@ -79,6 +84,9 @@ int ragnx_rpc_reply_parse(const char *msg, size_t len,
  */
 size_t ragnx_rpc_reply_write(char *out, const char *id, int status,
     const char *body, size_t body_len);
+
+/* the "deadline" field: ms since the epoch, or -1 when malformed */
+long long ragnx_rpc_deadline(const char *s, size_t len);
 
 /* 1 when a call with this deadline must be skipped at time now (ms) */
 int ragnx_rpc_expired(long long deadline, long long now);

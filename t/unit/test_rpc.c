@@ -96,6 +96,13 @@ test_deadline(void)
     ok(ragnx_rpc_expired(2000, 2000), "at the deadline: skipped");
     ok(ragnx_rpc_expired(2000, 2001), "after: skipped");
     ok(ragnx_rpc_expired(0, 1), "no deadline: skipped");
+    ok(ragnx_rpc_deadline("1767225600000", 13) == 1767225600000LL,
+       "deadline field parsed");
+    ok(ragnx_rpc_deadline("", 0) == -1, "empty deadline refused");
+    ok(ragnx_rpc_deadline("12a", 3) == -1, "non-digit deadline refused");
+    ok(ragnx_rpc_deadline("-1", 2) == -1, "negative deadline refused");
+    ok(ragnx_rpc_deadline("1234567890123456", 16) == -1,
+       "absurd deadline refused");
 }
 
 
