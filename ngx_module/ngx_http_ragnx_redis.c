@@ -106,6 +106,8 @@ typedef struct {
 } ngx_http_ragnx_redis_main_conf_t;
 
 
+static void ngx_http_ragnx_redis_conn_init(ngx_http_ragnx_redis_conn_t *rc,
+    ngx_http_ragnx_redis_srv_t *srv, ngx_cycle_t *cycle);
 static void ngx_http_ragnx_redis_connect(ngx_http_ragnx_redis_conn_t *rc);
 static void ngx_http_ragnx_redis_schedule(ngx_http_ragnx_redis_conn_t *rc);
 static void ngx_http_ragnx_redis_timer_handler(ngx_event_t *ev);
@@ -1264,7 +1266,6 @@ ngx_http_ragnx_redis_init_process(ngx_cycle_t *cycle)
     ngx_uint_t                         i, k;
     ngx_http_ragnx_redis_sub_t       **subp, *sub;
     ngx_http_ragnx_redis_srv_t        *srv[2];
-    ngx_http_ragnx_redis_conn_t       *rc;
     ngx_http_ragnx_redis_main_conf_t  *rmcf;
 
     if (ngx_process != NGX_PROCESS_WORKER
@@ -1297,18 +1298,7 @@ ngx_http_ragnx_redis_init_process(ngx_cycle_t *cycle)
         }
 
         for (i = 0; i < srv[k]->size; i++) {
-            rc = &srv[k]->conns[i];
-            rc->srv = srv[k];
-            rc->log = cycle->log;
-            rc->timer.handler = ngx_http_ragnx_redis_timer_handler;
-            rc->timer.data = rc;
-            rc->timer.log = cycle->log;
-            rc->timer.cancelable = 1;
-            rc->flush.handler = ngx_http_ragnx_redis_flush_handler;
-            rc->flush.data = rc;
-            rc->flush.log = cycle->log;
-
-            ngx_http_ragnx_redis_connect(rc);
+            ngx_http_ragnx_redis_conn_init(&srv[k]->conns[i], srv[k], cycle);
         }
     }
 
@@ -1335,22 +1325,29 @@ ngx_http_ragnx_redis_init_process(ngx_cycle_t *cycle)
         sub->channel.len = p - sub->channel.data;
         sub->subscribed = 0;
 
-        rc = sub->conn;
-        rc->sub = sub;
-        rc->srv = sub->srv;
-        rc->log = cycle->log;
-        rc->timer.handler = ngx_http_ragnx_redis_timer_handler;
-        rc->timer.data = rc;
-        rc->timer.log = cycle->log;
-        rc->timer.cancelable = 1;
-        rc->flush.handler = ngx_http_ragnx_redis_flush_handler;
-        rc->flush.data = rc;
-        rc->flush.log = cycle->log;
-
-        ngx_http_ragnx_redis_connect(rc);
+        sub->conn->sub = sub;
+        ngx_http_ragnx_redis_conn_init(sub->conn, sub->srv, cycle);
     }
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_ragnx_redis_conn_init(ngx_http_ragnx_redis_conn_t *rc,
+    ngx_http_ragnx_redis_srv_t *srv, ngx_cycle_t *cycle)
+{
+    rc->srv = srv;
+    rc->log = cycle->log;
+    rc->timer.handler = ngx_http_ragnx_redis_timer_handler;
+    rc->timer.data = rc;
+    rc->timer.log = cycle->log;
+    rc->timer.cancelable = 1;
+    rc->flush.handler = ngx_http_ragnx_redis_flush_handler;
+    rc->flush.data = rc;
+    rc->flush.log = cycle->log;
+
+    ngx_http_ragnx_redis_connect(rc);
 }
 
 

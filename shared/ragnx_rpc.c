@@ -26,6 +26,9 @@ static const char  *ragnx_rpc_methods[] = {
     (int) (sizeof(ragnx_rpc_methods) / sizeof(ragnx_rpc_methods[0]))
 
 
+static long long ragnx_rpc_number(const char *s, size_t len, size_t max);
+
+
 int
 ragnx_rpc_method(const char *name, size_t len)
 {
@@ -129,26 +132,8 @@ ragnx_rpc_reply_write(char *out, const char *id, int status,
 long long
 ragnx_rpc_deadline(const char *s, size_t len)
 {
-    size_t     i;
-    long long  ms;
-
     /* 13 digits until the year 2286 */
-
-    if (len == 0 || len > 15) {
-        return -1;
-    }
-
-    ms = 0;
-
-    for (i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            return -1;
-        }
-
-        ms = ms * 10 + (s[i] - '0');
-    }
-
-    return ms;
+    return ragnx_rpc_number(s, len, 15);
 }
 
 
@@ -162,10 +147,27 @@ ragnx_rpc_expired(long long deadline, long long now)
 int
 ragnx_rpc_limit(const char *s, size_t len)
 {
-    int     n;
-    size_t  i;
+    long long  n;
 
-    if (len == 0 || len > 3) {
+    n = ragnx_rpc_number(s, len, 3);
+
+    if (n < RAGNX_RPC_LIMIT_MIN || n > RAGNX_RPC_LIMIT_MAX) {
+        return -1;
+    }
+
+    return (int) n;
+}
+
+
+/* 1 to max decimal digits, nothing else; -1 otherwise */
+
+static long long
+ragnx_rpc_number(const char *s, size_t len, size_t max)
+{
+    size_t     i;
+    long long  n;
+
+    if (len == 0 || len > max) {
         return -1;
     }
 
@@ -177,10 +179,6 @@ ragnx_rpc_limit(const char *s, size_t len)
         }
 
         n = n * 10 + (s[i] - '0');
-    }
-
-    if (n < RAGNX_RPC_LIMIT_MIN || n > RAGNX_RPC_LIMIT_MAX) {
-        return -1;
     }
 
     return n;

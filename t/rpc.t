@@ -109,13 +109,12 @@ EOF2
         location = /static { return 200 "static"; }
 EOF2
 
-sub token {
-    my ($sub) = @_;
-    return Ragnx::Test::jwt_hs256($secret,
-                                  { sub => $sub, exp => time + 3600 });
+# Authorization for user $_[0], as request options
+sub auth {
+    my $jwt = Ragnx::Test::jwt_hs256($secret, { sub => $_[0],
+                                                exp => time + 3600 });
+    return (headers => [ Authorization => "Bearer $jwt" ]);
 }
-
-sub auth { return (headers => [ Authorization => 'Bearer ' . token($_[0]) ]) }
 
 sub get {
     my ($path, $who, %a) = @_;
@@ -282,32 +281,9 @@ sub start_stub {
 
 sub stop_stub { $t->stop_pid('stub', 'KILL') }
 
-# a request written now, read later
 sub send_only {
-    my ($method, $path, %a) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                  PeerPort => $t->port, Proto => 'tcp')
-        or die "connect: $!";
-    $s->print(Ragnx::Test::build_request($method, $path, %a));
+    my $s = $t->send_request(@_) or die "connect: $!";
     return $s;
-}
-
-sub read_response {
-    my ($s, $timeout) = @_;
-    my $raw = '';
-    my $deadline = time + ($timeout || 10);
-    $s->blocking(0);
-    while (time < $deadline) {
-        my $n = sysread($s, my $buf, 65536);
-        if (defined $n) {
-            last if $n == 0;
-            $raw .= $buf;
-            next;
-        }
-        sleep 0.002;
-    }
-    close $s;
-    return Ragnx::Test::parse_response($raw);
 }
 
 ok(wait_subscribed(2), 'each of the two workers subscribed to its channel');
@@ -579,7 +555,7 @@ start_stub(mode => 'late', delay => 0.6);
 my $waiting = send_only(GET => '/api/users/me', auth('alice'));
 sleep 0.1;
 $t->reload_nginx;
-$r = read_response($waiting);
+$r = $t->read_response($waiting);
 is($r->{status}, 200, 'reload: a pending call still gets its reply');
 is(body($r)->{sub}, 'alice', 'reload: the right reply');
 for (1 .. 100) { last if channels() == 2; sleep 0.05 }
@@ -660,7 +636,7 @@ sleep 0.2;
 stop_stub();
 $t0 = time;
 $t->stop_redis;
-$r = read_response($pending);
+$r = $t->read_response($pending);
 $took = time - $t0;
 is($r->{status}, 503, 'Redis stopped while waiting: 503');
 is_deeply(body($r), { error => 'queue unavailable' }, '503 JSON');

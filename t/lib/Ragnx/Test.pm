@@ -314,13 +314,27 @@ sub done {
 # multiple values joined by ", "), header_list, body, raw.
 sub request {
     my ($self, $method, $path, %a) = @_;
+    my $s = $self->send_request($method, $path, %a)
+        or return { status => 0, error => "connect: $!" };
+    return $self->read_response($s, $a{timeout});
+}
+
+# The two halves of request(): a request written now and its response
+# read later, so a test can hold requests open or close them unanswered.
+sub send_request {
+    my ($self, $method, $path, %a) = @_;
     my $port = $a{port} || $self->{port};
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
                                   Proto => 'tcp', Timeout => 10)
-        or return { status => 0, error => "connect: $!" };
+        or return undef;
     $s->print(build_request($method, $path, %a));
+    return $s;
+}
+
+sub read_response {
+    my ($self, $s, $timeout) = @_;
     my $raw = '';
-    my $deadline = time + ($a{timeout} || 10);
+    my $deadline = time + ($timeout || 10);
     $s->blocking(0);
     while (time < $deadline) {
         my $n = sysread($s, my $buf, 65536);
