@@ -1,0 +1,678 @@
+
+/*
+ * ragnx worker pool: PostgreSQL.  A bounded connection pool shared by the
+ * job threads of a worker process (connections are scarce, LLM calls are
+ * slow: a thread holds a connection only around its queries, never across
+ * the LLM call), the migrations (sql/, embedded at build time), chats and
+ * messages, and full-text retrieval.
+ */
+
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ragnx_worker.h"
+
+
+typedef struct {
+    int           version;
+    const char   *name;
+    const char   *sql;
+} ragnx_migration_t;
+
+
+extern const ragnx_migration_t  ragnx_migrations[];
+
+
+struct ragnx_db_pool_s {
+    pthread_mutex_t   lock;
+    pthread_cond_t    cond;
+    PGconn          **idle;
+    int               nidle;
+    int               total;        /* open or lent connections */
+    int               size;
+    long              timeout;
+    char             *conninfo;
+    char             *password;
+};
+
+
+#define RAGNX_MIGRATE_LOCK  0x7261676e78  /* "ragnx" */
+
+
+static int ragnx_db_ok(PGconn *conn, PGresult *res, ExecStatusType want,
+    const char *what);
+
+
+PGconn *
+ragnx_db_connect(const char *conninfo, const char *password)
+{
+    PGconn      *conn;
+    const char  *keys[3], *values[3];
+
+    keys[0] = "dbname";
+    values[0] = conninfo;
+    keys[1] = password ? "password" : NULL;
+    values[1] = password;
+    keys[2] = NULL;
+    values[2] = NULL;
+
+    conn = PQconnectdbParams(keys, values, 1);
+
+    if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
+        ragnx_log(RAGNX_LOG_ERROR, "postgres connect failed: %s",
+                  conn ? PQerrorMessage(conn) : "out of memory");
+        if (conn) {
+            PQfinish(conn);
+        }
+
+        return NULL;
+    }
+
+    return conn;
+}
+
+
+ragnx_db_pool_t *
+ragnx_db_pool_create(const char *conninfo, const char *password, int size,
+    long timeout_ms)
+{
+    ragnx_db_pool_t  *pool;
+
+    pool = calloc(1, sizeof(ragnx_db_pool_t));
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    pool->idle = calloc(size, sizeof(PGconn *));
+    pool->conninfo = strdup(conninfo);
+    pool->password = password ? strdup(password) : NULL;
+
+    if (pool->idle == NULL || pool->conninfo == NULL
+        || (password && pool->password == NULL))
+    {
+        ragnx_db_pool_destroy(pool);
+        return NULL;
+    }
+
+    pool->size = size;
+    pool->timeout = timeout_ms;
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->cond, NULL);
+
+    return pool;
+}
+
+
+void
+ragnx_db_pool_destroy(ragnx_db_pool_t *pool)
+{
+    int  i;
+
+    if (pool == NULL) {
+        return;
+    }
+
+    for (i = 0; i < pool->nidle; i++) {
+        PQfinish(pool->idle[i]);
+    }
+
+    free(pool->idle);
+    free(pool->conninfo);
+
+    if (pool->password) {
+        memset(pool->password, 0, strlen(pool->password));
+        free(pool->password);
+    }
+
+    free(pool);
+}
+
+
+/*
+ * An idle connection, a new one while under the bound, or wait for one to
+ * come back; NULL after db_timeout or when connecting fails.
+ */
+
+PGconn *
+ragnx_db_get(ragnx_db_pool_t *pool)
+{
+    PGconn           *conn;
+    struct timespec   deadline;
+
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += pool->timeout / 1000;
+    deadline.tv_nsec += (pool->timeout % 1000) * 1000000;
+
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
+
+    pthread_mutex_lock(&pool->lock);
+
+    for ( ;; ) {
+        if (pool->nidle > 0) {
+            conn = pool->idle[--pool->nidle];
+            pthread_mutex_unlock(&pool->lock);
+            return conn;
+        }
+
+        if (pool->total < pool->size) {
+            pool->total++;
+            pthread_mutex_unlock(&pool->lock);
+
+            conn = ragnx_db_connect(pool->conninfo, pool->password);
+
+            if (conn == NULL) {
+                pthread_mutex_lock(&pool->lock);
+                pool->total--;
+                pthread_cond_signal(&pool->cond);
+                pthread_mutex_unlock(&pool->lock);
+            }
+
+            return conn;
+        }
+
+        if (pthread_cond_timedwait(&pool->cond, &pool->lock, &deadline)
+            != 0)
+        {
+            pthread_mutex_unlock(&pool->lock);
+            ragnx_log(RAGNX_LOG_WARN, "no postgres connection free after "
+                      "%ld ms", pool->timeout);
+            return NULL;
+        }
+    }
+}
+
+
+/* give a connection back; a broken one is closed and its slot freed */
+
+void
+ragnx_db_put(ragnx_db_pool_t *pool, PGconn *conn, int broken)
+{
+    if (conn == NULL) {
+        return;
+    }
+
+    if (!broken && PQstatus(conn) == CONNECTION_OK
+        && PQtransactionStatus(conn) == PQTRANS_IDLE)
+    {
+        pthread_mutex_lock(&pool->lock);
+        pool->idle[pool->nidle++] = conn;
+        pthread_cond_signal(&pool->cond);
+        pthread_mutex_unlock(&pool->lock);
+        return;
+    }
+
+    PQfinish(conn);
+
+    pthread_mutex_lock(&pool->lock);
+    pool->total--;
+    pthread_cond_signal(&pool->cond);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+
+static int
+ragnx_db_ok(PGconn *conn, PGresult *res, ExecStatusType want,
+    const char *what)
+{
+    if (res && PQresultStatus(res) == want) {
+        return RAGNX_OK;
+    }
+
+    ragnx_log(RAGNX_LOG_ERROR, "postgres %s: %s", what,
+              res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
+
+    return RAGNX_ERROR;
+}
+
+
+/*
+ * Apply the migrations not yet recorded in schema_migrations, each in its
+ * own transaction, under an advisory lock so concurrent runs are safe.
+ */
+
+int
+ragnx_db_migrate(PGconn *conn)
+{
+    int                       rc, applied;
+    char                      ver[16];
+    const char               *params[2];
+    PGresult                 *res;
+    const ragnx_migration_t  *m;
+
+    res = PQexec(conn, "SELECT pg_advisory_lock(478560413816)");
+    rc = ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "advisory lock");
+    PQclear(res);
+
+    if (rc != RAGNX_OK) {
+        return RAGNX_ERROR;
+    }
+
+    res = PQexec(conn, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                 "version integer PRIMARY KEY, name text NOT NULL, "
+                 "applied_at timestamptz NOT NULL DEFAULT now())");
+    rc = ragnx_db_ok(conn, res, PGRES_COMMAND_OK, "schema_migrations");
+    PQclear(res);
+
+    applied = 0;
+
+    for (m = ragnx_migrations; rc == RAGNX_OK && m->name; m++) {
+        snprintf(ver, sizeof(ver), "%d", m->version);
+        params[0] = ver;
+        params[1] = m->name;
+
+        res = PQexecParams(conn, "SELECT 1 FROM schema_migrations "
+                           "WHERE version = $1", 1, NULL, params, NULL,
+                           NULL, 0);
+        rc = ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "migration check");
+
+        if (rc != RAGNX_OK || PQntuples(res) > 0) {
+            PQclear(res);
+            continue;
+        }
+
+        PQclear(res);
+
+        res = PQexec(conn, "BEGIN");
+        PQclear(res);
+
+        res = PQexec(conn, m->sql);
+        rc = ragnx_db_ok(conn, res, PGRES_COMMAND_OK, m->name);
+        PQclear(res);
+
+        if (rc == RAGNX_OK) {
+            res = PQexecParams(conn, "INSERT INTO schema_migrations "
+                               "(version, name) VALUES ($1, $2)", 2, NULL,
+                               params, NULL, NULL, 0);
+            rc = ragnx_db_ok(conn, res, PGRES_COMMAND_OK, "migration record");
+            PQclear(res);
+        }
+
+        res = PQexec(conn, rc == RAGNX_OK ? "COMMIT" : "ROLLBACK");
+        if (rc == RAGNX_OK) {
+            rc = ragnx_db_ok(conn, res, PGRES_COMMAND_OK, "commit");
+        }
+
+        PQclear(res);
+
+        if (rc == RAGNX_OK) {
+            ragnx_log(RAGNX_LOG_INFO, "applied migration %s", m->name);
+            applied++;
+        }
+    }
+
+    res = PQexec(conn, "SELECT pg_advisory_unlock(478560413816)");
+    PQclear(res);
+
+    if (rc == RAGNX_OK && applied == 0) {
+        ragnx_log(RAGNX_LOG_INFO, "database is up to date");
+    }
+
+    return rc;
+}
+
+
+int
+ragnx_db_check_schema(PGconn *conn, char *err, size_t errlen)
+{
+    int                       want, have;
+    PGresult                 *res;
+    const ragnx_migration_t  *m;
+
+    want = 0;
+    for (m = ragnx_migrations; m->name; m++) {
+        want = m->version;
+    }
+
+    res = PQexec(conn, "SELECT coalesce(max(version), 0) "
+                 "FROM schema_migrations");
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(err, errlen, "database not migrated: run "
+                 "\"ragnx-worker migrate\"");
+        PQclear(res);
+        return RAGNX_ERROR;
+    }
+
+    have = atoi(PQgetvalue(res, 0, 0));
+    PQclear(res);
+
+    if (have < want) {
+        snprintf(err, errlen, "database schema version %d, need %d: run "
+                 "\"ragnx-worker migrate\"", have, want);
+        return RAGNX_ERROR;
+    }
+
+    return RAGNX_OK;
+}
+
+
+long long
+ragnx_db_corpus_version(PGconn *conn)
+{
+    long long   v;
+    PGresult   *res;
+
+    res = PQexec(conn, "SELECT version FROM corpus");
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK
+        || PQntuples(res) != 1)
+    {
+        PQclear(res);
+        return -1;
+    }
+
+    v = atoll(PQgetvalue(res, 0, 0));
+    PQclear(res);
+
+    return v;
+}
+
+
+/*
+ * Create the job's chat for its owner if it does not exist yet, else check
+ * the owner.  RAGNX_DECLINED when the chat is someone else's.
+ */
+
+int
+ragnx_store_chat(PGconn *conn, const ragnx_job_t *job, char *err,
+    size_t errlen)
+{
+    int          rc;
+    char         title[400];
+    size_t       n;
+    const char  *params[3];
+    PGresult    *res;
+
+    /* title: the first question, cut at 80 bytes on a UTF-8 boundary */
+    n = strlen(job->query);
+    if (n > 80) {
+        n = 80;
+        while (n > 0 && ((unsigned char) job->query[n] & 0xc0) == 0x80) {
+            n--;
+        }
+    }
+
+    snprintf(title, sizeof(title), "%.*s", (int) n, job->query);
+
+    params[0] = job->chat_id;
+    params[1] = job->owner;
+    params[2] = title;
+
+    res = PQexecParams(conn,
+                       "WITH ins AS (INSERT INTO chats (id, owner, title) "
+                       "VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING "
+                       "RETURNING owner) "
+                       "SELECT owner FROM ins UNION ALL "
+                       "SELECT owner FROM chats WHERE id = $1",
+                       3, NULL, params, NULL, NULL, 0);
+
+    if (ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "chat") != RAGNX_OK) {
+        snprintf(err, errlen, "database error");
+        PQclear(res);
+        return RAGNX_AGAIN;
+    }
+
+    rc = RAGNX_OK;
+
+    if (PQntuples(res) < 1 || strcmp(PQgetvalue(res, 0, 0), job->owner)) {
+        snprintf(err, errlen, "chat not found");
+        rc = RAGNX_DECLINED;
+    }
+
+    PQclear(res);
+
+    return rc;
+}
+
+
+/* the answer of an earlier delivery of this job, if it was committed */
+
+int
+ragnx_store_find_answer(PGconn *conn, const char *job_id,
+    ragnx_answer_t *ans)
+{
+    const char  *params[1];
+    PGresult    *res;
+
+    params[0] = job_id;
+
+    res = PQexecParams(conn, "SELECT content, coalesce(sources, '[]') "
+                       "FROM messages WHERE job_id = $1 "
+                       "AND role = 'assistant'", 1, NULL, params, NULL,
+                       NULL, 0);
+
+    if (ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "find answer") != RAGNX_OK) {
+        PQclear(res);
+        return RAGNX_AGAIN;
+    }
+
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        return RAGNX_DECLINED;
+    }
+
+    memset(ans, 0, sizeof(ragnx_answer_t));
+    ans->answer = strdup(PQgetvalue(res, 0, 0));
+    ans->sources = json_loads(PQgetvalue(res, 0, 1), 0, NULL);
+    ans->input_tokens = -1;
+    ans->output_tokens = -1;
+    PQclear(res);
+
+    if (ans->answer == NULL || !json_is_array(ans->sources)) {
+        ragnx_answer_free(ans);
+        return RAGNX_AGAIN;
+    }
+
+    return RAGNX_OK;
+}
+
+
+int
+ragnx_store_history(PGconn *conn, const char *chat_id, int limit,
+    ragnx_turn_t **turns, int *n)
+{
+    int          i, rows;
+    char         lim[16];
+    const char  *params[2];
+    PGresult    *res;
+
+    *turns = NULL;
+    *n = 0;
+
+    if (limit == 0) {
+        return RAGNX_OK;
+    }
+
+    snprintf(lim, sizeof(lim), "%d", limit);
+    params[0] = chat_id;
+    params[1] = lim;
+
+    res = PQexecParams(conn, "SELECT role, content FROM (SELECT role, "
+                       "content, seq FROM messages WHERE chat_id = $1 "
+                       "ORDER BY seq DESC LIMIT $2) m ORDER BY seq", 2,
+                       NULL, params, NULL, NULL, 0);
+
+    if (ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "history") != RAGNX_OK) {
+        PQclear(res);
+        return RAGNX_AGAIN;
+    }
+
+    rows = PQntuples(res);
+
+    if (rows > 0) {
+        *turns = calloc(rows, sizeof(ragnx_turn_t));
+        if (*turns == NULL) {
+            PQclear(res);
+            return RAGNX_AGAIN;
+        }
+
+        for (i = 0; i < rows; i++) {
+            (*turns)[i].role = strdup(PQgetvalue(res, i, 0));
+            (*turns)[i].content = strdup(PQgetvalue(res, i, 1));
+        }
+
+        *n = rows;
+    }
+
+    PQclear(res);
+
+    return RAGNX_OK;
+}
+
+
+void
+ragnx_store_history_free(ragnx_turn_t *turns, int n)
+{
+    int  i;
+
+    for (i = 0; i < n; i++) {
+        free(turns[i].role);
+        free(turns[i].content);
+    }
+
+    free(turns);
+}
+
+
+/*
+ * Top-k chunks for a question: websearch_to_tsquery, with its terms
+ * OR-ed so a natural question still finds passages; chunks matching every
+ * term rank first, then by ts_rank_cd (title > heading > body weights).
+ */
+
+int
+ragnx_store_retrieve(PGconn *conn, const char *query, int k,
+    ragnx_passage_t **passages, int *n)
+{
+    int          i, rows;
+    char         lim[16];
+    const char  *params[2];
+    PGresult    *res;
+
+    *passages = NULL;
+    *n = 0;
+
+    snprintf(lim, sizeof(lim), "%d", k);
+    params[0] = query;
+    params[1] = lim;
+
+    res = PQexecParams(conn,
+        "SELECT d.path, d.title, c.heading, c.body, "
+        "ts_rank_cd(c.tsv, q.any) AS rank "
+        "FROM (SELECT a AS all_terms, to_tsquery('english', "
+        "NULLIF(replace(a::text, ' & ', ' | '), '')) AS any "
+        "FROM websearch_to_tsquery('english', $1) a) q, "
+        "chunks c JOIN documents d ON d.id = c.document_id "
+        "WHERE c.tsv @@ q.any "
+        "ORDER BY c.tsv @@ q.all_terms DESC, rank DESC, c.id LIMIT $2",
+        2, NULL, params, NULL, NULL, 0);
+
+    if (ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "retrieve") != RAGNX_OK) {
+        PQclear(res);
+        return RAGNX_AGAIN;
+    }
+
+    rows = PQntuples(res);
+
+    if (rows > 0) {
+        *passages = calloc(rows, sizeof(ragnx_passage_t));
+        if (*passages == NULL) {
+            PQclear(res);
+            return RAGNX_AGAIN;
+        }
+
+        for (i = 0; i < rows; i++) {
+            (*passages)[i].path = strdup(PQgetvalue(res, i, 0));
+            (*passages)[i].title = strdup(PQgetvalue(res, i, 1));
+            (*passages)[i].heading = strdup(PQgetvalue(res, i, 2));
+            (*passages)[i].body = strdup(PQgetvalue(res, i, 3));
+            (*passages)[i].rank = atof(PQgetvalue(res, i, 4));
+        }
+
+        *n = rows;
+    }
+
+    PQclear(res);
+
+    return RAGNX_OK;
+}
+
+
+void
+ragnx_store_passages_free(ragnx_passage_t *p, int n)
+{
+    int  i;
+
+    for (i = 0; i < n; i++) {
+        free(p[i].path);
+        free(p[i].title);
+        free(p[i].heading);
+        free(p[i].body);
+    }
+
+    free(p);
+}
+
+
+/*
+ * The user and assistant messages of a job, and the chat's updated_at, in
+ * one statement (one transaction, one round trip).  (job_id, role) is
+ * unique: writing the same job again changes nothing.
+ */
+
+int
+ragnx_store_exchange(PGconn *conn, const ragnx_job_t *job,
+    const ragnx_answer_t *ans, char *err, size_t errlen)
+{
+    int          rc;
+    char        *sources, in[24], out[24];
+    const char  *params[8];
+    PGresult    *res;
+
+    sources = json_dumps(ans->sources, JSON_COMPACT);
+    if (sources == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return RAGNX_AGAIN;
+    }
+
+    snprintf(in, sizeof(in), "%ld", ans->input_tokens);
+    snprintf(out, sizeof(out), "%ld", ans->output_tokens);
+
+    params[0] = job->chat_id;
+    params[1] = job->id;
+    params[2] = job->query;
+    params[3] = ans->answer;
+    params[4] = sources;
+    params[5] = ans->model;
+    params[6] = ans->input_tokens >= 0 ? in : NULL;
+    params[7] = ans->output_tokens >= 0 ? out : NULL;
+
+    res = PQexecParams(conn,
+        "WITH m AS (INSERT INTO messages (chat_id, job_id, role, content, "
+        "sources, model, input_tokens, output_tokens) VALUES "
+        "($1, $2, 'user', $3, NULL, NULL, NULL, NULL), "
+        "($1, $2, 'assistant', $4, $5::jsonb, $6, $7::integer, "
+        "$8::integer) ON CONFLICT (job_id, role) DO NOTHING RETURNING 1) "
+        "UPDATE chats SET updated_at = now() WHERE id = $1 "
+        "AND EXISTS (SELECT 1 FROM m)",
+        8, NULL, params, NULL, NULL, 0);
+
+    free(sources);
+
+    rc = ragnx_db_ok(conn, res, PGRES_COMMAND_OK, "exchange");
+    PQclear(res);
+
+    if (rc != RAGNX_OK) {
+        snprintf(err, errlen, "database error");
+        return RAGNX_AGAIN;
+    }
+
+    return RAGNX_OK;
+}
