@@ -31,6 +31,7 @@
 #include <curl/curl.h>
 
 #include "ragnx_worker.h"
+#include "ragnx_keys.h"
 
 
 #define RAGNX_MAX_WORKERS     64
@@ -709,8 +710,8 @@ ragnx_maint_thread(void *data)
                 }
 
                 reply = ragnx_redis_command(&t->redis, "XCLAIM %s %s %s 0 %s "
-                                            "JUSTID", "{ragnx}:jobs", "pool",
-                                            consumer, entry);
+                                            "JUSTID", RAGNX_KEY_JOBS,
+                                            RAGNX_GROUP, consumer, entry);
                 if (reply) {
                     freeReplyObject(reply);
                 }

@@ -631,6 +631,20 @@ ragnx_queue_maintain(ragnx_redis_t *r)
 
 /* ragnx-worker jobs [retry ID | drop ID] */
 
+
+/*
+ * KEYS: job hash, jobs stream, dead stream.
+ * ARGV: dead entry, job id, now, payload, retention.
+ */
+
+static const char  ragnx_script_requeue[] =
+"redis.call('HSET', KEYS[1], 'status', 'waiting', 'attempts', 0,\n"
+"  'updatedAt', ARGV[3], 'payload', ARGV[4])\n"
+"redis.call('HDEL', KEYS[1], 'error')\n"
+"redis.call('EXPIRE', KEYS[1], ARGV[5])\n"
+"redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job', ARGV[4])\n"
+"return redis.call('XDEL', KEYS[3], ARGV[1])\n";
+
 static int ragnx_jobs_find_dead(ragnx_redis_t *r, const char *id,
     char *entry, size_t size, char **payload);
 
@@ -687,6 +701,7 @@ ragnx_queue_cli(int argc, char **argv)
     int             rc;
     char            entry[64], key[128], now[32], *payload;
     size_t          i, j;
+    const char     *id, *err;
     redisReply     *reply, *e, *f;
     ragnx_redis_t   r;
     long long       n[4];
@@ -726,16 +741,12 @@ ragnx_queue_cli(int argc, char **argv)
         snprintf(now, sizeof(now), "%lld", ragnx_now_ms());
 
         if (argv[0][0] == 'r') {
-            reply = ragnx_redis_command(&r, "EVAL %s 3 %s %s %s %s %s %s %s",
-                "redis.call('HSET', KEYS[1], 'status', 'waiting',"
-                " 'attempts', 0, 'updatedAt', ARGV[3], 'payload', ARGV[4])\n"
-                "redis.call('HDEL', KEYS[1], 'error')\n"
-                "redis.call('EXPIRE', KEYS[1], ARGV[5])\n"
-                "redis.call('XADD', KEYS[2], '*', 'id', ARGV[2],"
-                " 'job', ARGV[4])\n"
-                "return redis.call('XDEL', KEYS[3], ARGV[1])\n",
-                key, RAGNX_KEY_JOBS, RAGNX_KEY_DEAD, entry, argv[1], now,
-                payload ? payload : "", "86400");
+            reply = ragnx_redis_command(&r, "EVAL %s 3 %s %s %s %s %s %s "
+                                        "%s %ld", ragnx_script_requeue, key,
+                                        RAGNX_KEY_JOBS, RAGNX_KEY_DEAD,
+                                        entry, argv[1], now,
+                                        payload ? payload : "",
+                                        ragnx_conf->job_retention);
         } else {
             reply = ragnx_redis_command(&r, "XDEL %s %s", RAGNX_KEY_DEAD,
                                         entry);
@@ -790,7 +801,8 @@ ragnx_queue_cli(int argc, char **argv)
     {
         e = reply->element[i];
         f = e->element[1];
-        const char  *id = "-", *err = "-";
+        id = "-";
+        err = "-";
 
         for (j = 0; j + 1 < f->elements; j += 2) {
             if (strcmp(f->element[j]->str, "id") == 0) {

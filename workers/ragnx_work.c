@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "ragnx_worker.h"
-#include "ragnx_uuid.h"
+#include "ragnx_keys.h"
 
 
 static int ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
@@ -61,6 +61,7 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e)
     long            attempts, retry_after;
     char            err[512];
     ragnx_job_t     job;
+    redisReply     *reply;
     ragnx_answer_t  ans;
 
     if (e->payload == NULL
@@ -93,10 +94,15 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e)
     if (attempts < 0) {
         ragnx_log(RAGNX_LOG_INFO, "job %s already finished: acknowledged",
                   job.id);
-        ragnx_redis_command(&t->redis, "EVAL %s 1 %s %s",
-                            "redis.call('XACK', KEYS[1], 'pool', ARGV[1]) "
-                            "return redis.call('XDEL', KEYS[1], ARGV[1])",
-                            "{ragnx}:jobs", e->entry);
+        reply = ragnx_redis_command(&t->redis, "EVAL %s 1 %s %s",
+                                    "redis.call('XACK', KEYS[1], '"
+                                    RAGNX_GROUP "', ARGV[1]) return "
+                                    "redis.call('XDEL', KEYS[1], ARGV[1])",
+                                    RAGNX_KEY_JOBS, e->entry);
+        if (reply) {
+            freeReplyObject(reply);
+        }
+
         ragnx_job_free(&job);
         return;
     }
