@@ -476,7 +476,14 @@ ragnx_llm_messages(const ragnx_prompt_t *prompt, int with_system)
                                            "content", ragnx_llm_system));
     }
 
-    for (i = 0; i < prompt->nhistory; i++) {
+    /* the Messages API wants the conversation to open with the user */
+    for (i = 0; i < prompt->nhistory
+                && strcmp(prompt->history[i].role, "user") != 0; i++)
+    {
+        /* skip */
+    }
+
+    for ( /* void */ ; i < prompt->nhistory; i++) {
         json_array_append_new(a, json_pack("{s:s,s:s}", "role",
                                            prompt->history[i].role,
                                            "content",

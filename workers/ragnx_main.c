@@ -620,6 +620,13 @@ ragnx_job_thread(void *data)
             continue;
         }
 
+        if (ragnx_quit) {
+            /* SIGTERM arrived while we waited: take no new job */
+            ragnx_queue_release(&t->redis, &e);
+            ragnx_entry_free(&e);
+            break;
+        }
+
         pthread_mutex_lock(&ragnx_slots[t->index].lock);
         memcpy(ragnx_slots[t->index].entry, e.entry, sizeof(e.entry));
         pthread_mutex_unlock(&ragnx_slots[t->index].lock);

@@ -433,6 +433,27 @@ ragnx_queue_read(ragnx_redis_t *r, ragnx_entry_t *e, int block_ms)
 }
 
 
+/* an entry read while draining goes back to the stream for others */
+
+int
+ragnx_queue_release(ragnx_redis_t *r, const ragnx_entry_t *e)
+{
+    redisReply  *reply;
+
+    reply = ragnx_redis_command(r, "EVAL %s 1 %s %s %s %b",
+                                "if redis.call('XACK', KEYS[1], '"
+                                RAGNX_GROUP "', ARGV[1]) == 1 then\n"
+                                "  redis.call('XDEL', KEYS[1], ARGV[1])\n"
+                                "  redis.call('XADD', KEYS[1], '*', 'id',"
+                                " ARGV[2], 'job', ARGV[3])\n"
+                                "end\n", RAGNX_KEY_JOBS, e->entry, e->id,
+                                e->payload ? e->payload : "",
+                                e->payload ? e->len : 0);
+
+    return ragnx_reply_ok(r, reply, "release script");
+}
+
+
 /* the attempt number, or -1 when the job was already finished */
 
 int

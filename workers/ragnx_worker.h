@@ -219,6 +219,7 @@ int ragnx_queue_setup(ragnx_redis_t *r);
 int ragnx_queue_set_gen(ragnx_redis_t *r, long long version);
 int ragnx_queue_read(ragnx_redis_t *r, ragnx_entry_t *e, int block_ms);
 void ragnx_entry_free(ragnx_entry_t *e);
+int ragnx_queue_release(ragnx_redis_t *r, const ragnx_entry_t *e);
 int ragnx_queue_start(ragnx_redis_t *r, const ragnx_entry_t *e,
     long *attempts);
 int ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,

@@ -131,6 +131,11 @@ sub serve {
                 next;
             }
             substr($k->{out}, 0, $n, '');
+            if ($k->{close} && !length $k->{out} && !defined $k->{due}) {
+                $rsel->remove($s);
+                delete $c{fileno $s};
+                close $s;
+            }
         }
     }
 }
@@ -154,6 +159,8 @@ sub handle {
     for (split /\r\n/, $head) {
         $h{lc $1} = $2 if /^([^:\s]+):\s*(.*)$/;
     }
+
+    $k->{close} = 1 if ($h{connection} || '') =~ /close/i;
 
     if ($path eq '/_mock') {
         if ($method eq 'POST') {
