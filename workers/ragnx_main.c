@@ -132,6 +132,7 @@ main(int argc, char **argv)
     }
 
     ragnx_conf = conf;
+    ragnx_queue_init();
 
     if (test) {
         if (test == 2) {

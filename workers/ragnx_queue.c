@@ -19,11 +19,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <openssl/sha.h>
 
 #include "ragnx_worker.h"
 #include "ragnx_keys.h"
 #include "ragnx_uuid.h"
 
+
+typedef struct ragnx_script_s  ragnx_script_t;
 
 static int ragnx_reply_ok(ragnx_redis_t *r, redisReply *reply,
     const char *what);
@@ -31,7 +34,7 @@ static int ragnx_reply_ok(ragnx_redis_t *r, redisReply *reply,
 
 /* KEYS: job hash; ARGV: now, retention */
 
-static const char  ragnx_script_start[] =
+static const char  ragnx_script_start_text[] =
 "local st = redis.call('HGET', KEYS[1], 'status')\n"
 "if st == 'completed' or st == 'failed' then return -1 end\n"
 "redis.call('HSET', KEYS[1], 'status', 'active', 'updatedAt', ARGV[1])\n"
@@ -48,7 +51,7 @@ static const char  ragnx_script_start[] =
  * Followers get a "record" job carrying the result, through the stream.
  */
 
-static const char  ragnx_script_complete[] =
+static const char  ragnx_script_complete_text[] =
 "local now = ARGV[2]\n"
 "if tonumber(ARGV[8]) > 0 then\n"
 "  redis.call('SET', KEYS[5], ARGV[7], 'EX', ARGV[8])\n"
@@ -92,7 +95,7 @@ static const char  ragnx_script_complete[] =
  * ARGV: entry, now, due, error, payload, job id.
  */
 
-static const char  ragnx_script_retry[] =
+static const char  ragnx_script_retry_text[] =
 "redis.call('HSET', KEYS[1], 'status', 'delayed', 'error', ARGV[4],\n"
 "  'updatedAt', ARGV[2], 'payload', ARGV[5])\n"
 "redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6])\n"
@@ -107,7 +110,7 @@ static const char  ragnx_script_retry[] =
  * "1" when the job hash keys are valid (else only dead-letter).
  */
 
-static const char  ragnx_script_fail[] =
+static const char  ragnx_script_fail_text[] =
 "local now = ARGV[2]\n"
 "redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'id', ARGV[5],\n"
 "  'job', ARGV[6], 'error', ARGV[3], 'failedAt', now)\n"
@@ -135,7 +138,7 @@ static const char  ragnx_script_fail[] =
 
 /* KEYS: delayed set, jobs stream; ARGV: now, limit */
 
-static const char  ragnx_script_promote[] =
+static const char  ragnx_script_promote_text[] =
 "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1],\n"
 "  'LIMIT', 0, ARGV[2])\n"
 "for _, id in ipairs(ids) do\n"
@@ -156,7 +159,7 @@ static const char  ragnx_script_promote[] =
  * back at the end of the stream as new entries.
  */
 
-static const char  ragnx_script_reclaim[] =
+static const char  ragnx_script_reclaim_text[] =
 "local r = redis.call('XAUTOCLAIM', KEYS[1], '" RAGNX_GROUP "', ARGV[1],\n"
 "  ARGV[2], '0-0', 'COUNT', 100)\n"
 "local n = 0\n"
@@ -169,6 +172,118 @@ static const char  ragnx_script_reclaim[] =
 "  end\n"
 "end\n"
 "return n\n";
+
+
+/* KEYS: jobs stream; ARGV: entry, job id, payload */
+
+static const char  ragnx_script_release_text[] =
+"if redis.call('XACK', KEYS[1], '" RAGNX_GROUP "', ARGV[1]) == 1 then\n"
+"  redis.call('XDEL', KEYS[1], ARGV[1])\n"
+"  redis.call('XADD', KEYS[1], '*', 'id', ARGV[2], 'job', ARGV[3])\n"
+"end\n"
+"return 1\n";
+
+
+/* KEYS: jobs stream; ARGV: entry */
+
+static const char  ragnx_script_ack_text[] =
+"redis.call('XACK', KEYS[1], '" RAGNX_GROUP "', ARGV[1])\n"
+"return redis.call('XDEL', KEYS[1], ARGV[1])\n";
+
+
+/* scripts run by EVALSHA, loaded on first use (NOSCRIPT) */
+
+struct ragnx_script_s {
+    const char   *text;
+    char          sha[41];
+};
+
+
+static ragnx_script_t  ragnx_script_start = { ragnx_script_start_text, "" };
+static ragnx_script_t  ragnx_script_complete = { ragnx_script_complete_text,
+                                                 "" };
+static ragnx_script_t  ragnx_script_retry = { ragnx_script_retry_text, "" };
+static ragnx_script_t  ragnx_script_fail = { ragnx_script_fail_text, "" };
+static ragnx_script_t  ragnx_script_promote = { ragnx_script_promote_text,
+                                                "" };
+static ragnx_script_t  ragnx_script_reclaim = { ragnx_script_reclaim_text,
+                                                "" };
+static ragnx_script_t  ragnx_script_release = { ragnx_script_release_text,
+                                                "" };
+static ragnx_script_t  ragnx_script_ack = { ragnx_script_ack_text, "" };
+
+static ragnx_script_t  *ragnx_scripts[] = {
+    &ragnx_script_start, &ragnx_script_complete, &ragnx_script_retry,
+    &ragnx_script_fail, &ragnx_script_promote, &ragnx_script_reclaim,
+    &ragnx_script_release, &ragnx_script_ack, NULL
+};
+
+
+/* the SHA1 of every script: once, before any thread runs */
+
+void
+ragnx_queue_init(void)
+{
+    int              i, k;
+    unsigned char    md[SHA_DIGEST_LENGTH];
+    ragnx_script_t  *sc;
+
+    for (k = 0; ragnx_scripts[k]; k++) {
+        sc = ragnx_scripts[k];
+        SHA1((const unsigned char *) sc->text, strlen(sc->text), md);
+
+        for (i = 0; i < SHA_DIGEST_LENGTH; i++) {
+            sprintf(sc->sha + i * 2, "%02x", md[i]);
+        }
+    }
+}
+
+
+/*
+ * EVALSHA <sha> <fmt...>; on NOSCRIPT (a new or restarted Redis), load
+ * the script and send the same command again.
+ */
+
+static redisReply *
+ragnx_redis_eval(ragnx_redis_t *r, ragnx_script_t *sc, const char *fmt, ...)
+{
+    char         cmd[512];
+    va_list      args, again;
+    redisReply  *reply;
+
+    if (r->ctx == NULL && ragnx_redis_connect(r) != RAGNX_OK) {
+        return NULL;
+    }
+
+    snprintf(cmd, sizeof(cmd), "EVALSHA %s %s", sc->sha, fmt);
+
+    va_start(args, fmt);
+    va_copy(again, args);
+
+    reply = redisvCommand(r->ctx, cmd, args);
+
+    if (reply && reply->type == REDIS_REPLY_ERROR
+        && strncmp(reply->str, "NOSCRIPT", 8) == 0)
+    {
+        freeReplyObject(reply);
+        reply = redisCommand(r->ctx, "SCRIPT LOAD %s", sc->text);
+
+        if (reply) {
+            freeReplyObject(reply);
+            reply = redisvCommand(r->ctx, cmd, again);
+        }
+    }
+
+    va_end(again);
+    va_end(args);
+
+    if (reply == NULL) {
+        ragnx_log(RAGNX_LOG_ERROR, "redis: %s", r->ctx->errstr);
+        ragnx_redis_close(r);
+    }
+
+    return reply;
+}
 
 
 int
@@ -436,19 +551,23 @@ ragnx_queue_read(ragnx_redis_t *r, ragnx_entry_t *e, int block_ms)
 /* an entry read while draining goes back to the stream for others */
 
 int
+ragnx_queue_ack(ragnx_redis_t *r, const ragnx_entry_t *e)
+{
+    return ragnx_reply_ok(r, ragnx_redis_eval(r, &ragnx_script_ack, "1 %s %s",
+                                              RAGNX_KEY_JOBS, e->entry),
+                          "ack script");
+}
+
+
+int
 ragnx_queue_release(ragnx_redis_t *r, const ragnx_entry_t *e)
 {
     redisReply  *reply;
 
-    reply = ragnx_redis_command(r, "EVAL %s 1 %s %s %s %b",
-                                "if redis.call('XACK', KEYS[1], '"
-                                RAGNX_GROUP "', ARGV[1]) == 1 then\n"
-                                "  redis.call('XDEL', KEYS[1], ARGV[1])\n"
-                                "  redis.call('XADD', KEYS[1], '*', 'id',"
-                                " ARGV[2], 'job', ARGV[3])\n"
-                                "end\n", RAGNX_KEY_JOBS, e->entry, e->id,
-                                e->payload ? e->payload : "",
-                                e->payload ? e->len : 0);
+    reply = ragnx_redis_eval(r, &ragnx_script_release, "1 %s %s %s %b",
+                             RAGNX_KEY_JOBS, e->entry, e->id,
+                             e->payload ? e->payload : "",
+                             e->payload ? e->len : 0);
 
     return ragnx_reply_ok(r, reply, "release script");
 }
@@ -466,8 +585,8 @@ ragnx_queue_start(ragnx_redis_t *r, const ragnx_entry_t *e, long *attempts)
     snprintf(now, sizeof(now), "%lld", ragnx_now_ms());
     snprintf(ret, sizeof(ret), "%ld", ragnx_conf->job_retention);
 
-    reply = ragnx_redis_command(r, "EVAL %s 1 %s %s %s", ragnx_script_start,
-                                key, now, ret);
+    reply = ragnx_redis_eval(r, &ragnx_script_start, "1 %s %s %s", key, now,
+                             ret);
     if (reply == NULL) {
         return RAGNX_ERROR;
     }
@@ -522,8 +641,8 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
         return RAGNX_ERROR;
     }
 
-    reply = ragnx_redis_command(r, "EVAL %s 5 %s %s %s %s %s %s %s %s %s "
-                                "%s %s %s %s", ragnx_script_complete, key,
+    reply = ragnx_redis_eval(r, &ragnx_script_complete, "5 %s %s %s %s %s "
+                                "%s %s %s %s %s %s %s %s", key,
                                 RAGNX_KEY_JOBS, inflight, followers, cache,
                                 e->entry, now, ans->answer, sources, ret,
                                 job->id, result, ttl);
@@ -554,8 +673,8 @@ ragnx_queue_retry(ragnx_redis_t *r, const ragnx_entry_t *e,
     snprintf(now, sizeof(now), "%lld", t);
     snprintf(due, sizeof(due), "%lld", t + delay_ms);
 
-    reply = ragnx_redis_command(r, "EVAL %s 3 %s %s %s %s %s %s %s %b %s",
-                                ragnx_script_retry, key, RAGNX_KEY_JOBS,
+    reply = ragnx_redis_eval(r, &ragnx_script_retry, "3 %s %s %s %s %s %s %s "
+                                "%b %s", key, RAGNX_KEY_JOBS,
                                 RAGNX_KEY_DELAYED, e->entry, now, due, error,
                                 e->payload, e->len, e->id);
 
@@ -596,8 +715,8 @@ ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
     payload = e->payload ? e->payload : "";
     len = e->payload ? e->len : 0;
 
-    reply = ragnx_redis_command(r, "EVAL %s 5 %s %s %s %s %s %s %s %s %s "
-                                "%s %b %s %s", ragnx_script_fail, key,
+    reply = ragnx_redis_eval(r, &ragnx_script_fail, "5 %s %s %s %s %s %s %s "
+                                "%s %s %s %b %s %s", key,
                                 RAGNX_KEY_JOBS, RAGNX_KEY_DEAD, inflight,
                                 followers, e->entry, now, error, ret,
                                 e->id, payload, len, max,
@@ -617,18 +736,16 @@ ragnx_queue_maintain(ragnx_redis_t *r)
 
     snprintf(now, sizeof(now), "%lld", ragnx_now_ms());
 
-    reply = ragnx_redis_command(r, "EVAL %s 2 %s %s %s 500",
-                                ragnx_script_promote, RAGNX_KEY_DELAYED,
-                                RAGNX_KEY_JOBS, now);
+    reply = ragnx_redis_eval(r, &ragnx_script_promote, "2 %s %s %s 500",
+                             RAGNX_KEY_DELAYED, RAGNX_KEY_JOBS, now);
     if (ragnx_reply_ok(r, reply, "promote script") != RAGNX_OK) {
         return RAGNX_ERROR;
     }
 
     snprintf(idle, sizeof(idle), "%ld", ragnx_conf->visibility_timeout);
 
-    reply = ragnx_redis_command(r, "EVAL %s 1 %s %s %s",
-                                ragnx_script_reclaim, RAGNX_KEY_JOBS,
-                                r->consumer, idle);
+    reply = ragnx_redis_eval(r, &ragnx_script_reclaim, "1 %s %s %s",
+                             RAGNX_KEY_JOBS, r->consumer, idle);
     if (reply == NULL) {
         return RAGNX_ERROR;
     }

@@ -377,18 +377,24 @@ ragnx_db_corpus_version(PGconn *conn)
 
 /*
  * Create the job's chat for its owner if it does not exist yet, else check
- * the owner.  RAGNX_DECLINED when the chat is someone else's.
+ * the owner; in the same round trip, look for the answer of an earlier
+ * delivery of this job (committed, then the worker died before XACK).
+ * RAGNX_DECLINED when the chat is someone else's.  *created is set for a
+ * new chat (no history to read); found->answer when an answer exists.
  */
 
 int
-ragnx_store_chat(PGconn *conn, const ragnx_job_t *job, char *err,
-    size_t errlen)
+ragnx_store_chat(PGconn *conn, const ragnx_job_t *job, int *created,
+    ragnx_answer_t *found, char *err, size_t errlen)
 {
     int          rc;
     char         title[400];
     size_t       n;
-    const char  *params[3];
+    const char  *params[4];
     PGresult    *res;
+
+    memset(found, 0, sizeof(ragnx_answer_t));
+    *created = 0;
 
     /* title: the first question, cut at 80 bytes on a UTF-8 boundary */
     n = strlen(job->query);
@@ -404,14 +410,19 @@ ragnx_store_chat(PGconn *conn, const ragnx_job_t *job, char *err,
     params[0] = job->chat_id;
     params[1] = job->owner;
     params[2] = title;
+    params[3] = job->id;
 
     res = PQexecParams(conn,
                        "WITH ins AS (INSERT INTO chats (id, owner, title) "
                        "VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING "
                        "RETURNING owner) "
-                       "SELECT owner FROM ins UNION ALL "
-                       "SELECT owner FROM chats WHERE id = $1",
-                       3, NULL, params, NULL, NULL, 0);
+                       "SELECT c.owner, c.created, m.content, "
+                       "coalesce(m.sources, '[]') FROM "
+                       "(SELECT owner, true AS created FROM ins UNION ALL "
+                       "SELECT owner, false FROM chats WHERE id = $1) c "
+                       "LEFT JOIN messages m ON m.job_id = $4 "
+                       "AND m.role = 'assistant' LIMIT 1",
+                       4, NULL, params, NULL, NULL, 0);
 
     if (ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "chat") != RAGNX_OK) {
         snprintf(err, errlen, "database error");
@@ -419,58 +430,31 @@ ragnx_store_chat(PGconn *conn, const ragnx_job_t *job, char *err,
         return RAGNX_AGAIN;
     }
 
-    rc = RAGNX_OK;
-
     if (PQntuples(res) < 1 || strcmp(PQgetvalue(res, 0, 0), job->owner)) {
         snprintf(err, errlen, "chat not found");
-        rc = RAGNX_DECLINED;
+        PQclear(res);
+        return RAGNX_DECLINED;
+    }
+
+    *created = PQgetvalue(res, 0, 1)[0] == 't';
+    rc = RAGNX_OK;
+
+    if (!PQgetisnull(res, 0, 2)) {
+        found->answer = strdup(PQgetvalue(res, 0, 2));
+        found->sources = json_loads(PQgetvalue(res, 0, 3), 0, NULL);
+        found->input_tokens = -1;
+        found->output_tokens = -1;
+
+        if (found->answer == NULL || !json_is_array(found->sources)) {
+            ragnx_answer_free(found);
+            snprintf(err, errlen, "out of memory");
+            rc = RAGNX_AGAIN;
+        }
     }
 
     PQclear(res);
 
     return rc;
-}
-
-
-/* the answer of an earlier delivery of this job, if it was committed */
-
-int
-ragnx_store_find_answer(PGconn *conn, const char *job_id,
-    ragnx_answer_t *ans)
-{
-    const char  *params[1];
-    PGresult    *res;
-
-    params[0] = job_id;
-
-    res = PQexecParams(conn, "SELECT content, coalesce(sources, '[]') "
-                       "FROM messages WHERE job_id = $1 "
-                       "AND role = 'assistant'", 1, NULL, params, NULL,
-                       NULL, 0);
-
-    if (ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "find answer") != RAGNX_OK) {
-        PQclear(res);
-        return RAGNX_AGAIN;
-    }
-
-    if (PQntuples(res) == 0) {
-        PQclear(res);
-        return RAGNX_DECLINED;
-    }
-
-    memset(ans, 0, sizeof(ragnx_answer_t));
-    ans->answer = strdup(PQgetvalue(res, 0, 0));
-    ans->sources = json_loads(PQgetvalue(res, 0, 1), 0, NULL);
-    ans->input_tokens = -1;
-    ans->output_tokens = -1;
-    PQclear(res);
-
-    if (ans->answer == NULL || !json_is_array(ans->sources)) {
-        ragnx_answer_free(ans);
-        return RAGNX_AGAIN;
-    }
-
-    return RAGNX_OK;
 }
 
 

@@ -61,7 +61,6 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e)
     long            attempts, retry_after;
     char            err[512];
     ragnx_job_t     job;
-    redisReply     *reply;
     ragnx_answer_t  ans;
 
     if (e->payload == NULL
@@ -94,14 +93,7 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e)
     if (attempts < 0) {
         ragnx_log(RAGNX_LOG_INFO, "job %s already finished: acknowledged",
                   job.id);
-        reply = ragnx_redis_command(&t->redis, "EVAL %s 1 %s %s",
-                                    "redis.call('XACK', KEYS[1], '"
-                                    RAGNX_GROUP "', ARGV[1]) return "
-                                    "redis.call('XDEL', KEYS[1], ARGV[1])",
-                                    RAGNX_KEY_JOBS, e->entry);
-        if (reply) {
-            freeReplyObject(reply);
-        }
+        ragnx_queue_ack(&t->redis, e);
 
         ragnx_job_free(&job);
         return;
@@ -158,7 +150,7 @@ static int
 ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
     ragnx_answer_t *ans, long *retry_after, char *err, size_t errlen)
 {
-    int              rc, np, nh;
+    int              rc, np, nh, created;
     PGconn          *conn;
     ragnx_turn_t    *history;
     ragnx_prompt_t   prompt;
@@ -172,25 +164,17 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
         return RAGNX_AGAIN;
     }
 
-    rc = ragnx_store_chat(conn, job, err, errlen);
+    rc = ragnx_store_chat(conn, job, &created, ans, err, errlen);
     if (rc != RAGNX_OK) {
         ragnx_db_put(t->db, conn, rc == RAGNX_AGAIN);
         return rc;
     }
 
-    /* a redelivery of a job whose exchange was already committed */
-
-    rc = ragnx_store_find_answer(conn, job->id, ans);
-    if (rc == RAGNX_OK) {
+    if (ans->answer) {
+        /* a redelivery of a job whose exchange was already committed */
         ragnx_db_put(t->db, conn, 0);
         ragnx_log(RAGNX_LOG_INFO, "job %s: answer already stored", job->id);
         return RAGNX_OK;
-    }
-
-    if (rc == RAGNX_AGAIN) {
-        ragnx_db_put(t->db, conn, 1);
-        snprintf(err, errlen, "database error");
-        return RAGNX_AGAIN;
     }
 
     if (job->type == RAGNX_JOB_RECORD) {
@@ -225,7 +209,9 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
         return RAGNX_AGAIN;
     }
 
-    rc = ragnx_store_history(conn, job->chat_id, (int) ragnx_conf->history,
+    /* a chat created just now has no history to read */
+    rc = ragnx_store_history(conn, job->chat_id,
+                             created ? 0 : (int) ragnx_conf->history,
                              &history, &nh);
     if (rc != RAGNX_OK) {
         ragnx_store_passages_free(passages, np);

@@ -148,10 +148,8 @@ typedef struct {
 } ragnx_answer_t;
 
 
-int ragnx_store_chat(PGconn *conn, const ragnx_job_t *job, char *err,
-    size_t errlen);
-int ragnx_store_find_answer(PGconn *conn, const char *job_id,
-    ragnx_answer_t *ans);
+int ragnx_store_chat(PGconn *conn, const ragnx_job_t *job, int *created,
+    ragnx_answer_t *found, char *err, size_t errlen);
 int ragnx_store_history(PGconn *conn, const char *chat_id, int limit,
     ragnx_turn_t **turns, int *n);
 void ragnx_store_history_free(ragnx_turn_t *turns, int n);
@@ -220,6 +218,8 @@ int ragnx_queue_set_gen(ragnx_redis_t *r, long long version);
 int ragnx_queue_read(ragnx_redis_t *r, ragnx_entry_t *e, int block_ms);
 void ragnx_entry_free(ragnx_entry_t *e);
 int ragnx_queue_release(ragnx_redis_t *r, const ragnx_entry_t *e);
+int ragnx_queue_ack(ragnx_redis_t *r, const ragnx_entry_t *e);
+void ragnx_queue_init(void);
 int ragnx_queue_start(ragnx_redis_t *r, const ragnx_entry_t *e,
     long *attempts);
 int ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,

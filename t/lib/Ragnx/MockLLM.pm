@@ -27,7 +27,21 @@ sub start {
     my $pid = fork() // die "fork: $!";
     if ($pid == 0) {
         $0 = 'ragnx-mock-llm';
-        eval { serve($port, %a) };
+        my $ls = IO::Socket::INET->new(
+            LocalAddr => '127.0.0.1', LocalPort => $port, Proto => 'tcp',
+            Listen => 4096, ReuseAddr => 1) or die "listen: $!";
+        $ls->blocking(0);
+        # procs > 1 (benchmarks): several processes accept on one socket;
+        # each keeps its own settings, so set them with start(), not set()
+        my $parent = $$;
+        for (2 .. ($a{procs} || 1)) {
+            my $kid = fork() // die "fork: $!";
+            if ($kid == 0) {
+                eval { serve($ls, %a, parent => $parent) };
+                POSIX::_exit(0);
+            }
+        }
+        eval { serve($ls, %a) };
         POSIX::_exit(0);
     }
     $t->{pids}{mockllm} = $pid;
@@ -59,11 +73,7 @@ sub stats {
 }
 
 sub serve {
-    my ($port, %a) = @_;
-    my $ls = IO::Socket::INET->new(
-        LocalAddr => '127.0.0.1', LocalPort => $port, Proto => 'tcp',
-        Listen => 4096, ReuseAddr => 1) or die "listen: $!";
-    $ls->blocking(0);
+    my ($ls, %a) = @_;
     my %st = (delay_ms => $a{delay_ms} || 0, default => 'ok', script => [],
               requests => 0, last => {});
     my $rsel = IO::Select->new($ls);
@@ -71,6 +81,7 @@ sub serve {
     my $json = JSON::PP->new->canonical;
 
     for (;;) {
+        POSIX::_exit(0) if $a{parent} && getppid() != $a{parent};
         my $now = time;
         my $wait = 0.2;
         for my $k (values %c) {

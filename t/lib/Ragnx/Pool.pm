@@ -111,7 +111,11 @@ sub cli {
     local $/;
     $out = <$fh>;
     close $fh;
-    return ($? >> 8, defined $out ? $out : '');
+    my $rc = $? >> 8;
+    $out = '' unless defined $out;
+    fail("sanitizer report from ragnx-worker @args") and diag($out)
+        if $out =~ /Sanitizer|runtime error:/;
+    return ($rc, $out);
 }
 
 sub worker_log { slurp("$_[0]{t}{dir}/worker.log") }
