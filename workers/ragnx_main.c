@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -234,8 +235,9 @@ ragnx_signal(int signo)
 static pid_t
 ragnx_spawn(int index)
 {
-    pid_t  pid;
+    pid_t  pid, parent;
 
+    parent = getpid();
     pid = fork();
 
     if (pid == -1) {
@@ -244,6 +246,12 @@ ragnx_spawn(int index)
     }
 
     if (pid == 0) {
+        /* a supervisor killed with SIGKILL must not leave orphans */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent) {
+            _exit(0);
+        }
+
         ragnx_worker_process(index);
         _exit(0);
     }
