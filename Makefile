@@ -36,7 +36,8 @@ WORKER_CFLAGS = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -pthread -Ishared \
               -Iworkers -I/usr/include/postgresql -I/usr/include/hiredis
 WORKER_LIBS = -lhiredis -lpq -lcurl -ljansson -lcrypto -pthread
 
-.PHONY: all module unit worker test test-asan lint run deps clean bench
+.PHONY: all module unit worker test test-asan lint run deps clean bench \
+        bench-pool
 
 all: module unit worker
 
@@ -105,6 +106,9 @@ lint:
 
 bench: deps all
 	./bench/gateway
+
+bench-pool: deps worker
+	RAGNX_BUILD=$(ABS_BUILD) ./bench/pool
 
 clean:
 	rm -rf build build-asan

@@ -55,6 +55,7 @@ typedef struct {
 volatile sig_atomic_t  ragnx_quit;
 volatile sig_atomic_t  ragnx_reload;
 static volatile sig_atomic_t  ragnx_child;
+static volatile int           ragnx_ready;     /* schema checked, gen set */
 static volatile sig_atomic_t  ragnx_terms;
 
 static ragnx_proc_t     ragnx_procs[RAGNX_MAX_WORKERS * 2];
@@ -615,6 +616,12 @@ ragnx_job_thread(void *data)
     backoff = 100;
 
     while (!ragnx_quit) {
+        if (!__atomic_load_n(&ragnx_ready, __ATOMIC_ACQUIRE)) {
+            /* the maintenance thread has not seen a usable database yet */
+            ragnx_sleep_ms(100);
+            continue;
+        }
+
         rc = ragnx_queue_read(&t->redis, &e, 1000);
 
         if (rc == RAGNX_ERROR) {
@@ -706,6 +713,7 @@ ragnx_maint_thread(void *data)
                     ragnx_log(RAGNX_LOG_INFO, "cache generation %s@%lld",
                               ragnx_conf->llm_model, v);
                     ready = 1;
+                    __atomic_store_n(&ragnx_ready, 1, __ATOMIC_RELEASE);
                 }
             }
 

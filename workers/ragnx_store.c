@@ -40,11 +40,67 @@ struct ragnx_db_pool_s {
 };
 
 
-#define RAGNX_MIGRATE_LOCK  0x7261676e78  /* "ragnx" */
+/* statements prepared on the pooled connections, on first use */
+
+#define RAGNX_STMT_CHAT      0
+#define RAGNX_STMT_HISTORY   1
+#define RAGNX_STMT_RETRIEVE  2
+#define RAGNX_STMT_EXCHANGE  3
+
+
+static const struct {
+    const char   *name;
+    int           nparams;
+    const char   *sql;
+} ragnx_statements[] = {
+
+    { "ragnx_chat", 4,
+      "WITH ins AS (INSERT INTO chats (id, owner, title) "
+      "VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING "
+      "RETURNING owner) "
+      "SELECT c.owner, c.created, m.content, "
+      "coalesce(m.sources, '[]') FROM "
+      "(SELECT owner, true AS created FROM ins UNION ALL "
+      "SELECT owner, false FROM chats WHERE id = $1) c "
+      "LEFT JOIN messages m ON m.job_id = $4 "
+      "AND m.role = 'assistant' LIMIT 1"
+    },
+
+    { "ragnx_history", 2,
+      "SELECT role, content FROM (SELECT role, "
+      "content, seq FROM messages WHERE chat_id = $1 "
+      "ORDER BY seq DESC LIMIT $2) m ORDER BY seq"
+    },
+
+    { "ragnx_retrieve", 2,
+      "SELECT d.path, d.title, c.heading, c.body, "
+      "ts_rank_cd(c.tsv, q.any) AS rank "
+      "FROM (SELECT a AS all_terms, to_tsquery('english', "
+      "NULLIF(replace(a::text, ' & ', ' | '), '')) AS any "
+      "FROM websearch_to_tsquery('english', $1) a) q, "
+      "chunks c JOIN documents d ON d.id = c.document_id "
+      "WHERE c.tsv @@ q.any "
+      "ORDER BY c.tsv @@ q.all_terms DESC, rank DESC, c.id LIMIT $2"
+    },
+
+    { "ragnx_exchange", 8,
+      "WITH m AS (INSERT INTO messages (chat_id, job_id, role, content, "
+      "sources, model, input_tokens, output_tokens) VALUES "
+      "($1, $2, 'user', $3, NULL, NULL, NULL, NULL), "
+      "($1, $2, 'assistant', $4, $5::jsonb, $6, $7::integer, "
+      "$8::integer) ON CONFLICT (job_id, role) DO NOTHING RETURNING 1) "
+      "UPDATE chats SET updated_at = now() WHERE id = $1 "
+      "AND EXISTS (SELECT 1 FROM m)"
+    },
+
+    { NULL, 0, NULL }
+};
 
 
 static int ragnx_db_ok(PGconn *conn, PGresult *res, ExecStatusType want,
     const char *what);
+static PGresult *ragnx_db_exec(PGconn *conn, int n,
+    const char *const *params);
 
 
 PGconn *
@@ -233,6 +289,43 @@ ragnx_db_ok(PGconn *conn, PGresult *res, ExecStatusType want,
 
 
 /*
+ * Run a statement of ragnx_statements, preparing it on this connection
+ * the first time (SQLSTATE 26000: it does not exist there yet).
+ */
+
+static PGresult *
+ragnx_db_exec(PGconn *conn, int n, const char *const *params)
+{
+    const char  *state;
+    PGresult    *res;
+
+    res = PQexecPrepared(conn, ragnx_statements[n].name,
+                         ragnx_statements[n].nparams, params, NULL, NULL, 0);
+
+    state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+    if (state == NULL || strcmp(state, "26000") != 0) {
+        return res;
+    }
+
+    PQclear(res);
+
+    res = PQprepare(conn, ragnx_statements[n].name, ragnx_statements[n].sql,
+                    ragnx_statements[n].nparams, NULL);
+
+    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+        return res;
+    }
+
+    PQclear(res);
+
+    return PQexecPrepared(conn, ragnx_statements[n].name,
+                          ragnx_statements[n].nparams, params, NULL, NULL,
+                          0);
+}
+
+
+/*
  * Apply the migrations not yet recorded in schema_migrations, each in its
  * own transaction, under an advisory lock so concurrent runs are safe.
  */
@@ -412,17 +505,7 @@ ragnx_store_chat(PGconn *conn, const ragnx_job_t *job, int *created,
     params[2] = title;
     params[3] = job->id;
 
-    res = PQexecParams(conn,
-                       "WITH ins AS (INSERT INTO chats (id, owner, title) "
-                       "VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING "
-                       "RETURNING owner) "
-                       "SELECT c.owner, c.created, m.content, "
-                       "coalesce(m.sources, '[]') FROM "
-                       "(SELECT owner, true AS created FROM ins UNION ALL "
-                       "SELECT owner, false FROM chats WHERE id = $1) c "
-                       "LEFT JOIN messages m ON m.job_id = $4 "
-                       "AND m.role = 'assistant' LIMIT 1",
-                       4, NULL, params, NULL, NULL, 0);
+    res = ragnx_db_exec(conn, RAGNX_STMT_CHAT, params);
 
     if (ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "chat") != RAGNX_OK) {
         snprintf(err, errlen, "database error");
@@ -478,10 +561,7 @@ ragnx_store_history(PGconn *conn, const char *chat_id, int limit,
     params[0] = chat_id;
     params[1] = lim;
 
-    res = PQexecParams(conn, "SELECT role, content FROM (SELECT role, "
-                       "content, seq FROM messages WHERE chat_id = $1 "
-                       "ORDER BY seq DESC LIMIT $2) m ORDER BY seq", 2,
-                       NULL, params, NULL, NULL, 0);
+    res = ragnx_db_exec(conn, RAGNX_STMT_HISTORY, params);
 
     if (ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "history") != RAGNX_OK) {
         PQclear(res);
@@ -547,16 +627,7 @@ ragnx_store_retrieve(PGconn *conn, const char *query, int k,
     params[0] = query;
     params[1] = lim;
 
-    res = PQexecParams(conn,
-        "SELECT d.path, d.title, c.heading, c.body, "
-        "ts_rank_cd(c.tsv, q.any) AS rank "
-        "FROM (SELECT a AS all_terms, to_tsquery('english', "
-        "NULLIF(replace(a::text, ' & ', ' | '), '')) AS any "
-        "FROM websearch_to_tsquery('english', $1) a) q, "
-        "chunks c JOIN documents d ON d.id = c.document_id "
-        "WHERE c.tsv @@ q.any "
-        "ORDER BY c.tsv @@ q.all_terms DESC, rank DESC, c.id LIMIT $2",
-        2, NULL, params, NULL, NULL, 0);
+    res = ragnx_db_exec(conn, RAGNX_STMT_RETRIEVE, params);
 
     if (ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "retrieve") != RAGNX_OK) {
         PQclear(res);
@@ -638,15 +709,7 @@ ragnx_store_exchange(PGconn *conn, const ragnx_job_t *job,
     params[6] = ans->input_tokens >= 0 ? in : NULL;
     params[7] = ans->output_tokens >= 0 ? out : NULL;
 
-    res = PQexecParams(conn,
-        "WITH m AS (INSERT INTO messages (chat_id, job_id, role, content, "
-        "sources, model, input_tokens, output_tokens) VALUES "
-        "($1, $2, 'user', $3, NULL, NULL, NULL, NULL), "
-        "($1, $2, 'assistant', $4, $5::jsonb, $6, $7::integer, "
-        "$8::integer) ON CONFLICT (job_id, role) DO NOTHING RETURNING 1) "
-        "UPDATE chats SET updated_at = now() WHERE id = $1 "
-        "AND EXISTS (SELECT 1 FROM m)",
-        8, NULL, params, NULL, NULL, 0);
+    res = ragnx_db_exec(conn, RAGNX_STMT_EXCHANGE, params);
 
     free(sources);
 

@@ -26,16 +26,22 @@ sub start {
     my $port = Ragnx::Test::free_port();
     my $pid = fork() // die "fork: $!";
     if ($pid == 0) {
+        # never leave this branch other than by _exit: a child that ran
+        # the END blocks would remove the test directory
         $0 = 'ragnx-mock-llm';
         my $ls = IO::Socket::INET->new(
             LocalAddr => '127.0.0.1', LocalPort => $port, Proto => 'tcp',
-            Listen => 4096, ReuseAddr => 1) or die "listen: $!";
+            Listen => 4096, ReuseAddr => 1);
+        if (!$ls) {
+            print STDERR "mock llm: listen: $!\n";
+            POSIX::_exit(1);
+        }
         $ls->blocking(0);
         # procs > 1 (benchmarks): several processes accept on one socket;
         # each keeps its own settings, so set them with start(), not set()
         my $parent = $$;
         for (2 .. ($a{procs} || 1)) {
-            my $kid = fork() // die "fork: $!";
+            my $kid = fork() // POSIX::_exit(1);
             if ($kid == 0) {
                 eval { serve($ls, %a, parent => $parent) };
                 POSIX::_exit(0);
