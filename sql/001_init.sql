@@ -53,7 +53,8 @@ CREATE TABLE chunks (
     document_id    bigint NOT NULL REFERENCES documents (id)
                    ON DELETE CASCADE,
     seq            integer NOT NULL,
-    title          text NOT NULL,
+    path           text NOT NULL,           -- copies of the document's,
+    title          text NOT NULL,           -- so retrieval needs no join
     heading        text NOT NULL DEFAULT '',
     body           text NOT NULL,
     tsv            tsvector GENERATED ALWAYS AS (

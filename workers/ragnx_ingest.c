@@ -314,7 +314,7 @@ ragnx_ingest_store(ragnx_ingest_t *in, const char *rel, const char *title,
 {
     int          i, ok;
     char         seq[16], id[32];
-    const char  *params[5];
+    const char  *params[6];
     PGresult    *res;
 
     res = PQexec(in->conn, "BEGIN");
@@ -353,10 +353,11 @@ ragnx_ingest_store(ragnx_ingest_t *in, const char *rel, const char *title,
         params[2] = title;
         params[3] = chunks[i].heading;
         params[4] = chunks[i].body;
+        params[5] = rel;
 
         res = PQexecParams(in->conn, "INSERT INTO chunks (document_id, seq, "
-                           "title, heading, body) VALUES ($1, $2, $3, $4, "
-                           "$5)", 5, NULL, params, NULL, NULL, 0);
+                           "title, heading, body, path) VALUES ($1, $2, $3, "
+                           "$4, $5, $6)", 6, NULL, params, NULL, NULL, 0);
         ok = PQresultStatus(res) == PGRES_COMMAND_OK;
         if (!ok) {
             fprintf(stderr, "ragnx-worker: %s: %s", rel,

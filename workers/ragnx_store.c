@@ -73,12 +73,12 @@ static const struct {
     },
 
     { "ragnx_retrieve", 2,
-      "SELECT d.path, d.title, c.heading, c.body, "
+      "SELECT c.path, c.title, c.heading, c.body, "
       "ts_rank_cd(c.tsv, q.any) AS rank "
       "FROM (SELECT a AS all_terms, to_tsquery('english', "
       "NULLIF(replace(a::text, ' & ', ' | '), '')) AS any "
       "FROM websearch_to_tsquery('english', $1) a) q, "
-      "chunks c JOIN documents d ON d.id = c.document_id "
+      "chunks c "
       "WHERE c.tsv @@ q.any "
       "ORDER BY c.tsv @@ q.all_terms DESC, rank DESC, c.id LIMIT $2"
     },
