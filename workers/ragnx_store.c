@@ -54,16 +54,12 @@ static const struct {
     const char   *sql;
 } ragnx_statements[] = {
 
-    { "ragnx_chat", 4,
-      "WITH ins AS (INSERT INTO chats (id, owner, title) "
-      "VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING "
-      "RETURNING owner) "
-      "SELECT c.owner, c.created, m.content, "
-      "coalesce(m.sources, '[]') FROM "
-      "(SELECT owner, true AS created FROM ins UNION ALL "
-      "SELECT owner, false FROM chats WHERE id = $1) c "
-      "LEFT JOIN messages m ON m.job_id = $4 "
-      "AND m.role = 'assistant' LIMIT 1"
+    { "ragnx_chat", 2,
+      "SELECT c.owner, m.content, coalesce(m.sources, '[]') "
+      "FROM (SELECT $1::uuid AS id) x "
+      "LEFT JOIN chats c ON c.id = x.id "
+      "LEFT JOIN messages m ON m.job_id = $2::uuid "
+      "AND m.role = 'assistant'"
     },
 
     { "ragnx_history", 2,
@@ -83,14 +79,22 @@ static const struct {
       "ORDER BY c.tsv @@ q.all_terms DESC, rank DESC, c.id LIMIT $2"
     },
 
-    { "ragnx_exchange", 8,
-      "WITH m AS (INSERT INTO messages (chat_id, job_id, role, content, "
-      "sources, model, input_tokens, output_tokens) VALUES "
-      "($1, $2, 'user', $3, NULL, NULL, NULL, NULL), "
-      "($1, $2, 'assistant', $4, $5::jsonb, $6, $7::integer, "
-      "$8::integer) ON CONFLICT (job_id, role) DO NOTHING RETURNING 1) "
-      "UPDATE chats SET updated_at = now() WHERE id = $1 "
-      "AND EXISTS (SELECT 1 FROM m)"
+    { "ragnx_exchange", 10,
+      "WITH c AS (INSERT INTO chats (id, owner, title) "
+      "VALUES ($1, $9, $10) ON CONFLICT (id) DO NOTHING RETURNING owner), "
+      "o AS (SELECT owner FROM c UNION ALL "
+      "SELECT owner FROM chats WHERE id = $1 LIMIT 1), "
+      "m AS (INSERT INTO messages (chat_id, job_id, role, content, "
+      "sources, model, input_tokens, output_tokens) "
+      "SELECT $1, $2, v.r, v.t, v.s, v.m, v.i, v.o FROM (VALUES "
+      "('user', $3, NULL::jsonb, NULL::text, NULL::integer, "
+      "NULL::integer), "
+      "('assistant', $4, $5::jsonb, $6, $7::integer, $8::integer)) "
+      "v (r, t, s, m, i, o) WHERE (SELECT owner FROM o) = $9 "
+      "ON CONFLICT (job_id, role) DO NOTHING RETURNING 1), "
+      "u AS (UPDATE chats SET updated_at = now() WHERE id = $1 "
+      "AND owner = $9 AND EXISTS (SELECT 1 FROM m) RETURNING 1) "
+      "SELECT (SELECT owner FROM o)"
     },
 
     { NULL, 0, NULL }
@@ -469,11 +473,11 @@ ragnx_db_corpus_version(PGconn *conn)
 
 
 /*
- * Create the job's chat for its owner if it does not exist yet, else check
- * the owner; in the same round trip, look for the answer of an earlier
- * delivery of this job (committed, then the worker died before XACK).
- * RAGNX_DECLINED when the chat is someone else's.  *created is set for a
- * new chat (no history to read); found->answer when an answer exists.
+ * Check the job's chat: someone else's is RAGNX_DECLINED; *created is set
+ * when it does not exist yet (the exchange creates it: no history to
+ * read).  In the same read-only round trip, look for the answer of an
+ * earlier delivery of this job (committed, then the worker died before
+ * XACK): found->answer is set then.
  */
 
 int
@@ -481,50 +485,39 @@ ragnx_store_chat(PGconn *conn, const ragnx_job_t *job, int *created,
     ragnx_answer_t *found, char *err, size_t errlen)
 {
     int          rc;
-    char         title[400];
-    size_t       n;
-    const char  *params[4];
+    const char  *params[2];
     PGresult    *res;
 
     memset(found, 0, sizeof(ragnx_answer_t));
     *created = 0;
 
-    /* title: the first question, cut at 80 bytes on a UTF-8 boundary */
-    n = strlen(job->query);
-    if (n > 80) {
-        n = 80;
-        while (n > 0 && ((unsigned char) job->query[n] & 0xc0) == 0x80) {
-            n--;
-        }
-    }
-
-    snprintf(title, sizeof(title), "%.*s", (int) n, job->query);
-
     params[0] = job->chat_id;
-    params[1] = job->owner;
-    params[2] = title;
-    params[3] = job->id;
+    params[1] = job->id;
 
     res = ragnx_db_exec(conn, RAGNX_STMT_CHAT, params);
 
-    if (ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "chat") != RAGNX_OK) {
+    if (ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "chat") != RAGNX_OK
+        || PQntuples(res) != 1)
+    {
         snprintf(err, errlen, "database error");
         PQclear(res);
         return RAGNX_AGAIN;
     }
 
-    if (PQntuples(res) < 1 || strcmp(PQgetvalue(res, 0, 0), job->owner)) {
+    if (PQgetisnull(res, 0, 0)) {
+        *created = 1;
+
+    } else if (strcmp(PQgetvalue(res, 0, 0), job->owner) != 0) {
         snprintf(err, errlen, "chat not found");
         PQclear(res);
         return RAGNX_DECLINED;
     }
 
-    *created = PQgetvalue(res, 0, 1)[0] == 't';
     rc = RAGNX_OK;
 
-    if (!PQgetisnull(res, 0, 2)) {
-        found->answer = strdup(PQgetvalue(res, 0, 2));
-        found->sources = json_loads(PQgetvalue(res, 0, 3), 0, NULL);
+    if (!PQgetisnull(res, 0, 1)) {
+        found->answer = strdup(PQgetvalue(res, 0, 1));
+        found->sources = json_loads(PQgetvalue(res, 0, 2), 0, NULL);
         found->input_tokens = -1;
         found->output_tokens = -1;
 
@@ -677,9 +670,11 @@ ragnx_store_passages_free(ragnx_passage_t *p, int n)
 
 
 /*
- * The user and assistant messages of a job, and the chat's updated_at, in
- * one statement (one transaction, one round trip).  (job_id, role) is
- * unique: writing the same job again changes nothing.
+ * The chat (created for the owner if new), the user and assistant
+ * messages of a job and the chat's updated_at, in one statement (one
+ * transaction, one round trip).  (job_id, role) is unique: writing the
+ * same job again changes nothing.  Nothing is written into a chat that
+ * turned out to be someone else's: RAGNX_DECLINED.
  */
 
 int
@@ -687,8 +682,9 @@ ragnx_store_exchange(PGconn *conn, const ragnx_job_t *job,
     const ragnx_answer_t *ans, char *err, size_t errlen)
 {
     int          rc;
-    char        *sources, in[24], out[24];
-    const char  *params[8];
+    char        *sources, in[24], out[24], title[400];
+    size_t       n;
+    const char  *params[10];
     PGresult    *res;
 
     sources = json_dumps(ans->sources, JSON_COMPACT);
@@ -709,17 +705,39 @@ ragnx_store_exchange(PGconn *conn, const ragnx_job_t *job,
     params[6] = ans->input_tokens >= 0 ? in : NULL;
     params[7] = ans->output_tokens >= 0 ? out : NULL;
 
+    /* a new chat's title: the question, cut at 80 bytes on a character */
+    n = strlen(job->query);
+    if (n > 80) {
+        n = 80;
+        while (n > 0 && ((unsigned char) job->query[n] & 0xc0) == 0x80) {
+            n--;
+        }
+    }
+
+    snprintf(title, sizeof(title), "%.*s", (int) n, job->query);
+    params[8] = job->owner;
+    params[9] = title;
+
     res = ragnx_db_exec(conn, RAGNX_STMT_EXCHANGE, params);
 
     free(sources);
 
-    rc = ragnx_db_ok(conn, res, PGRES_COMMAND_OK, "exchange");
-    PQclear(res);
+    rc = ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "exchange");
 
-    if (rc != RAGNX_OK) {
+    if (rc != RAGNX_OK || PQntuples(res) != 1) {
+        PQclear(res);
         snprintf(err, errlen, "database error");
         return RAGNX_AGAIN;
     }
 
-    return RAGNX_OK;
+    rc = RAGNX_OK;
+
+    if (strcmp(PQgetvalue(res, 0, 0), job->owner) != 0) {
+        snprintf(err, errlen, "chat not found");
+        rc = RAGNX_DECLINED;
+    }
+
+    PQclear(res);
+
+    return rc;
 }

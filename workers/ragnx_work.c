@@ -192,7 +192,7 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
         }
 
         rc = ragnx_store_exchange(conn, job, ans, err, errlen);
-        ragnx_db_put(t->db, conn, rc != RAGNX_OK);
+        ragnx_db_put(t->db, conn, rc == RAGNX_AGAIN);
 
         if (rc != RAGNX_OK) {
             ragnx_answer_free(ans);
@@ -246,7 +246,7 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
     }
 
     rc = ragnx_store_exchange(conn, job, ans, err, errlen);
-    ragnx_db_put(t->db, conn, rc != RAGNX_OK);
+    ragnx_db_put(t->db, conn, rc == RAGNX_AGAIN);
 
     if (rc != RAGNX_OK) {
         ragnx_answer_free(ans);
