@@ -493,21 +493,29 @@ ragnx_conf_free(ragnx_conf_t *conf)
 void
 ragnx_conf_dump(const ragnx_conf_t *conf)
 {
+    long                    idx;
+    size_t                  n;
     const char             *v;
     const ragnx_setting_t  *s;
 
     for (s = ragnx_settings; s->name; s++) {
-        if (s->type == RAGNX_SET_INT
-            || (s->type == RAGNX_SET_ENUM && s->offset == s->enum_offset))
-        {
-            if (s->type == RAGNX_SET_INT) {
-                printf("%-24s %ld\n", s->name,
-                       *(long *) ((const char *) conf + s->offset));
-                continue;
-            }
-
+        if (s->type == RAGNX_SET_INT) {
             printf("%-24s %ld\n", s->name,
                    *(long *) ((const char *) conf + s->offset));
+            continue;
+        }
+
+        if (s->type == RAGNX_SET_ENUM && s->offset == s->enum_offset) {
+            /* the name of the value, from the list */
+            idx = *(long *) ((const char *) conf + s->offset);
+
+            for (v = s->values; idx > 0 && *v; idx--) {
+                v += strcspn(v, " ");
+                v += (*v == ' ');
+            }
+
+            n = strcspn(v, " ");
+            printf("%-24s %.*s\n", s->name, (int) n, v);
             continue;
         }
 
