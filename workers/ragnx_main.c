@@ -696,7 +696,11 @@ ragnx_maint_thread(void *data)
         if (now - gen >= 5000) {
             gen = now;
 
-            conn = ragnx_db_get(t->db);
+            /*
+             * never wait for a connection here: the heartbeats below must
+             * not stall behind busy job threads
+             */
+            conn = ragnx_db_get_within(t->db, 0);
 
             if (conn && ragnx_db_check_schema(conn, err, sizeof(err))
                         != RAGNX_OK)

@@ -200,12 +200,21 @@ ragnx_db_pool_destroy(ragnx_db_pool_t *pool)
 PGconn *
 ragnx_db_get(ragnx_db_pool_t *pool)
 {
+    return ragnx_db_get_within(pool, pool->timeout);
+}
+
+
+/* the same, waiting at most timeout ms (0: only what is free now) */
+
+PGconn *
+ragnx_db_get_within(ragnx_db_pool_t *pool, long timeout)
+{
     PGconn           *conn;
     struct timespec   deadline;
 
     clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += pool->timeout / 1000;
-    deadline.tv_nsec += (pool->timeout % 1000) * 1000000;
+    deadline.tv_sec += timeout / 1000;
+    deadline.tv_nsec += (timeout % 1000) * 1000000;
 
     if (deadline.tv_nsec >= 1000000000) {
         deadline.tv_sec++;
@@ -241,8 +250,12 @@ ragnx_db_get(ragnx_db_pool_t *pool)
             != 0)
         {
             pthread_mutex_unlock(&pool->lock);
-            ragnx_log(RAGNX_LOG_WARN, "no postgres connection free after "
-                      "%ld ms", pool->timeout);
+
+            if (timeout > 0) {
+                ragnx_log(RAGNX_LOG_WARN, "no postgres connection free "
+                          "after %ld ms", timeout);
+            }
+
             return NULL;
         }
     }

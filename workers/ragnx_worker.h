@@ -117,6 +117,7 @@ ragnx_db_pool_t *ragnx_db_pool_create(const char *conninfo,
     const char *password, int size, long timeout_ms);
 void ragnx_db_pool_destroy(ragnx_db_pool_t *pool);
 PGconn *ragnx_db_get(ragnx_db_pool_t *pool);
+PGconn *ragnx_db_get_within(ragnx_db_pool_t *pool, long timeout);
 void ragnx_db_put(ragnx_db_pool_t *pool, PGconn *conn, int broken);
 PGconn *ragnx_db_connect(const char *conninfo, const char *password);
 int ragnx_db_migrate(PGconn *conn);
