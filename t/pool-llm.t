@@ -105,6 +105,30 @@ is($j->{status}, 'failed', '400: failed');
 is($j->{attempts}, 1, 'at once');
 is($j->{error}, 'LLM rejected the request', 'error');
 
+# a leader that fails permanently fails its followers with the same error
+
+{
+    $mock->set(delay_ms => 600, script => ['400']);
+    my ($lid, $lo) = $p->ask(query => 'A question nobody may ask');
+    ok($p->wait_status($lid, 'active'), 'leader active');
+    my ($fid, $fo) = $p->ask(query => 'a question nobody may ask',
+                             owner => 'bob');
+    is("$lo $fo", 'queued follower', 'leader and follower');
+    my $l = $p->wait_job($lid);
+    my $f = $p->wait_job($fid);
+    is("$l->{status}|$l->{error}", 'failed|LLM rejected the request',
+       'leader failed');
+    is("$f->{status}|$f->{error}", 'failed|LLM rejected the request',
+       'follower failed with the same error');
+    cmp_ok($t->redis('TTL', "{ragnx}:job:$fid"), '>', 0,
+           'follower hash has the retention TTL');
+    is($t->redis('KEYS', '{ragnx}:inflight:*'), '', 'inflight key removed');
+    my ($nid, $no) = $p->ask(query => 'a question nobody may ask');
+    is($no, 'queued', 'the next identical question starts afresh');
+    is($p->wait_job($nid)->{status}, 'completed', 'and completes');
+    $mock->set(delay_ms => 0);
+}
+
 # 429 with Retry-After: 2 s, more than retry_max (400 ms)
 
 $mock->set(script => ['429:2']);

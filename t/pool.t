@@ -94,13 +94,28 @@ and bounded by the db_pool setting, independent of concurrency.
 EOF
 $t->file('corpus/notes.txt', "Penguins live in the southern hemisphere.\n");
 $t->file('corpus/image.png', "\x89PNG not a document");
+$t->file('corpus/guide/long.md', "# Long\n\n"
+         . join(' ', map { "word$_" } 1 .. 1500) . "\n\n"
+         . join("\n\n", map { "Paragraph $_ " . ('filler ' x 40) } 1 .. 30)
+         . "\n");
 
 {
     my ($rc, $out) = $p->cli('ingest', $corpus);
     is($rc, 0, 'ingest') or diag($out);
-    like($out, qr/3 changed, 0 unchanged/, 'three documents, png skipped');
+    like($out, qr/4 changed, 0 unchanged/, 'four documents, png skipped');
     is($t->psql('SELECT string_agg(path, \',\' ORDER BY path) FROM documents'),
-       'README.md,guide/postgres.md,notes.txt', 'paths relative to the root');
+       'README.md,guide/long.md,guide/postgres.md,notes.txt',
+       'paths relative to the root');
+    is($t->psql("SELECT max(length(body)) <= 1500 FROM chunks"), 't',
+       'chunks bounded by chunk_size');
+    cmp_ok($t->psql("SELECT count(*) FROM chunks c JOIN documents d ON "
+                    . "d.id = c.document_id WHERE d.path = 'guide/long.md'"),
+           '>=', 10, 'a long document is cut into many chunks');
+    like($t->psql("SELECT string_agg(body, ' ' ORDER BY seq) FROM chunks c "
+                  . "JOIN documents d ON d.id = c.document_id "
+                  . "WHERE d.path = 'guide/long.md'"),
+         qr/word1 word2 .*word1500 .*Paragraph 30 /s,
+         'nothing lost when cutting');
     cmp_ok($t->psql('SELECT count(*) FROM chunks'), '>=', 4,
            'chunked at headings');
     is($t->psql("SELECT title FROM documents WHERE path = 'README.md'"),
@@ -110,7 +125,7 @@ $t->file('corpus/image.png', "\x89PNG not a document");
        'Cache', 'a chunk keeps its heading');
 
     ($rc, $out) = $p->cli('ingest', $corpus);
-    like($out, qr/0 changed, 3 unchanged.*corpus version 1/,
+    like($out, qr/0 changed, 4 unchanged.*corpus version 1/,
          'ingesting again changes nothing');
 }
 
@@ -292,7 +307,7 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
 {
     $t->file('corpus/notes.txt', "Penguins live in Antarctica.\n");
     my ($rc, $out) = $p->cli('ingest', $corpus);
-    like($out, qr/1 changed, 2 unchanged.*corpus version 2/, 'one changed');
+    like($out, qr/1 changed, 3 unchanged.*corpus version 2/, 'one changed');
     is($t->redis('GET', '{ragnx}:gen'), 'extractive@2', 'generation bumped');
     my ($nid, $no) = $p->ask(query => 'Where do penguins live?');
     is($no, 'queued', 'the old cache entry is not served');

@@ -171,7 +171,12 @@ ragnx_llm_extractive(const ragnx_prompt_t *prompt, ragnx_answer_t *ans)
     ans->output_tokens = -1;
     ans->model = "extractive";
 
+    /* the best passage, and the next one if it covers the question as well */
     n = prompt->npassages < 2 ? prompt->npassages : 2;
+
+    if (n == 2 && prompt->passages[1].cover < prompt->passages[0].cover) {
+        n = 1;
+    }
 
     if (n == 0) {
         ans->answer = strdup("I could not find anything about that in the "

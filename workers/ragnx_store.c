@@ -70,13 +70,15 @@ static const struct {
 
     { "ragnx_retrieve", 2,
       "SELECT c.path, c.title, c.heading, c.body, "
-      "ts_rank_cd(c.tsv, q.any) AS rank "
-      "FROM (SELECT a AS all_terms, to_tsquery('english', "
-      "NULLIF(replace(a::text, ' & ', ' | '), '')) AS any "
-      "FROM websearch_to_tsquery('english', $1) a) q, "
-      "chunks c "
+      "ts_rank_cd(c.tsv, q.any) AS rank, "
+      "(SELECT count(*) FROM unnest(q.terms) t WHERE c.tsv @@ t) AS cover "
+      "FROM (SELECT to_tsquery('english', "
+      "NULLIF(replace(a::text, ' & ', ' | '), '')) AS any, "
+      "ARRAY(SELECT quote_literal(l)::tsquery FROM "
+      "unnest(tsvector_to_array(to_tsvector('english', $1))) l) AS terms "
+      "FROM websearch_to_tsquery('english', $1) a) q, chunks c "
       "WHERE c.tsv @@ q.any "
-      "ORDER BY c.tsv @@ q.all_terms DESC, rank DESC, c.id LIMIT $2"
+      "ORDER BY cover DESC, rank DESC, c.id LIMIT $2"
     },
 
     { "ragnx_exchange", 10,
@@ -613,8 +615,10 @@ ragnx_store_history_free(ragnx_turn_t *turns, int n)
 
 /*
  * Top-k chunks for a question: websearch_to_tsquery, with its terms
- * OR-ed so a natural question still finds passages; chunks matching every
- * term rank first, then by ts_rank_cd (title > heading > body weights).
+ * OR-ed so a natural question still finds passages; chunks matching more
+ * of the question's terms rank first, then by ts_rank_cd (title > heading
+ * > body weights), so one word of a title does not outrank a passage
+ * about the whole question.
  */
 
 int
@@ -655,6 +659,7 @@ ragnx_store_retrieve(PGconn *conn, const char *query, int k,
             (*passages)[i].heading = strdup(PQgetvalue(res, i, 2));
             (*passages)[i].body = strdup(PQgetvalue(res, i, 3));
             (*passages)[i].rank = atof(PQgetvalue(res, i, 4));
+            (*passages)[i].cover = atoi(PQgetvalue(res, i, 5));
         }
 
         *n = rows;

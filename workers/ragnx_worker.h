@@ -131,6 +131,7 @@ typedef struct {
     char         *heading;
     char         *body;
     double        rank;
+    int           cover;                /* question terms it contains */
 } ragnx_passage_t;
 
 
