@@ -672,7 +672,9 @@ ragnx_job_thread(void *data)
  * requeued; every visibility_timeout / 3: heartbeats, resetting the idle
  * time of the entries this process holds (so a long LLM call is never
  * taken for a dead worker); every 5 s: the cache generation from the
- * corpus version, in case Redis lost it or an ingest could not set it.
+ * corpus version, in case Redis lost it or an ingest could not set it;
+ * every minute: consumers idle for an hour with nothing pending are
+ * removed from the group.
  */
 
 static void *
@@ -681,12 +683,13 @@ ragnx_maint_thread(void *data)
     int              i, n, ready;
     char             entry[64], consumer[96], err[256];
     PGconn          *conn;
-    long long        now, beat, gen, v;
+    long long        now, beat, gen, v, forget;
     redisReply      *reply;
     ragnx_thread_t  *t = data;
 
     beat = 0;
     gen = 0;
+    forget = ragnx_now_ms();
     ready = 0;
     n = (int) ragnx_conf->concurrency;
 
@@ -744,6 +747,11 @@ ragnx_maint_thread(void *data)
                     freeReplyObject(reply);
                 }
             }
+        }
+
+        if (now - forget >= 60000) {
+            forget = now;
+            ragnx_queue_forget(&t->redis, 3600000);
         }
 
         ragnx_queue_maintain(&t->redis);

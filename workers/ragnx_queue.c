@@ -174,6 +174,27 @@ static const char  ragnx_script_reclaim_text[] =
 "return n\n";
 
 
+/*
+ * KEYS: jobs stream; ARGV: idle ms.  Consumers of workers long gone
+ * (nothing pending, idle that long) are removed from the group, so
+ * restarts do not grow it without bound.
+ */
+
+static const char  ragnx_script_forget_text[] =
+"local n = 0\n"
+"for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1],\n"
+"                              '" RAGNX_GROUP "')) do\n"
+"  local f = {}\n"
+"  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end\n"
+"  if f['pending'] == 0 and f['idle'] > tonumber(ARGV[1]) then\n"
+"    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], '" RAGNX_GROUP "',\n"
+"               f['name'])\n"
+"    n = n + 1\n"
+"  end\n"
+"end\n"
+"return n\n";
+
+
 /* KEYS: jobs stream; ARGV: entry, job id, payload */
 
 static const char  ragnx_script_release_text[] =
@@ -211,11 +232,13 @@ static ragnx_script_t  ragnx_script_reclaim = { ragnx_script_reclaim_text,
 static ragnx_script_t  ragnx_script_release = { ragnx_script_release_text,
                                                 "" };
 static ragnx_script_t  ragnx_script_ack = { ragnx_script_ack_text, "" };
+static ragnx_script_t  ragnx_script_forget = { ragnx_script_forget_text,
+                                               "" };
 
 static ragnx_script_t  *ragnx_scripts[] = {
     &ragnx_script_start, &ragnx_script_complete, &ragnx_script_retry,
     &ragnx_script_fail, &ragnx_script_promote, &ragnx_script_reclaim,
-    &ragnx_script_release, &ragnx_script_ack, NULL
+    &ragnx_script_release, &ragnx_script_ack, &ragnx_script_forget, NULL
 };
 
 
@@ -764,6 +787,25 @@ ragnx_queue_maintain(ragnx_redis_t *r)
     }
 
     return ragnx_reply_ok(r, reply, "reclaim script");
+}
+
+
+/* remove consumers idle for idle_ms with nothing pending */
+
+int
+ragnx_queue_forget(ragnx_redis_t *r, long idle_ms)
+{
+    redisReply  *reply;
+
+    reply = ragnx_redis_eval(r, &ragnx_script_forget, "1 %s %ld",
+                             RAGNX_KEY_JOBS, idle_ms);
+
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
+        ragnx_log(RAGNX_LOG_INFO, "removed %lld idle consumers from the "
+                  "group", reply->integer);
+    }
+
+    return ragnx_reply_ok(r, reply, "forget script");
 }
 
 
