@@ -436,12 +436,6 @@ ragnx_conf_load(const char *path, char *err, size_t errlen)
         goto failed;
     }
 
-    if (conf->visibility_timeout < 3 * 1000) {
-        /* allowed, but heartbeats at a third of it must keep up */
-        ragnx_log(RAGNX_LOG_DEBUG, "short visibility_timeout %ld ms",
-                  conf->visibility_timeout);
-    }
-
     return conf;
 
 failed:
