@@ -107,6 +107,13 @@ static int ragnx_db_ok(PGconn *conn, PGresult *res, ExecStatusType want,
     const char *what);
 static PGresult *ragnx_db_exec(PGconn *conn, int n,
     const char *const *params);
+static int ragnx_store_chat_result(PGconn *conn, PGresult *res,
+    const ragnx_job_t *job, int *created, ragnx_answer_t *found, char *err,
+    size_t errlen);
+static int ragnx_store_history_result(PGconn *conn, PGresult *res,
+    ragnx_turn_t **turns, int *n);
+static int ragnx_store_retrieve_result(PGconn *conn, PGresult *res,
+    ragnx_passage_t **passages, int *n);
 
 
 PGconn *
@@ -499,17 +506,27 @@ int
 ragnx_store_chat(PGconn *conn, const ragnx_job_t *job, int *created,
     ragnx_answer_t *found, char *err, size_t errlen)
 {
-    int          rc;
     const char  *params[2];
     PGresult    *res;
-
-    memset(found, 0, sizeof(ragnx_answer_t));
-    *created = 0;
 
     params[0] = job->chat_id;
     params[1] = job->id;
 
     res = ragnx_db_exec(conn, RAGNX_STMT_CHAT, params);
+
+    return ragnx_store_chat_result(conn, res, job, created, found, err,
+                                   errlen);
+}
+
+
+static int
+ragnx_store_chat_result(PGconn *conn, PGresult *res, const ragnx_job_t *job,
+    int *created, ragnx_answer_t *found, char *err, size_t errlen)
+{
+    int  rc;
+
+    memset(found, 0, sizeof(ragnx_answer_t));
+    *created = 0;
 
     if (ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "chat") != RAGNX_OK
         || PQntuples(res) != 1)
@@ -553,7 +570,6 @@ int
 ragnx_store_history(PGconn *conn, const char *chat_id, int limit,
     ragnx_turn_t **turns, int *n)
 {
-    int          i, rows;
     char         lim[16];
     const char  *params[2];
     PGresult    *res;
@@ -570,6 +586,19 @@ ragnx_store_history(PGconn *conn, const char *chat_id, int limit,
     params[1] = lim;
 
     res = ragnx_db_exec(conn, RAGNX_STMT_HISTORY, params);
+
+    return ragnx_store_history_result(conn, res, turns, n);
+}
+
+
+static int
+ragnx_store_history_result(PGconn *conn, PGresult *res, ragnx_turn_t **turns,
+    int *n)
+{
+    int  i, rows;
+
+    *turns = NULL;
+    *n = 0;
 
     if (ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "history") != RAGNX_OK) {
         PQclear(res);
@@ -625,7 +654,6 @@ int
 ragnx_store_retrieve(PGconn *conn, const char *query, int k,
     ragnx_passage_t **passages, int *n)
 {
-    int          i, rows;
     char         lim[16];
     const char  *params[2];
     PGresult    *res;
@@ -638,6 +666,19 @@ ragnx_store_retrieve(PGconn *conn, const char *query, int k,
     params[1] = lim;
 
     res = ragnx_db_exec(conn, RAGNX_STMT_RETRIEVE, params);
+
+    return ragnx_store_retrieve_result(conn, res, passages, n);
+}
+
+
+static int
+ragnx_store_retrieve_result(PGconn *conn, PGresult *res,
+    ragnx_passage_t **passages, int *n)
+{
+    int  i, rows;
+
+    *passages = NULL;
+    *n = 0;
 
     if (ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "retrieve") != RAGNX_OK) {
         PQclear(res);
@@ -666,6 +707,156 @@ ragnx_store_retrieve(PGconn *conn, const char *query, int k,
     }
 
     PQclear(res);
+
+    return RAGNX_OK;
+}
+
+
+/*
+ * What an ask job reads before the LLM call, in one round trip (libpq
+ * pipeline mode): the chat check, the passages and the chat's history.
+ * Statements not yet prepared on this connection (or any other trouble
+ * with the pipeline) fall back to one query at a time.
+ */
+
+int
+ragnx_store_read_ask(PGconn *conn, const ragnx_job_t *job, int k,
+    int history, int *created, ragnx_answer_t *found,
+    ragnx_passage_t **passages, int *np, ragnx_turn_t **turns, int *nh,
+    char *err, size_t errlen)
+{
+    int              i, rc, ok, sent, synced;
+    char             lim[16], hist[16];
+    const char      *params[3][2];
+    PGresult        *res[3], *r;
+    static const int stmts[3] = { RAGNX_STMT_CHAT, RAGNX_STMT_RETRIEVE,
+                                  RAGNX_STMT_HISTORY };
+
+    *passages = NULL;
+    *np = 0;
+    *turns = NULL;
+    *nh = 0;
+
+    snprintf(lim, sizeof(lim), "%d", k);
+    snprintf(hist, sizeof(hist), "%d", history);
+
+    params[0][0] = job->chat_id;
+    params[0][1] = job->id;
+    params[1][0] = job->query;
+    params[1][1] = lim;
+    params[2][0] = job->chat_id;
+    params[2][1] = hist;
+
+    for (i = 0; i < 3; i++) {
+        res[i] = NULL;
+    }
+
+    sent = 0;
+    ok = PQenterPipelineMode(conn);
+
+    while (ok && sent < 3) {
+        ok = PQsendQueryPrepared(conn, ragnx_statements[stmts[sent]].name,
+                                 2, params[sent], NULL, NULL, 0);
+        sent += ok;
+    }
+
+    synced = PQpipelineSync(conn);
+    ok = ok && synced;
+
+    /*
+     * Every query sent has its results, each list ended by a NULL (a
+     * failed one aborts the rest: PGRES_PIPELINE_ABORTED), then the sync.
+     */
+
+    for (i = 0; sent > i; i++) {
+        res[i] = PQgetResult(conn);
+
+        if (res[i] == NULL) {
+            ok = 0;
+            break;
+        }
+
+        while ((r = PQgetResult(conn)) != NULL) {
+            PQclear(r);
+        }
+
+        if (PQresultStatus(res[i]) != PGRES_TUPLES_OK) {
+            ok = 0;
+        }
+    }
+
+    if (synced) {
+        r = PQgetResult(conn);
+        PQclear(r);
+    }
+
+    if (!PQexitPipelineMode(conn)) {
+        ok = 0;
+    }
+
+    if (!ok) {
+        for (i = 0; i < 3; i++) {
+            PQclear(res[i]);
+        }
+
+        if (PQstatus(conn) != CONNECTION_OK
+            || PQpipelineStatus(conn) != PQ_PIPELINE_OFF)
+        {
+            snprintf(err, errlen, "database error");
+            return RAGNX_AGAIN;
+        }
+
+        /* one at a time: prepares what this connection lacks */
+
+        rc = ragnx_store_chat(conn, job, created, found, err, errlen);
+        if (rc != RAGNX_OK || found->answer) {
+            return rc;
+        }
+
+        if (ragnx_store_retrieve(conn, job->query, k, passages, np)
+            != RAGNX_OK)
+        {
+            snprintf(err, errlen, "database error");
+            return RAGNX_AGAIN;
+        }
+
+        if (ragnx_store_history(conn, job->chat_id, *created ? 0 : history,
+                                turns, nh)
+            != RAGNX_OK)
+        {
+            ragnx_store_passages_free(*passages, *np);
+            *passages = NULL;
+            *np = 0;
+            snprintf(err, errlen, "database error");
+            return RAGNX_AGAIN;
+        }
+
+        return RAGNX_OK;
+    }
+
+    rc = ragnx_store_chat_result(conn, res[0], job, created, found, err,
+                                 errlen);
+
+    if (rc != RAGNX_OK || found->answer) {
+        PQclear(res[1]);
+        PQclear(res[2]);
+        return rc;
+    }
+
+    rc = ragnx_store_retrieve_result(conn, res[1], passages, np);
+
+    if (ragnx_store_history_result(conn, res[2], turns, nh) != RAGNX_OK
+        || rc != RAGNX_OK)
+    {
+        ragnx_store_history_free(*turns, *nh);
+        *turns = NULL;
+        *nh = 0;
+        ragnx_store_passages_free(*passages, *np);
+        *passages = NULL;
+        *np = 0;
+        snprintf(err, errlen, "database error");
+        return RAGNX_AGAIN;
+    }
 
     return RAGNX_OK;
 }

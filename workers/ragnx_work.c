@@ -164,31 +164,26 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
         return RAGNX_AGAIN;
     }
 
-    rc = ragnx_store_chat(conn, job, &created, ans, err, errlen);
-    if (rc != RAGNX_OK) {
-        ragnx_db_put(t->db, conn, rc == RAGNX_AGAIN);
-        return rc;
-    }
-
-    if (ans->answer) {
-        /* a redelivery of a job whose exchange was already committed */
-        ragnx_db_put(t->db, conn, 0);
-        ragnx_log(RAGNX_LOG_INFO, "job %s: answer already stored", job->id);
-        return RAGNX_OK;
-    }
-
     if (job->type == RAGNX_JOB_RECORD) {
-        ans->answer = strdup(job->answer);
-        ans->sources = json_incref(job->sources);
-        ans->input_tokens = -1;
-        ans->output_tokens = -1;
-        ans->model = "cache";
+        rc = ragnx_store_chat(conn, job, &created, ans, err, errlen);
+        if (rc != RAGNX_OK) {
+            ragnx_db_put(t->db, conn, rc == RAGNX_AGAIN);
+            return rc;
+        }
 
         if (ans->answer == NULL) {
-            ragnx_db_put(t->db, conn, 0);
-            ragnx_answer_free(ans);
-            snprintf(err, errlen, "out of memory");
-            return RAGNX_AGAIN;
+            ans->answer = strdup(job->answer);
+            ans->sources = json_incref(job->sources);
+            ans->input_tokens = -1;
+            ans->output_tokens = -1;
+            ans->model = "cache";
+
+            if (ans->answer == NULL) {
+                ragnx_db_put(t->db, conn, 0);
+                ragnx_answer_free(ans);
+                snprintf(err, errlen, "out of memory");
+                return RAGNX_AGAIN;
+            }
         }
 
         rc = ragnx_store_exchange(conn, job, ans, err, errlen);
@@ -201,23 +196,23 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
         return rc;
     }
 
-    rc = ragnx_store_retrieve(conn, job->query, (int) ragnx_conf->top_k,
-                              &passages, &np);
+    /* chat check, passages and history in one round trip */
+
+    rc = ragnx_store_read_ask(conn, job, (int) ragnx_conf->top_k,
+                              (int) ragnx_conf->history, &created, ans,
+                              &passages, &np, &history, &nh, err, errlen);
     if (rc != RAGNX_OK) {
-        ragnx_db_put(t->db, conn, 1);
-        snprintf(err, errlen, "database error");
-        return RAGNX_AGAIN;
+        ragnx_db_put(t->db, conn, rc == RAGNX_AGAIN);
+        return rc;
     }
 
-    /* a chat created just now has no history to read */
-    rc = ragnx_store_history(conn, job->chat_id,
-                             created ? 0 : (int) ragnx_conf->history,
-                             &history, &nh);
-    if (rc != RAGNX_OK) {
+    if (ans->answer) {
+        /* a redelivery of a job whose exchange was already committed */
+        ragnx_db_put(t->db, conn, 0);
         ragnx_store_passages_free(passages, np);
-        ragnx_db_put(t->db, conn, 1);
-        snprintf(err, errlen, "database error");
-        return RAGNX_AGAIN;
+        ragnx_store_history_free(history, nh);
+        ragnx_log(RAGNX_LOG_INFO, "job %s: answer already stored", job->id);
+        return RAGNX_OK;
     }
 
     /* connections are scarce and the LLM is slow: give it back first */
