@@ -787,6 +787,12 @@ ragnx_store_read_ask(PGconn *conn, const ragnx_job_t *job, int k,
 
     if (synced) {
         r = PQgetResult(conn);
+        if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+            ragnx_log(RAGNX_LOG_DEBUG, "pipeline: %s instead of sync",
+                      r ? PQresStatus(PQresultStatus(r)) : "nothing");
+            ok = 0;
+        }
+
         PQclear(r);
     }
 
@@ -795,6 +801,13 @@ ragnx_store_read_ask(PGconn *conn, const ragnx_job_t *job, int k,
     }
 
     if (!ok) {
+        ragnx_log(RAGNX_LOG_DEBUG, "pipeline failed: sent %d, %s %s %s, %s",
+                  sent,
+                  res[0] ? PQresStatus(PQresultStatus(res[0])) : "-",
+                  res[1] ? PQresStatus(PQresultStatus(res[1])) : "-",
+                  res[2] ? PQresStatus(PQresultStatus(res[2])) : "-",
+                  PQerrorMessage(conn));
+
         for (i = 0; i < 3; i++) {
             PQclear(res[i]);
         }
@@ -806,8 +819,17 @@ ragnx_store_read_ask(PGconn *conn, const ragnx_job_t *job, int k,
             return RAGNX_AGAIN;
         }
 
-        /* one at a time: prepares what this connection lacks */
+        /*
+         * Most likely a new connection without the prepared statements:
+         * prepare them all (those that exist fail harmlessly), then do
+         * this job one query at a time.
+         */
 
+        for (i = 0; ragnx_statements[i].name; i++) {
+            PQclear(PQprepare(conn, ragnx_statements[i].name,
+                              ragnx_statements[i].sql,
+                              ragnx_statements[i].nparams, NULL));
+        }
         rc = ragnx_store_chat(conn, job, created, found, err, errlen);
         if (rc != RAGNX_OK || found->answer) {
             return rc;
