@@ -26,9 +26,40 @@ UNIT_BINS   = $(patsubst t/unit/%.c,$(ABS_BUILD)/unit/%,$(UNIT_SRCS))
 
 CFLAGS_C    = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -Ishared -It/unit
 
-.PHONY: all module unit test test-asan lint run reset deps clean bench
+# the worker pool daemon and its CLI
+WORKER      = $(ABS_BUILD)/workers/ragnx-worker
+WORKER_SRCS = $(wildcard workers/*.c)
+WORKER_OBJS = $(patsubst workers/%.c,$(ABS_BUILD)/workers/%.o,$(WORKER_SRCS)) \
+              $(patsubst shared/%.c,$(ABS_BUILD)/workers/shared_%.o,$(SHARED_SRCS)) \
+              $(ABS_BUILD)/workers/ragnx_migrations.o
+WORKER_CFLAGS = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -pthread -Ishared \
+              -Iworkers -I/usr/include/postgresql -I/usr/include/hiredis
+WORKER_LIBS = -lhiredis -lpq -lcurl -ljansson -lcrypto -pthread
 
-all: module unit
+.PHONY: all module unit worker test test-asan lint run reset deps clean \
+        bench bench-pool
+
+all: module unit worker
+
+worker: $(WORKER)
+
+$(WORKER): $(WORKER_OBJS)
+	$(CC) $(SANFLAGS) -o $@ $^ $(WORKER_LIBS)
+
+$(ABS_BUILD)/workers/%.o: workers/%.c $(wildcard workers/*.h shared/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(WORKER_CFLAGS) -c -o $@ $<
+
+$(ABS_BUILD)/workers/shared_%.o: shared/%.c $(wildcard shared/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(WORKER_CFLAGS) -c -o $@ $<
+
+$(ABS_BUILD)/workers/ragnx_migrations.c: scripts/embed-sql $(wildcard sql/*.sql)
+	@mkdir -p $(dir $@)
+	./scripts/embed-sql $(sort $(wildcard sql/*.sql)) > $@
+
+$(ABS_BUILD)/workers/ragnx_migrations.o: $(ABS_BUILD)/workers/ragnx_migrations.c
+	$(CC) $(WORKER_CFLAGS) -c -o $@ $<
 
 deps:
 	@./scripts/deps
@@ -83,6 +114,9 @@ lint:
 bench: deps all
 	./bench/gateway
 	./bench/ask
+
+bench-pool: deps worker
+	RAGNX_BUILD=$(ABS_BUILD) ./bench/pool
 
 clean:
 	rm -rf build build-asan

@@ -239,6 +239,101 @@ sub stop_redis {
     $self->stop_pid('redis', 'TERM');
 }
 
+# A private PostgreSQL 15 under the test directory, on a free loopback port
+# with its unix socket there too.  PostgreSQL refuses to run as root: when
+# we are root it runs as the system user ragnx-test (created if missing).
+# Database "ragnx", superuser "ragnx", trust authentication.
+my $PGBIN = $ENV{RAGNX_PGBIN} || '/usr/lib/postgresql/15/bin';
+my $PGUSER = 'ragnx-test';
+
+sub pg_ids {
+    return () unless $> == 0;
+    unless (defined getpwnam($PGUSER)) {
+        system('useradd', '--system', '--no-create-home',
+               '--shell', '/usr/sbin/nologin', $PGUSER) == 0
+            or BAIL_OUT("cannot create user $PGUSER");
+    }
+    my ($uid, $gid) = (getpwnam($PGUSER))[2, 3];
+    return ($uid, $gid);
+}
+
+# fork and exec as the PostgreSQL user, output to a log file
+sub pg_spawn {
+    my ($self, $log, @cmd) = @_;
+    my ($uid, $gid) = pg_ids();
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>>', $log;
+        open STDERR, '>>', $log;
+        if (defined $uid) {
+            POSIX::setgid($gid);
+            $) = "$gid $gid";
+            POSIX::setuid($uid) or POSIX::_exit(126);
+        }
+        exec(@cmd) or POSIX::_exit(127);
+    }
+    return $pid;
+}
+
+sub start_postgres {
+    my ($self, %a) = @_;
+    my $pg = "$self->{dir}/pg";
+    my $data = "$pg/data";
+    my ($uid, $gid) = pg_ids();
+    unless (-d $data) {
+        mkdir $pg;
+        chown $uid, $gid, $pg if defined $uid;
+        my $pid = $self->pg_spawn("$self->{dir}/pg-initdb.log",
+            "$PGBIN/initdb", '-D', $data, '-U', 'ragnx', '-A', 'trust',
+            '-E', 'UTF8', '--locale=C', '--no-sync');
+        waitpid($pid, 0);
+        $? == 0 or BAIL_OUT("initdb failed: "
+                            . slurp("$self->{dir}/pg-initdb.log"));
+    }
+    my $port = $self->{pg_port} ||= free_port();
+    $self->{pids}{postgres} = $self->pg_spawn("$self->{dir}/postgres.log",
+        "$PGBIN/postgres", '-D', $data, '-p', $port, '-k', $pg,
+        '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off',
+        '-c', 'full_page_writes=off', '-c', 'max_connections=200',
+        @{ $a{options} || [] });
+    for (1 .. 400) {
+        last if system("$PGBIN/pg_isready -q -h 127.0.0.1 -p $port") == 0;
+        sleep 0.025;
+    }
+    unless ($self->{pg_created}++) {
+        $self->psql("CREATE DATABASE ragnx", 'postgres');
+    }
+    return $port;
+}
+
+sub pg_port { $_[0]{pg_port} }
+
+sub pg_conninfo {
+    my ($self) = @_;
+    return "host=127.0.0.1 port=$self->{pg_port} user=ragnx dbname=ragnx";
+}
+
+# fast shutdown (SIGINT), waits for the postmaster to exit
+sub stop_postgres {
+    my ($self) = @_;
+    $self->stop_pid('postgres', 'INT');
+}
+
+# psql -XAt: rows separated by newlines, columns by "|"
+sub psql {
+    my ($self, $sql, $db) = @_;
+    open my $fh, '-|', "$PGBIN/psql", '-h', '127.0.0.1', '-p',
+        $self->{pg_port}, '-U', 'ragnx', '-d', $db || 'ragnx', '-XAtq',
+        '-v', 'ON_ERROR_STOP=1', '-c', $sql
+        or die "psql: $!";
+    local $/;
+    my $out = <$fh>;
+    close $fh;
+    $out = '' unless defined $out;
+    $out =~ s/\s+\z//;
+    return $out;
+}
+
 sub signal {
     my ($self, $name, $sig) = @_;
     kill $sig, $self->{pids}{$name};

@@ -1,0 +1,253 @@
+package Ragnx::MockLLM;
+
+# A mock LLM server on loopback for the tests and the pool benchmark: one
+# process, one select loop, so it holds thousands of slow requests at once.
+# Speaks the Anthropic Messages API (POST /v1/messages) and OpenAI chat
+# completions (POST .../chat/completions).  Behaviour is set over HTTP:
+#
+#   POST /_mock {"delay_ms":N, "default":MODE, "script":[MODE, ...]}
+#   GET  /_mock  -> {"requests":N, "last":{"path","headers","body"}}
+#
+# Each LLM request takes the next MODE of the script, else the default:
+# ok, 500, 400, 429:<retry-after seconds>, hang (never answers),
+# malformed (200 with a body that is not JSON).
+
+use strict;
+use warnings;
+
+use IO::Select;
+use IO::Socket::INET;
+use JSON::PP;
+use POSIX ();
+use Time::HiRes qw(time);
+
+sub start {
+    my ($class, $t, %a) = @_;
+    my $port = Ragnx::Test::free_port();
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        # never leave this branch other than by _exit: a child that ran
+        # the END blocks would remove the test directory
+        $0 = 'ragnx-mock-llm';
+        my $ls = IO::Socket::INET->new(
+            LocalAddr => '127.0.0.1', LocalPort => $port, Proto => 'tcp',
+            Listen => 4096, ReuseAddr => 1);
+        if (!$ls) {
+            print STDERR "mock llm: listen: $!\n";
+            POSIX::_exit(1);
+        }
+        $ls->blocking(0);
+        # procs > 1 (benchmarks): several processes accept on one socket;
+        # each keeps its own settings, so set them with start(), not set()
+        my $parent = $$;
+        for (2 .. ($a{procs} || 1)) {
+            my $kid = fork() // POSIX::_exit(1);
+            if ($kid == 0) {
+                eval { serve($ls, %a, parent => $parent) };
+                POSIX::_exit(0);
+            }
+        }
+        eval { serve($ls, %a) };
+        POSIX::_exit(0);
+    }
+    $t->{pids}{mockllm} = $pid;
+    for (1 .. 200) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $port, Proto => 'tcp');
+        if ($s) { close $s; last }
+        select(undef, undef, undef, 0.025);
+    }
+    return bless { t => $t, port => $port }, $class;
+}
+
+sub port { $_[0]{port} }
+sub url  { "http://127.0.0.1:$_[0]{port}" }
+
+# set delay_ms / default / script
+sub set {
+    my ($self, %a) = @_;
+    my $r = $self->{t}->request('POST', '/_mock', port => $self->{port},
+                                body => encode_json(\%a));
+    die "mock: $r->{status}" unless $r->{status} == 200;
+    return $self;
+}
+
+sub stats {
+    my ($self) = @_;
+    my $r = $self->{t}->request('GET', '/_mock', port => $self->{port});
+    return decode_json($r->{body});
+}
+
+sub serve {
+    my ($ls, %a) = @_;
+    my %st = (delay_ms => $a{delay_ms} || 0, default => 'ok', script => [],
+              requests => 0, last => {});
+    my $rsel = IO::Select->new($ls);
+    my %c;      # fileno -> { s, in, out, due, resp }
+    my $json = JSON::PP->new->canonical;
+
+    for (;;) {
+        POSIX::_exit(0) if $a{parent} && getppid() != $a{parent};
+        my $now = time;
+        my $wait = 0.2;
+        for my $k (values %c) {
+            next unless defined $k->{due};
+            my $d = $k->{due} - $now;
+            $wait = $d if $d < $wait;
+        }
+        $wait = 0 if $wait < 0;
+        my $wsel = IO::Select->new(map { $_->{s} }
+                                   grep { length $_->{out} } values %c);
+        my ($r, $w) = IO::Select->select($rsel, $wsel, undef, $wait);
+        for my $s (@{ $r || [] }) {
+            if ($s == $ls) {
+                while (my $n = $ls->accept) {
+                    $n->blocking(0);
+                    $c{fileno $n} = { s => $n, in => '', out => '' };
+                    $rsel->add($n);
+                }
+                next;
+            }
+            my $k = $c{fileno $s} or next;
+            my $got = sysread($s, my $buf, 65536);
+            if (!defined $got) { next }
+            if ($got == 0) {
+                $rsel->remove($s);
+                delete $c{fileno $s};
+                close $s;
+                next;
+            }
+            $k->{in} .= $buf;
+            while (!defined $k->{due} && !$k->{hang}
+                   && $k->{in} =~ /\r\n\r\n/)
+            {
+                my ($head, $rest) = split /\r\n\r\n/, $k->{in}, 2;
+                my ($len) = $head =~ /^content-length:\s*(\d+)/mi;
+                $len ||= 0;
+                last if length $rest < $len;
+                my $body = substr($rest, 0, $len);
+                $k->{in} = substr($rest, $len);
+                handle(\%st, $k, $head, $body, $json);
+            }
+        }
+        $now = time;
+        for my $k (values %c) {
+            if (defined $k->{due} && $k->{due} <= $now) {
+                $k->{out} .= delete $k->{resp};
+                delete $k->{due};
+            }
+        }
+        for my $s (@{ $w || [] }) {
+            my $k = $c{fileno $s} or next;
+            my $n = syswrite($s, $k->{out});
+            if (!defined $n) {
+                next if $!{EAGAIN};
+                $rsel->remove($s);
+                delete $c{fileno $s};
+                close $s;
+                next;
+            }
+            substr($k->{out}, 0, $n, '');
+            if ($k->{close} && !length $k->{out} && !defined $k->{due}) {
+                $rsel->remove($s);
+                delete $c{fileno $s};
+                close $s;
+            }
+        }
+    }
+}
+
+sub response {
+    my ($status, $body, @h) = @_;
+    my %reason = (200 => 'OK', 400 => 'Bad Request', 401 => 'Unauthorized',
+                  404 => 'Not Found', 429 => 'Too Many Requests',
+                  500 => 'Internal Server Error');
+    my $r = "HTTP/1.1 $status " . ($reason{$status} || 'Status') . "\r\n"
+            . "Content-Type: application/json\r\n"
+            . "Content-Length: " . length($body) . "\r\n";
+    while (@h) { my $k = shift @h; my $v = shift @h; $r .= "$k: $v\r\n" }
+    return "$r\r\n$body";
+}
+
+sub handle {
+    my ($st, $k, $head, $body, $json) = @_;
+    my ($method, $path) = $head =~ m{^(\S+) (\S+)};
+    my %h;
+    for (split /\r\n/, $head) {
+        $h{lc $1} = $2 if /^([^:\s]+):\s*(.*)$/;
+    }
+
+    $k->{close} = 1 if ($h{connection} || '') =~ /close/i;
+
+    if ($path eq '/_mock') {
+        if ($method eq 'POST') {
+            my $c = eval { decode_json($body) } || {};
+            for (qw(delay_ms default script)) {
+                $st->{$_} = $c->{$_} if exists $c->{$_};
+            }
+        }
+        $k->{out} .= response(200, $json->encode({
+            requests => $st->{requests}, last => $st->{last},
+            delay_ms => $st->{delay_ms}, default => $st->{default} }));
+        return;
+    }
+
+    $st->{requests}++;
+    $st->{last} = { path => $path, headers => \%h, body => $body };
+    my $mode = @{ $st->{script} } ? shift @{ $st->{script} }
+                                  : $st->{default};
+    my $due = time + $st->{delay_ms} / 1000;
+
+    if ($mode eq 'hang') {
+        $k->{hang} = 1;
+        return;
+    }
+
+    my $resp;
+    if ($mode eq '500') {
+        $resp = response(500, '{"error":{"message":"mock failure"}}');
+    } elsif ($mode eq '400') {
+        $resp = response(400, '{"error":{"message":"bad request"}}');
+    } elsif ($mode =~ /^429(?::(\d+))?$/) {
+        $resp = response(429, '{"error":{"message":"rate limited"}}',
+                         defined $1 ? ('Retry-After' => $1) : ());
+    } elsif ($mode eq 'malformed') {
+        $resp = response(200, '{"content": [ this is not json');
+    } else {
+        my $req = eval { decode_json($body) } || {};
+        my $msgs = $req->{messages} || [];
+        my $last = @$msgs ? $msgs->[-1]{content} : '';
+        $last = '' unless defined $last && !ref $last;
+        my ($q) = $last =~ /Question: (.*)\z/s;
+        $q = $last unless defined $q;
+        my $answer = "Mock answer to: $q";
+        if ($path =~ m{/v1/messages$}) {
+            if (!$h{'x-api-key'} || !$h{'anthropic-version'}) {
+                $resp = response(401, '{"error":{"message":"no key"}}');
+            } else {
+                $resp = response(200, $json->encode({
+                    id => 'msg_mock', type => 'message', role => 'assistant',
+                    model => $req->{model},
+                    content => [{ type => 'text', text => $answer }],
+                    stop_reason => 'end_turn',
+                    usage => { input_tokens => length($body) >> 2,
+                               output_tokens => 7 } }));
+            }
+        } elsif ($path =~ m{/chat/completions$}) {
+            $resp = response(200, $json->encode({
+                id => 'chatcmpl-mock', object => 'chat.completion',
+                model => $req->{model},
+                choices => [{ index => 0, finish_reason => 'stop',
+                              message => { role => 'assistant',
+                                           content => $answer } }],
+                usage => { prompt_tokens => length($body) >> 2,
+                           completion_tokens => 7 } }));
+        } else {
+            $resp = response(404, '{"error":"not found"}');
+        }
+    }
+    $k->{resp} = $resp;
+    $k->{due} = $due;
+}
+
+1;

@@ -1,0 +1,257 @@
+package Ragnx::Pool;
+
+# Test helpers for the worker pool: its config file, starting and stopping
+# the daemon, running its CLI, and enqueueing jobs exactly as the nginx
+# module does: the module's own ask script is read out of
+# ngx_module/ngx_http_ragnx_ask_module.c and run with EVAL, with the same
+# keys and arguments.
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use Digest::SHA qw(sha256_hex);
+use JSON::PP;
+use POSIX ();
+use Time::HiRes qw(sleep time);
+use Test::More;
+use Ragnx::Test qw(slurp);
+
+our @EXPORT_OK = qw(uuid);
+
+my %MACRO = (
+    RAGNX_GEN_DEFAULT  => 'default@0',
+    RAGNX_KEY_CACHE    => '{ragnx}:cache:',
+    RAGNX_KEY_INFLIGHT => '{ragnx}:inflight:',
+    RAGNX_KEY_JOB      => '{ragnx}:job:',
+    RAGNX_KEY_FOLLOWERS => ':followers',
+);
+
+sub worker_bin {
+    my $b = ($ENV{RAGNX_BUILD} || 'build') . '/workers/ragnx-worker';
+    -x $b or BAIL_OUT("$b not built: run the suite with make test");
+    return $b;
+}
+
+sub uuid {
+    my @b = map { int rand 256 } 1 .. 16;
+    $b[6] = ($b[6] & 0x0f) | 0x40;
+    $b[8] = ($b[8] & 0x3f) | 0x80;
+    my $h = join '', map { sprintf '%02x', $_ } @b;
+    return join '-', substr($h, 0, 8), substr($h, 8, 4), substr($h, 12, 4),
+                     substr($h, 16, 4), substr($h, 20, 12);
+}
+
+# the ask script, as the module sends it
+sub ask_script {
+    my $src = slurp('ngx_module/ngx_http_ragnx_ask_module.c');
+    my ($body) = $src =~ /ngx_http_ragnx_ask_script = ngx_string\(\n(.*?)\n\);/s
+        or die "ask script not found";
+    my $lua = '';
+    for my $line (split /\n/, $body) {
+        # a line is a sequence of "..." literals and macro names
+        while ($line =~ /\G\s*(?:"((?:[^"\\]|\\.)*)"|([A-Z_]+))/gc) {
+            if (defined $1) {
+                my $s = $1;
+                $s =~ s/\\n/\n/g;
+                $s =~ s/\\"/"/g;
+                $s =~ s/\\\\/\\/g;
+                $lua .= $s;
+            } else {
+                defined $MACRO{$2} or die "unknown macro $2";
+                $lua .= $MACRO{$2};
+            }
+        }
+    }
+    return $lua;
+}
+
+my $SCRIPT;
+
+sub new {
+    my ($class, $t, %a) = @_;
+    return bless { t => $t, %a }, $class;
+}
+
+sub t { $_[0]{t} }
+
+# write the worker's config file: defaults for the test, then %s
+sub configure {
+    my ($self, %s) = @_;
+    my $t = $self->{t};
+    my %c = (
+        redis_port         => $t->redis_port,
+        database           => $t->pg_conninfo,
+        workers            => 1,
+        concurrency        => 4,
+        db_pool            => 4,
+        log_level          => 'debug',
+        retry_base         => 100,
+        retry_max          => 400,
+        visibility_timeout => 2000,
+        %s,
+    );
+    my $conf = join '', map { defined $c{$_} ? "$_ = $c{$_}\n" : '' }
+                        sort keys %c;
+    $t->file('worker.conf', $conf);
+    $self->{conf} = \%c;
+    return "$t->{dir}/worker.conf";
+}
+
+# run the CLI; returns (exit code, stdout + stderr)
+sub cli {
+    my ($self, @args) = @_;
+    my $conf = "$self->{t}{dir}/worker.conf";
+    my $out = '';
+    my $pid = open(my $fh, '-|') // die "fork: $!";
+    if ($pid == 0) {
+        open STDERR, '>&', \*STDOUT;
+        exec(worker_bin(), '-c', $conf, @args) or POSIX::_exit(127);
+    }
+    local $/;
+    $out = <$fh>;
+    close $fh;
+    my $rc = $? >> 8;
+    $out = '' unless defined $out;
+    fail("sanitizer report from ragnx-worker @args") and diag($out)
+        if $out =~ /Sanitizer|runtime error:/;
+    return ($rc, $out);
+}
+
+sub worker_log { slurp("$_[0]{t}{dir}/worker.log") }
+
+sub start {
+    my ($self, %a) = @_;
+    my $t = $self->{t};
+    my $conf = "$t->{dir}/worker.conf";
+    my $before = length $self->worker_log;
+    my %env = $t->preload_env;
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        $ENV{$_} = $env{$_} for keys %env;
+        open STDOUT, '>>', "$t->{dir}/worker.log";
+        open STDERR, '>>', "$t->{dir}/worker.log";
+        exec(worker_bin(), '-c', $conf) or POSIX::_exit(127);
+    }
+    $t->{pids}{worker} = $pid;
+    my $n = $a{workers} || $self->{conf}{workers} || 1;
+    for (1 .. 400) {
+        my $log = substr($self->worker_log, $before);
+        my $ready = () = $log =~ /cache generation/g;
+        return $pid if $ready >= $n;
+        last if waitpid($pid, POSIX::WNOHANG()) == $pid;
+        sleep 0.025;
+    }
+    diag($self->worker_log);
+    BAIL_OUT('worker pool did not start');
+}
+
+sub pid { $_[0]{t}{pids}{worker} }
+
+# the worker processes (children of the supervisor)
+sub children {
+    my ($self) = @_;
+    my $pid = $self->pid or return ();
+    my @kids = grep { /^\d+$/ } split /\s+/,
+               `ps -o pid= --ppid $pid 2>/dev/null`;
+    return @kids;
+}
+
+# stop: TERM by default; returns the exit status (-1: had to KILL)
+sub stop {
+    my ($self, $sig, $timeout) = @_;
+    my $t = $self->{t};
+    my $pid = delete $t->{pids}{worker} or return;
+    kill $sig || 'TERM', $pid;
+    my $deadline = time + ($timeout || 20);
+    while (time < $deadline) {
+        my $r = waitpid($pid, POSIX::WNOHANG());
+        return $? if $r == $pid;
+        sleep 0.02;
+    }
+    kill 'KILL', $pid;
+    waitpid($pid, 0);
+    return -1;
+}
+
+# enqueue a question as POST /api/ask would; returns (job id, outcome, gen)
+sub ask {
+    my ($self, %a) = @_;
+    my $t = $self->{t};
+    $SCRIPT ||= ask_script();
+    my $id = $a{id} || uuid();
+    my $chat = $a{chat} || uuid();
+    my $owner = $a{owner} || 'alice';
+    my $query = $a{query};
+    my $norm = lc $query;
+    $norm =~ s/^\s+|\s+$//g;
+    $norm =~ s/\s+/ /g;
+    my $digest = sha256_hex($norm);
+    my $now = int(time * 1000);
+    my $payload = JSON::PP->new->canonical->encode({
+        v => 1, id => $id, owner => $owner, chatId => $chat,
+        query => $query, digest => $digest, createdAt => $now });
+    my $out = $t->redis('EVAL', $SCRIPT, 3, '{ragnx}:gen', '{ragnx}:jobs',
+                        "{ragnx}:job:$id", $digest, $id, $payload, $owner,
+                        $chat, $now, $a{max} || 100000, $a{ttl} || 3600,
+                        'all');
+    my ($outcome, $gen) = split /\n/, $out;
+    return wantarray ? ($id, $outcome, $gen, $chat) : $id;
+}
+
+sub job {
+    my ($self, $id) = @_;
+    my $j = $self->{t}->redis('EVAL',
+        "return cjson.encode(redis.call('HGETALL', KEYS[1]))", 1,
+        "{ragnx}:job:$id");
+    my $a = eval { JSON::PP->new->utf8->decode($j) } || [];
+    $a = [] unless ref $a eq 'ARRAY';
+    my %h = @$a;
+    return \%h;
+}
+
+# wait until the job is completed or failed; returns its hash
+sub wait_job {
+    my ($self, $id, $timeout) = @_;
+    my $deadline = time + ($timeout || 15);
+    my $j;
+    while (time < $deadline) {
+        $j = $self->job($id);
+        return $j if ($j->{status} || '') =~ /^(completed|failed)$/;
+        sleep 0.05;
+    }
+    return $j;
+}
+
+sub wait_status {
+    my ($self, $id, $want, $timeout) = @_;
+    my $deadline = time + ($timeout || 15);
+    while (time < $deadline) {
+        return 1 if ($self->job($id)->{status} || '') eq $want;
+        sleep 0.02;
+    }
+    return 0;
+}
+
+# lines of the worker log that must fail a test file
+sub log_problems {
+    my ($self) = @_;
+    return grep { /AddressSanitizer|runtime error:|LeakSanitizer|
+                   exited\ on\ signal\ (?!9\b|15\b)/x }
+           split /\n/, $self->worker_log;
+}
+
+# stop everything in an order that lets each part exit cleanly
+sub finish {
+    my ($self) = @_;
+    my $t = $self->{t};
+    $self->stop('TERM');
+    $t->stop_pid('mockllm', 'KILL');
+    $t->stop_postgres;
+    my @bad = $self->log_problems;
+    ok(!@bad, 'no crashes or sanitizer reports in the worker log')
+        or diag(join "\n", @bad);
+    $t->done;
+}
+
+1;

@@ -1,0 +1,154 @@
+#!/usr/bin/perl
+# The pool under faults: a worker killed with SIGKILL mid-job, a long LLM
+# call outliving the visibility timeout, SIGTERM with jobs in flight,
+# PostgreSQL stopped during a job, Redis (AOF) restarted mid-job.  Every
+# job completes and its messages are stored exactly once.
+
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use JSON::PP;
+use Time::HiRes qw(sleep time);
+use Ragnx::Test;
+use Ragnx::Pool qw(uuid);
+use Ragnx::MockLLM;
+
+my $t = Ragnx::Test->new;
+$t->start_redis(appendonly => 1);
+$t->start_postgres;
+my $mock = Ragnx::MockLLM->start($t);
+my $p = Ragnx::Pool->new($t);
+
+my %conf = (llm_provider => 'openai', llm_base_url => $mock->url . '/v1',
+            llm_model => 'mock', llm_timeout => 10000,
+            visibility_timeout => 2000, max_attempts => 3);
+$p->configure(%conf);
+my ($rc, $out) = $p->cli('migrate');
+is($rc, 0, 'migrate') or diag($out);
+$p->start;
+
+sub messages {
+    my ($id) = @_;
+    return $t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'");
+}
+
+sub pending {
+    return (split /\n/, $t->redis('XPENDING', '{ragnx}:jobs', 'pool'))[0];
+}
+
+# a call longer than the visibility timeout is not taken from a live worker
+
+$mock->set(delay_ms => 3500);
+my $n0 = $mock->stats->{requests};
+my ($id) = $p->ask(query => 'a slow question');
+my $j = $p->wait_job($id, 20);
+is($j->{status}, 'completed', 'slow job completed');
+is($j->{attempts}, 1, 'heartbeats kept it: one attempt');
+is($mock->stats->{requests} - $n0, 1, 'the LLM was called once');
+unlike($p->worker_log, qr/requeued/, 'nothing requeued');
+
+# kill -9 the worker process mid-job
+
+{
+    my ($kid) = $p->children;
+    ($id) = $p->ask(query => 'a question for a doomed worker');
+    ok($p->wait_status($id, 'active'), 'job active');
+    sleep 0.3;
+    kill 'KILL', $kid;
+    my $deadline = time + 5;
+    sleep 0.05 while time < $deadline
+                     && !grep { $_ != $kid } $p->children;
+    ok(scalar(grep { $_ != $kid } $p->children), 'worker restarted');
+    $j = $p->wait_job($id, 30);
+    is($j->{status}, 'completed', 'job completed after the visibility timeout');
+    is($j->{attempts}, 2, 'on its second attempt');
+    is(messages($id), 2, 'messages exactly once');
+    like($p->worker_log, qr/requeued 1 entries/, 'reclaim logged');
+    like($p->worker_log, qr/exited on signal 9/, 'crash logged');
+    is(pending(), 0, 'nothing pending');
+}
+
+# SIGTERM with jobs in flight: they finish, exit 0, nothing pending
+
+{
+    $mock->set(delay_ms => 1500);
+    my @ids = map { scalar $p->ask(query => "drain question $_") } 1 .. 3;
+    my $deadline = time + 5;
+    sleep 0.05 while time < $deadline
+                     && grep { $p->job($_)->{status} ne 'active' } @ids;
+    is(scalar(grep { $p->job($_)->{status} eq 'active' } @ids), 3,
+       'three jobs in flight');
+    my $queued = $p->ask(query => 'queued behind the drain', owner => 'zed');
+    is($p->stop('TERM'), 0, 'SIGTERM: exit 0');
+    is(join(',', map { $p->job($_)->{status} } @ids),
+       'completed,completed,completed', 'jobs in flight finished');
+    is(join(',', map { messages($_) } @ids), '2,2,2', 'and were stored');
+    is(pending(), 0, 'nothing left pending');
+    like($p->job($queued)->{status}, qr/waiting|completed/,
+         'a job not started is left for the next worker');
+    $p->start;
+    is($p->wait_job($queued)->{status}, 'completed', 'and done after restart');
+}
+
+# PostgreSQL stopped during a job
+
+{
+    $p->stop('TERM');
+    $p->configure(%conf, max_attempts => 20, retry_base => 200,
+                  retry_max => 500, db_timeout => 500);
+    $p->start;
+    $mock->set(delay_ms => 1000);
+    ($id) = $p->ask(query => 'a question while the database goes away');
+    ok($p->wait_status($id, 'active'), 'job active');
+    $t->stop_postgres;
+    ok($p->wait_status($id, 'delayed', 10), 'database gone: job delayed');
+    sleep 1;
+    $t->start_postgres;
+    $j = $p->wait_job($id, 30);
+    is($j->{status}, 'completed', 'completed after the database returned');
+    cmp_ok($j->{attempts}, '>', 1, "after retries ($j->{attempts} attempts)");
+    is(messages($id), 2, 'messages exactly once');
+}
+
+# Redis restarted (AOF) while a job is in flight
+
+{
+    $mock->set(delay_ms => 1500);
+    ($id) = $p->ask(query => 'a question while redis restarts');
+    ok($p->wait_status($id, 'active'), 'job active');
+    $t->stop_redis;
+    sleep 0.5;
+    $t->start_redis(appendonly => 1);
+    is($t->redis('HGET', "{ragnx}:job:$id", 'status'), 'active',
+       'job state survived the restart (AOF)');
+    $j = $p->wait_job($id, 30);
+    is($j->{status}, 'completed', 'job completed after the restart');
+    is(messages($id), 2, 'messages exactly once');
+    $mock->set(delay_ms => 0);
+    my ($id2) = $p->ask(query => 'a question after the restart');
+    is($p->wait_job($id2)->{status}, 'completed', 'workers reconnected');
+    is(pending(), 0, 'nothing pending');
+}
+
+# a second SIGTERM exits at once
+
+{
+    $mock->set(delay_ms => 5000);
+    ($id) = $p->ask(query => 'a question for an impatient operator');
+    ok($p->wait_status($id, 'active'), 'job active');
+    my $pid = $p->pid;
+    kill 'TERM', $pid;
+    sleep 0.3;
+    my $t0 = time;
+    my $st = $p->stop('TERM', 10);
+    cmp_ok(time - $t0, '<', 3, 'second SIGTERM: exits without waiting');
+    isnt($st, 0, 'with a non-zero status');
+    is(pending(), 1, 'its job stays pending, to be reclaimed');
+    $mock->set(delay_ms => 0);
+    $p->start;
+    is($p->wait_job($id, 30)->{status}, 'completed',
+       'and is completed by the next pool');
+}
+
+$p->finish;

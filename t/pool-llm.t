@@ -1,0 +1,199 @@
+#!/usr/bin/perl
+# The pool's LLM providers against a mock server on loopback: the
+# Anthropic Messages API and OpenAI chat completions, error classes
+# (500 retried, 400 permanent, 429 honouring Retry-After, malformed JSON,
+# a hung server), exhaustion into the dead-letter stream, usage recorded,
+# the API key never logged, and SIGHUP with a good and a bad config.
+
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use JSON::PP;
+use Time::HiRes qw(sleep time);
+use Ragnx::Test;
+use Ragnx::Pool qw(uuid);
+use Ragnx::MockLLM;
+
+my $KEY = 'sk-test-secret-key-0123456789';
+
+my $t = Ragnx::Test->new;
+$t->start_redis;
+$t->start_postgres;
+my $mock = Ragnx::MockLLM->start($t);
+my $p = Ragnx::Pool->new($t);
+my $keyfile = $t->file('llm.key', "$KEY\n");
+
+my %anthropic = (llm_provider => 'anthropic', llm_base_url => $mock->url,
+                 llm_model => 'claude-mock', llm_api_key_file => $keyfile,
+                 llm_timeout => 1500, max_attempts => 3);
+$p->configure(%anthropic);
+my ($rc, $out) = $p->cli('migrate');
+is($rc, 0, 'migrate') or diag($out);
+mkdir "$t->{dir}/corpus";
+$t->file('corpus/cache.md', "# Caching\n\nAnswers are cached for an hour.\n");
+($rc, $out) = $p->cli('ingest', "$t->{dir}/corpus");
+is($rc, 0, 'ingest') or diag($out);
+$p->start;
+
+is($t->redis('GET', '{ragnx}:gen'), 'claude-mock@1',
+   'generation names the configured model');
+
+# Anthropic, happy path
+
+my ($id, undef, undef, $chat) = $p->ask(query => 'How long are answers cached?');
+my $j = $p->wait_job($id);
+is($j->{status}, 'completed', 'anthropic: completed');
+is($j->{answer}, 'Mock answer to: How long are answers cached?',
+   'the provider\'s answer');
+is_deeply(decode_json($j->{sources}), ['cache.md'], 'sources from retrieval');
+my $last = $mock->stats->{last};
+is($last->{path}, '/v1/messages', 'Messages API path');
+is($last->{headers}{'x-api-key'}, $KEY, 'x-api-key from the key file');
+is($last->{headers}{'anthropic-version'}, '2023-06-01', 'anthropic-version');
+my $req = decode_json($last->{body});
+is($req->{model}, 'claude-mock', 'model');
+ok($req->{system} && $req->{max_tokens}, 'system prompt and max_tokens');
+like($req->{messages}[-1]{content}, qr/\[1\] cache\.md - Caching\n.*an hour/s,
+     'retrieved passage in the prompt');
+is($t->psql("SELECT model || ' ' || output_tokens || ' ' || "
+            . "(input_tokens > 0)::text FROM messages WHERE job_id = '$id' "
+            . "AND role = 'assistant'"), 'claude-mock 7 true',
+   'usage recorded on the assistant message');
+
+# history goes with the next question of the same chat
+
+my ($id2) = $p->ask(query => 'And how are they stored?', chat => $chat);
+$j = $p->wait_job($id2);
+$req = decode_json($mock->stats->{last}{body});
+is(scalar @{ $req->{messages} }, 3, 'previous exchange sent as history');
+is($req->{messages}[0]{content}, 'How long are answers cached?',
+   'history starts with the first question');
+
+# 500 twice, then OK
+
+$mock->set(script => ['500', '500']);
+($id) = $p->ask(query => 'first transient question');
+$j = $p->wait_job($id);
+is($j->{status}, 'completed', '500 twice then OK: completed');
+is($j->{attempts}, 3, 'attempts = 3');
+is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
+   'messages written once');
+
+# always 500: failed, dead-lettered
+
+$mock->set(default => '500');
+my $dead0 = $t->redis('XLEN', '{ragnx}:dead');
+($id) = $p->ask(query => 'a question that always fails');
+ok($p->wait_status($id, 'delayed'), 'waits in the delayed set between tries');
+$j = $p->wait_job($id);
+is($j->{status}, 'failed', 'always 500: failed');
+is($j->{error}, 'LLM unavailable', 'user-safe error');
+is($j->{attempts}, 3, 'after max_attempts');
+is($t->redis('XLEN', '{ragnx}:dead'), $dead0 + 1, 'dead-lettered');
+($rc, $out) = $p->cli('jobs');
+like($out, qr/^dead $id LLM unavailable$/m, 'visible in ragnx-worker jobs');
+is($t->redis('ZCARD', '{ragnx}:delayed'), 0, 'nothing left delayed');
+$mock->set(default => 'ok');
+
+# 400: permanent
+
+$mock->set(script => ['400']);
+($id) = $p->ask(query => 'a question the LLM rejects');
+$j = $p->wait_job($id);
+is($j->{status}, 'failed', '400: failed');
+is($j->{attempts}, 1, 'at once');
+is($j->{error}, 'LLM rejected the request', 'error');
+
+# a leader that fails permanently fails its followers with the same error
+
+{
+    $mock->set(delay_ms => 600, script => ['400']);
+    my ($lid, $lo) = $p->ask(query => 'A question nobody may ask');
+    ok($p->wait_status($lid, 'active'), 'leader active');
+    my ($fid, $fo) = $p->ask(query => 'a question nobody may ask',
+                             owner => 'bob');
+    is("$lo $fo", 'queued follower', 'leader and follower');
+    my $l = $p->wait_job($lid);
+    my $f = $p->wait_job($fid);
+    is("$l->{status}|$l->{error}", 'failed|LLM rejected the request',
+       'leader failed');
+    is("$f->{status}|$f->{error}", 'failed|LLM rejected the request',
+       'follower failed with the same error');
+    cmp_ok($t->redis('TTL', "{ragnx}:job:$fid"), '>', 0,
+           'follower hash has the retention TTL');
+    is($t->redis('KEYS', '{ragnx}:inflight:*'), '', 'inflight key removed');
+    my ($nid, $no) = $p->ask(query => 'a question nobody may ask');
+    is($no, 'queued', 'the next identical question starts afresh');
+    is($p->wait_job($nid)->{status}, 'completed', 'and completes');
+    $mock->set(delay_ms => 0);
+}
+
+# 429 with Retry-After: 2 s, more than retry_max (400 ms)
+
+$mock->set(script => ['429:2']);
+my $t0 = time;
+($id) = $p->ask(query => 'a rate limited question');
+ok($p->wait_status($id, 'delayed'), '429: delayed');
+sleep 1.2;
+is($p->job($id)->{status}, 'delayed', 'still delayed after 1.2 s');
+$j = $p->wait_job($id);
+is($j->{status}, 'completed', 'then completed');
+cmp_ok(time - $t0, '>=', 2, 'not before Retry-After');
+is($j->{attempts}, 2, 'on the second attempt');
+
+# malformed JSON, and a server that never answers
+
+$mock->set(script => ['malformed']);
+($id) = $p->ask(query => 'malformed answer question');
+$j = $p->wait_job($id);
+is("$j->{status} $j->{attempts}", 'completed 2',
+   'malformed response retried');
+
+$mock->set(script => ['hang']);
+$t0 = time;
+($id) = $p->ask(query => 'hanging server question');
+$j = $p->wait_job($id);
+is("$j->{status} $j->{attempts}", 'completed 2',
+   'hung request times out (llm_timeout) and is retried');
+like($p->worker_log, qr/llm request failed: Timeout/, 'timeout logged');
+
+unlike($p->worker_log, qr/\Q$KEY\E/, 'the API key is never logged');
+
+# SIGHUP with a bad configuration: kept, error logged
+
+my $good = $t->file('good.conf', Ragnx::Test::slurp("$t->{dir}/worker.conf"));
+$t->file('worker.conf', Ragnx::Test::slurp($good) . "top_k = 0\n");
+my @kids = sort $p->children;
+kill 'HUP', $p->pid;
+my $deadline = time + 5;
+sleep 0.05 until $p->worker_log =~ /reload failed/ || time > $deadline;
+like($p->worker_log, qr/reload failed, keeping the current configuration: top_k: 0 is out of range/,
+     'bad reload refused with the setting named');
+is_deeply([sort $p->children], \@kids, 'workers not replaced');
+($id) = $p->ask(query => 'still serving after a bad reload?');
+is($p->wait_job($id)->{status}, 'completed', 'still serving');
+
+# SIGHUP with a good one: OpenAI-compatible provider, new model
+
+$p->configure(llm_provider => 'openai', llm_base_url => $mock->url . '/v1',
+              llm_model => 'gpt-mock', llm_api_key_file => $keyfile);
+kill 'HUP', $p->pid;
+$deadline = time + 10;
+sleep 0.05 until $t->redis('GET', '{ragnx}:gen') eq 'gpt-mock@1'
+                 || time > $deadline;
+is($t->redis('GET', '{ragnx}:gen'), 'gpt-mock@1', 'reload: new generation');
+($id) = $p->ask(query => 'How long are answers cached?');
+$j = $p->wait_job($id);
+is($j->{status}, 'completed', 'openai: completed');
+is($j->{answer}, 'Mock answer to: How long are answers cached?',
+   'chat completions answer');
+$last = $mock->stats->{last};
+is($last->{path}, '/v1/chat/completions', 'chat completions path');
+is($last->{headers}{authorization}, "Bearer $KEY", 'bearer key');
+$req = decode_json($last->{body});
+is($req->{messages}[0]{role}, 'system', 'system message first');
+is($req->{model}, 'gpt-mock', 'new model');
+isnt(join(',', sort $p->children), join(',', @kids), 'workers replaced');
+
+$p->finish;

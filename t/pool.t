@@ -1,0 +1,328 @@
+#!/usr/bin/perl
+# The worker pool against real redis-server and PostgreSQL, driven through
+# Redis exactly as the nginx module drives it: migrations, ingest,
+# retrieval, the offline extractive provider, persistence exactly once,
+# the cache entry, single-flight followers, record jobs, chat ownership,
+# poisoned entries, the dead-letter stream and the jobs CLI.
+
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use JSON::PP;
+use Time::HiRes qw(sleep time);
+use Ragnx::Test;
+use Ragnx::Pool qw(uuid);
+
+my $t = Ragnx::Test->new;
+$t->start_redis;
+$t->start_postgres;
+my $p = Ragnx::Pool->new($t);
+$p->configure(llm_model => 'extractive');
+
+# configuration checks
+
+{
+    my $bad = $t->file('bad.conf', "concurrency = 0\n");
+    my $out = `$ENV{RAGNX_BUILD}/workers/ragnx-worker -t -c $bad 2>&1`;
+    isnt($? >> 8, 0, '-t fails on a bad value');
+    like($out, qr/concurrency: 0 is out of range/, 'naming the setting');
+
+    $bad = $t->file('bad2.conf', "no_such_thing = 1\n");
+    $out = `$ENV{RAGNX_BUILD}/workers/ragnx-worker -t -c $bad 2>&1`;
+    like($out, qr/unknown setting "no_such_thing"/, 'unknown setting');
+
+    $out = `RAGNX_TOP_K=abc $ENV{RAGNX_BUILD}/workers/ragnx-worker -t 2>&1`;
+    like($out, qr/top_k: "abc" is not a number in environment RAGNX_TOP_K/,
+         'environment overrides are checked too');
+
+    $bad = $t->file('bad3.conf', "llm_provider = anthropic\n"
+                    . "llm_base_url = http://127.0.0.1:1\nllm_model = m\n");
+    $out = `env -u RAGNX_LLM_API_KEY $ENV{RAGNX_BUILD}/workers/ragnx-worker -t -c $bad 2>&1`;
+    like($out, qr/llm_api_key_file: required/, 'anthropic needs a key');
+
+    my ($rc, $o) = $p->cli('-t');
+    is($rc, 0, '-t accepts the test config') or diag($o);
+}
+
+# migrations: two at once are safe, a third changes nothing
+
+{
+    my @pids;
+    for (1 .. 2) {
+        my $pid = fork() // die;
+        if ($pid == 0) {
+            my ($rc) = $p->cli('migrate');
+            POSIX::_exit($rc);
+        }
+        push @pids, $pid;
+    }
+    my $ok = 0;
+    for (@pids) { waitpid($_, 0); $ok++ if $? == 0 }
+    is($ok, 2, 'two concurrent migrate runs both succeed');
+    is($t->psql('SELECT count(*) FROM schema_migrations'), 1,
+       'migration recorded once');
+    my ($rc, $out) = $p->cli('migrate');
+    is($rc, 0, 'migrate again');
+    like($out, qr/up to date/, 'nothing left to apply');
+}
+
+# ingest
+
+my $corpus = "$t->{dir}/corpus";
+mkdir $corpus;
+mkdir "$corpus/guide";
+$t->file('corpus/README.md', <<'EOF');
+# Ragnx overview
+
+Ragnx answers questions about your documents through nginx.
+
+## Cache
+
+Answers are cached in Redis for one hour. The cache TTL is set with the
+cache_ttl setting of the worker pool.
+
+## Workers
+
+The worker pool runs a supervisor and prefork worker processes.
+EOF
+$t->file('corpus/guide/postgres.md', <<'EOF');
+# PostgreSQL setup
+
+The pool keeps chats and messages in PostgreSQL. Connections are pooled
+and bounded by the db_pool setting, independent of concurrency.
+EOF
+$t->file('corpus/notes.txt', "Penguins live in the southern hemisphere.\n");
+$t->file('corpus/image.png', "\x89PNG not a document");
+$t->file('corpus/guide/long.md', "# Long\n\n"
+         . join(' ', map { "word$_" } 1 .. 1500) . "\n\n"
+         . join("\n\n", map { "Paragraph $_ " . ('filler ' x 40) } 1 .. 30)
+         . "\n");
+
+{
+    my ($rc, $out) = $p->cli('ingest', $corpus);
+    is($rc, 0, 'ingest') or diag($out);
+    like($out, qr/4 changed, 0 unchanged/, 'four documents, png skipped');
+    is($t->psql('SELECT string_agg(path, \',\' ORDER BY path) FROM documents'),
+       'README.md,guide/long.md,guide/postgres.md,notes.txt',
+       'paths relative to the root');
+    is($t->psql("SELECT max(length(body)) <= 1500 FROM chunks"), 't',
+       'chunks bounded by chunk_size');
+    cmp_ok($t->psql("SELECT count(*) FROM chunks c JOIN documents d ON "
+                    . "d.id = c.document_id WHERE d.path = 'guide/long.md'"),
+           '>=', 10, 'a long document is cut into many chunks');
+    like($t->psql("SELECT string_agg(body, ' ' ORDER BY seq) FROM chunks c "
+                  . "JOIN documents d ON d.id = c.document_id "
+                  . "WHERE d.path = 'guide/long.md'"),
+         qr/word1 word2 .*word1500 .*Paragraph 30 /s,
+         'nothing lost when cutting');
+    cmp_ok($t->psql('SELECT count(*) FROM chunks'), '>=', 4,
+           'chunked at headings');
+    is($t->psql("SELECT title FROM documents WHERE path = 'README.md'"),
+       'Ragnx overview', 'title from the first heading');
+    is($t->psql("SELECT heading FROM chunks c JOIN documents d ON "
+                . "d.id = c.document_id WHERE body LIKE '%TTL%'"),
+       'Cache', 'a chunk keeps its heading');
+
+    ($rc, $out) = $p->cli('ingest', $corpus);
+    like($out, qr/0 changed, 4 unchanged.*corpus version 1/,
+         'ingesting again changes nothing');
+}
+
+$p->start;
+
+is($t->redis('GET', '{ragnx}:gen'), 'extractive@1',
+   'the pool sets the cache generation: model @ corpus version');
+is($t->redis('XINFO', 'GROUPS', '{ragnx}:jobs') =~ /pool/ ? 1 : 0, 1,
+   'consumer group created');
+
+# one question, end to end
+
+my ($id, $outcome, $gen, $chat) = $p->ask(query => 'How long is the cache TTL?');
+is($outcome, 'queued', 'enqueued by the module script');
+is($gen, 'extractive@1', 'with the current generation');
+my $j = $p->wait_job($id);
+is($j->{status}, 'completed', 'job completed');
+like($j->{answer}, qr/cached in Redis for one hour/,
+     'answer extracted from the relevant chunk');
+my $sources = decode_json($j->{sources});
+is($sources->[0], 'README.md', 'sources name the document');
+is($j->{attempts}, 1, 'one attempt');
+cmp_ok($t->redis('TTL', "{ragnx}:job:$id"), '>', 3000, 'retention TTL set');
+is($t->psql("SELECT string_agg(role, ',' ORDER BY seq) FROM messages "
+            . "WHERE job_id = '$id'"), 'user,assistant',
+   'user and assistant messages stored once');
+is($t->psql("SELECT owner || '|' || title FROM chats WHERE id = '$chat'"),
+   'alice|How long is the cache TTL?', 'chat created for the owner');
+is($t->psql("SELECT sources::text FROM messages WHERE job_id = '$id' "
+            . "AND role = 'assistant'"), '["README.md"]',
+   'sources stored with the message');
+
+my $ckey = "{ragnx}:cache:" . (split /:/, $t->redis('KEYS', '{ragnx}:cache:*'))[2]
+           . ":extractive\@1";
+my $cached = decode_json($t->redis('GET', $ckey) || '{}');
+is($cached->{answer}, $j->{answer}, 'answer cached');
+is_deeply($cached->{sources}, $sources, 'with its sources');
+cmp_ok($t->redis('TTL', $ckey), '>', 3000, 'cache entry has the TTL');
+is($t->redis('XLEN', '{ragnx}:jobs'), 0, 'stream entry deleted');
+is((split /\n/, $t->redis('XPENDING', '{ragnx}:jobs', 'pool'))[0], 0,
+   'nothing pending');
+is($t->redis('EXISTS', (split /\n/, $t->redis('KEYS', '{ragnx}:inflight:*'))[0]
+             || 'none'), 0, 'inflight key removed');
+
+# the same question again: a cache hit, recorded by a record job
+
+my ($id2, $out2) = $p->ask(query => '  how LONG is the cache   ttl? ',
+                           chat => $chat);
+is($out2, 'hit', 'second identical ask is a cache hit');
+$j = $p->wait_job($id2);
+is($j->{status}, 'completed', 'record job completed');
+is($j->{answer}, $cached->{answer}, 'with the cached answer');
+is($t->psql("SELECT count(*) FROM messages WHERE chat_id = '$chat'"), 4,
+   'chat history has both exchanges');
+is($t->psql("SELECT model FROM messages WHERE job_id = '$id2' "
+            . "AND role = 'assistant'"), 'cache', 'marked as from the cache');
+
+# redelivery of a finished job changes nothing
+
+$t->redis('XADD', '{ragnx}:jobs', '*', 'id', $id, 'job',
+          $p->job($id)->{payload});
+sleep 0.5;
+is($t->redis('XLEN', '{ragnx}:jobs'), 0, 'redelivered entry acknowledged');
+is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
+   'no duplicate messages on redelivery');
+
+# redelivery of a job whose hash was lost but whose messages are stored
+
+{
+    my $payload = $p->job($id)->{payload};
+    $t->redis('DEL', "{ragnx}:job:$id");
+    $t->redis('XADD', '{ragnx}:jobs', '*', 'id', $id, 'job', $payload);
+    $j = $p->wait_job($id);
+    is($j->{status}, 'completed', 'redelivered job completes again');
+    like($j->{answer}, qr/one hour/, 'from the stored answer');
+    is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
+       'still exactly two messages');
+}
+
+# single flight: a leader and two followers, in their own chats
+
+{
+    $p->stop('TERM');
+    my ($lid, $lo) = $p->ask(query => 'Where do penguins live?',
+                             owner => 'alice');
+    my ($f1, $o1, undef, $c1) = $p->ask(query => 'where do penguins live?',
+                                        owner => 'bob');
+    my ($f2, $o2, undef, $c2) = $p->ask(query => 'Where do  penguins live?',
+                                        owner => 'carol');
+    is("$lo $o1 $o2", 'queued follower follower', 'one leader, two followers');
+    is($t->redis('XLEN', '{ragnx}:jobs'), 1, 'only the leader is queued');
+    $p->start;
+    my $l = $p->wait_job($lid);
+    is($l->{status}, 'completed', 'leader completed');
+    like($l->{answer}, qr/southern hemisphere/, 'leader answer');
+    for ([$f1, $c1, 'bob'], [$f2, $c2, 'carol']) {
+        my ($fid, $fc, $who) = @$_;
+        my $f = $p->wait_job($fid);
+        is($f->{status}, 'completed', "follower of $who completed");
+        is($f->{answer}, $l->{answer}, "$who got the leader's answer");
+        is($f->{sources}, $l->{sources}, "$who got the sources");
+        is($t->psql("SELECT owner || ':' || count(*) FROM messages m JOIN "
+                    . "chats c ON c.id = m.chat_id WHERE job_id = '$fid' "
+                    . "GROUP BY owner"), "$who:2",
+           "$who\'s exchange recorded in $who\'s own chat");
+    }
+    is($t->redis('EXISTS', "{ragnx}:job:$lid:followers"), 0,
+       'followers list consumed');
+}
+
+# a chat that belongs to someone else
+
+{
+    my ($bid) = $p->ask(query => 'What about workers?', owner => 'mallory',
+                        chat => $chat);
+    $j = $p->wait_job($bid);
+    is($j->{status}, 'failed', 'foreign chat: failed');
+    is($j->{error}, 'chat not found', 'with a user-safe error');
+    is($j->{attempts}, 1, 'at once, no retries');
+    is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$bid'"), 0,
+       'nothing written');
+}
+
+# poisoned entries are dead-lettered; the pool keeps serving
+
+{
+    my $dead0 = $t->redis('XLEN', '{ragnx}:dead');
+    my $bad = uuid();
+    $t->redis('XADD', '{ragnx}:jobs', '*', 'id', $bad, 'job', '{not json');
+    $t->redis('XADD', '{ragnx}:jobs', '*', 'id', uuid(), 'job',
+              '{"v":1,"type":"ask"}');
+    $t->redis('XADD', '{ragnx}:jobs', '*', 'nothing', 'here');
+    $t->redis('XADD', '{ragnx}:jobs', '*', 'id', uuid(), 'job',
+              '{"v":2,"type":"ask","id":"x"}');
+    my $deadline = time + 10;
+    sleep 0.05 while $t->redis('XLEN', '{ragnx}:dead') < $dead0 + 4
+                     && time < $deadline;
+    is($t->redis('XLEN', '{ragnx}:dead') - $dead0, 4,
+       'four poisoned entries dead-lettered');
+    is($t->redis('XLEN', '{ragnx}:jobs'), 0, 'and removed from the stream');
+    like($p->worker_log, qr/bad payload/, 'logged');
+    my ($ok) = $p->ask(query => 'How are connections bounded?');
+    $j = $p->wait_job($ok);
+    is($j->{status}, 'completed', 'the pool still serves');
+    like($j->{answer}, qr/db_pool/, 'retrieval finds the postgres chunk');
+    is_deeply(decode_json($j->{sources}), ['guide/postgres.md'],
+              'with its source');
+    is(scalar($p->children), 1, 'the worker process survived');
+}
+
+# the jobs CLI
+
+{
+    my ($rc, $out) = $p->cli('jobs');
+    is($rc, 0, 'jobs');
+    like($out, qr/^queued 0$/m, 'queue depth');
+    like($out, qr/^pending 0$/m, 'pending');
+    like($out, qr/^delayed 0$/m, 'delayed');
+    like($out, qr/^dead \d+$/m, 'dead-lettered count');
+    my ($fid) = $out =~ /^dead ([0-9a-f-]{36}) chat not found$/m;
+    ok($fid, 'the failed job is listed with its error');
+    ($rc, $out) = $p->cli('jobs', 'retry', 'not-a-uuid');
+    isnt($rc, 0, 'retry refuses a bad id');
+    ($rc, $out) = $p->cli('jobs', 'retry', $fid);
+    is($rc, 0, 'retry a dead job') or diag($out);
+    $j = $p->wait_job($fid);
+    is($j->{status}, 'failed', 'it fails again (still a foreign chat)');
+    ($rc, $out) = $p->cli('jobs');
+    my @n = $out =~ /^dead $fid/mg;
+    is(scalar @n, 1, 'dead-lettered again, once');
+    ($rc, $out) = $p->cli('jobs', 'drop', $fid);
+    is($rc, 0, 'drop');
+    ($rc, $out) = $p->cli('jobs');
+    unlike($out, qr/^dead $fid/m, 'dropped from the dead-letter stream');
+}
+
+# a re-ingest that changes a document bumps the generation
+
+{
+    $t->file('corpus/notes.txt', "Penguins live in Antarctica.\n");
+    my ($rc, $out) = $p->cli('ingest', $corpus);
+    like($out, qr/1 changed, 3 unchanged.*corpus version 2/, 'one changed');
+    is($t->redis('GET', '{ragnx}:gen'), 'extractive@2', 'generation bumped');
+    my ($nid, $no) = $p->ask(query => 'Where do penguins live?');
+    is($no, 'queued', 'the old cache entry is not served');
+    $j = $p->wait_job($nid);
+    like($j->{answer}, qr/Antarctica/, 'the answer uses the new corpus');
+
+    unlink "$corpus/notes.txt";
+    ($rc, $out) = $p->cli('ingest', '--prune', $corpus);
+    like($out, qr/1 removed.*corpus version 3/, 'prune removes vanished files');
+    is($t->psql("SELECT count(*) FROM documents WHERE path = 'notes.txt'"),
+       0, 'document gone');
+}
+
+# SIGTERM with nothing in flight: exit 0
+
+is($p->stop('TERM'), 0, 'SIGTERM: exit 0');
+
+$p->finish;

@@ -1,0 +1,509 @@
+
+/*
+ * ragnx worker pool: the LLM interface.  A provider is chosen by
+ * llm_provider; the HTTP ones (ragnx_llm_anthropic.c, ragnx_llm_openai.c)
+ * build a request and read a response, and this file does the transfer
+ * with libcurl (one easy handle per thread, so connections are kept
+ * alive), the error classification and Retry-After.  The extractive
+ * provider answers from the retrieved passages with no network.
+ */
+
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <curl/curl.h>
+
+#include "ragnx_worker.h"
+#include "ragnx_llm.h"
+
+
+#define RAGNX_LLM_MAX_RESPONSE  (8 * 1024 * 1024)
+#define RAGNX_EXTRACT_LEN       600
+
+
+struct ragnx_llm_s {
+    CURL         *curl;
+    char         *buf;
+    size_t        len;
+    size_t        size;
+    long          retry_after;      /* ms, -1: none */
+    int           overflow;
+};
+
+
+static size_t ragnx_llm_write(char *data, size_t size, size_t n,
+    void *userp);
+static size_t ragnx_llm_header(char *data, size_t size, size_t n,
+    void *userp);
+static int ragnx_llm_http(ragnx_llm_t *llm,
+    const ragnx_llm_provider_t *provider, const ragnx_prompt_t *prompt,
+    ragnx_answer_t *ans, long *retry_after_ms, char *err, size_t errlen);
+
+
+const char  ragnx_llm_system[] =
+    "You answer questions about the user's documents. Use only the "
+    "numbered context passages; when they do not contain the answer, say "
+    "so. Be concise and name the sources you used.";
+
+
+ragnx_llm_t *
+ragnx_llm_create(void)
+{
+    ragnx_llm_t  *llm;
+
+    llm = calloc(1, sizeof(ragnx_llm_t));
+    if (llm == NULL) {
+        return NULL;
+    }
+
+    llm->curl = curl_easy_init();
+    if (llm->curl == NULL) {
+        free(llm);
+        return NULL;
+    }
+
+    return llm;
+}
+
+
+void
+ragnx_llm_destroy(ragnx_llm_t *llm)
+{
+    if (llm == NULL) {
+        return;
+    }
+
+    curl_easy_cleanup(llm->curl);
+    free(llm->buf);
+    free(llm);
+}
+
+
+void
+ragnx_answer_free(ragnx_answer_t *ans)
+{
+    free(ans->answer);
+    json_decref(ans->sources);
+    memset(ans, 0, sizeof(ragnx_answer_t));
+}
+
+
+/* distinct document paths of the passages, best first */
+
+json_t *
+ragnx_llm_sources(const ragnx_passage_t *p, int n)
+{
+    int      i;
+    size_t   j;
+    json_t  *a, *v;
+
+    a = json_array();
+    if (a == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < n; i++) {
+        json_array_foreach(a, j, v) {
+            if (strcmp(json_string_value(v), p[i].path) == 0) {
+                break;
+            }
+        }
+
+        if (j == json_array_size(a)) {
+            json_array_append_new(a, json_string(p[i].path));
+        }
+    }
+
+    return a;
+}
+
+
+/* the user turn: numbered passages, then the question */
+
+char *
+ragnx_llm_context(const ragnx_prompt_t *prompt)
+{
+    int      i;
+    char    *s, *p;
+    size_t   size;
+
+    size = strlen(prompt->job->query) + 64;
+
+    for (i = 0; i < prompt->npassages; i++) {
+        size += strlen(prompt->passages[i].path)
+                + strlen(prompt->passages[i].heading)
+                + strlen(prompt->passages[i].body) + 32;
+    }
+
+    s = malloc(size);
+    if (s == NULL) {
+        return NULL;
+    }
+
+    p = s;
+    p += sprintf(p, "Context:\n");
+
+    for (i = 0; i < prompt->npassages; i++) {
+        p += sprintf(p, "\n[%d] %s%s%s\n%s\n", i + 1,
+                     prompt->passages[i].path,
+                     prompt->passages[i].heading[0] ? " - " : "",
+                     prompt->passages[i].heading, prompt->passages[i].body);
+    }
+
+    sprintf(p, "\nQuestion: %s", prompt->job->query);
+
+    return s;
+}
+
+
+int
+ragnx_llm_extractive(const ragnx_prompt_t *prompt, ragnx_answer_t *ans)
+{
+    int                     i, n;
+    char                   *s, *p;
+    size_t                  len;
+    const ragnx_passage_t  *ps;
+
+    memset(ans, 0, sizeof(ragnx_answer_t));
+    ans->input_tokens = -1;
+    ans->output_tokens = -1;
+    ans->model = "extractive";
+
+    /* the best passage, and the next one if it covers the question as well */
+    n = prompt->npassages < 2 ? prompt->npassages : 2;
+
+    if (n == 2 && prompt->passages[1].cover < prompt->passages[0].cover) {
+        n = 1;
+    }
+
+    if (n == 0) {
+        ans->answer = strdup("I could not find anything about that in the "
+                             "documents.");
+        ans->sources = json_array();
+        return (ans->answer && ans->sources) ? RAGNX_OK : RAGNX_AGAIN;
+    }
+
+    s = malloc(n * (RAGNX_EXTRACT_LEN + 1024) + 1);
+    if (s == NULL) {
+        return RAGNX_AGAIN;
+    }
+
+    p = s;
+
+    for (i = 0; i < n; i++) {
+        ps = &prompt->passages[i];
+        len = strlen(ps->body);
+
+        if (len > RAGNX_EXTRACT_LEN) {
+            len = RAGNX_EXTRACT_LEN;
+            while (len > 0 && ((unsigned char) ps->body[len] & 0xc0) == 0x80)
+            {
+                len--;
+            }
+        }
+
+        p += snprintf(p, 1024, "%sFrom %.200s%s%.200s: ", i ? "\n\n" : "",
+                      ps->title, ps->heading[0] ? " (" : "",
+                      ps->heading);
+
+        if (ps->heading[0]) {
+            p[-2] = ')';
+            p[-1] = ':';
+            *p++ = ' ';
+        }
+
+        memcpy(p, ps->body, len);
+        p += len;
+
+        if (len < strlen(ps->body)) {
+            p += sprintf(p, "...");
+        }
+    }
+
+    *p = '\0';
+
+    ans->answer = s;
+    ans->sources = ragnx_llm_sources(prompt->passages, n);
+
+    return ans->sources ? RAGNX_OK : RAGNX_AGAIN;
+}
+
+
+int
+ragnx_llm_answer(ragnx_llm_t *llm, const ragnx_prompt_t *prompt,
+    ragnx_answer_t *ans, long *retry_after_ms, char *err, size_t errlen)
+{
+    *retry_after_ms = -1;
+
+    switch (ragnx_conf->llm_kind) {
+
+    case RAGNX_LLM_ANTHROPIC:
+        return ragnx_llm_http(llm, &ragnx_llm_anthropic, prompt, ans,
+                              retry_after_ms, err, errlen);
+
+    case RAGNX_LLM_OPENAI:
+        return ragnx_llm_http(llm, &ragnx_llm_openai, prompt, ans,
+                              retry_after_ms, err, errlen);
+
+    default:
+        return ragnx_llm_extractive(prompt, ans);
+    }
+}
+
+
+static size_t
+ragnx_llm_write(char *data, size_t size, size_t n, void *userp)
+{
+    char         *nb;
+    size_t        need;
+    ragnx_llm_t  *llm = userp;
+
+    n *= size;
+    need = llm->len + n + 1;
+
+    if (need > RAGNX_LLM_MAX_RESPONSE) {
+        llm->overflow = 1;
+        return 0;
+    }
+
+    if (need > llm->size) {
+        nb = realloc(llm->buf, need * 2);
+        if (nb == NULL) {
+            return 0;
+        }
+
+        llm->buf = nb;
+        llm->size = need * 2;
+    }
+
+    memcpy(llm->buf + llm->len, data, n);
+    llm->len += n;
+    llm->buf[llm->len] = '\0';
+
+    return n;
+}
+
+
+static size_t
+ragnx_llm_header(char *data, size_t size, size_t n, void *userp)
+{
+    char         *v, *end, tmp[128];
+    long          secs;
+    size_t        len;
+    time_t        t;
+    ragnx_llm_t  *llm = userp;
+
+    len = size * n;
+
+    if (len > 12 && strncasecmp(data, "retry-after:", 12) == 0) {
+        v = data + 12;
+        len -= 12;
+
+        while (len && isspace((unsigned char) *v)) {
+            v++;
+            len--;
+        }
+
+        while (len && isspace((unsigned char) v[len - 1])) {
+            len--;
+        }
+
+        if (len >= sizeof(tmp)) {
+            return size * n;
+        }
+
+        memcpy(tmp, v, len);
+        tmp[len] = '\0';
+
+        secs = strtol(tmp, &end, 10);
+
+        if (end != tmp && *end == '\0' && secs >= 0) {
+            llm->retry_after = secs * 1000;
+
+        } else {
+            t = curl_getdate(tmp, NULL);
+            if (t != -1) {
+                secs = (long) (t - time(NULL));
+                llm->retry_after = secs > 0 ? secs * 1000 : 0;
+            }
+        }
+    }
+
+    return size * n;
+}
+
+
+static int
+ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
+    const ragnx_prompt_t *prompt, ragnx_answer_t *ans, long *retry_after_ms,
+    char *err, size_t errlen)
+{
+    int                  rc;
+    long                 status;
+    char                 url[2200], *body;
+    size_t               blen;
+    json_t              *req, *res;
+    CURL                *c;
+    CURLcode             code;
+    json_error_t         e;
+    struct curl_slist   *headers;
+
+    memset(ans, 0, sizeof(ragnx_answer_t));
+
+    req = provider->request(prompt);
+    if (req == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return RAGNX_AGAIN;
+    }
+
+    body = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+
+    if (body == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return RAGNX_AGAIN;
+    }
+
+    blen = strlen(ragnx_conf->llm_base_url);
+    snprintf(url, sizeof(url), "%.*s%s", (int) blen
+             - (blen && ragnx_conf->llm_base_url[blen - 1] == '/'),
+             ragnx_conf->llm_base_url, provider->path);
+
+    headers = curl_slist_append(NULL, "Content-Type: application/json");
+    headers = provider->headers(headers);
+
+    c = llm->curl;
+    curl_easy_reset(c);
+    llm->len = 0;
+    llm->overflow = 0;
+    llm->retry_after = -1;
+
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long) strlen(body));
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, ragnx_conf->llm_timeout);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
+                     ragnx_conf->llm_connect_timeout);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME,
+                     ragnx_conf->llm_timeout >= 2000
+                     ? ragnx_conf->llm_timeout / 1000 : 1L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, ragnx_llm_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, llm);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, ragnx_llm_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, llm);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+
+    code = curl_easy_perform(c);
+
+    curl_slist_free_all(headers);
+    free(body);
+
+    if (code != CURLE_OK) {
+        ragnx_log(RAGNX_LOG_WARN, "job %s: llm request failed: %s",
+                  prompt->job->id, curl_easy_strerror(code));
+        snprintf(err, errlen, llm->overflow ? "LLM response too large"
+                              : code == CURLE_OPERATION_TIMEDOUT
+                              ? "LLM timed out" : "LLM unavailable");
+        return RAGNX_AGAIN;
+    }
+
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+
+    if (status == 429 || status == 408 || status >= 500) {
+        ragnx_log(RAGNX_LOG_WARN, "job %s: llm answered %ld", prompt->job->id,
+                  status);
+        *retry_after_ms = llm->retry_after;
+        snprintf(err, errlen, status == 429 ? "LLM rate limited"
+                                            : "LLM unavailable");
+        return RAGNX_AGAIN;
+    }
+
+    if (status != 200) {
+        ragnx_log(RAGNX_LOG_WARN, "job %s: llm answered %ld: %.200s",
+                  prompt->job->id, status, llm->buf ? llm->buf : "");
+        snprintf(err, errlen, "LLM rejected the request");
+        return RAGNX_DECLINED;
+    }
+
+    res = json_loadb(llm->buf ? llm->buf : "", llm->len, 0, &e);
+    if (res == NULL) {
+        ragnx_log(RAGNX_LOG_WARN, "job %s: llm response is not JSON: %s",
+                  prompt->job->id, e.text);
+        snprintf(err, errlen, "LLM returned a malformed response");
+        return RAGNX_AGAIN;
+    }
+
+    ans->input_tokens = -1;
+    ans->output_tokens = -1;
+    ans->model = ragnx_conf->llm_model;
+
+    rc = provider->response(res, ans);
+    json_decref(res);
+
+    if (rc != RAGNX_OK) {
+        ragnx_answer_free(ans);
+        snprintf(err, errlen, "LLM returned a malformed response");
+        return RAGNX_AGAIN;
+    }
+
+    ans->sources = ragnx_llm_sources(prompt->passages, prompt->npassages);
+    if (ans->sources == NULL) {
+        ragnx_answer_free(ans);
+        snprintf(err, errlen, "out of memory");
+        return RAGNX_AGAIN;
+    }
+
+    return RAGNX_OK;
+}
+
+
+/* history turns, then the context and question; system first if asked */
+
+json_t *
+ragnx_llm_messages(const ragnx_prompt_t *prompt, int with_system)
+{
+    int      i;
+    char    *ctx;
+    json_t  *a;
+
+    a = json_array();
+    if (a == NULL) {
+        return NULL;
+    }
+
+    if (with_system) {
+        json_array_append_new(a, json_pack("{s:s,s:s}", "role", "system",
+                                           "content", ragnx_llm_system));
+    }
+
+    /* the Messages API wants the conversation to open with the user */
+    for (i = 0; i < prompt->nhistory
+                && strcmp(prompt->history[i].role, "user") != 0; i++)
+    {
+        /* skip */
+    }
+
+    for ( /* void */ ; i < prompt->nhistory; i++) {
+        json_array_append_new(a, json_pack("{s:s,s:s}", "role",
+                                           prompt->history[i].role,
+                                           "content",
+                                           prompt->history[i].content));
+    }
+
+    ctx = ragnx_llm_context(prompt);
+    if (ctx == NULL) {
+        json_decref(a);
+        return NULL;
+    }
+
+    json_array_append_new(a, json_pack("{s:s,s:s}", "role", "user",
+                                       "content", ctx));
+    free(ctx);
+
+    return a;
+}

@@ -1,0 +1,113 @@
+
+/*
+ * ragnx worker pool: the Anthropic Messages API (POST /v1/messages).
+ */
+
+
+#include <stdio.h>
+#include <string.h>
+
+#include "ragnx_worker.h"
+#include "ragnx_llm.h"
+
+
+static struct curl_slist *ragnx_anthropic_headers(struct curl_slist *h);
+static json_t *ragnx_anthropic_request(const ragnx_prompt_t *prompt);
+static int ragnx_anthropic_response(json_t *res, ragnx_answer_t *ans);
+
+
+const ragnx_llm_provider_t  ragnx_llm_anthropic = {
+    "/v1/messages",
+    ragnx_anthropic_headers,
+    ragnx_anthropic_request,
+    ragnx_anthropic_response
+};
+
+
+static struct curl_slist *
+ragnx_anthropic_headers(struct curl_slist *h)
+{
+    char  buf[4200];
+
+    /* the key goes into the header list only, never into a log line */
+    snprintf(buf, sizeof(buf), "x-api-key: %s",
+             ragnx_conf->llm_api_key ? ragnx_conf->llm_api_key : "");
+    h = curl_slist_append(h, buf);
+    memset(buf, 0, sizeof(buf));
+
+    return curl_slist_append(h, "anthropic-version: 2023-06-01");
+}
+
+
+static json_t *
+ragnx_anthropic_request(const ragnx_prompt_t *prompt)
+{
+    json_t  *messages;
+
+    messages = ragnx_llm_messages(prompt, 0);
+    if (messages == NULL) {
+        return NULL;
+    }
+
+    return json_pack("{s:s,s:i,s:s,s:o}", "model", ragnx_conf->llm_model,
+                     "max_tokens", (int) ragnx_conf->llm_max_tokens,
+                     "system", ragnx_llm_system, "messages", messages);
+}
+
+
+/* {"content":[{"type":"text","text":...}], "usage":{...}} */
+
+static int
+ragnx_anthropic_response(json_t *res, ragnx_answer_t *ans)
+{
+    size_t   i;
+    json_t  *content, *part, *usage, *v;
+    char    *s;
+    size_t   len, n;
+
+    content = json_object_get(res, "content");
+    if (!json_is_array(content)) {
+        return RAGNX_ERROR;
+    }
+
+    len = 0;
+    json_array_foreach(content, i, part) {
+        v = json_object_get(part, "text");
+        if (json_is_string(v)) {
+            len += json_string_length(v);
+        }
+    }
+
+    s = malloc(len + 1);
+    if (s == NULL) {
+        return RAGNX_ERROR;
+    }
+
+    n = 0;
+    json_array_foreach(content, i, part) {
+        v = json_object_get(part, "text");
+        if (json_is_string(v)) {
+            memcpy(s + n, json_string_value(v), json_string_length(v));
+            n += json_string_length(v);
+        }
+    }
+
+    s[n] = '\0';
+
+    if (n == 0) {
+        free(s);
+        return RAGNX_ERROR;
+    }
+
+    ans->answer = s;
+
+    usage = json_object_get(res, "usage");
+    v = json_object_get(usage, "input_tokens");
+    ans->input_tokens = json_is_integer(v) ? (long) json_integer_value(v)
+                                           : -1;
+    v = json_object_get(usage, "output_tokens");
+    ans->output_tokens = json_is_integer(v) ? (long) json_integer_value(v)
+                                            : -1;
+
+    return RAGNX_OK;
+}

@@ -1,0 +1,92 @@
+
+/*
+ * ragnx worker pool: OpenAI-compatible chat completions
+ * (POST <base>/chat/completions: llama.cpp server, vLLM, Ollama, hosted).
+ * llm_base_url includes the version prefix, e.g. http://127.0.0.1:8000/v1.
+ */
+
+
+#include <stdio.h>
+#include <string.h>
+
+#include "ragnx_worker.h"
+#include "ragnx_llm.h"
+
+
+static struct curl_slist *ragnx_openai_headers(struct curl_slist *h);
+static json_t *ragnx_openai_request(const ragnx_prompt_t *prompt);
+static int ragnx_openai_response(json_t *res, ragnx_answer_t *ans);
+
+
+const ragnx_llm_provider_t  ragnx_llm_openai = {
+    "/chat/completions",
+    ragnx_openai_headers,
+    ragnx_openai_request,
+    ragnx_openai_response
+};
+
+
+static struct curl_slist *
+ragnx_openai_headers(struct curl_slist *h)
+{
+    char  buf[4200];
+
+    if (ragnx_conf->llm_api_key == NULL) {
+        return h;
+    }
+
+    snprintf(buf, sizeof(buf), "Authorization: Bearer %s",
+             ragnx_conf->llm_api_key);
+    h = curl_slist_append(h, buf);
+    memset(buf, 0, sizeof(buf));
+
+    return h;
+}
+
+
+static json_t *
+ragnx_openai_request(const ragnx_prompt_t *prompt)
+{
+    json_t  *messages;
+
+    messages = ragnx_llm_messages(prompt, 1);
+    if (messages == NULL) {
+        return NULL;
+    }
+
+    return json_pack("{s:s,s:i,s:o}", "model", ragnx_conf->llm_model,
+                     "max_tokens", (int) ragnx_conf->llm_max_tokens,
+                     "messages", messages);
+}
+
+
+/* {"choices":[{"message":{"content":...}}], "usage":{...}} */
+
+static int
+ragnx_openai_response(json_t *res, ragnx_answer_t *ans)
+{
+    json_t  *v, *usage;
+
+    v = json_object_get(json_array_get(json_object_get(res, "choices"), 0),
+                        "message");
+    v = json_object_get(v, "content");
+
+    if (!json_is_string(v) || json_string_length(v) == 0) {
+        return RAGNX_ERROR;
+    }
+
+    ans->answer = strdup(json_string_value(v));
+    if (ans->answer == NULL) {
+        return RAGNX_ERROR;
+    }
+
+    usage = json_object_get(res, "usage");
+    v = json_object_get(usage, "prompt_tokens");
+    ans->input_tokens = json_is_integer(v) ? (long) json_integer_value(v)
+                                           : -1;
+    v = json_object_get(usage, "completion_tokens");
+    ans->output_tokens = json_is_integer(v) ? (long) json_integer_value(v)
+                                            : -1;
+
+    return RAGNX_OK;
+}

@@ -1,0 +1,106 @@
+
+/*
+ * ragnx worker pool: logging.  One write(2) per line on an O_APPEND
+ * descriptor, so lines of threads and processes never interleave.
+ */
+
+
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ragnx_worker.h"
+
+
+static int    ragnx_log_fd = 2;
+static char   ragnx_log_prefix[64] = "ragnx";
+static const char  *ragnx_log_levels[] = { "error", "warn", "info", "debug" };
+
+
+int
+ragnx_log_open(const char *path)
+{
+    int  fd;
+
+    if (path == NULL) {
+        return RAGNX_OK;
+    }
+
+    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd == -1) {
+        return RAGNX_ERROR;
+    }
+
+    if (ragnx_log_fd != 2) {
+        close(ragnx_log_fd);
+    }
+
+    ragnx_log_fd = fd;
+
+    return RAGNX_OK;
+}
+
+
+void
+ragnx_log_set_prefix(const char *prefix)
+{
+    snprintf(ragnx_log_prefix, sizeof(ragnx_log_prefix), "%s", prefix);
+}
+
+
+void
+ragnx_log(int level, const char *fmt, ...)
+{
+    int             n, m;
+    char            buf[2048];
+    va_list         args;
+    struct tm       tm;
+    struct timeval  tv;
+
+    if (ragnx_conf && level > ragnx_conf->log_level) {
+        return;
+    }
+
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+
+    n = snprintf(buf, sizeof(buf),
+                 "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ [%s] %s %d: ",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                 tm.tm_min, tm.tm_sec, (long) tv.tv_usec / 1000,
+                 ragnx_log_levels[level], ragnx_log_prefix, (int) getpid());
+
+    va_start(args, fmt);
+    m = vsnprintf(buf + n, sizeof(buf) - n - 1, fmt, args);
+    va_end(args);
+
+    if (m < 0) {
+        m = 0;
+    }
+
+    n += m;
+    if (n > (int) sizeof(buf) - 2) {
+        n = sizeof(buf) - 2;
+    }
+
+    buf[n++] = '\n';
+
+    if (write(ragnx_log_fd, buf, n) < 0) {
+        /* nowhere left to complain */
+    }
+}
+
+
+long long
+ragnx_now_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+
+    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

@@ -1,0 +1,764 @@
+
+/*
+ * ragnx worker pool: the command line, the supervisor and the worker
+ * processes.
+ *
+ *   ragnx-worker [-c file] [-t | -T]        run the pool (foreground)
+ *   ragnx-worker [-c file] migrate          apply sql/ migrations
+ *   ragnx-worker [-c file] ingest [--prune] PATH...
+ *   ragnx-worker [-c file] jobs [retry ID | drop ID]
+ *
+ * The supervisor forks `workers` processes and restarts any that dies.
+ * Each worker process runs `concurrency` job threads (each with its own
+ * Redis connection and curl handle; Postgres connections come from a pool
+ * of db_pool / workers) and one maintenance thread.  Signal handlers only
+ * set flags.  SIGTERM drains: the supervisor passes it on, workers stop
+ * reading, finish their jobs (up to drain_timeout) and exit 0; a second
+ * SIGTERM exits at once.  SIGHUP re-reads the configuration and, when it
+ * is valid, replaces the workers gracefully (old ones drain); when it is
+ * not, logs why and keeps the old one.
+ */
+
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <curl/curl.h>
+
+#include "ragnx_worker.h"
+#include "ragnx_keys.h"
+
+
+#define RAGNX_MAX_WORKERS     64
+
+
+typedef struct {
+    pid_t         pid;
+    int           retiring;        /* draining after a reload */
+    long long     started;
+} ragnx_proc_t;
+
+
+typedef struct {
+    pthread_mutex_t   lock;
+    char              entry[64];   /* the entry held, "" when idle */
+    char              consumer[96];
+} ragnx_slot_t;
+
+
+volatile sig_atomic_t  ragnx_quit;
+volatile sig_atomic_t  ragnx_reload;
+static volatile sig_atomic_t  ragnx_child;
+static volatile int           ragnx_ready;     /* schema checked, gen set */
+static volatile sig_atomic_t  ragnx_terms;
+
+static ragnx_proc_t     ragnx_procs[RAGNX_MAX_WORKERS * 2];
+static ragnx_slot_t    *ragnx_slots;
+static int              ragnx_running;
+static pthread_mutex_t  ragnx_running_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t   ragnx_running_cond = PTHREAD_COND_INITIALIZER;
+
+
+static void ragnx_usage(void);
+static void ragnx_signal(int signo);
+static void ragnx_worker_signal(int signo);
+static int ragnx_supervise(void);
+static pid_t ragnx_spawn(int index);
+static void ragnx_worker_process(int index);
+static void *ragnx_job_thread(void *data);
+static void *ragnx_maint_thread(void *data);
+static int ragnx_cmd_migrate(void);
+static void ragnx_sleep_ms(long ms);
+
+
+static void
+ragnx_usage(void)
+{
+    fprintf(stderr,
+            "usage: ragnx-worker [-c file] [-t | -T]\n"
+            "       ragnx-worker [-c file] migrate\n"
+            "       ragnx-worker [-c file] ingest [--prune] PATH...\n"
+            "       ragnx-worker [-c file] jobs [retry ID | drop ID]\n"
+            "\n"
+            "  -c file  configuration file (default: $RAGNX_CONFIG)\n"
+            "  -t       check the configuration and exit\n"
+            "  -T       check, print the effective settings and exit\n");
+}
+
+
+int
+main(int argc, char **argv)
+{
+    int            i, test, rc;
+    char           err[1024];
+    const char    *path;
+    ragnx_conf_t  *conf;
+
+    path = getenv("RAGNX_CONFIG");
+    test = 0;
+
+    for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+            path = argv[++i];
+
+        } else if (strcmp(argv[i], "-t") == 0) {
+            test = 1;
+
+        } else if (strcmp(argv[i], "-T") == 0) {
+            test = 2;
+
+        } else if (strcmp(argv[i], "-v") == 0) {
+            printf("ragnx-worker " RAGNX_VERSION "\n");
+            return 0;
+
+        } else {
+            ragnx_usage();
+            return 2;
+        }
+    }
+
+    conf = ragnx_conf_load(path, err, sizeof(err));
+    if (conf == NULL) {
+        fprintf(stderr, "ragnx-worker: %s\n", err);
+        if (test) {
+            fprintf(stderr, "ragnx-worker: configuration test failed\n");
+        }
+
+        return 1;
+    }
+
+    ragnx_conf = conf;
+    ragnx_queue_init();
+
+    if (test) {
+        if (test == 2) {
+            ragnx_conf_dump(conf);
+        }
+
+        fprintf(stderr, "ragnx-worker: configuration %s is ok\n",
+                path ? path : "(defaults)");
+        return 0;
+    }
+
+    if (i < argc) {
+        if (strcmp(argv[i], "migrate") == 0 && i + 1 == argc) {
+            rc = ragnx_cmd_migrate();
+
+        } else if (strcmp(argv[i], "ingest") == 0 && i + 1 < argc) {
+            rc = ragnx_ingest(argc - i - 1, argv + i + 1);
+
+        } else if (strcmp(argv[i], "jobs") == 0) {
+            rc = ragnx_queue_cli(argc - i - 1, argv + i + 1);
+
+        } else {
+            ragnx_usage();
+            rc = 2;
+        }
+
+        ragnx_conf_free(conf);
+        return rc;
+    }
+
+    if (ragnx_log_open(conf->log_file) != RAGNX_OK) {
+        fprintf(stderr, "ragnx-worker: log_file: cannot open \"%s\": %s\n",
+                conf->log_file, strerror(errno));
+        return 1;
+    }
+
+    return ragnx_supervise();
+}
+
+
+static int
+ragnx_cmd_migrate(void)
+{
+    int      rc;
+    PGconn  *conn;
+
+    conn = ragnx_db_connect(ragnx_conf->database,
+                            ragnx_conf->database_password);
+    if (conn == NULL) {
+        return 1;
+    }
+
+    rc = ragnx_db_migrate(conn);
+    PQfinish(conn);
+
+    return rc == RAGNX_OK ? 0 : 1;
+}
+
+
+static void
+ragnx_sleep_ms(long ms)
+{
+    struct timespec  ts;
+
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000;
+
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+        /* a signal: sleep on */
+    }
+}
+
+
+/* supervisor */
+
+
+static void
+ragnx_signal(int signo)
+{
+    switch (signo) {
+
+    case SIGTERM:
+    case SIGINT:
+        ragnx_quit = 1;
+        ragnx_terms++;
+        break;
+
+    case SIGHUP:
+        ragnx_reload = 1;
+        break;
+
+    case SIGCHLD:
+        ragnx_child = 1;
+        break;
+    }
+}
+
+
+static pid_t
+ragnx_spawn(int index)
+{
+    pid_t  pid, parent;
+
+    parent = getpid();
+    pid = fork();
+
+    if (pid == -1) {
+        ragnx_log(RAGNX_LOG_ERROR, "fork failed: %s", strerror(errno));
+        return -1;
+    }
+
+    if (pid == 0) {
+        /* a supervisor killed with SIGKILL must not leave orphans */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent) {
+            _exit(0);
+        }
+
+        ragnx_worker_process(index);
+        _exit(0);
+    }
+
+    ragnx_log(RAGNX_LOG_INFO, "started worker %d, pid %d", index, (int) pid);
+
+    return pid;
+}
+
+
+static int
+ragnx_supervise(void)
+{
+    int               i, n, status, alive, forwarded;
+    char              err[1024];
+    pid_t             pid;
+    sigset_t          mask, old;
+    FILE             *f;
+    ragnx_conf_t     *conf;
+    struct sigaction  sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = ragnx_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGCHLD, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, &old);
+
+    if (ragnx_conf->pid_file) {
+        f = fopen(ragnx_conf->pid_file, "w");
+        if (f == NULL) {
+            ragnx_log(RAGNX_LOG_ERROR, "pid_file: cannot write \"%s\": %s",
+                      ragnx_conf->pid_file, strerror(errno));
+            return 1;
+        }
+
+        fprintf(f, "%d\n", (int) getpid());
+        fclose(f);
+    }
+
+    if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK) {
+        ragnx_log(RAGNX_LOG_ERROR, "curl_global_init failed");
+        return 1;
+    }
+
+    ragnx_log_set_prefix("supervisor");
+    ragnx_log(RAGNX_LOG_INFO, "ragnx-worker " RAGNX_VERSION " starting: %ld "
+              "workers x %ld jobs, provider %s, model %s", ragnx_conf->workers,
+              ragnx_conf->concurrency, ragnx_conf->llm_provider,
+              ragnx_conf->llm_model);
+
+    n = (int) ragnx_conf->workers;
+    for (i = 0; i < n; i++) {
+        ragnx_procs[i].pid = ragnx_spawn(i);
+        ragnx_procs[i].started = ragnx_now_ms();
+    }
+
+    forwarded = 0;
+
+    for ( ;; ) {
+        sigsuspend(&old);
+
+        if (ragnx_child) {
+            ragnx_child = 0;
+
+            while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+                for (i = 0; i < RAGNX_MAX_WORKERS * 2; i++) {
+                    if (ragnx_procs[i].pid != pid) {
+                        continue;
+                    }
+
+                    if (WIFSIGNALED(status)) {
+                        ragnx_log(ragnx_quit ? RAGNX_LOG_INFO
+                                             : RAGNX_LOG_ERROR,
+                                  "worker %d (pid %d) exited on signal %d",
+                                  i, (int) pid, WTERMSIG(status));
+                    } else {
+                        ragnx_log(RAGNX_LOG_INFO,
+                                  "worker %d (pid %d) exited with code %d",
+                                  i, (int) pid, WEXITSTATUS(status));
+                    }
+
+                    ragnx_procs[i].pid = 0;
+
+                    if (ragnx_quit || ragnx_procs[i].retiring
+                        || i >= ragnx_conf->workers)
+                    {
+                        ragnx_procs[i].retiring = 0;
+                        break;
+                    }
+
+                    /* a crash: restart, not faster than once a second */
+                    if (ragnx_now_ms() - ragnx_procs[i].started < 1000) {
+                        ragnx_sleep_ms(1000);
+                    }
+
+                    ragnx_procs[i].pid = ragnx_spawn(i);
+                    ragnx_procs[i].started = ragnx_now_ms();
+                    break;
+                }
+            }
+        }
+
+        if (ragnx_reload && !ragnx_quit) {
+            ragnx_reload = 0;
+
+            conf = ragnx_conf_load(ragnx_conf->config_file, err,
+                                   sizeof(err));
+            if (conf == NULL) {
+                ragnx_log(RAGNX_LOG_ERROR, "reload failed, keeping the "
+                          "current configuration: %s", err);
+                continue;
+            }
+
+            ragnx_log(RAGNX_LOG_INFO, "reloading: replacing the workers");
+
+            /* the old workers drain in their slots + RAGNX_MAX_WORKERS */
+            for (i = 0; i < RAGNX_MAX_WORKERS; i++) {
+                if (ragnx_procs[i].pid == 0) {
+                    continue;
+                }
+
+                n = i + RAGNX_MAX_WORKERS;
+
+                if (ragnx_procs[n].pid != 0) {
+                    /* still draining from an earlier reload: hurry it */
+                    kill(ragnx_procs[n].pid, SIGTERM);
+                    continue;
+                }
+
+                ragnx_procs[n] = ragnx_procs[i];
+                ragnx_procs[n].retiring = 1;
+                ragnx_procs[i].pid = 0;
+                kill(ragnx_procs[n].pid, SIGTERM);
+            }
+
+            ragnx_conf_free(ragnx_conf);
+            ragnx_conf = conf;
+
+            for (i = 0; i < ragnx_conf->workers; i++) {
+                if (ragnx_procs[i].pid == 0) {
+                    ragnx_procs[i].pid = ragnx_spawn(i);
+                    ragnx_procs[i].started = ragnx_now_ms();
+                }
+            }
+        }
+
+        if (ragnx_quit) {
+            if (forwarded < ragnx_terms) {
+                ragnx_log(RAGNX_LOG_INFO, forwarded == 0
+                          ? "draining: waiting for jobs in flight"
+                          : "second SIGTERM: exiting now");
+                forwarded = ragnx_terms;
+
+                for (i = 0; i < RAGNX_MAX_WORKERS * 2; i++) {
+                    if (ragnx_procs[i].pid) {
+                        kill(ragnx_procs[i].pid, SIGTERM);
+
+                        if (forwarded > 1) {
+                            kill(ragnx_procs[i].pid, SIGTERM);
+                        }
+                    }
+                }
+            }
+
+            alive = 0;
+            for (i = 0; i < RAGNX_MAX_WORKERS * 2; i++) {
+                alive += ragnx_procs[i].pid != 0;
+            }
+
+            if (alive == 0) {
+                break;
+            }
+        }
+    }
+
+    ragnx_log(RAGNX_LOG_INFO, "exiting");
+
+    if (ragnx_conf->pid_file) {
+        unlink(ragnx_conf->pid_file);
+    }
+
+    curl_global_cleanup();
+    ragnx_conf_free(ragnx_conf);
+
+    return forwarded > 1 ? 1 : 0;
+}
+
+
+/* worker process */
+
+
+static void
+ragnx_worker_signal(int signo)
+{
+    if (signo == SIGTERM || signo == SIGINT) {
+        if (ragnx_quit) {
+            /* the second one: jobs in flight will be reclaimed */
+            _exit(1);
+        }
+
+        ragnx_quit = 1;
+    }
+}
+
+
+static void
+ragnx_worker_process(int index)
+{
+    int               i, n, size, rc;
+    char              name[32], host[64];
+    pthread_t         tid;
+    pthread_attr_t    attr;
+    sigset_t          mask;
+    ragnx_thread_t   *threads;
+    ragnx_db_pool_t  *db;
+    struct timespec   deadline;
+    struct sigaction  sa;
+
+    snprintf(name, sizeof(name), "worker %d", index);
+    ragnx_log_set_prefix(name);
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = ragnx_worker_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGCHLD, SIG_DFL);
+
+    ragnx_quit = 0;
+
+    sigemptyset(&mask);
+    sigprocmask(SIG_SETMASK, &mask, NULL);
+
+    srandom((unsigned) (getpid() ^ ragnx_now_ms()));
+
+    n = (int) ragnx_conf->concurrency;
+
+    size = (int) ((ragnx_conf->db_pool + ragnx_conf->workers - 1)
+                  / ragnx_conf->workers);
+    if (size * ragnx_conf->workers > ragnx_conf->db_pool) {
+        size = (int) (ragnx_conf->db_pool / ragnx_conf->workers);
+    }
+
+    if (size < 1) {
+        size = 1;
+    }
+
+    db = ragnx_db_pool_create(ragnx_conf->database,
+                              ragnx_conf->database_password, size,
+                              ragnx_conf->db_timeout);
+    threads = calloc(n + 1, sizeof(ragnx_thread_t));
+    ragnx_slots = calloc(n, sizeof(ragnx_slot_t));
+
+    if (db == NULL || threads == NULL || ragnx_slots == NULL) {
+        ragnx_log(RAGNX_LOG_ERROR, "out of memory");
+        _exit(2);
+    }
+
+    if (gethostname(host, sizeof(host)) != 0) {
+        snprintf(host, sizeof(host), "host");
+    }
+
+    host[sizeof(host) - 1] = '\0';
+
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+
+    ragnx_running = n;
+
+    for (i = 0; i <= n; i++) {
+        threads[i].index = i;
+        threads[i].db = db;
+        snprintf(threads[i].redis.consumer, sizeof(threads[i].redis.consumer),
+                 "%s-%d-%d", host, (int) getpid(), i);
+
+        if (i < n) {
+            pthread_mutex_init(&ragnx_slots[i].lock, NULL);
+            memcpy(ragnx_slots[i].consumer, threads[i].redis.consumer,
+                   sizeof(ragnx_slots[i].consumer));
+
+            threads[i].llm = ragnx_llm_create();
+            if (threads[i].llm == NULL) {
+                ragnx_log(RAGNX_LOG_ERROR, "curl_easy_init failed");
+                _exit(2);
+            }
+        }
+
+        rc = pthread_create(&tid, &attr,
+                            i < n ? ragnx_job_thread : ragnx_maint_thread,
+                            &threads[i]);
+        if (rc != 0) {
+            ragnx_log(RAGNX_LOG_ERROR, "pthread_create: %s", strerror(rc));
+            _exit(2);
+        }
+    }
+
+    ragnx_log(RAGNX_LOG_INFO, "%d job threads, up to %d postgres "
+              "connections", n, size);
+
+    /* wait for SIGTERM, then for the job threads, up to drain_timeout */
+
+    while (!ragnx_quit) {
+        ragnx_sleep_ms(100);
+    }
+
+    ragnx_log(RAGNX_LOG_INFO, "draining %d job threads", ragnx_running);
+
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += ragnx_conf->drain_timeout / 1000;
+    deadline.tv_nsec += (ragnx_conf->drain_timeout % 1000) * 1000000;
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
+
+    pthread_mutex_lock(&ragnx_running_lock);
+
+    while (ragnx_running > 0) {
+        if (pthread_cond_timedwait(&ragnx_running_cond, &ragnx_running_lock,
+                                   &deadline)
+            != 0)
+        {
+            break;
+        }
+    }
+
+    rc = ragnx_running;
+    pthread_mutex_unlock(&ragnx_running_lock);
+
+    if (rc > 0) {
+        ragnx_log(RAGNX_LOG_WARN, "drain timeout: %d jobs left in flight "
+                  "(they will be reclaimed)", rc);
+        _exit(1);
+    }
+
+    ragnx_log(RAGNX_LOG_INFO, "drained");
+    _exit(0);
+}
+
+
+static void *
+ragnx_job_thread(void *data)
+{
+    int              rc;
+    long             backoff;
+    ragnx_entry_t    e;
+    ragnx_thread_t  *t = data;
+
+    backoff = 100;
+
+    while (!ragnx_quit) {
+        if (!__atomic_load_n(&ragnx_ready, __ATOMIC_ACQUIRE)) {
+            /* the maintenance thread has not seen a usable database yet */
+            ragnx_sleep_ms(100);
+            continue;
+        }
+
+        rc = ragnx_queue_read(&t->redis, &e, 1000);
+
+        if (rc == RAGNX_ERROR) {
+            ragnx_sleep_ms(backoff + random() % (backoff / 2 + 1));
+            backoff = backoff < 5000 ? backoff * 2 : 5000;
+            continue;
+        }
+
+        backoff = 100;
+
+        if (rc == RAGNX_AGAIN) {
+            continue;
+        }
+
+        if (ragnx_quit) {
+            /* SIGTERM arrived while we waited: take no new job */
+            ragnx_queue_release(&t->redis, &e);
+            ragnx_entry_free(&e);
+            break;
+        }
+
+        pthread_mutex_lock(&ragnx_slots[t->index].lock);
+        memcpy(ragnx_slots[t->index].entry, e.entry, sizeof(e.entry));
+        pthread_mutex_unlock(&ragnx_slots[t->index].lock);
+
+        ragnx_work(t, &e);
+
+        pthread_mutex_lock(&ragnx_slots[t->index].lock);
+        ragnx_slots[t->index].entry[0] = '\0';
+        pthread_mutex_unlock(&ragnx_slots[t->index].lock);
+
+        ragnx_entry_free(&e);
+    }
+
+    ragnx_redis_close(&t->redis);
+
+    pthread_mutex_lock(&ragnx_running_lock);
+    ragnx_running--;
+    pthread_cond_signal(&ragnx_running_cond);
+    pthread_mutex_unlock(&ragnx_running_lock);
+
+    return NULL;
+}
+
+
+/*
+ * Every 200 ms: due retries back to the stream and dead workers' entries
+ * requeued; every visibility_timeout / 3: heartbeats, resetting the idle
+ * time of the entries this process holds (so a long LLM call is never
+ * taken for a dead worker); every 5 s: the cache generation from the
+ * corpus version, in case Redis lost it or an ingest could not set it;
+ * every minute: consumers idle for an hour with nothing pending are
+ * removed from the group.
+ */
+
+static void *
+ragnx_maint_thread(void *data)
+{
+    int              i, n, ready;
+    char             entry[64], consumer[96], err[256];
+    PGconn          *conn;
+    long long        now, beat, gen, v, forget;
+    redisReply      *reply;
+    ragnx_thread_t  *t = data;
+
+    beat = 0;
+    gen = 0;
+    forget = ragnx_now_ms();
+    ready = 0;
+    n = (int) ragnx_conf->concurrency;
+
+    while (!ragnx_quit) {
+        now = ragnx_now_ms();
+
+        if (now - gen >= 5000) {
+            gen = now;
+
+            /*
+             * never wait for a connection here: the heartbeats below must
+             * not stall behind busy job threads
+             */
+            conn = ragnx_db_get_within(t->db, 0);
+
+            if (conn && ragnx_db_check_schema(conn, err, sizeof(err))
+                        != RAGNX_OK)
+            {
+                ragnx_log(RAGNX_LOG_ERROR, "%s", err);
+
+            } else if (conn) {
+                v = ragnx_db_corpus_version(conn);
+
+                if (v >= 0 && ragnx_queue_setup(&t->redis) == RAGNX_OK
+                    && ragnx_queue_set_gen(&t->redis, v) == RAGNX_OK
+                    && !ready)
+                {
+                    ragnx_log(RAGNX_LOG_INFO, "cache generation %s@%lld",
+                              ragnx_conf->llm_model, v);
+                    ready = 1;
+                    __atomic_store_n(&ragnx_ready, 1, __ATOMIC_RELEASE);
+                }
+            }
+
+            ragnx_db_put(t->db, conn, conn && PQstatus(conn) != CONNECTION_OK);
+        }
+
+        if (now - beat >= ragnx_conf->visibility_timeout / 3) {
+            beat = now;
+
+            for (i = 0; i < n; i++) {
+                pthread_mutex_lock(&ragnx_slots[i].lock);
+                memcpy(entry, ragnx_slots[i].entry, sizeof(entry));
+                memcpy(consumer, ragnx_slots[i].consumer, sizeof(consumer));
+                pthread_mutex_unlock(&ragnx_slots[i].lock);
+
+                if (entry[0] == '\0') {
+                    continue;
+                }
+
+                reply = ragnx_redis_command(&t->redis, "XCLAIM %s %s %s 0 %s "
+                                            "JUSTID", RAGNX_KEY_JOBS,
+                                            RAGNX_GROUP, consumer, entry);
+                if (reply) {
+                    freeReplyObject(reply);
+                }
+            }
+        }
+
+        if (now - forget >= 60000) {
+            forget = now;
+            ragnx_queue_forget(&t->redis, 3600000);
+        }
+
+        ragnx_queue_maintain(&t->redis);
+        ragnx_sleep_ms(200);
+    }
+
+    ragnx_redis_close(&t->redis);
+
+    return NULL;
+}

@@ -1,0 +1,1005 @@
+
+/*
+ * ragnx worker pool: the queue on Redis Streams (shared/ragnx_keys.h).
+ *
+ * A job thread reads one entry of {ragnx}:jobs with XREADGROUP in group
+ * "pool" and finishes it with one script that updates the job hash and
+ * acknowledges and deletes the entry (XACK + XDEL: XLEN stays the queue
+ * depth the module checks), so the hash and the stream never disagree.
+ * Retries wait in {ragnx}:delayed; exhausted and permanent failures go to
+ * {ragnx}:dead, trimmed to dead_max.  The maintenance thread of each
+ * worker process moves due retries back to the stream, renews the idle
+ * time of the entries its threads hold (heartbeat), and requeues entries
+ * idle longer than visibility_timeout: those of a dead worker.
+ */
+
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <openssl/sha.h>
+
+#include "ragnx_worker.h"
+#include "ragnx_keys.h"
+#include "ragnx_uuid.h"
+
+
+typedef struct ragnx_script_s  ragnx_script_t;
+
+static int ragnx_reply_ok(ragnx_redis_t *r, redisReply *reply,
+    const char *what);
+
+
+/* KEYS: job hash; ARGV: now, retention */
+
+static const char  ragnx_script_start_text[] =
+"local st = redis.call('HGET', KEYS[1], 'status')\n"
+"if st == 'completed' or st == 'failed' then return -1 end\n"
+"redis.call('HSET', KEYS[1], 'status', 'active', 'updatedAt', ARGV[1])\n"
+"if redis.call('TTL', KEYS[1]) < 0 then\n"
+"  redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
+"end\n"
+"return redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n";
+
+
+/*
+ * KEYS: job hash, jobs stream, inflight, followers, cache key.
+ * ARGV: entry, now, answer, sources, retention, job id, result JSON,
+ * cache ttl (0: no cache SET).
+ * Followers get a "record" job carrying the result, through the stream.
+ */
+
+static const char  ragnx_script_complete_text[] =
+"local now = ARGV[2]\n"
+"if tonumber(ARGV[8]) > 0 then\n"
+"  redis.call('SET', KEYS[5], ARGV[7], 'EX', ARGV[8])\n"
+"end\n"
+"redis.call('HSET', KEYS[1], 'status', 'completed', 'answer', ARGV[3],\n"
+"  'sources', ARGV[4], 'updatedAt', now)\n"
+"redis.call('HDEL', KEYS[1], 'error')\n"
+"redis.call('EXPIRE', KEYS[1], ARGV[5])\n"
+"if ARGV[1] ~= '' then\n"
+"  redis.call('XACK', KEYS[2], '" RAGNX_GROUP "', ARGV[1])\n"
+"  redis.call('XDEL', KEYS[2], ARGV[1])\n"
+"end\n"
+"if redis.call('GET', KEYS[3]) == ARGV[6] then\n"
+"  redis.call('DEL', KEYS[3])\n"
+"end\n"
+"local fs = redis.call('LRANGE', KEYS[4], 0, -1)\n"
+"redis.call('DEL', KEYS[4])\n"
+"for _, f in ipairs(fs) do\n"
+"  local fk = '" RAGNX_KEY_JOB "' .. f\n"
+"  local p = redis.call('HGET', fk, 'payload')\n"
+"  local ok, j = false, nil\n"
+"  if p then ok, j = pcall(cjson.decode, p) end\n"
+"  if ok and type(j) == 'table' and j['id'] == f then\n"
+"    j['type'] = 'record'\n"
+"    j['result'] = nil\n"
+"    local s = cjson.encode(j)\n"
+"    s = string.sub(s, 1, -2) .. ',\"result\":' .. ARGV[7] .. '}'\n"
+"    redis.call('HSET', fk, 'payload', s, 'updatedAt', now)\n"
+"    redis.call('XADD', KEYS[2], '*', 'id', f, 'job', s)\n"
+"  elseif p then\n"
+"    redis.call('HSET', fk, 'status', 'failed', 'error', 'internal error',\n"
+"      'updatedAt', now)\n"
+"    redis.call('EXPIRE', fk, ARGV[5])\n"
+"  end\n"
+"end\n"
+"return #fs\n";
+
+
+/*
+ * KEYS: job hash, jobs stream, delayed set.
+ * ARGV: entry, now, due, error, payload, job id.
+ */
+
+static const char  ragnx_script_retry_text[] =
+"redis.call('HSET', KEYS[1], 'status', 'delayed', 'error', ARGV[4],\n"
+"  'updatedAt', ARGV[2], 'payload', ARGV[5])\n"
+"redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6])\n"
+"redis.call('XACK', KEYS[2], '" RAGNX_GROUP "', ARGV[1])\n"
+"redis.call('XDEL', KEYS[2], ARGV[1])\n"
+"return 1\n";
+
+
+/*
+ * KEYS: job hash, jobs stream, dead stream, inflight, followers.
+ * ARGV: entry, now, error, retention, job id, payload, dead max,
+ * "1" when the job hash keys are valid (else only dead-letter).
+ */
+
+static const char  ragnx_script_fail_text[] =
+"local now = ARGV[2]\n"
+"redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'id', ARGV[5],\n"
+"  'job', ARGV[6], 'error', ARGV[3], 'failedAt', now)\n"
+"redis.call('XACK', KEYS[2], '" RAGNX_GROUP "', ARGV[1])\n"
+"redis.call('XDEL', KEYS[2], ARGV[1])\n"
+"if ARGV[8] ~= '1' then return 0 end\n"
+"redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[3],\n"
+"  'updatedAt', now)\n"
+"redis.call('EXPIRE', KEYS[1], ARGV[4])\n"
+"if redis.call('GET', KEYS[4]) == ARGV[5] then\n"
+"  redis.call('DEL', KEYS[4])\n"
+"end\n"
+"local fs = redis.call('LRANGE', KEYS[5], 0, -1)\n"
+"redis.call('DEL', KEYS[5])\n"
+"for _, f in ipairs(fs) do\n"
+"  local fk = '" RAGNX_KEY_JOB "' .. f\n"
+"  if redis.call('EXISTS', fk) == 1 then\n"
+"    redis.call('HSET', fk, 'status', 'failed', 'error', ARGV[3],\n"
+"      'updatedAt', now)\n"
+"    redis.call('EXPIRE', fk, ARGV[4])\n"
+"  end\n"
+"end\n"
+"return #fs\n";
+
+
+/* KEYS: delayed set, jobs stream; ARGV: now, limit */
+
+static const char  ragnx_script_promote_text[] =
+"local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1],\n"
+"  'LIMIT', 0, ARGV[2])\n"
+"for _, id in ipairs(ids) do\n"
+"  redis.call('ZREM', KEYS[1], id)\n"
+"  local k = '" RAGNX_KEY_JOB "' .. id\n"
+"  local p = redis.call('HGET', k, 'payload')\n"
+"  if p then\n"
+"    redis.call('HSET', k, 'status', 'waiting', 'updatedAt', ARGV[1])\n"
+"    redis.call('XADD', KEYS[2], '*', 'id', id, 'job', p)\n"
+"  end\n"
+"end\n"
+"return #ids\n";
+
+
+/*
+ * KEYS: jobs stream; ARGV: consumer, min idle ms.  Entries idle that long
+ * belong to a dead worker (live ones are renewed by heartbeats): put them
+ * back at the end of the stream as new entries.
+ */
+
+static const char  ragnx_script_reclaim_text[] =
+"local r = redis.call('XAUTOCLAIM', KEYS[1], '" RAGNX_GROUP "', ARGV[1],\n"
+"  ARGV[2], '0-0', 'COUNT', 100)\n"
+"local n = 0\n"
+"for _, e in ipairs(r[2]) do\n"
+"  redis.call('XACK', KEYS[1], '" RAGNX_GROUP "', e[1])\n"
+"  redis.call('XDEL', KEYS[1], e[1])\n"
+"  if type(e[2]) == 'table' and #e[2] > 0 then\n"
+"    redis.call('XADD', KEYS[1], '*', unpack(e[2]))\n"
+"    n = n + 1\n"
+"  end\n"
+"end\n"
+"return n\n";
+
+
+/*
+ * KEYS: jobs stream; ARGV: idle ms.  Consumers of workers long gone
+ * (nothing pending, idle that long) are removed from the group, so
+ * restarts do not grow it without bound.
+ */
+
+static const char  ragnx_script_forget_text[] =
+"local n = 0\n"
+"for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1],\n"
+"                              '" RAGNX_GROUP "')) do\n"
+"  local f = {}\n"
+"  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end\n"
+"  if f['pending'] == 0 and f['idle'] > tonumber(ARGV[1]) then\n"
+"    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], '" RAGNX_GROUP "',\n"
+"               f['name'])\n"
+"    n = n + 1\n"
+"  end\n"
+"end\n"
+"return n\n";
+
+
+/* KEYS: jobs stream; ARGV: entry, job id, payload */
+
+static const char  ragnx_script_release_text[] =
+"if redis.call('XACK', KEYS[1], '" RAGNX_GROUP "', ARGV[1]) == 1 then\n"
+"  redis.call('XDEL', KEYS[1], ARGV[1])\n"
+"  redis.call('XADD', KEYS[1], '*', 'id', ARGV[2], 'job', ARGV[3])\n"
+"end\n"
+"return 1\n";
+
+
+/* KEYS: jobs stream; ARGV: entry */
+
+static const char  ragnx_script_ack_text[] =
+"redis.call('XACK', KEYS[1], '" RAGNX_GROUP "', ARGV[1])\n"
+"return redis.call('XDEL', KEYS[1], ARGV[1])\n";
+
+
+/* scripts run by EVALSHA, loaded on first use (NOSCRIPT) */
+
+struct ragnx_script_s {
+    const char   *text;
+    char          sha[41];
+};
+
+
+static ragnx_script_t  ragnx_script_start = { ragnx_script_start_text, "" };
+static ragnx_script_t  ragnx_script_complete = { ragnx_script_complete_text,
+                                                 "" };
+static ragnx_script_t  ragnx_script_retry = { ragnx_script_retry_text, "" };
+static ragnx_script_t  ragnx_script_fail = { ragnx_script_fail_text, "" };
+static ragnx_script_t  ragnx_script_promote = { ragnx_script_promote_text,
+                                                "" };
+static ragnx_script_t  ragnx_script_reclaim = { ragnx_script_reclaim_text,
+                                                "" };
+static ragnx_script_t  ragnx_script_release = { ragnx_script_release_text,
+                                                "" };
+static ragnx_script_t  ragnx_script_ack = { ragnx_script_ack_text, "" };
+static ragnx_script_t  ragnx_script_forget = { ragnx_script_forget_text,
+                                               "" };
+
+static ragnx_script_t  *ragnx_scripts[] = {
+    &ragnx_script_start, &ragnx_script_complete, &ragnx_script_retry,
+    &ragnx_script_fail, &ragnx_script_promote, &ragnx_script_reclaim,
+    &ragnx_script_release, &ragnx_script_ack, &ragnx_script_forget, NULL
+};
+
+
+/* the SHA1 of every script: once, before any thread runs */
+
+void
+ragnx_queue_init(void)
+{
+    int              i, k;
+    unsigned char    md[SHA_DIGEST_LENGTH];
+    ragnx_script_t  *sc;
+
+    for (k = 0; ragnx_scripts[k]; k++) {
+        sc = ragnx_scripts[k];
+        SHA1((const unsigned char *) sc->text, strlen(sc->text), md);
+
+        for (i = 0; i < SHA_DIGEST_LENGTH; i++) {
+            sprintf(sc->sha + i * 2, "%02x", md[i]);
+        }
+    }
+}
+
+
+/*
+ * EVALSHA <sha> <fmt...>; on NOSCRIPT (a new or restarted Redis), load
+ * the script and send the same command again.
+ */
+
+static redisReply *
+ragnx_redis_eval(ragnx_redis_t *r, ragnx_script_t *sc, const char *fmt, ...)
+{
+    char         cmd[512];
+    va_list      args, again;
+    redisReply  *reply;
+
+    if (r->ctx == NULL && ragnx_redis_connect(r) != RAGNX_OK) {
+        return NULL;
+    }
+
+    snprintf(cmd, sizeof(cmd), "EVALSHA %s %s", sc->sha, fmt);
+
+    va_start(args, fmt);
+    va_copy(again, args);
+
+    reply = redisvCommand(r->ctx, cmd, args);
+
+    if (reply && reply->type == REDIS_REPLY_ERROR
+        && strncmp(reply->str, "NOSCRIPT", 8) == 0)
+    {
+        freeReplyObject(reply);
+        reply = redisCommand(r->ctx, "SCRIPT LOAD %s", sc->text);
+
+        if (reply) {
+            freeReplyObject(reply);
+            reply = redisvCommand(r->ctx, cmd, again);
+        }
+    }
+
+    va_end(again);
+    va_end(args);
+
+    if (reply == NULL) {
+        ragnx_log(RAGNX_LOG_ERROR, "redis: %s", r->ctx->errstr);
+        ragnx_redis_close(r);
+    }
+
+    return reply;
+}
+
+
+int
+ragnx_redis_connect(ragnx_redis_t *r)
+{
+    redisReply      *reply;
+    struct timeval   tv;
+
+    if (r->ctx) {
+        return RAGNX_OK;
+    }
+
+    tv.tv_sec = ragnx_conf->redis_timeout / 1000;
+    tv.tv_usec = (ragnx_conf->redis_timeout % 1000) * 1000;
+
+    r->ctx = redisConnectWithTimeout(ragnx_conf->redis_host,
+                                     (int) ragnx_conf->redis_port, tv);
+
+    if (r->ctx == NULL || r->ctx->err) {
+        ragnx_log(RAGNX_LOG_ERROR, "redis connect to %s:%ld failed: %s",
+                  ragnx_conf->redis_host, ragnx_conf->redis_port,
+                  r->ctx ? r->ctx->errstr : "out of memory");
+        ragnx_redis_close(r);
+        return RAGNX_ERROR;
+    }
+
+    /* commands block up to 1 s (XREADGROUP BLOCK): allow for that */
+    tv.tv_sec += 2;
+    redisSetTimeout(r->ctx, tv);
+
+    if (ragnx_conf->redis_password) {
+        reply = redisCommand(r->ctx, "AUTH %s", ragnx_conf->redis_password);
+
+        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+            ragnx_log(RAGNX_LOG_ERROR, "redis AUTH failed");
+            if (reply) {
+                freeReplyObject(reply);
+            }
+
+            ragnx_redis_close(r);
+            return RAGNX_ERROR;
+        }
+
+        freeReplyObject(reply);
+    }
+
+    return RAGNX_OK;
+}
+
+
+void
+ragnx_redis_close(ragnx_redis_t *r)
+{
+    if (r->ctx) {
+        redisFree(r->ctx);
+        r->ctx = NULL;
+    }
+}
+
+
+/* a reply, or NULL with the connection closed (reconnect next time) */
+
+redisReply *
+ragnx_redis_command(ragnx_redis_t *r, const char *fmt, ...)
+{
+    va_list      args;
+    redisReply  *reply;
+
+    if (r->ctx == NULL && ragnx_redis_connect(r) != RAGNX_OK) {
+        return NULL;
+    }
+
+    va_start(args, fmt);
+    reply = redisvCommand(r->ctx, fmt, args);
+    va_end(args);
+
+    if (reply == NULL) {
+        ragnx_log(RAGNX_LOG_ERROR, "redis: %s", r->ctx->errstr);
+        ragnx_redis_close(r);
+    }
+
+    return reply;
+}
+
+
+redisReply *
+ragnx_redis_argv(ragnx_redis_t *r, int argc, const char **argv,
+    const size_t *lens)
+{
+    redisReply  *reply;
+
+    if (r->ctx == NULL && ragnx_redis_connect(r) != RAGNX_OK) {
+        return NULL;
+    }
+
+    reply = redisCommandArgv(r->ctx, argc, argv, lens);
+
+    if (reply == NULL) {
+        ragnx_log(RAGNX_LOG_ERROR, "redis: %s", r->ctx->errstr);
+        ragnx_redis_close(r);
+    }
+
+    return reply;
+}
+
+
+static int
+ragnx_reply_ok(ragnx_redis_t *r, redisReply *reply, const char *what)
+{
+    if (reply == NULL) {
+        return RAGNX_ERROR;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ragnx_log(RAGNX_LOG_ERROR, "redis %s: %s", what, reply->str);
+        freeReplyObject(reply);
+        return RAGNX_ERROR;
+    }
+
+    freeReplyObject(reply);
+    return RAGNX_OK;
+}
+
+
+int
+ragnx_queue_setup(ragnx_redis_t *r)
+{
+    redisReply  *reply;
+
+    reply = ragnx_redis_command(r, "XGROUP CREATE %s %s 0 MKSTREAM",
+                                RAGNX_KEY_JOBS, RAGNX_GROUP);
+    if (reply == NULL) {
+        return RAGNX_ERROR;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR
+        && strncmp(reply->str, "BUSYGROUP", 9) != 0)
+    {
+        ragnx_log(RAGNX_LOG_ERROR, "redis XGROUP CREATE: %s", reply->str);
+        freeReplyObject(reply);
+        return RAGNX_ERROR;
+    }
+
+    freeReplyObject(reply);
+    return RAGNX_OK;
+}
+
+
+int
+ragnx_queue_set_gen(ragnx_redis_t *r, long long version)
+{
+    char  gen[256];
+
+    snprintf(gen, sizeof(gen), "%s@%lld", ragnx_conf->llm_model, version);
+
+    return ragnx_reply_ok(r, ragnx_redis_command(r, "SET %s %s",
+                                                 RAGNX_KEY_GEN, gen),
+                          "SET gen");
+}
+
+
+void
+ragnx_entry_free(ragnx_entry_t *e)
+{
+    free(e->payload);
+    memset(e, 0, sizeof(ragnx_entry_t));
+}
+
+
+/*
+ * RAGNX_OK with an entry, RAGNX_AGAIN when none arrived in block_ms,
+ * RAGNX_ERROR when Redis failed (the caller backs off).  An entry without
+ * the expected fields comes back with an empty payload: it is dead-lettered
+ * by the caller.
+ */
+
+int
+ragnx_queue_read(ragnx_redis_t *r, ragnx_entry_t *e, int block_ms)
+{
+    size_t       i;
+    redisReply  *reply, *entry, *fields, *f, *v;
+
+    memset(e, 0, sizeof(ragnx_entry_t));
+
+    reply = ragnx_redis_command(r, "XREADGROUP GROUP %s %s COUNT 1 BLOCK %d "
+                                "STREAMS %s >", RAGNX_GROUP, r->consumer,
+                                block_ms, RAGNX_KEY_JOBS);
+    if (reply == NULL) {
+        return RAGNX_ERROR;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        freeReplyObject(reply);
+        return RAGNX_AGAIN;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (strncmp(reply->str, "NOGROUP", 7) == 0) {
+            ragnx_log(RAGNX_LOG_WARN, "consumer group missing: creating it");
+            freeReplyObject(reply);
+            return ragnx_queue_setup(r) == RAGNX_OK ? RAGNX_AGAIN
+                                                    : RAGNX_ERROR;
+        }
+
+        ragnx_log(RAGNX_LOG_ERROR, "redis XREADGROUP: %s", reply->str);
+        freeReplyObject(reply);
+        return RAGNX_ERROR;
+    }
+
+    /* [[stream, [[entry id, [field, value, ...]]]]] */
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1
+        || reply->element[0]->type != REDIS_REPLY_ARRAY
+        || reply->element[0]->elements != 2
+        || reply->element[0]->element[1]->type != REDIS_REPLY_ARRAY
+        || reply->element[0]->element[1]->elements != 1)
+    {
+        freeReplyObject(reply);
+        return RAGNX_AGAIN;
+    }
+
+    entry = reply->element[0]->element[1]->element[0];
+
+    if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2
+        || entry->element[0]->type != REDIS_REPLY_STRING)
+    {
+        freeReplyObject(reply);
+        return RAGNX_AGAIN;
+    }
+
+    snprintf(e->entry, sizeof(e->entry), "%s", entry->element[0]->str);
+
+    fields = entry->element[1];
+
+    for (i = 0;
+         fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements;
+         i += 2)
+    {
+        f = fields->element[i];
+        v = fields->element[i + 1];
+
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        if (strcmp(f->str, "id") == 0) {
+            snprintf(e->id, sizeof(e->id), "%.*s", (int) v->len, v->str);
+
+        } else if (strcmp(f->str, "job") == 0 && e->payload == NULL) {
+            e->payload = malloc(v->len + 1);
+            if (e->payload) {
+                memcpy(e->payload, v->str, v->len);
+                e->payload[v->len] = '\0';
+                e->len = v->len;
+            }
+        }
+    }
+
+    freeReplyObject(reply);
+
+    return RAGNX_OK;
+}
+
+
+/* an entry read while draining goes back to the stream for others */
+
+int
+ragnx_queue_ack(ragnx_redis_t *r, const ragnx_entry_t *e)
+{
+    return ragnx_reply_ok(r, ragnx_redis_eval(r, &ragnx_script_ack, "1 %s %s",
+                                              RAGNX_KEY_JOBS, e->entry),
+                          "ack script");
+}
+
+
+int
+ragnx_queue_release(ragnx_redis_t *r, const ragnx_entry_t *e)
+{
+    redisReply  *reply;
+
+    reply = ragnx_redis_eval(r, &ragnx_script_release, "1 %s %s %s %b",
+                             RAGNX_KEY_JOBS, e->entry, e->id,
+                             e->payload ? e->payload : "",
+                             e->payload ? e->len : 0);
+
+    return ragnx_reply_ok(r, reply, "release script");
+}
+
+
+/* the attempt number, or -1 when the job was already finished */
+
+int
+ragnx_queue_start(ragnx_redis_t *r, const ragnx_entry_t *e, long *attempts)
+{
+    char         key[128], now[32], ret[32];
+    redisReply  *reply;
+
+    snprintf(key, sizeof(key), RAGNX_KEY_JOB "%s", e->id);
+    snprintf(now, sizeof(now), "%lld", ragnx_now_ms());
+    snprintf(ret, sizeof(ret), "%ld", ragnx_conf->job_retention);
+
+    reply = ragnx_redis_eval(r, &ragnx_script_start, "1 %s %s %s", key, now,
+                             ret);
+    if (reply == NULL) {
+        return RAGNX_ERROR;
+    }
+
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        ragnx_log(RAGNX_LOG_ERROR, "start script: %s",
+                  reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply");
+        freeReplyObject(reply);
+        return RAGNX_ERROR;
+    }
+
+    *attempts = (long) reply->integer;
+    freeReplyObject(reply);
+
+    return RAGNX_OK;
+}
+
+
+int
+ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
+    const ragnx_job_t *job, const ragnx_answer_t *ans)
+{
+    int          rc;
+    char         key[128], inflight[512], followers[160], cache[512],
+                 now[32], ret[32], ttl[32], *sources, *result;
+    json_t      *res;
+    redisReply  *reply;
+
+    snprintf(key, sizeof(key), RAGNX_KEY_JOB "%s", job->id);
+    snprintf(inflight, sizeof(inflight), RAGNX_KEY_INFLIGHT "%s:%s",
+             job->digest, job->gen);
+    snprintf(followers, sizeof(followers),
+             RAGNX_KEY_JOB "%s" RAGNX_KEY_FOLLOWERS, job->id);
+    snprintf(cache, sizeof(cache), RAGNX_KEY_CACHE "%s:%s", job->digest,
+             job->gen);
+    snprintf(now, sizeof(now), "%lld", ragnx_now_ms());
+    snprintf(ret, sizeof(ret), "%ld", ragnx_conf->job_retention);
+
+    /* only answers computed here are cached; a record job's came from it */
+    snprintf(ttl, sizeof(ttl), "%ld",
+             job->type == RAGNX_JOB_ASK ? ragnx_conf->cache_ttl : 0);
+
+    res = json_pack("{s:s,s:O}", "answer", ans->answer, "sources",
+                    ans->sources);
+    result = res ? json_dumps(res, JSON_COMPACT) : NULL;
+    sources = json_dumps(ans->sources, JSON_COMPACT);
+    json_decref(res);
+
+    if (result == NULL || sources == NULL) {
+        free(result);
+        free(sources);
+        return RAGNX_ERROR;
+    }
+
+    reply = ragnx_redis_eval(r, &ragnx_script_complete, "5 %s %s %s %s %s "
+                                "%s %s %s %s %s %s %s %s", key,
+                                RAGNX_KEY_JOBS, inflight, followers, cache,
+                                e->entry, now, ans->answer, sources, ret,
+                                job->id, result, ttl);
+    free(result);
+    free(sources);
+
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
+        ragnx_log(RAGNX_LOG_DEBUG, "job %s: %lld followers answered",
+                  job->id, reply->integer);
+    }
+
+    rc = ragnx_reply_ok(r, reply, "complete script");
+
+    return rc;
+}
+
+
+int
+ragnx_queue_retry(ragnx_redis_t *r, const ragnx_entry_t *e,
+    long long delay_ms, const char *error)
+{
+    char          key[128], now[32], due[32];
+    long long     t;
+    redisReply   *reply;
+
+    t = ragnx_now_ms();
+    snprintf(key, sizeof(key), RAGNX_KEY_JOB "%s", e->id);
+    snprintf(now, sizeof(now), "%lld", t);
+    snprintf(due, sizeof(due), "%lld", t + delay_ms);
+
+    reply = ragnx_redis_eval(r, &ragnx_script_retry, "3 %s %s %s %s %s %s %s "
+                                "%b %s", key, RAGNX_KEY_JOBS,
+                                RAGNX_KEY_DELAYED, e->entry, now, due, error,
+                                e->payload, e->len, e->id);
+
+    return ragnx_reply_ok(r, reply, "retry script");
+}
+
+
+/* job may be NULL: an entry that could not be decoded */
+
+int
+ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
+    const ragnx_job_t *job, const char *error)
+{
+    int           valid;
+    char          key[128], inflight[512], followers[160], now[32], ret[32],
+                  max[32];
+    const char   *payload;
+    size_t        len;
+    redisReply   *reply;
+
+    valid = ragnx_uuid_valid(e->id, strlen(e->id));
+
+    snprintf(key, sizeof(key), RAGNX_KEY_JOB "%s", valid ? e->id : "-");
+    snprintf(followers, sizeof(followers),
+             RAGNX_KEY_JOB "%s" RAGNX_KEY_FOLLOWERS, valid ? e->id : "-");
+
+    if (job) {
+        snprintf(inflight, sizeof(inflight), RAGNX_KEY_INFLIGHT "%s:%s",
+                 job->digest, job->gen);
+    } else {
+        snprintf(inflight, sizeof(inflight), RAGNX_KEY_INFLIGHT "-");
+    }
+
+    snprintf(now, sizeof(now), "%lld", ragnx_now_ms());
+    snprintf(ret, sizeof(ret), "%ld", ragnx_conf->job_retention);
+    snprintf(max, sizeof(max), "%ld", ragnx_conf->dead_max);
+
+    payload = e->payload ? e->payload : "";
+    len = e->payload ? e->len : 0;
+
+    reply = ragnx_redis_eval(r, &ragnx_script_fail, "5 %s %s %s %s %s %s %s "
+                                "%s %s %s %b %s %s", key,
+                                RAGNX_KEY_JOBS, RAGNX_KEY_DEAD, inflight,
+                                followers, e->entry, now, error, ret,
+                                e->id, payload, len, max,
+                                valid ? "1" : "0");
+
+    return ragnx_reply_ok(r, reply, "fail script");
+}
+
+
+/* due retries back to the stream, and entries of dead workers */
+
+int
+ragnx_queue_maintain(ragnx_redis_t *r)
+{
+    char         now[32], idle[32];
+    redisReply  *reply;
+
+    snprintf(now, sizeof(now), "%lld", ragnx_now_ms());
+
+    reply = ragnx_redis_eval(r, &ragnx_script_promote, "2 %s %s %s 500",
+                             RAGNX_KEY_DELAYED, RAGNX_KEY_JOBS, now);
+    if (ragnx_reply_ok(r, reply, "promote script") != RAGNX_OK) {
+        return RAGNX_ERROR;
+    }
+
+    snprintf(idle, sizeof(idle), "%ld", ragnx_conf->visibility_timeout);
+
+    reply = ragnx_redis_eval(r, &ragnx_script_reclaim, "1 %s %s %s",
+                             RAGNX_KEY_JOBS, r->consumer, idle);
+    if (reply == NULL) {
+        return RAGNX_ERROR;
+    }
+
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
+        ragnx_log(RAGNX_LOG_WARN, "requeued %lld entries idle for over "
+                  "%ld ms (a worker died)", reply->integer,
+                  ragnx_conf->visibility_timeout);
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR
+        && strstr(reply->str, "NOGROUP") != NULL)
+    {
+        freeReplyObject(reply);
+        return ragnx_queue_setup(r);
+    }
+
+    return ragnx_reply_ok(r, reply, "reclaim script");
+}
+
+
+/* remove consumers idle for idle_ms with nothing pending */
+
+int
+ragnx_queue_forget(ragnx_redis_t *r, long idle_ms)
+{
+    redisReply  *reply;
+
+    reply = ragnx_redis_eval(r, &ragnx_script_forget, "1 %s %ld",
+                             RAGNX_KEY_JOBS, idle_ms);
+
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
+        ragnx_log(RAGNX_LOG_INFO, "removed %lld idle consumers from the "
+                  "group", reply->integer);
+    }
+
+    return ragnx_reply_ok(r, reply, "forget script");
+}
+
+
+/* ragnx-worker jobs [retry ID | drop ID] */
+
+
+/*
+ * KEYS: job hash, jobs stream, dead stream.
+ * ARGV: dead entry, job id, now, payload, retention.
+ */
+
+static const char  ragnx_script_requeue[] =
+"redis.call('HSET', KEYS[1], 'status', 'waiting', 'attempts', 0,\n"
+"  'updatedAt', ARGV[3], 'payload', ARGV[4])\n"
+"redis.call('HDEL', KEYS[1], 'error')\n"
+"redis.call('EXPIRE', KEYS[1], ARGV[5])\n"
+"redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job', ARGV[4])\n"
+"return redis.call('XDEL', KEYS[3], ARGV[1])\n";
+
+static int ragnx_jobs_find_dead(ragnx_redis_t *r, const char *id,
+    char *entry, size_t size, char **payload);
+
+
+static int
+ragnx_jobs_find_dead(ragnx_redis_t *r, const char *id, char *entry,
+    size_t size, char **payload)
+{
+    size_t       i, j;
+    redisReply  *reply, *e, *f;
+    int          found;
+
+    reply = ragnx_redis_command(r, "XREVRANGE %s + - COUNT 100000",
+                                RAGNX_KEY_DEAD);
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        if (reply) {
+            freeReplyObject(reply);
+        }
+
+        return RAGNX_ERROR;
+    }
+
+    found = 0;
+
+    for (i = 0; i < reply->elements && !found; i++) {
+        e = reply->element[i];
+        f = e->element[1];
+
+        for (j = 0; j + 1 < f->elements; j += 2) {
+            if (strcmp(f->element[j]->str, "id") == 0
+                && strcmp(f->element[j + 1]->str, id) == 0)
+            {
+                found = 1;
+                snprintf(entry, size, "%s", e->element[0]->str);
+            }
+        }
+
+        for (j = 0; found && payload && j + 1 < f->elements; j += 2) {
+            if (strcmp(f->element[j]->str, "job") == 0) {
+                *payload = strdup(f->element[j + 1]->str);
+            }
+        }
+    }
+
+    freeReplyObject(reply);
+
+    return found ? RAGNX_OK : RAGNX_DECLINED;
+}
+
+
+int
+ragnx_queue_cli(int argc, char **argv)
+{
+    int             rc;
+    char            entry[64], key[128], now[32], *payload;
+    size_t          i, j;
+    const char     *id, *err;
+    redisReply     *reply, *e, *f;
+    ragnx_redis_t   r;
+    long long       n[4];
+    const char     *cmds[] = { "XLEN " RAGNX_KEY_JOBS,
+                               "XPENDING " RAGNX_KEY_JOBS " " RAGNX_GROUP,
+                               "ZCARD " RAGNX_KEY_DELAYED,
+                               "XLEN " RAGNX_KEY_DEAD };
+
+    memset(&r, 0, sizeof(ragnx_redis_t));
+
+    if (ragnx_redis_connect(&r) != RAGNX_OK) {
+        return 1;
+    }
+
+    if (argc >= 2 && (strcmp(argv[0], "retry") == 0
+                      || strcmp(argv[0], "drop") == 0))
+    {
+        if (!ragnx_uuid_valid(argv[1], strlen(argv[1]))) {
+            fprintf(stderr, "ragnx-worker: \"%s\" is not a job id\n",
+                    argv[1]);
+            ragnx_redis_close(&r);
+            return 1;
+        }
+
+        payload = NULL;
+        rc = ragnx_jobs_find_dead(&r, argv[1], entry, sizeof(entry),
+                                  &payload);
+        if (rc != RAGNX_OK) {
+            fprintf(stderr, "ragnx-worker: job %s is not dead-lettered\n",
+                    argv[1]);
+            free(payload);
+            ragnx_redis_close(&r);
+            return 1;
+        }
+
+        snprintf(key, sizeof(key), RAGNX_KEY_JOB "%s", argv[1]);
+        snprintf(now, sizeof(now), "%lld", ragnx_now_ms());
+
+        if (argv[0][0] == 'r') {
+            reply = ragnx_redis_command(&r, "EVAL %s 3 %s %s %s %s %s %s "
+                                        "%s %ld", ragnx_script_requeue, key,
+                                        RAGNX_KEY_JOBS, RAGNX_KEY_DEAD,
+                                        entry, argv[1], now,
+                                        payload ? payload : "",
+                                        ragnx_conf->job_retention);
+        } else {
+            reply = ragnx_redis_command(&r, "XDEL %s %s", RAGNX_KEY_DEAD,
+                                        entry);
+        }
+
+        free(payload);
+        rc = ragnx_reply_ok(&r, reply, argv[0]);
+        ragnx_redis_close(&r);
+
+        if (rc == RAGNX_OK) {
+            printf("%s %s\n", argv[0][0] == 'r' ? "requeued" : "dropped",
+                   argv[1]);
+        }
+
+        return rc == RAGNX_OK ? 0 : 1;
+    }
+
+    if (argc > 0) {
+        fprintf(stderr, "usage: ragnx-worker jobs [retry ID | drop ID]\n");
+        ragnx_redis_close(&r);
+        return 2;
+    }
+
+    for (i = 0; i < 4; i++) {
+        reply = ragnx_redis_command(&r, cmds[i]);
+        if (reply == NULL) {
+            return 1;
+        }
+
+        n[i] = 0;
+
+        if (reply->type == REDIS_REPLY_INTEGER) {
+            n[i] = reply->integer;
+
+        } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0
+                   && reply->element[0]->type == REDIS_REPLY_INTEGER)
+        {
+            n[i] = reply->element[0]->integer;
+        }
+
+        freeReplyObject(reply);
+    }
+
+    printf("queued %lld\npending %lld\ndelayed %lld\ndead %lld\n",
+           n[0] - n[1], n[1], n[2], n[3]);
+
+    reply = ragnx_redis_command(&r, "XREVRANGE %s + - COUNT 20",
+                                RAGNX_KEY_DEAD);
+
+    for (i = 0; reply && reply->type == REDIS_REPLY_ARRAY
+                && i < reply->elements; i++)
+    {
+        e = reply->element[i];
+        f = e->element[1];
+        id = "-";
+        err = "-";
+
+        for (j = 0; j + 1 < f->elements; j += 2) {
+            if (strcmp(f->element[j]->str, "id") == 0) {
+                id = f->element[j + 1]->str;
+
+            } else if (strcmp(f->element[j]->str, "error") == 0) {
+                err = f->element[j + 1]->str;
+            }
+        }
+
+        printf("dead %s %s\n", id, err);
+    }
+
+    if (reply) {
+        freeReplyObject(reply);
+    }
+
+    ragnx_redis_close(&r);
+    return 0;
+}

@@ -1,0 +1,251 @@
+
+/*
+ * ragnx worker pool: one job, from its stream entry to its acknowledgement.
+ *
+ *   decode -> start (status active, attempts + 1) -> chat (create or check
+ *   the owner) -> an earlier delivery already committed?  use its answer
+ *   -> retrieval + history -> LLM (no Postgres connection held) ->
+ *   user + assistant messages in one transaction -> one script: cache SET,
+ *   job completed, followers handed their record jobs, XACK + XDEL.
+ *
+ * Errors are transient (RAGNX_AGAIN: retried with backoff until
+ * max_attempts) or permanent (RAGNX_DECLINED: failed at once); both end
+ * in the dead-letter stream when the job gives up.
+ */
+
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ragnx_worker.h"
+#include "ragnx_keys.h"
+
+
+static int ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
+    ragnx_answer_t *ans, long *retry_after, char *err, size_t errlen);
+static long long ragnx_work_backoff(long attempts, long retry_after);
+
+
+static long long
+ragnx_work_backoff(long attempts, long retry_after)
+{
+    long long  d;
+
+    d = ragnx_conf->retry_base;
+
+    while (--attempts > 0 && d < ragnx_conf->retry_max) {
+        d *= 2;
+    }
+
+    if (d > ragnx_conf->retry_max) {
+        d = ragnx_conf->retry_max;
+    }
+
+    /* full jitter over the upper half: d/2 .. d */
+    d = d / 2 + (long long) (random() % (d / 2 + 1));
+
+    /* the provider's Retry-After wins when it asks for longer */
+    if (retry_after > d) {
+        d = retry_after;
+    }
+
+    return d;
+}
+
+
+void
+ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e)
+{
+    int             rc;
+    long            attempts, retry_after;
+    char            err[512];
+    ragnx_job_t     job;
+    ragnx_answer_t  ans;
+
+    if (e->payload == NULL
+        || ragnx_job_decode(e->payload, e->len, &job, err, sizeof(err)) != 0)
+    {
+        if (e->payload == NULL) {
+            snprintf(err, sizeof(err), "entry without a job field");
+        }
+
+        ragnx_log(RAGNX_LOG_ERROR, "entry %s (job \"%s\"): bad payload: %s: "
+                  "dead-lettered", e->entry, e->id, err);
+        ragnx_queue_fail(&t->redis, e, NULL, "invalid job");
+        return;
+    }
+
+    if (strcmp(job.id, e->id) != 0) {
+        ragnx_log(RAGNX_LOG_ERROR, "entry %s: id field \"%s\" differs from "
+                  "the payload's: dead-lettered", e->entry, e->id);
+        ragnx_queue_fail(&t->redis, e, NULL, "invalid job");
+        ragnx_job_free(&job);
+        return;
+    }
+
+    if (ragnx_queue_start(&t->redis, e, &attempts) != RAGNX_OK) {
+        /* Redis is away: the entry stays pending and is reclaimed */
+        ragnx_job_free(&job);
+        return;
+    }
+
+    if (attempts < 0) {
+        ragnx_log(RAGNX_LOG_INFO, "job %s already finished: acknowledged",
+                  job.id);
+        ragnx_queue_ack(&t->redis, e);
+
+        ragnx_job_free(&job);
+        return;
+    }
+
+    ragnx_log(RAGNX_LOG_DEBUG, "job %s: %s, attempt %ld", job.id,
+              ragnx_job_type_name(job.type), attempts);
+
+    if (attempts > ragnx_conf->max_attempts) {
+        /* delivered again and again without finishing: a poison job */
+        ragnx_queue_fail(&t->redis, e, &job, "too many attempts");
+        ragnx_job_free(&job);
+        return;
+    }
+
+    retry_after = -1;
+    err[0] = '\0';
+
+    rc = ragnx_work_run(t, &job, &ans, &retry_after, err, sizeof(err));
+
+    switch (rc) {
+
+    case RAGNX_OK:
+        if (ragnx_queue_complete(&t->redis, e, &job, &ans) == RAGNX_OK) {
+            ragnx_log(RAGNX_LOG_DEBUG, "job %s completed", job.id);
+        }
+
+        ragnx_answer_free(&ans);
+        break;
+
+    case RAGNX_AGAIN:
+        if (attempts < ragnx_conf->max_attempts) {
+            ragnx_log(RAGNX_LOG_WARN, "job %s: %s: retry %ld of %ld", job.id,
+                      err, attempts, ragnx_conf->max_attempts - 1);
+            ragnx_queue_retry(&t->redis, e,
+                              ragnx_work_backoff(attempts, retry_after), err);
+            break;
+        }
+
+        /* fall through */
+
+    default:
+        ragnx_log(RAGNX_LOG_WARN, "job %s failed after %ld attempts: %s",
+                  job.id, attempts, err);
+        ragnx_queue_fail(&t->redis, e, &job, err);
+        break;
+    }
+
+    ragnx_job_free(&job);
+}
+
+
+static int
+ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
+    ragnx_answer_t *ans, long *retry_after, char *err, size_t errlen)
+{
+    int              rc, np, nh, created;
+    PGconn          *conn;
+    ragnx_turn_t    *history;
+    ragnx_prompt_t   prompt;
+    ragnx_passage_t *passages;
+
+    memset(ans, 0, sizeof(ragnx_answer_t));
+
+    conn = ragnx_db_get(t->db);
+    if (conn == NULL) {
+        snprintf(err, errlen, "database unavailable");
+        return RAGNX_AGAIN;
+    }
+
+    if (job->type == RAGNX_JOB_RECORD) {
+        rc = ragnx_store_chat(conn, job, &created, ans, err, errlen);
+        if (rc != RAGNX_OK) {
+            ragnx_db_put(t->db, conn, rc == RAGNX_AGAIN);
+            return rc;
+        }
+
+        if (ans->answer == NULL) {
+            ans->answer = strdup(job->answer);
+            ans->sources = json_incref(job->sources);
+            ans->input_tokens = -1;
+            ans->output_tokens = -1;
+            ans->model = "cache";
+
+            if (ans->answer == NULL) {
+                ragnx_db_put(t->db, conn, 0);
+                ragnx_answer_free(ans);
+                snprintf(err, errlen, "out of memory");
+                return RAGNX_AGAIN;
+            }
+        }
+
+        rc = ragnx_store_exchange(conn, job, ans, err, errlen);
+        ragnx_db_put(t->db, conn, rc == RAGNX_AGAIN);
+
+        if (rc != RAGNX_OK) {
+            ragnx_answer_free(ans);
+        }
+
+        return rc;
+    }
+
+    /* chat check, passages and history in one round trip */
+
+    rc = ragnx_store_read_ask(conn, job, (int) ragnx_conf->top_k,
+                              (int) ragnx_conf->history, &created, ans,
+                              &passages, &np, &history, &nh, err, errlen);
+    if (rc != RAGNX_OK) {
+        ragnx_db_put(t->db, conn, rc == RAGNX_AGAIN);
+        return rc;
+    }
+
+    if (ans->answer) {
+        /* a redelivery of a job whose exchange was already committed */
+        ragnx_db_put(t->db, conn, 0);
+        ragnx_store_passages_free(passages, np);
+        ragnx_store_history_free(history, nh);
+        ragnx_log(RAGNX_LOG_INFO, "job %s: answer already stored", job->id);
+        return RAGNX_OK;
+    }
+
+    /* connections are scarce and the LLM is slow: give it back first */
+    ragnx_db_put(t->db, conn, 0);
+
+    prompt.job = job;
+    prompt.passages = passages;
+    prompt.npassages = np;
+    prompt.history = history;
+    prompt.nhistory = nh;
+
+    rc = ragnx_llm_answer(t->llm, &prompt, ans, retry_after, err, errlen);
+
+    ragnx_store_passages_free(passages, np);
+    ragnx_store_history_free(history, nh);
+
+    if (rc != RAGNX_OK) {
+        return rc;
+    }
+
+    conn = ragnx_db_get(t->db);
+    if (conn == NULL) {
+        ragnx_answer_free(ans);
+        snprintf(err, errlen, "database unavailable");
+        return RAGNX_AGAIN;
+    }
+
+    rc = ragnx_store_exchange(conn, job, ans, err, errlen);
+    ragnx_db_put(t->db, conn, rc == RAGNX_AGAIN);
+
+    if (rc != RAGNX_OK) {
+        ragnx_answer_free(ans);
+    }
+
+    return rc;
+}

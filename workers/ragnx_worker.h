@@ -1,0 +1,267 @@
+
+/*
+ * ragnx worker pool: the types and prototypes shared by its files.
+ *
+ *   ragnx_main.c       command line, supervisor, worker processes, signals
+ *   ragnx_config.c     the settings table, config file, environment
+ *   ragnx_log.c        logging
+ *   ragnx_queue.c      Redis: consume, ack, retry, dead-letter, reclaim
+ *   ragnx_work.c       one job: retrieval, LLM, persistence, completion
+ *   ragnx_store.c      PostgreSQL: pool, migrations, chats, retrieval
+ *   ragnx_ingest.c     document ingestion (chunking, upsert by hash)
+ *   ragnx_llm*.c       LLM providers behind one interface
+ */
+
+
+#ifndef RAGNX_WORKER_H
+#define RAGNX_WORKER_H
+
+
+#include <stddef.h>
+#include <signal.h>
+#include <jansson.h>
+#include <hiredis.h>
+#include <libpq-fe.h>
+
+#include "ragnx_job.h"
+
+
+#define RAGNX_VERSION           "0.1.0"
+
+#define RAGNX_OK                0
+#define RAGNX_ERROR             -1
+#define RAGNX_AGAIN             -2     /* transient: retry later */
+#define RAGNX_DECLINED          -3     /* permanent: fail the job */
+
+
+/* config */
+
+typedef enum {
+    RAGNX_LLM_EXTRACTIVE = 0,
+    RAGNX_LLM_ANTHROPIC,
+    RAGNX_LLM_OPENAI
+} ragnx_llm_kind_e;
+
+
+typedef struct {
+    long          workers;
+    long          concurrency;
+    char         *redis_host;
+    long          redis_port;
+    char         *redis_password;        /* secret: file or environment */
+    char         *redis_password_file;
+    long          redis_timeout;         /* ms */
+    char         *database;              /* libpq conninfo */
+    char         *database_password_file;
+    char         *database_password;     /* secret, from the file */
+    long          db_pool;               /* connections per host */
+    long          db_timeout;            /* ms to wait for a connection */
+    char         *llm_provider;
+    long          llm_kind;
+    char         *llm_base_url;
+    char         *llm_model;
+    char         *llm_api_key;           /* secret: file or environment */
+    char         *llm_api_key_file;
+    long          llm_timeout;           /* ms, whole transfer */
+    long          llm_connect_timeout;   /* ms */
+    long          llm_max_tokens;
+    long          top_k;
+    long          history;
+    long          chunk_size;
+    long          max_attempts;
+    long          retry_base;            /* ms */
+    long          retry_max;             /* ms */
+    long          visibility_timeout;    /* ms */
+    long          job_retention;         /* s */
+    long          cache_ttl;             /* s */
+    long          dead_max;
+    long          drain_timeout;         /* ms */
+    char         *pid_file;
+    char         *log_file;
+    long          log_level;
+    char         *config_file;           /* not a setting: where we read */
+} ragnx_conf_t;
+
+
+extern ragnx_conf_t  *ragnx_conf;
+
+
+ragnx_conf_t *ragnx_conf_load(const char *path, char *err, size_t errlen);
+void ragnx_conf_free(ragnx_conf_t *conf);
+void ragnx_conf_dump(const ragnx_conf_t *conf);
+
+
+/* log */
+
+#define RAGNX_LOG_ERROR   0
+#define RAGNX_LOG_WARN    1
+#define RAGNX_LOG_INFO    2
+#define RAGNX_LOG_DEBUG   3
+
+int ragnx_log_open(const char *path);
+void ragnx_log(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void ragnx_log_set_prefix(const char *prefix);
+
+
+/* time */
+
+long long ragnx_now_ms(void);
+
+
+/* Postgres */
+
+typedef struct ragnx_db_pool_s  ragnx_db_pool_t;
+
+ragnx_db_pool_t *ragnx_db_pool_create(const char *conninfo,
+    const char *password, int size, long timeout_ms);
+void ragnx_db_pool_destroy(ragnx_db_pool_t *pool);
+PGconn *ragnx_db_get(ragnx_db_pool_t *pool);
+PGconn *ragnx_db_get_within(ragnx_db_pool_t *pool, long timeout);
+void ragnx_db_put(ragnx_db_pool_t *pool, PGconn *conn, int broken);
+PGconn *ragnx_db_connect(const char *conninfo, const char *password);
+int ragnx_db_migrate(PGconn *conn);
+int ragnx_db_check_schema(PGconn *conn, char *err, size_t errlen);
+long long ragnx_db_corpus_version(PGconn *conn);
+
+
+typedef struct {
+    char         *path;
+    char         *title;
+    char         *heading;
+    char         *body;
+    double        rank;
+    int           cover;                /* question terms it contains */
+} ragnx_passage_t;
+
+
+typedef struct {
+    char         *role;
+    char         *content;
+} ragnx_turn_t;
+
+
+typedef struct {
+    char         *answer;
+    json_t       *sources;              /* array of strings */
+    long          input_tokens;         /* -1: not reported */
+    long          output_tokens;
+    const char   *model;
+} ragnx_answer_t;
+
+
+int ragnx_store_chat(PGconn *conn, const ragnx_job_t *job, int *created,
+    ragnx_answer_t *found, char *err, size_t errlen);
+int ragnx_store_history(PGconn *conn, const char *chat_id, int limit,
+    ragnx_turn_t **turns, int *n);
+void ragnx_store_history_free(ragnx_turn_t *turns, int n);
+int ragnx_store_retrieve(PGconn *conn, const char *query, int k,
+    ragnx_passage_t **passages, int *n);
+void ragnx_store_passages_free(ragnx_passage_t *p, int n);
+int ragnx_store_read_ask(PGconn *conn, const ragnx_job_t *job, int k,
+    int history, int *created, ragnx_answer_t *found,
+    ragnx_passage_t **passages, int *np, ragnx_turn_t **turns, int *nh,
+    char *err, size_t errlen);
+int ragnx_store_exchange(PGconn *conn, const ragnx_job_t *job,
+    const ragnx_answer_t *ans, char *err, size_t errlen);
+
+
+/* LLM */
+
+typedef struct {
+    const ragnx_job_t      *job;
+    const ragnx_passage_t  *passages;
+    int                     npassages;
+    const ragnx_turn_t     *history;
+    int                     nhistory;
+} ragnx_prompt_t;
+
+
+typedef struct ragnx_llm_s  ragnx_llm_t;     /* one per thread */
+
+ragnx_llm_t *ragnx_llm_create(void);
+void ragnx_llm_destroy(ragnx_llm_t *llm);
+
+/*
+ * RAGNX_OK with ans filled; RAGNX_AGAIN (transient, *retry_after_ms set
+ * when the provider said how long to wait) or RAGNX_DECLINED (permanent)
+ * with a short reason in err.
+ */
+int ragnx_llm_answer(ragnx_llm_t *llm, const ragnx_prompt_t *prompt,
+    ragnx_answer_t *ans, long *retry_after_ms, char *err, size_t errlen);
+void ragnx_answer_free(ragnx_answer_t *ans);
+json_t *ragnx_llm_sources(const ragnx_passage_t *p, int n);
+
+/* providers */
+int ragnx_llm_extractive(const ragnx_prompt_t *prompt, ragnx_answer_t *ans);
+char *ragnx_llm_context(const ragnx_prompt_t *prompt);
+
+
+/* Redis and the queue */
+
+typedef struct {
+    redisContext   *ctx;
+    char            consumer[96];
+    long long       backoff;
+} ragnx_redis_t;
+
+
+typedef struct {
+    char           entry[64];           /* stream entry id */
+    char           id[40];              /* job id field */
+    char          *payload;             /* job field */
+    size_t         len;
+} ragnx_entry_t;
+
+
+int ragnx_redis_connect(ragnx_redis_t *r);
+void ragnx_redis_close(ragnx_redis_t *r);
+redisReply *ragnx_redis_command(ragnx_redis_t *r, const char *fmt, ...);
+redisReply *ragnx_redis_argv(ragnx_redis_t *r, int argc, const char **argv,
+    const size_t *lens);
+int ragnx_queue_setup(ragnx_redis_t *r);
+int ragnx_queue_set_gen(ragnx_redis_t *r, long long version);
+int ragnx_queue_read(ragnx_redis_t *r, ragnx_entry_t *e, int block_ms);
+void ragnx_entry_free(ragnx_entry_t *e);
+int ragnx_queue_release(ragnx_redis_t *r, const ragnx_entry_t *e);
+int ragnx_queue_ack(ragnx_redis_t *r, const ragnx_entry_t *e);
+void ragnx_queue_init(void);
+int ragnx_queue_start(ragnx_redis_t *r, const ragnx_entry_t *e,
+    long *attempts);
+int ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
+    const ragnx_job_t *job, const ragnx_answer_t *ans);
+int ragnx_queue_cache(ragnx_redis_t *r, const ragnx_job_t *job,
+    const ragnx_answer_t *ans);
+int ragnx_queue_retry(ragnx_redis_t *r, const ragnx_entry_t *e,
+    long long delay_ms, const char *error);
+int ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
+    const ragnx_job_t *job, const char *error);
+int ragnx_queue_maintain(ragnx_redis_t *r);
+int ragnx_queue_forget(ragnx_redis_t *r, long idle_ms);
+int ragnx_queue_cli(int argc, char **argv);
+
+
+/* one job */
+
+typedef struct {
+    int               index;
+    ragnx_redis_t     redis;
+    ragnx_llm_t      *llm;
+    ragnx_db_pool_t  *db;
+} ragnx_thread_t;
+
+void ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e);
+
+
+/* ingestion */
+
+int ragnx_ingest(int argc, char **argv);
+
+
+/* process state, set by signal handlers, read by the loops */
+
+extern volatile sig_atomic_t  ragnx_quit;       /* drain */
+extern volatile sig_atomic_t  ragnx_reload;
+
+
+#endif /* RAGNX_WORKER_H */
