@@ -32,7 +32,26 @@ sub wrk {
         print $fh "wrk.headers[", lua_quote($h[$i]), "] = ",
                   lua_quote($h[$i + 1]), "\n";
     }
-    if ($a{bodies}) {
+    if ($a{unique}) {
+        # a question never asked before on every request: each is a miss
+        # that enqueues a new job (no single-flight follower)
+        print $fh <<'LUA';
+local counter, tid = 0, 0
+local threads = 0
+setup = function(thread)
+    threads = threads + 1
+    thread:set("tid", threads)
+end
+init = function(args)
+    tid = wrk.thread:get("tid") or 0
+end
+request = function()
+    counter = counter + 1
+    return wrk.format(nil, nil, nil, '{"query":"unique question ' .. tid
+                      .. '-' .. counter .. ' about ragnx"}')
+end
+LUA
+    } elsif ($a{bodies}) {
         # a different body per request, cycling through the list
         print $fh "local bodies = {",
                   join(',', map { lua_quote($_) } @{ $a{bodies} }), "}\n";
