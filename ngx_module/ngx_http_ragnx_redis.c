@@ -128,6 +128,9 @@ static void ngx_http_ragnx_redis_wait_handler(ngx_event_t *ev);
 static void ngx_http_ragnx_redis_wait_cleanup(void *data);
 static ngx_http_ragnx_redis_conn_t *ngx_http_ragnx_redis_pick(
     ngx_http_ragnx_redis_srv_t *srv);
+static ngx_http_ragnx_redis_cmd_t *ngx_http_ragnx_redis_queue(
+    ngx_http_ragnx_redis_conn_t *rc, int argc, const char **argv,
+    const size_t *argvlen);
 static void ngx_http_ragnx_redis_sub_reply(redisAsyncContext *ac,
     void *reply, void *privdata);
 static void ngx_http_ragnx_redis_sub_lost(ngx_http_ragnx_redis_sub_t *sub);
@@ -724,30 +727,12 @@ ngx_http_ragnx_redis_call(ngx_http_request_t *r,
         w->event.log = r->connection->log;
     }
 
-    /* heap, not the request pool: it lives until hiredis answers */
-    cmd = ngx_calloc(sizeof(ngx_http_ragnx_redis_cmd_t), r->connection->log);
+    cmd = ngx_http_ragnx_redis_queue(rc, argc, argv, argvlen);
     if (cmd == NULL) {
         return NGX_ERROR;
     }
 
-    if (redisAsyncCommandArgv(rc->ac, ngx_http_ragnx_redis_reply, cmd, argc,
-                              argv, argvlen)
-        != REDIS_OK)
-    {
-        ngx_free(cmd);
-        return NGX_ERROR;
-    }
-
     cmd->wait = w;
-    cmd->conn = rc;
-    cmd->timer.handler = ngx_http_ragnx_redis_cmd_timeout;
-    cmd->timer.data = cmd;
-    cmd->timer.log = rc->log;
-    cmd->timer.cancelable = 1;
-    ngx_add_timer(&cmd->timer, srv->timeout);
-
-    rc->pending++;
-
     w->cmd = cmd;
     w->rc = NGX_OK;
 
@@ -770,9 +755,32 @@ ngx_http_ragnx_redis_send(ngx_http_ragnx_redis_srv_t *srv,
         return NGX_ERROR;
     }
 
-    cmd = ngx_calloc(sizeof(ngx_http_ragnx_redis_cmd_t), rc->log);
+    cmd = ngx_http_ragnx_redis_queue(rc, argc, argv, argvlen);
     if (cmd == NULL) {
         return NGX_ERROR;
+    }
+
+    cmd->done = done;
+    cmd->data = data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Queue a command on rc with its own timer.  The command object is on the
+ * heap, not in a request pool: it lives until hiredis answers or frees it.
+ */
+
+static ngx_http_ragnx_redis_cmd_t *
+ngx_http_ragnx_redis_queue(ngx_http_ragnx_redis_conn_t *rc, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    ngx_http_ragnx_redis_cmd_t  *cmd;
+
+    cmd = ngx_calloc(sizeof(ngx_http_ragnx_redis_cmd_t), rc->log);
+    if (cmd == NULL) {
+        return NULL;
     }
 
     if (redisAsyncCommandArgv(rc->ac, ngx_http_ragnx_redis_reply, cmd, argc,
@@ -780,21 +788,19 @@ ngx_http_ragnx_redis_send(ngx_http_ragnx_redis_srv_t *srv,
         != REDIS_OK)
     {
         ngx_free(cmd);
-        return NGX_ERROR;
+        return NULL;
     }
 
-    cmd->done = done;
-    cmd->data = data;
     cmd->conn = rc;
     cmd->timer.handler = ngx_http_ragnx_redis_cmd_timeout;
     cmd->timer.data = cmd;
     cmd->timer.log = rc->log;
     cmd->timer.cancelable = 1;
-    ngx_add_timer(&cmd->timer, srv->timeout);
+    ngx_add_timer(&cmd->timer, rc->srv->timeout);
 
     rc->pending++;
 
-    return NGX_OK;
+    return cmd;
 }
 
 

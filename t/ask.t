@@ -277,7 +277,7 @@ my @followers = split /\n/,
     $t->redis('LRANGE', "{ragnx}:job:$leader:followers", 0, -1);
 is(scalar(@followers), 49, 'single-flight: 49 followers of the leader');
 
-# a stub consumer completes the leader and its followers
+# a consumer written here completes the leader and its followers
 for my $jid ($leader, @followers) {
     $t->redis('HSET', "{ragnx}:job:$jid", 'status', 'completed',
               'answer', 'shared answer', 'sources', '[]');

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
-# Synchronous calls (ragnx_rpc) against a real redis-server and a stub
-# pool written here: the stub reads {ragnx}:rpc and publishes replies on
+# Synchronous calls (ragnx_rpc) against a real redis-server and a stand-in
+# pool written here: the stand-in reads {ragnx}:rpc and publishes replies on
 # the caller's channel, on time, late, to a wrong id, malformed or never.
 # Checks pass-through of status and body, request checks (405, 401, 400),
 # timeouts, late replies, crossed replies under concurrency, clients that
@@ -177,11 +177,11 @@ sub log_count {
     return $n;
 }
 
-# The stub pool: a child process reading the call stream from its end.
+# The stand-in pool: a child process reading the call stream from its end.
 # mode: echo (answer at once), late (after "delay" seconds), wrong (a
 # reply to another id), garbage (malformed replies), never.
 
-sub stub_answer {
+sub standin_answer {
     my ($f) = @_;
     my $p = eval { decode_json($f->{params}) };
     my ($status, $body) = (200, { id => $f->{id}, method => $f->{method},
@@ -201,7 +201,7 @@ sub stub_answer {
     return "$f->{id} $status " . $json->encode($body);
 }
 
-sub stub_loop {
+sub standin_loop {
     my (%o) = @_;
     my ($r, $last, @due);
     my $mode = $o{mode};
@@ -221,7 +221,7 @@ sub stub_loop {
                 my $x = $r->cmd('XREVRANGE', '{ragnx}:rpc', '+', '-',
                                 'COUNT', 1);
                 $last = @$x ? $x->[0][0] : '0-0';
-                $r->cmd('SET', 'test:stub', $$);
+                $r->cmd('SET', 'test:standin', $$);
             }
             [ $r->cmd('XREAD', 'COUNT', 1000, 'BLOCK', $block,
                       'STREAMS', '{ragnx}:rpc', $last) ];
@@ -249,7 +249,7 @@ sub stub_loop {
                            [ $f{reply}, "$f{id} abc {}" ];
                 next;
             }
-            push @out, [ $f{reply}, stub_answer(\%f) ];
+            push @out, [ $f{reply}, standin_answer(\%f) ];
         }
         if ($mode eq 'late') {
             push @due, map { [ time + $o{delay}, @$_ ] } @out;
@@ -260,26 +260,26 @@ sub stub_loop {
     }
 }
 
-sub start_stub {
+sub start_standin {
     my (%o) = @_;
     $o{mode} ||= 'echo';
-    stop_stub();
-    $t->redis('DEL', 'test:stub');
+    stop_standin();
+    $t->redis('DEL', 'test:standin');
     my $pid = fork() // die "fork: $!";
     if ($pid == 0) {
         POSIX::setpgid(0, 0);
-        stub_loop(%o);
+        standin_loop(%o);
         POSIX::_exit(0);
     }
-    $t->{pids}{stub} = $pid;
+    $t->{pids}{standin} = $pid;
     for (1 .. 200) {
-        last if $t->redis('GET', 'test:stub') eq $pid;
+        last if $t->redis('GET', 'test:standin') eq $pid;
         sleep 0.025;
     }
     return $pid;
 }
 
-sub stop_stub { $t->stop_pid('stub', 'KILL') }
+sub stop_standin { $t->stop_pid('standin', 'KILL') }
 
 sub send_only {
     my $s = $t->send_request(@_) or die "connect: $!";
@@ -295,7 +295,7 @@ like($_, qr/^\{ragnx\}:reply:[^:]+:\d+$/, "channel $_ names host and pid")
 
 # happy paths: status and body pass through
 
-start_stub();
+start_standin();
 
 my $r = get('/api/users/me', 'alice');
 is($r->{status}, 200, 'me: 200 from the pool');
@@ -464,7 +464,7 @@ is(xlen(), $n + 1, 'refused requests sent no call');
 
 # a call Redis refuses to store: 503 at once, the reason logged
 
-stop_stub();
+stop_standin();
 $t->redis('DEL', '{ragnx}:rpc');
 $t->redis('SET', '{ragnx}:rpc', 'not a stream');
 $r = get('/api/users/me', 'alice');
@@ -477,7 +477,7 @@ $t->redis('DEL', '{ragnx}:rpc');
 # nobody answers: 504 after the timeout, within 10%.  On a loaded machine
 # the client itself may be late to read: the best of three tries counts.
 
-start_stub(mode => 'never');
+start_standin(mode => 'never');
 
 sub timed {
     my ($path, $bound) = @_;
@@ -505,25 +505,25 @@ ok($took >= 0.3 && $took < 0.33, "after its own 300ms ($took s)");
 
 # late replies are dropped; nginx stays fine
 
-start_stub(mode => 'late', delay => 0.5);
+start_standin(mode => 'late', delay => 0.5);
 
 $r = get('/api/quick', 'alice');
 is($r->{status}, 504, 'late reply: 504 first');
 is(log_count(qr/ragnx_rpc reply to "[0-9a-f-]{36}" dropped: nobody waits/,
              1), 1, 'late reply: logged and dropped');
 
-start_stub();
+start_standin();
 $r = get('/api/users/me', 'alice');
 is($r->{status}, 200, 'after a late reply: calls work');
 is(body($r)->{sub}, 'alice', 'after a late reply: the right answer');
 
 # replies to ids nobody waits for, malformed replies
 
-start_stub(mode => 'wrong');
+start_standin(mode => 'wrong');
 $r = get('/api/quick', 'alice');
 is($r->{status}, 504, 'a reply to another id is not ours: 504');
 
-start_stub(mode => 'garbage');
+start_standin(mode => 'garbage');
 $r = get('/api/users/me', 'alice');
 is($r->{status}, 502, 'a malformed reply to our id: 502');
 is_deeply(body($r), { error => 'Bad gateway' }, '502 JSON');
@@ -532,7 +532,7 @@ like($t->error_log, qr/ragnx_rpc reply without a call id dropped/,
 
 # 200 concurrent calls: each gets its own reply
 
-start_stub();
+start_standin();
 
 my @users = map { "user$_" } 1 .. 200;
 my $rs = $t->parallel([ map { [ GET => '/api/users/me', auth($_) ] } @users ],
@@ -551,7 +551,7 @@ is(scalar(keys %seen_ch), 2,
 
 # a reload lets the old workers finish their pending calls
 
-start_stub(mode => 'late', delay => 0.6);
+start_standin(mode => 'late', delay => 0.6);
 my $waiting = send_only(GET => '/api/users/me', auth('alice'));
 sleep 0.1;
 $t->reload_nginx;
@@ -564,7 +564,7 @@ ok(wait_commands(), 'reload: the new workers connected for commands');
 
 # clients that go away while waiting leave nothing behind
 
-start_stub(mode => 'late', delay => 0.6);
+start_standin(mode => 'late', delay => 0.6);
 my $base = log_count(qr/dropped: nobody waits/, 0);
 
 my @gone = map { send_only(GET => '/api/users/me', auth("gone$_")) } 1 .. 20;
@@ -578,7 +578,7 @@ my $dropped = log_count(qr/dropped: nobody waits/, $base + 20) - $base;
 is($dropped, 20, 'their late replies found nobody waiting');
 sleep 0.5;                                    # past their timers too
 
-start_stub();
+start_standin();
 $r = get('/api/users/me', 'alice');
 is($r->{status}, 200, 'after aborted clients: calls work');
 
@@ -594,7 +594,7 @@ sleep 0.3;
 $r = get('/api/users/me', 'alice');
 is($r->{status}, 200, 'after racing closes: calls work');
 
-start_stub(mode => 'never');
+start_standin(mode => 'never');
 @gone = map { send_only(GET => '/api/quick', auth("gone$_")) } 1 .. 20;
 sleep 0.1;
 close $_ for @gone;
@@ -605,7 +605,7 @@ is($r->{status}, 200, 'clients gone before a timeout: nginx fine');
 # a worker that cannot subscribe answers 503 rather than sending a call
 # whose reply could not reach it, and subscribes again when it can
 
-stop_stub();
+stop_standin();
 $t->redis('ACL', 'SETUSER', 'default', 'resetchannels');
 $t->redis('CLIENT', 'KILL', 'TYPE', 'pubsub');
 for (1 .. 100) { last unless channels(); sleep 0.05 }
@@ -624,16 +624,16 @@ my $attempts = () = $t->error_log =~ /NOPERM/g;
 ok($attempts < 30, "refused subscriptions back off ($attempts in 1s)");
 $t->redis('ACL', 'SETUSER', 'default', 'allchannels');
 ok(wait_subscribed(2), 'subscriptions allowed again: both workers back');
-start_stub();
+start_standin();
 $r = get('/api/users/me', 'alice');
 is($r->{status}, 200, 'subscribed again: calls work');
 
 # Redis goes away: 503 at once, then back without a reload
 
-start_stub(mode => 'never');
+start_standin(mode => 'never');
 my $pending = send_only(GET => '/api/users/me', auth('alice'));
 sleep 0.2;
-stop_stub();
+stop_standin();
 $t0 = time;
 $t->stop_redis;
 $r = $t->read_response($pending);
@@ -652,7 +652,7 @@ ok($took < 0.2, "Redis down: at once ($took s)");
 $t->start_redis;
 ok(wait_subscribed(2), 'Redis back: both workers subscribed again');
 ok(wait_commands(), 'Redis back: their command connections too');
-start_stub();
+start_standin();
 $r = get('/api/users/me', 'alice');
 is($r->{status}, 200, 'Redis back: calls work without a reload');
 $rs = $t->parallel([ map { [ GET => '/api/users/me', auth($_) ] }
@@ -661,5 +661,5 @@ is(scalar(grep { $rs->[$_]{status} == 200
                  && body($rs->[$_])->{sub} eq $users[$_] } 0 .. 49), 50,
    'Redis back: 50 concurrent calls answered');
 
-stop_stub();
+stop_standin();
 $t->done;
