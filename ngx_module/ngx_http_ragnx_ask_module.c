@@ -250,6 +250,10 @@ ngx_module_t  ngx_http_ragnx_ask_module = {
  * without type/gen), owner, chatId, now ms, queue max, job ttl s, mode,
  * [gen, cached value] (enqueue mode).
  * Returns {outcome, gen, cached|leader}.
+ *
+ * The payload travels in the stream entry; only a follower keeps it in its
+ * hash (the pool turns it into a record job when the leader finishes).
+ * Record jobs have no hash: nobody polls them.
  */
 
 static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
@@ -267,11 +271,10 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "local g = '\"' .. gen .. '\"'\n"
 "if string.find(gen, '[%c\"\\\\]') then g = cjson.encode(gen) end\n"
 "local head = string.sub(ARGV[3], 1, -2) .. ',\"gen\":' .. g\n"
-"local function create(kind, payload, leader)\n"
-"  redis.call('HSET', KEYS[3], 'status', 'waiting', 'type', kind,\n"
+"local function create(...)\n"
+"  redis.call('HSET', KEYS[3], 'status', 'waiting', 'type', 'ask',\n"
 "    'owner', ARGV[4], 'chatId', ARGV[5], 'attempts', 0,\n"
-"    'createdAt', ARGV[6], 'updatedAt', ARGV[6], 'payload', payload,\n"
-"    'leader', leader)\n"
+"    'createdAt', ARGV[6], 'updatedAt', ARGV[6], ...)\n"
 "  redis.call('EXPIRE', KEYS[3], ttl)\n"
 "end\n"
 "if cached then\n"
@@ -279,7 +282,6 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "    return {'hit-unrecorded', gen, cached}\n"
 "  end\n"
 "  local p = head .. ',\"type\":\"record\",\"result\":' .. cached .. '}'\n"
-"  create('record', p, '')\n"
 "  redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job', p)\n"
 "  return {'hit', gen, cached}\n"
 "end\n"
@@ -291,7 +293,7 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "  local lk = '" RAGNX_KEY_JOB "' .. leader\n"
 "  local st = redis.call('HGET', lk, 'status')\n"
 "  if st == 'waiting' or st == 'active' or st == 'delayed' then\n"
-"    create('ask', p, leader)\n"
+"    create('leader', leader, 'payload', p)\n"
 "    local fk = lk .. '" RAGNX_KEY_FOLLOWERS "'\n"
 "    if redis.call('RPUSH', fk, ARGV[2]) == 1 then\n"
 "      redis.call('EXPIRE', fk, ttl)\n"
@@ -299,7 +301,7 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "    return {'follower', gen, leader}\n"
 "  end\n"
 "end\n"
-"create('ask', p, '')\n"
+"create()\n"
 "redis.call('SET', inflight, ARGV[2], 'EX', ttl)\n"
 "redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job', p)\n"
 "return {'queued', gen, ''}\n"

@@ -186,7 +186,7 @@ is($t->psql("SELECT model FROM messages WHERE job_id = '$id2' "
 # redelivery of a finished job changes nothing
 
 $t->redis('XADD', '{ragnx}:jobs', '*', 'id', $id, 'job',
-          $p->job($id)->{payload});
+          $p->payload($id));
 sleep 0.5;
 is($t->redis('XLEN', '{ragnx}:jobs'), 0, 'redelivered entry acknowledged');
 is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
@@ -195,7 +195,7 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
 # redelivery of a job whose hash was lost but whose messages are stored
 
 {
-    my $payload = $p->job($id)->{payload};
+    my $payload = $p->payload($id);
     $t->redis('DEL', "{ragnx}:job:$id");
     $t->redis('XADD', '{ragnx}:jobs', '*', 'id', $id, 'job', $payload);
     $j = $p->wait_job($id);

@@ -196,8 +196,14 @@ sub ask {
                         $chat, $now, $a{max} || 100000, $a{ttl} || 3600,
                         'all');
     my ($outcome, $gen) = split /\n/, $out;
+    # the stream entry's payload, as the script completes it
+    (my $full = $payload) =~ s/\}$/,"gen":"$gen","type":"ask"}/;
+    $self->{payloads}{$id} = $full if defined $gen;
     return wantarray ? ($id, $outcome, $gen, $chat) : $id;
 }
+
+# the payload a job was enqueued with (leaders keep it only in the stream)
+sub payload { $_[0]{payloads}{$_[1]} }
 
 sub job {
     my ($self, $id) = @_;
