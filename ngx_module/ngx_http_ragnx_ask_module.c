@@ -899,8 +899,9 @@ ngx_http_ragnx_ask_answer(ngx_http_request_t *r,
 
         if (ctx->outcome.len > 3) {
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "ragnx ask: queue full, cache hit of job %V "
-                          "not recorded in chat history", &ctx->job_id);
+                          "ragnx ask: cache hit of job %V not recorded "
+                          "in chat history (queue full or unavailable)",
+                          &ctx->job_id);
         }
 
         /*
