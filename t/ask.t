@@ -306,6 +306,20 @@ ok($r->{headers}{'retry-after'}, 'queue full: Retry-After');
 is(xlen(), 3, 'queue full: nothing added to the stream');
 is($t->redis('DBSIZE'), $keys_before, 'queue full: no job hash created');
 
+# past the limit plus 10%, a hit is still answered, but not recorded
+
+$t->redis('XADD', '{ragnx}:jobs', '*', 'id', 'x');
+sleep $settle;
+cache_put('answered when full', 'Still answered.', []);
+$r = ask(alice => { query => 'answered when full' }, '/api/ask-small');
+is($r->{status}, 200, 'queue over its limit: a hit is still answered');
+is(Ragnx::Test::json_body($r)->{answer}, 'Still answered.',
+   'queue over its limit: with the cached answer');
+sleep 0.1;
+is(xlen(), 4, 'queue over its limit: no record job added');
+like($t->error_log, qr/not recorded in chat history/,
+     'queue over its limit: the unrecorded hit is logged');
+
 # pipelining: 200 distinct cached answers, each to its own request
 
 cache_put("question number $_", "answer number $_", ["doc$_"]) for 1 .. 200;
