@@ -356,7 +356,7 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
 {
     u_char                    *norm;
     size_t                     len;
-    json_t                    *body, *v;
+    json_t                    *body, *v, *details;
     ngx_str_t                  sub;
     ngx_int_t                  rc;
     ragnx_job_t                job;
@@ -382,12 +382,15 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
                                          "Internal server error", NULL);
     }
 
+    /* the operator's schema may be looser than the shipped one */
+
     v = json_object_get(body, "query");
     if (!json_is_string(v) || json_string_length(v) == 0) {
-        return ngx_http_ragnx_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                         "Validation failed",
-                                         json_pack("{s:[s]}", "query",
-                                                   "is required"));
+        details = json_pack("{s:[s]}", "query", "must be a non-empty string");
+        rc = ngx_http_ragnx_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                       "Validation failed", details);
+        json_decref(details);
+        return rc;
     }
 
     ctx = ngx_http_ragnx_ask_ctx(r);

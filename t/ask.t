@@ -20,6 +20,7 @@ my $rp = $t->start_redis;
 my $secret = 'ask-test-secret-0123456789abcdef';
 my $keyfile = $t->file('hs.key', $secret);
 my $json = JSON::PP->new->canonical;
+my $loose = $t->file('loose.json', '{"type":"object"}');
 
 # With a refresh interval each nginx worker knows the cache generation and
 # a question is a plain GET; with 0 every question goes through the script.
@@ -49,6 +50,11 @@ EOF2
             ragnx_jwt on;
             ragnx_validate_schema $root/schemas/ask.json;
             ragnx_ask_queue_max 3;
+            ragnx_ask;
+        }
+        location = /api/ask-loose {
+            ragnx_jwt on;
+            ragnx_validate_schema $loose;
             ragnx_ask;
         }
         location /api/ask/ {
@@ -212,6 +218,18 @@ is($r->{status}, 400, 'bad chatId is 400');
 $r = ask(alice => { query => 'x' x 1001 });
 is($r->{status}, 400, 'query over 1000 characters is 400');
 is(xlen(), $before, 'nothing enqueued by invalid requests');
+
+# a looser operator schema: the handler still insists on a query
+
+for my $body ({}, { query => 42 }, { query => '' }) {
+    $r = ask(alice => $body, '/api/ask-loose');
+    is($r->{status}, 400, 'loose schema, ' . $json->encode($body) . ': 400');
+    is_deeply(Ragnx::Test::json_body($r),
+              { error => 'Validation failed',
+                details => { query => ['must be a non-empty string'] } },
+              'loose schema: error body');
+}
+is(xlen(), $before, 'loose schema: nothing enqueued');
 
 # a given chat id is kept
 
