@@ -34,7 +34,7 @@ WORKER_OBJS = $(patsubst workers/%.c,$(ABS_BUILD)/workers/%.o,$(WORKER_SRCS)) \
               $(ABS_BUILD)/workers/ragnx_migrations.o
 WORKER_CFLAGS = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -pthread -Ishared \
               -Iworkers -I/usr/include/postgresql -I/usr/include/hiredis
-WORKER_LIBS = -lhiredis -lpq -lcurl -ljansson -lcrypto -pthread
+WORKER_LIBS = -lhiredis -lpq -lcurl -ljansson -ljwt -lsodium -lcrypto -pthread
 
 .PHONY: all module unit worker test test-asan lint run reset deps clean \
         bench bench-pool

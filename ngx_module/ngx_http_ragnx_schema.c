@@ -10,6 +10,7 @@
 #include <ngx_core.h>
 
 #include "ngx_http_ragnx_schema.h"
+#include "ragnx_rpc.h"
 #include "ragnx_utf8.h"
 
 
@@ -200,7 +201,6 @@ static ngx_uint_t ngx_http_ragnx_schema_equal(json_t *a, json_t *b);
 static ngx_http_ragnx_schema_prop_t *ngx_http_ragnx_schema_lookup(
     ngx_http_ragnx_schema_t *s, const char *key, size_t len);
 static ngx_uint_t ngx_http_ragnx_schema_uuid(u_char *p, size_t len);
-static ngx_uint_t ngx_http_ragnx_schema_email(u_char *p, size_t len);
 
 
 /*
@@ -1406,7 +1406,7 @@ ngx_http_ragnx_schema_walk_string(ngx_http_ragnx_schema_ctx_t *ctx,
         break;
 
     case NGX_HTTP_RAGNX_SCHEMA_EMAIL:
-        ok = ngx_http_ragnx_schema_email(str.data, str.len);
+        ok = ragnx_rpc_email_valid((const char *) str.data, str.len);
         break;
 
     default:
@@ -1692,96 +1692,3 @@ ngx_http_ragnx_schema_uuid(u_char *p, size_t len)
     return 1;
 }
 
-
-/*
- * local@domain, ASCII only: a dot-atom local part of up to 64 characters;
- * a domain of two or more LDH labels of up to 63 characters, ending in an
- * alphabetic top-level label of two or more letters; 254 characters in all.
- */
-
-static ngx_uint_t
-ngx_http_ragnx_schema_email(u_char *p, size_t len)
-{
-    u_char  c, *q, *at, *last, *label;
-
-    static u_char  specials[] = "!#$%&'*+/=?^_`{|}~-";
-
-    if (len > 254) {
-        return 0;
-    }
-
-    last = p + len;
-
-    at = ngx_strlchr(p, last, '@');
-
-    if (at == NULL || at == p || at - p > 64) {
-        return 0;
-    }
-
-    for (q = p; q < at; q++) {
-        c = *q;
-
-        if (c == '.') {
-            if (q == p || q + 1 == at || q[1] == '.') {
-                return 0;
-            }
-
-            continue;
-        }
-
-        if ((c >= 'a' && c <= 'z')
-            || (c >= 'A' && c <= 'Z')
-            || (c >= '0' && c <= '9')
-            || ngx_strlchr(specials, specials + sizeof(specials) - 1, c))
-        {
-            continue;
-        }
-
-        return 0;
-    }
-
-    q = at + 1;
-
-    for ( ;; ) {
-        label = q;
-
-        while (q < last && *q != '.') {
-            c = *q++;
-
-            if ((c >= 'a' && c <= 'z')
-                || (c >= 'A' && c <= 'Z')
-                || (c >= '0' && c <= '9')
-                || c == '-')
-            {
-                continue;
-            }
-
-            return 0;
-        }
-
-        if (q == label || q - label > 63 || *label == '-' || q[-1] == '-') {
-            return 0;
-        }
-
-        if (q == last) {
-            break;
-        }
-
-        q++;
-    }
-
-    if (label == at + 1 || q - label < 2) {
-        /* one label only, or a one-letter top-level label */
-        return 0;
-    }
-
-    for (q = label; q < last; q++) {
-        c = (u_char) (*q | 0x20);
-
-        if (c < 'a' || c > 'z') {
-            return 0;
-        }
-    }
-
-    return 1;
-}

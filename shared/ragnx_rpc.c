@@ -202,3 +202,94 @@ ragnx_rpc_cursor_valid(const char *s, size_t len)
 
     return 1;
 }
+
+
+/* ASCII only, whatever the locale */
+
+static int
+ragnx_rpc_alpha(unsigned char c)
+{
+    c |= 0x20;
+    return c >= 'a' && c <= 'z';
+}
+
+
+static int
+ragnx_rpc_alnum(unsigned char c)
+{
+    return ragnx_rpc_alpha(c) || (c >= '0' && c <= '9');
+}
+
+
+int
+ragnx_rpc_email_valid(const char *s, size_t len)
+{
+    const unsigned char  *p, *q, *at, *last, *label;
+
+    static const char  specials[] = "!#$%&'*+/=?^_`{|}~-";
+
+    if (len > 254) {
+        return 0;
+    }
+
+    p = (const unsigned char *) s;
+    last = p + len;
+    at = memchr(p, '@', len);
+
+    if (at == NULL || at == p || at - p > 64) {
+        return 0;
+    }
+
+    for (q = p; q < at; q++) {
+        if (*q == '.') {
+            if (q == p || q + 1 == at || q[1] == '.') {
+                return 0;
+            }
+
+            continue;
+        }
+
+        if (!ragnx_rpc_alnum(*q)
+            && (*q == '\0' || strchr(specials, *q) == NULL))
+        {
+            return 0;
+        }
+    }
+
+    q = at + 1;
+
+    for ( ;; ) {
+        label = q;
+
+        while (q < last && *q != '.') {
+            if (!ragnx_rpc_alnum(*q) && *q != '-') {
+                return 0;
+            }
+
+            q++;
+        }
+
+        if (q == label || q - label > 63 || *label == '-' || q[-1] == '-') {
+            return 0;
+        }
+
+        if (q == last) {
+            break;
+        }
+
+        q++;
+    }
+
+    if (label == at + 1 || q - label < 2) {
+        /* one label only, or a one-letter top-level label */
+        return 0;
+    }
+
+    for (q = label; q < last; q++) {
+        if (!ragnx_rpc_alpha(*q)) {
+            return 0;
+        }
+    }
+
+    return 1;
+}

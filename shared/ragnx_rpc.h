@@ -97,5 +97,13 @@ int ragnx_rpc_limit(const char *s, size_t len);
 /* 1 for a "before" cursor: 1..RAGNX_RPC_CURSOR_MAX printable ASCII */
 int ragnx_rpc_cursor_valid(const char *s, size_t len);
 
+/*
+ * 1 for an email address both sides accept: local@domain, ASCII only, a
+ * dot-atom local part of up to 64 characters, a domain of two or more LDH
+ * labels ending in an alphabetic label of two or more letters, 254 in all.
+ * The JSON schema format "email" in nginx and register in the pool use it.
+ */
+int ragnx_rpc_email_valid(const char *s, size_t len);
+
 
 #endif /* RAGNX_RPC_H */

@@ -9,11 +9,18 @@
  */
 
 
+#define _GNU_SOURCE
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 
 #include "ragnx_worker.h"
 
@@ -96,6 +103,24 @@ static const ragnx_setting_t  ragnx_settings[] = {
       1, NULL, 0 },
     { "drain_timeout", RAGNX_SET_INT, RAGNX_OFF(drain_timeout), 0, 3600000,
       "30000", 1, NULL, 0 },
+    { "rpc_concurrency", RAGNX_SET_INT, RAGNX_OFF(rpc_concurrency), 1, 256,
+      "4", 1, NULL, 0 },
+    { "hash_concurrency", RAGNX_SET_INT, RAGNX_OFF(hash_concurrency), 1, 64,
+      "2", 1, NULL, 0 },
+    { "password_opslimit", RAGNX_SET_INT, RAGNX_OFF(password_opslimit), 1,
+      64, "2", 1, NULL, 0 },
+    { "password_memlimit", RAGNX_SET_INT, RAGNX_OFF(password_memlimit), 8,
+      4194304, "65536", 1, NULL, 0 },
+    { "jwt_alg", RAGNX_SET_ENUM, RAGNX_OFF(jwt_alg), 0, 0, "HS256", 1,
+      "HS256 RS256 ES256", RAGNX_OFF(jwt_alg) },
+    { "jwt_key_file", RAGNX_SET_STR, RAGNX_OFF(jwt_key_file), 1, 4096, NULL,
+      1, NULL, 0 },
+    { "jwt_ttl", RAGNX_SET_INT, RAGNX_OFF(jwt_ttl), 60, 31536000, "604800",
+      1, NULL, 0 },
+    { "jwt_issuer", RAGNX_SET_STR, RAGNX_OFF(jwt_issuer), 1, 255, NULL, 1,
+      NULL, 0 },
+    { "jwt_audience", RAGNX_SET_STR, RAGNX_OFF(jwt_audience), 1, 255, NULL,
+      1, NULL, 0 },
     { "pid_file", RAGNX_SET_STR, RAGNX_OFF(pid_file), 1, 4096, NULL, 0,
       NULL, 0 },
     { "log_file", RAGNX_SET_STR, RAGNX_OFF(log_file), 1, 4096, NULL, 0,
@@ -115,6 +140,7 @@ static int ragnx_conf_set(ragnx_conf_t *conf, const ragnx_setting_t *s,
 static char *ragnx_conf_read_secret(const char *path, const char *name,
     char *err, size_t errlen);
 static char *ragnx_conf_trim(char *s);
+static int ragnx_conf_jwt_key(ragnx_conf_t *conf, char *err, size_t errlen);
 
 
 static char *
@@ -390,6 +416,10 @@ ragnx_conf_load(const char *path, char *err, size_t errlen)
         conf->database_password = secret;
     }
 
+    if (ragnx_conf_jwt_key(conf, err, errlen) != RAGNX_OK) {
+        goto failed;
+    }
+
     /* rules between settings */
 
     if (conf->llm_kind != RAGNX_LLM_EXTRACTIVE) {
@@ -477,8 +507,132 @@ ragnx_conf_free(ragnx_conf_t *conf)
         free(conf->database_password);
     }
 
+    if (conf->jwt_key) {
+        memset(conf->jwt_key, 0, conf->jwt_key_len);
+        free(conf->jwt_key);
+    }
+
     free(conf->config_file);
     free(conf);
+}
+
+
+/*
+ * The key that signs the tokens register and login issue: the whole file
+ * (or RAGNX_JWT_KEY), byte for byte, as the nginx module reads its
+ * ragnx_jwt_key_file, so one HS256 secret file serves both sides.  With
+ * RS256 or ES256 it is a PEM private key and nginx holds the public one.
+ * Checked here so that "ragnx-worker -t" rejects a key that would fail to
+ * sign.  Without a key, register and login answer 503.
+ */
+
+static int
+ragnx_conf_jwt_key(ragnx_conf_t *conf, char *err, size_t errlen)
+{
+    int            ok, bits;
+    FILE          *f;
+    BIO           *bio;
+    size_t         n;
+    const char    *env;
+    EVP_PKEY      *pkey;
+    unsigned char  buf[65536];
+
+    if (conf->jwt_key_file) {
+        f = fopen(conf->jwt_key_file, "r");
+        if (f == NULL) {
+            snprintf(err, errlen, "jwt_key_file: cannot open \"%s\": %s",
+                     conf->jwt_key_file, strerror(errno));
+            return RAGNX_ERROR;
+        }
+
+        n = fread(buf, 1, sizeof(buf), f);
+        ok = !ferror(f) && feof(f);
+        fclose(f);
+
+        if (!ok) {
+            snprintf(err, errlen, "jwt_key_file: cannot read \"%s\" "
+                     "(64 KiB at most)", conf->jwt_key_file);
+            return RAGNX_ERROR;
+        }
+
+    } else if ((env = getenv("RAGNX_JWT_KEY")) != NULL) {
+        n = strlen(env);
+        if (n > sizeof(buf)) {
+            snprintf(err, errlen, "RAGNX_JWT_KEY: too long");
+            return RAGNX_ERROR;
+        }
+
+        memcpy(buf, env, n);
+
+    } else {
+        return RAGNX_OK;
+    }
+
+    ok = 0;
+    pkey = NULL;
+
+    bio = BIO_new_mem_buf(buf, (int) n);
+    if (bio) {
+        pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+        BIO_free(bio);
+    }
+
+    ERR_clear_error();
+
+    if (conf->jwt_alg == RAGNX_JWT_HS256) {
+        if (pkey || memmem(buf, n, "-----BEGIN ", 11)) {
+            snprintf(err, errlen, "jwt_key_file: holds a PEM key, not an "
+                     "HS256 secret");
+
+        } else if (n < 32) {
+            snprintf(err, errlen, "jwt_key_file: an HS256 secret needs at "
+                     "least 32 bytes");
+
+        } else {
+            ok = 1;
+        }
+
+    } else if (pkey == NULL) {
+        snprintf(err, errlen, "jwt_key_file: not a PEM private key for %s",
+                 conf->jwt_alg == RAGNX_JWT_RS256 ? "RS256" : "ES256");
+
+    } else {
+        bits = EVP_PKEY_get_bits(pkey);
+
+        if (conf->jwt_alg == RAGNX_JWT_RS256) {
+            if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA || bits < 2048) {
+                snprintf(err, errlen, "jwt_key_file: RS256 needs an RSA "
+                         "private key of 2048 bits or more");
+            } else {
+                ok = 1;
+            }
+
+        } else if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_EC || bits != 256) {
+            snprintf(err, errlen, "jwt_key_file: ES256 needs a P-256 EC "
+                     "private key");
+
+        } else {
+            ok = 1;
+        }
+    }
+
+    EVP_PKEY_free(pkey);
+
+    if (ok) {
+        conf->jwt_key = malloc(n);
+        if (conf->jwt_key == NULL) {
+            snprintf(err, errlen, "out of memory");
+            ok = 0;
+
+        } else {
+            memcpy(conf->jwt_key, buf, n);
+            conf->jwt_key_len = n;
+        }
+    }
+
+    memset(buf, 0, n);
+
+    return ok ? RAGNX_OK : RAGNX_ERROR;
 }
 
 

@@ -73,6 +73,7 @@ static pid_t ragnx_spawn(int index);
 static void ragnx_worker_process(int index);
 static void *ragnx_job_thread(void *data);
 static void *ragnx_maint_thread(void *data);
+static void *ragnx_call_thread(void *data);
 static int ragnx_cmd_migrate(void);
 static void ragnx_sleep_ms(long ms);
 
@@ -471,7 +472,7 @@ ragnx_worker_signal(int signo)
 static void
 ragnx_worker_process(int index)
 {
-    int               i, n, size, rc;
+    int               i, n, m, size, rc;
     char              name[32], host[64];
     pthread_t         tid;
     pthread_attr_t    attr;
@@ -500,6 +501,11 @@ ragnx_worker_process(int index)
     srandom((unsigned) (getpid() ^ ragnx_now_ms()));
 
     n = (int) ragnx_conf->concurrency;
+    m = (int) ragnx_conf->rpc_concurrency;
+
+    if (ragnx_accounts_init() != RAGNX_OK) {
+        _exit(2);
+    }
 
     size = (int) ((ragnx_conf->db_pool + ragnx_conf->workers - 1)
                   / ragnx_conf->workers);
@@ -514,7 +520,8 @@ ragnx_worker_process(int index)
     db = ragnx_db_pool_create(ragnx_conf->database,
                               ragnx_conf->database_password, size,
                               ragnx_conf->db_timeout);
-    threads = calloc(n + 1, sizeof(ragnx_thread_t));
+    /* job threads, the maintenance thread, call threads */
+    threads = calloc(n + 1 + m, sizeof(ragnx_thread_t));
     ragnx_slots = calloc(n, sizeof(ragnx_slot_t));
 
     if (db == NULL || threads == NULL || ragnx_slots == NULL) {
@@ -532,9 +539,9 @@ ragnx_worker_process(int index)
     pthread_attr_setstacksize(&attr, 256 * 1024);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 
-    ragnx_running = n;
+    ragnx_running = n + m;
 
-    for (i = 0; i <= n; i++) {
+    for (i = 0; i <= n + m; i++) {
         threads[i].index = i;
         threads[i].db = db;
         snprintf(threads[i].redis.consumer, sizeof(threads[i].redis.consumer),
@@ -553,7 +560,9 @@ ragnx_worker_process(int index)
         }
 
         rc = pthread_create(&tid, &attr,
-                            i < n ? ragnx_job_thread : ragnx_maint_thread,
+                            i < n ? ragnx_job_thread
+                                  : i == n ? ragnx_maint_thread
+                                           : ragnx_call_thread,
                             &threads[i]);
         if (rc != 0) {
             ragnx_log(RAGNX_LOG_ERROR, "pthread_create: %s", strerror(rc));
@@ -561,8 +570,8 @@ ragnx_worker_process(int index)
         }
     }
 
-    ragnx_log(RAGNX_LOG_INFO, "%d job threads, up to %d postgres "
-              "connections", n, size);
+    ragnx_log(RAGNX_LOG_INFO, "%d job threads, %d call threads, up to %d "
+              "postgres connections", n, m, size);
 
     /* wait for SIGTERM, then for the job threads, up to drain_timeout */
 
@@ -570,7 +579,8 @@ ragnx_worker_process(int index)
         ragnx_sleep_ms(100);
     }
 
-    ragnx_log(RAGNX_LOG_INFO, "draining %d job threads", ragnx_running);
+    ragnx_log(RAGNX_LOG_INFO, "draining %d job and call threads",
+              ragnx_running);
 
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += ragnx_conf->drain_timeout / 1000;
@@ -668,6 +678,58 @@ ragnx_job_thread(void *data)
 
 
 /*
+ * Calls: read one, answer it, until SIGTERM; a call being answered is
+ * finished before the process exits, as a job is.
+ */
+
+static void *
+ragnx_call_thread(void *data)
+{
+    int              rc;
+    long             backoff;
+    ragnx_call_t     c;
+    ragnx_thread_t  *t = data;
+
+    backoff = 100;
+
+    while (!ragnx_quit) {
+        if (!__atomic_load_n(&ragnx_ready, __ATOMIC_ACQUIRE)) {
+            ragnx_sleep_ms(100);
+            continue;
+        }
+
+        rc = ragnx_call_read(&t->redis, &c, 1000);
+
+        if (rc == RAGNX_ERROR) {
+            ragnx_sleep_ms(backoff + random() % (backoff / 2 + 1));
+            backoff = backoff < 5000 ? backoff * 2 : 5000;
+            continue;
+        }
+
+        backoff = 100;
+
+        if (rc == RAGNX_OK) {
+            ragnx_call_serve(t, &c);
+
+        } else if (rc == RAGNX_DECLINED) {
+            ragnx_call_reject(&t->redis, &c);
+        }
+
+        ragnx_call_free(&c);
+    }
+
+    ragnx_redis_close(&t->redis);
+
+    pthread_mutex_lock(&ragnx_running_lock);
+    ragnx_running--;
+    pthread_cond_signal(&ragnx_running_cond);
+    pthread_mutex_unlock(&ragnx_running_lock);
+
+    return NULL;
+}
+
+
+/*
  * Every 200 ms: due retries back to the stream and dead workers' entries
  * requeued; every visibility_timeout / 3: heartbeats, resetting the idle
  * time of the entries this process holds (so a long LLM call is never
@@ -714,6 +776,7 @@ ragnx_maint_thread(void *data)
                 v = ragnx_db_corpus_version(conn);
 
                 if (v >= 0 && ragnx_queue_setup(&t->redis) == RAGNX_OK
+                    && ragnx_call_setup(&t->redis) == RAGNX_OK
                     && ragnx_queue_set_gen(&t->redis, v) == RAGNX_OK
                     && !ready)
                 {

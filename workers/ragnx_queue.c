@@ -175,7 +175,7 @@ static const char  ragnx_script_reclaim_text[] =
 
 
 /*
- * KEYS: jobs stream; ARGV: idle ms.  Consumers of workers long gone
+ * KEYS: a stream (jobs or calls); ARGV: idle ms.  Consumers of workers gone
  * (nothing pending, idle that long) are removed from the group, so
  * restarts do not grow it without bound.
  */
@@ -795,17 +795,30 @@ ragnx_queue_maintain(ragnx_redis_t *r)
 int
 ragnx_queue_forget(ragnx_redis_t *r, long idle_ms)
 {
+    int          i, rc;
     redisReply  *reply;
 
-    reply = ragnx_redis_eval(r, &ragnx_script_forget, "1 %s %ld",
-                             RAGNX_KEY_JOBS, idle_ms);
+    static const char  *streams[] = { RAGNX_KEY_JOBS, RAGNX_KEY_RPC };
 
-    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
-        ragnx_log(RAGNX_LOG_INFO, "removed %lld idle consumers from the "
-                  "group", reply->integer);
+    rc = RAGNX_OK;
+
+    for (i = 0; i < 2; i++) {
+        reply = ragnx_redis_eval(r, &ragnx_script_forget, "1 %s %ld",
+                                 streams[i], idle_ms);
+
+        if (reply && reply->type == REDIS_REPLY_INTEGER
+            && reply->integer > 0)
+        {
+            ragnx_log(RAGNX_LOG_INFO, "removed %lld idle consumers from the "
+                      "group of %s", reply->integer, streams[i]);
+        }
+
+        if (ragnx_reply_ok(r, reply, "forget script") != RAGNX_OK) {
+            rc = RAGNX_ERROR;
+        }
     }
 
-    return ragnx_reply_ok(r, reply, "forget script");
+    return rc;
 }
 
 

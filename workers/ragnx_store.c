@@ -322,11 +322,22 @@ ragnx_db_ok(PGconn *conn, PGresult *res, ExecStatusType want,
 static PGresult *
 ragnx_db_exec(PGconn *conn, int n, const char *const *params)
 {
+    return ragnx_db_query(conn, ragnx_statements[n].name,
+                          ragnx_statements[n].sql,
+                          ragnx_statements[n].nparams, params);
+}
+
+
+/* the same for a statement declared elsewhere, by name */
+
+PGresult *
+ragnx_db_query(PGconn *conn, const char *name, const char *sql, int nparams,
+    const char *const *params)
+{
     const char  *state;
     PGresult    *res;
 
-    res = PQexecPrepared(conn, ragnx_statements[n].name,
-                         ragnx_statements[n].nparams, params, NULL, NULL, 0);
+    res = PQexecPrepared(conn, name, nparams, params, NULL, NULL, 0);
 
     state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 
@@ -336,8 +347,7 @@ ragnx_db_exec(PGconn *conn, int n, const char *const *params)
 
     PQclear(res);
 
-    res = PQprepare(conn, ragnx_statements[n].name, ragnx_statements[n].sql,
-                    ragnx_statements[n].nparams, NULL);
+    res = PQprepare(conn, name, sql, nparams, NULL);
 
     if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
         return res;
@@ -345,9 +355,7 @@ ragnx_db_exec(PGconn *conn, int n, const char *const *params)
 
     PQclear(res);
 
-    return PQexecPrepared(conn, ragnx_statements[n].name,
-                          ragnx_statements[n].nparams, params, NULL, NULL,
-                          0);
+    return PQexecPrepared(conn, name, nparams, params, NULL, NULL, 0);
 }
 
 

@@ -43,6 +43,13 @@ typedef enum {
 } ragnx_llm_kind_e;
 
 
+typedef enum {
+    RAGNX_JWT_HS256 = 0,
+    RAGNX_JWT_RS256,
+    RAGNX_JWT_ES256
+} ragnx_jwt_alg_e;
+
+
 typedef struct {
     long          workers;
     long          concurrency;
@@ -76,6 +83,17 @@ typedef struct {
     long          cache_ttl;             /* s */
     long          dead_max;
     long          drain_timeout;         /* ms */
+    long          rpc_concurrency;       /* call threads per process */
+    long          hash_concurrency;      /* argon2id hashes at once */
+    long          password_opslimit;
+    long          password_memlimit;     /* KiB */
+    long          jwt_alg;               /* RAGNX_JWT_* */
+    char         *jwt_key_file;
+    unsigned char *jwt_key;              /* secret: the file's bytes */
+    size_t        jwt_key_len;
+    long          jwt_ttl;               /* s */
+    char         *jwt_issuer;
+    char         *jwt_audience;
     char         *pid_file;
     char         *log_file;
     long          log_level;
@@ -120,6 +138,8 @@ PGconn *ragnx_db_get(ragnx_db_pool_t *pool);
 PGconn *ragnx_db_get_within(ragnx_db_pool_t *pool, long timeout);
 void ragnx_db_put(ragnx_db_pool_t *pool, PGconn *conn, int broken);
 PGconn *ragnx_db_connect(const char *conninfo, const char *password);
+PGresult *ragnx_db_query(PGconn *conn, const char *name, const char *sql,
+    int nparams, const char *const *params);
 int ragnx_db_migrate(PGconn *conn);
 int ragnx_db_check_schema(PGconn *conn, char *err, size_t errlen);
 long long ragnx_db_corpus_version(PGconn *conn);
@@ -251,6 +271,40 @@ typedef struct {
 } ragnx_thread_t;
 
 void ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e);
+
+
+/* synchronous calls from nginx (shared/ragnx_rpc.h) and accounts */
+
+typedef struct {
+    char              id[40];
+    int               method;           /* RAGNX_RPC_* */
+    char              reply[256];       /* the channel to PUBLISH to */
+    long long         deadline;         /* ms since the epoch */
+    char              sub[256];
+    json_t           *params;
+} ragnx_call_t;
+
+int ragnx_call_setup(ragnx_redis_t *r);
+int ragnx_call_read(ragnx_redis_t *r, ragnx_call_t *c, int block_ms);
+void ragnx_call_serve(ragnx_thread_t *t, ragnx_call_t *c);
+void ragnx_call_reject(ragnx_redis_t *r, const ragnx_call_t *c);
+void ragnx_call_free(ragnx_call_t *c);
+
+/* a status and a JSON body (malloc'ed), or 0: nobody waits, no reply */
+typedef int (*ragnx_call_pt)(ragnx_thread_t *t, const ragnx_call_t *c,
+    char **body);
+
+int ragnx_accounts_init(void);
+void ragnx_accounts_done(void);
+int ragnx_account_register(ragnx_thread_t *t, const ragnx_call_t *c,
+    char **body);
+int ragnx_account_login(ragnx_thread_t *t, const ragnx_call_t *c,
+    char **body);
+int ragnx_account_me(ragnx_thread_t *t, const ragnx_call_t *c, char **body);
+int ragnx_account_chats(ragnx_thread_t *t, const ragnx_call_t *c,
+    char **body);
+int ragnx_account_messages(ragnx_thread_t *t, const ragnx_call_t *c,
+    char **body);
 
 
 /* ingestion */

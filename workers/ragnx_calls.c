@@ -1,0 +1,331 @@
+
+/*
+ * ragnx worker pool: synchronous calls from nginx (shared/ragnx_rpc.h).
+ *
+ * Every worker process runs rpc_concurrency call threads beside its job
+ * threads, each blocked on the {ragnx}:rpc stream alone, so a login or a
+ * chat list never queues behind LLM calls: the calls have their own
+ * threads instead of a turn before the jobs.
+ *
+ * Calls are read with NOACK.  A call is worth answering only until its
+ * deadline (ragnx_rpc_timeout in nginx, seconds), far less than any
+ * visibility timeout, so redelivering one after a crash would answer
+ * nobody; with NOACK nothing is left pending and no XACK round trip is
+ * paid.  The caller of a call lost that way gets its 504.
+ */
+
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ragnx_worker.h"
+#include "ragnx_keys.h"
+#include "ragnx_rpc.h"
+#include "ragnx_uuid.h"
+
+
+static const ragnx_call_pt  ragnx_call_handlers[] = {
+    NULL,
+    ragnx_account_register,         /* RAGNX_RPC_REGISTER */
+    ragnx_account_login,            /* RAGNX_RPC_LOGIN */
+    ragnx_account_me,               /* RAGNX_RPC_ME */
+    ragnx_account_chats,            /* RAGNX_RPC_CHATS */
+    ragnx_account_messages          /* RAGNX_RPC_MESSAGES */
+};
+
+
+static void ragnx_call_field(ragnx_call_t *c, const redisReply *f,
+    const redisReply *v, int *bad);
+static void ragnx_call_publish(ragnx_redis_t *r, const ragnx_call_t *c,
+    int status, const char *body);
+
+
+/* the group starts at "$": calls made before any pool existed expired */
+
+int
+ragnx_call_setup(ragnx_redis_t *r)
+{
+    redisReply  *reply;
+
+    reply = ragnx_redis_command(r, "XGROUP CREATE %s %s $ MKSTREAM",
+                                RAGNX_KEY_RPC, RAGNX_GROUP);
+    if (reply == NULL) {
+        return RAGNX_ERROR;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR
+        && strncmp(reply->str, "BUSYGROUP", 9) != 0)
+    {
+        ragnx_log(RAGNX_LOG_ERROR, "redis XGROUP CREATE %s: %s",
+                  RAGNX_KEY_RPC, reply->str);
+        freeReplyObject(reply);
+        return RAGNX_ERROR;
+    }
+
+    freeReplyObject(reply);
+    return RAGNX_OK;
+}
+
+
+/*
+ * RAGNX_OK with a call, RAGNX_AGAIN when none came in block_ms,
+ * RAGNX_ERROR when Redis failed, RAGNX_DECLINED for an entry that is not
+ * a well-formed call (logged; answered with 400 when it names a reply
+ * channel and an id, else dropped).
+ */
+
+int
+ragnx_call_read(ragnx_redis_t *r, ragnx_call_t *c, int block_ms)
+{
+    int          bad;
+    size_t       i;
+    redisReply  *reply, *entry, *fields;
+
+    memset(c, 0, sizeof(ragnx_call_t));
+    c->deadline = -1;
+
+    reply = ragnx_redis_command(r, "XREADGROUP GROUP %s %s COUNT 1 BLOCK %d "
+                                "NOACK STREAMS %s >", RAGNX_GROUP,
+                                r->consumer, block_ms, RAGNX_KEY_RPC);
+    if (reply == NULL) {
+        return RAGNX_ERROR;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        freeReplyObject(reply);
+        return RAGNX_AGAIN;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (strncmp(reply->str, "NOGROUP", 7) == 0) {
+            ragnx_log(RAGNX_LOG_WARN, "call group missing: creating it");
+            freeReplyObject(reply);
+            return ragnx_call_setup(r) == RAGNX_OK ? RAGNX_AGAIN
+                                                   : RAGNX_ERROR;
+        }
+
+        ragnx_log(RAGNX_LOG_ERROR, "redis XREADGROUP %s: %s", RAGNX_KEY_RPC,
+                  reply->str);
+        freeReplyObject(reply);
+        return RAGNX_ERROR;
+    }
+
+    /* [[stream, [[entry id, [field, value, ...]]]]] */
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1
+        || reply->element[0]->type != REDIS_REPLY_ARRAY
+        || reply->element[0]->elements != 2
+        || reply->element[0]->element[1]->type != REDIS_REPLY_ARRAY
+        || reply->element[0]->element[1]->elements != 1)
+    {
+        freeReplyObject(reply);
+        return RAGNX_AGAIN;
+    }
+
+    entry = reply->element[0]->element[1]->element[0];
+
+    if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2
+        || entry->element[1]->type != REDIS_REPLY_ARRAY)
+    {
+        freeReplyObject(reply);
+        return RAGNX_AGAIN;
+    }
+
+    fields = entry->element[1];
+    bad = 0;
+
+    for (i = 0; i + 1 < fields->elements; i += 2) {
+        ragnx_call_field(c, fields->element[i], fields->element[i + 1],
+                         &bad);
+    }
+
+    freeReplyObject(reply);
+
+    if (bad || c->id[0] == '\0' || c->method == 0 || c->reply[0] == '\0'
+        || c->deadline < 0 || c->params == NULL
+        || (ragnx_rpc_method_authenticated(c->method) && c->sub[0] == '\0'))
+    {
+        return RAGNX_DECLINED;
+    }
+
+    return RAGNX_OK;
+}
+
+
+static void
+ragnx_call_field(ragnx_call_t *c, const redisReply *f, const redisReply *v,
+    int *bad)
+{
+    json_error_t  err;
+
+    if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+        *bad = 1;
+        return;
+    }
+
+    if (strcmp(f->str, "id") == 0) {
+        if (v->len != RAGNX_UUID_LEN || !ragnx_uuid_valid(v->str, v->len)) {
+            *bad = 1;
+            return;
+        }
+
+        memcpy(c->id, v->str, v->len);
+        c->id[v->len] = '\0';
+
+    } else if (strcmp(f->str, "method") == 0) {
+        c->method = ragnx_rpc_method(v->str, v->len);
+
+    } else if (strcmp(f->str, "reply") == 0) {
+        if (v->len == 0 || v->len >= sizeof(c->reply)
+            || strncmp(v->str, RAGNX_KEY_REPLY, sizeof(RAGNX_KEY_REPLY) - 1)
+               != 0)
+        {
+            *bad = 1;
+            return;
+        }
+
+        memcpy(c->reply, v->str, v->len);
+        c->reply[v->len] = '\0';
+
+    } else if (strcmp(f->str, "deadline") == 0) {
+        c->deadline = ragnx_rpc_deadline(v->str, v->len);
+
+    } else if (strcmp(f->str, "sub") == 0) {
+        if (v->len >= sizeof(c->sub) || memchr(v->str, '\0', v->len)) {
+            *bad = 1;
+            return;
+        }
+
+        memcpy(c->sub, v->str, v->len);
+        c->sub[v->len] = '\0';
+
+    } else if (strcmp(f->str, "params") == 0 && c->params == NULL) {
+        c->params = json_loadb(v->str, v->len, JSON_REJECT_DUPLICATES, &err);
+
+        if (c->params && !json_is_object(c->params)) {
+            json_decref(c->params);
+            c->params = NULL;
+        }
+    }
+}
+
+
+void
+ragnx_call_free(ragnx_call_t *c)
+{
+    json_decref(c->params);
+    c->params = NULL;
+}
+
+
+/*
+ * Answer one call unless its deadline has passed: then the caller has had
+ * its 504 and the work would be for nobody.
+ */
+
+void
+ragnx_call_serve(ragnx_thread_t *t, ragnx_call_t *c)
+{
+    int          status;
+    char        *body;
+    long long    start;
+
+    start = ragnx_now_ms();
+
+    if (ragnx_rpc_expired(c->deadline, start)) {
+        ragnx_log(RAGNX_LOG_INFO, "call %s (%s) expired %lld ms ago: "
+                  "skipped", c->id, ragnx_rpc_method_name(c->method),
+                  start - c->deadline);
+        return;
+    }
+
+    body = NULL;
+    status = ragnx_call_handlers[c->method](t, c, &body);
+
+    if (status == 0) {
+        ragnx_log(RAGNX_LOG_INFO, "call %s (%s) expired while waiting: "
+                  "not answered", c->id, ragnx_rpc_method_name(c->method));
+        free(body);
+        return;
+    }
+
+    if (body == NULL) {
+        status = 500;
+    }
+
+    ragnx_call_publish(&t->redis, c, status,
+                       body ? body : "{\"error\":\"Internal server error\"}");
+
+    ragnx_log(RAGNX_LOG_DEBUG, "call %s (%s): %d in %lld ms", c->id,
+              ragnx_rpc_method_name(c->method), status,
+              ragnx_now_ms() - start);
+
+    free(body);
+}
+
+
+/* a malformed call that still says where to answer gets a 400 */
+
+void
+ragnx_call_reject(ragnx_redis_t *r, const ragnx_call_t *c)
+{
+    ragnx_log(RAGNX_LOG_WARN, "malformed call%s%s on %s", c->id[0] ? " " : "",
+              c->id, RAGNX_KEY_RPC);
+
+    if (c->id[0] && c->reply[0]) {
+        ragnx_call_publish(r, c, 400, "{\"error\":\"Malformed call\"}");
+    }
+}
+
+
+static void
+ragnx_call_publish(ragnx_redis_t *r, const ragnx_call_t *c, int status,
+    const char *body)
+{
+    char        *msg;
+    size_t       len, n;
+    const char  *argv[3];
+    size_t       lens[3];
+    redisReply  *reply;
+
+    len = strlen(body);
+
+    msg = malloc(RAGNX_RPC_REPLY_HEAD + len);
+    if (msg == NULL) {
+        ragnx_log(RAGNX_LOG_ERROR, "call %s: out of memory", c->id);
+        return;
+    }
+
+    n = ragnx_rpc_reply_write(msg, c->id, status, body, len);
+    if (n == 0) {
+        ragnx_log(RAGNX_LOG_ERROR, "call %s: cannot write status %d", c->id,
+                  status);
+        free(msg);
+        return;
+    }
+
+    argv[0] = "PUBLISH";
+    lens[0] = 7;
+    argv[1] = c->reply;
+    lens[1] = strlen(c->reply);
+    argv[2] = msg;
+    lens[2] = n;
+
+    reply = ragnx_redis_argv(r, 3, argv, lens);
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ragnx_log(RAGNX_LOG_ERROR, "call %s: PUBLISH failed%s%s", c->id,
+                  reply ? ": " : "", reply ? reply->str : "");
+
+    } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
+        ragnx_log(RAGNX_LOG_INFO, "call %s: nobody listens on %s any more",
+                  c->id, c->reply);
+    }
+
+    if (reply) {
+        freeReplyObject(reply);
+    }
+
+    free(msg);
+}
