@@ -106,6 +106,7 @@ run: deps
 	./scripts/run
 
 reset:
+	@if [ -L var/pg ]; then rm -rf "$$(readlink -f var/pg)"; fi
 	rm -rf var
 
 lint:

@@ -1,0 +1,187 @@
+#!/usr/bin/perl
+# `make run` from a fresh var directory on a free port: wait for the
+# printed walkthrough, follow it as printed (register, login, profile,
+# ask, poll, chats, messages), ask the same question again (from the
+# cache, recorded in the chat), then Ctrl-C (SIGINT to the process group,
+# as a terminal sends it) and check that nothing is left running.  A second
+# `make run` on the same var directory while one runs refuses to start.
+
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use IO::Socket::INET;
+use JSON::PP;
+use POSIX ();
+use Time::HiRes qw(time sleep);
+use Ragnx::Test qw(slurp);
+
+my $t = Ragnx::Test->new;
+my $var = "$t->{dir}/var";
+my $port = Ragnx::Test::free_port();
+my $out = "$t->{dir}/run.out";
+my $json = JSON::PP->new->utf8->canonical;
+
+# make run as a developer types it: not as a sub-make of the suite (so the
+# suite's BUILD/SAN overrides do not leak in), its own process group
+my %env = (%ENV, RAGNX_VAR => $var, PORT => $port);
+delete @env{qw(MAKEFLAGS MFLAGS MAKELEVEL RAGNX_MODULE RAGNX_BUILD
+               RAGNX_WORKER LD_PRELOAD ASAN_OPTIONS)};
+
+sub start_run {
+    my ($file) = @_;
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        POSIX::setpgid(0, 0);
+        %ENV = %env;
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>', $file;
+        open STDERR, '>&', \*STDOUT;
+        exec('make', '-s', 'run') or POSIX::_exit(127);
+    }
+    return $pid;
+}
+
+my $pid = start_run($out);
+my $text = '';
+for (1 .. 1800) {
+    $text = slurp($out);
+    last if $text =~ /ragnx is running on/ && $text =~ /messages -H/;
+    last if waitpid($pid, POSIX::WNOHANG()) == $pid;
+    sleep 0.1;
+}
+like($text, qr{ragnx is running on http://127\.0\.0\.1:$port},
+     'make run prints the URL') or do {
+    diag($text);
+    for my $log (glob("$var/log/*")) { diag("$log:\n" . slurp($log)) }
+    kill 'INT', -$pid;
+    BAIL_OUT('make run did not start');
+};
+
+# the walkthrough: each command, continuation lines joined
+my ($block) = $text =~ /Ctrl-C stops it\)\n\n(.*?)\n\n/s;
+my @cmds;
+for my $line (split /\n/, $block // '') {
+    $line =~ s/^\s+//;
+    if (@cmds && $cmds[-1] =~ s/\\\z//) {
+        $cmds[-1] .= " $line";
+    } else {
+        push @cmds, $line;
+    }
+}
+ok(@cmds >= 8, 'a walkthrough of ' . scalar(@cmds) . ' commands');
+
+my %vars;
+my $shell = sub {
+    my ($cmd) = @_;
+    $cmd =~ s/\b(JOB_ID|CHAT_ID)\b/$vars{$1}/g;
+    my $prelude = join '', map { "$_='$vars{$_}'; " } grep { /^[A-Z]+$/ }
+                  keys %vars;
+    open my $fh, '-|', 'bash', '-c', "$prelude$cmd; echo; echo \"TOKEN=\$TOKEN\""
+        or die "bash: $!";
+    local $/;
+    my $o = <$fh>;
+    close $fh;
+    ($vars{TOKEN}) = $o =~ /^TOKEN=(\S*)$/m if $o =~ /^TOKEN=\S+$/m;
+    $o =~ s/\n?TOKEN=.*\z//s;
+    return $o;
+};
+
+my ($health, $reg, $me, $ask, $poll, $chats, $msgs);
+for my $cmd (@cmds) {
+    if ($cmd =~ m{/health}) {
+        $health = $json->decode($shell->($cmd));
+    } elsif ($cmd =~ m{/api/auth/register}) {
+        $reg = $json->decode($shell->($cmd));
+    } elsif ($cmd =~ /^TOKEN=/) {
+        $shell->($cmd);
+    } elsif ($cmd =~ m{/api/users/me}) {
+        $me = $json->decode($shell->($cmd));
+    } elsif ($cmd =~ m{-X POST \S+/api/ask}) {
+        $ask = $json->decode($shell->($cmd));
+        $vars{JOB_ID} = $ask->{jobId};
+        $vars{CHAT_ID} = $ask->{chatId};
+    } elsif ($cmd =~ m{/api/ask/JOB_ID}) {
+        for (1 .. 200) {
+            $poll = $json->decode($shell->($cmd));
+            last if ($poll->{status} // '') =~ /completed|failed/;
+            sleep 0.1;
+        }
+    } elsif ($cmd =~ m{/api/chats/CHAT_ID/messages}) {
+        $msgs = $json->decode($shell->($cmd));
+    } elsif ($cmd =~ m{/api/chats}) {
+        $chats = $json->decode($shell->($cmd));
+    } else {
+        fail("an unexpected walkthrough line: $cmd");
+    }
+}
+
+is($health->{status}, 'ok', 'health: ok');
+is($health->{redis}, 'ok', 'health: redis ok');
+ok($reg->{token} && $reg->{user}{email} eq 'me@example.com',
+   'register: a token and the user');
+ok(length($vars{TOKEN} // '') > 20, 'login: TOKEN set as printed');
+is($me->{id}, $reg->{user}{id}, 'me: the registered user');
+ok($ask->{jobId}, 'ask: queued with a job id');
+is($poll->{status}, 'completed', 'poll: completed');
+ok(length($poll->{answer} // '') > 20, 'poll: an answer');
+ok(@{ $poll->{sources} || [] }, 'poll: with sources from the docs');
+is($chats->{chats}[0]{id}, $vars{CHAT_ID}, 'chats: the new chat');
+is(scalar @{ $msgs->{messages} || [] }, 2, 'messages: question and answer');
+
+# the same question again: from the cache, recorded in the same chat
+{
+    my $o = $shell->("curl -s -X POST http://127.0.0.1:$port/api/ask "
+        . "-H \"Authorization: Bearer \$TOKEN\" "
+        . "-H 'Content-Type: application/json' "
+        . "-d '{\"query\":\"what is  RAGNX?\",\"chatId\":\"$vars{CHAT_ID}\"}'");
+    my $cached = $json->decode($o);
+    is($cached->{source}, 'cache', 'the same question again: from the cache');
+    is($cached->{answer}, $poll->{answer}, '... the same answer');
+    my $n = 0;
+    for (1 .. 100) {
+        my $m = $json->decode($shell->("curl -s http://127.0.0.1:$port"
+            . "/api/chats/$vars{CHAT_ID}/messages "
+            . "-H \"Authorization: Bearer \$TOKEN\""));
+        $n = @{ $m->{messages} || [] };
+        last if $n == 4;
+        sleep 0.05;
+    }
+    is($n, 4, '... and recorded in the chat');
+}
+
+# a second make run on the same var refuses
+{
+    my $pid2 = start_run("$t->{dir}/run2.out");
+    my $done = 0;
+    for (1 .. 600) {
+        if (waitpid($pid2, POSIX::WNOHANG()) == $pid2) { $done = 1; last }
+        sleep 0.1;
+    }
+    ok($done && $? != 0, 'a second make run exits with an error');
+    like(slurp("$t->{dir}/run2.out"), qr/already running/, '... saying so');
+}
+
+# Ctrl-C: everything stops
+my @before = split /\n/, `ps -eo pid=,args= | grep -F '$var' | grep -v grep`;
+ok(@before >= 4, scalar(@before) . ' processes of the stack were running');
+kill 'INT', -$pid;
+my $exited = 0;
+for (1 .. 600) {
+    if (waitpid($pid, POSIX::WNOHANG()) == $pid) { $exited = 1; last }
+    sleep 0.1;
+}
+ok($exited, 'make run exits after SIGINT');
+my @left;
+for (1 .. 50) {
+    @left = split /\n/, `ps -eo pid=,args= | grep -F '$var' | grep -v grep`;
+    last unless @left;
+    sleep 0.1;
+}
+is(scalar @left, 0, 'nothing left running') or diag(join "\n", @left);
+ok(!-e "$var/run.pid", 'run.pid removed');
+ok(!IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                          Proto => 'tcp'), 'the port is closed');
+kill 'KILL', map { (split ' ')[0] } @left if @left;
+
+done_testing();
