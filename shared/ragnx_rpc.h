@@ -20,10 +20,10 @@
  * is.  A reply whose id is no longer awaited (timed out, client gone) is
  * dropped by the receiver, so the pool need not care.
  *
- * The pool reads the stream with its consumer group (RAGNX_GROUP) before
- * the job stream and acknowledges a call once answered or skipped.  A call
- * is worth redelivering only until its deadline: past it the waiting
- * request has had its 504.
+ * The pool reads the stream with its consumer group (RAGNX_GROUP), on
+ * threads of its own beside the job threads, with NOACK: a call is worth
+ * answering only until its deadline (past it the waiting request has had
+ * its 504), so redelivery after a crash would serve nobody.
  */
 
 
