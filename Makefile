@@ -115,6 +115,7 @@ lint:
 bench: deps all
 	./bench/gateway
 	./bench/ask
+	RAGNX_BUILD=$(ABS_BUILD) ./bench/accounts
 
 bench-pool: deps worker
 	RAGNX_BUILD=$(ABS_BUILD) ./bench/pool
