@@ -12,6 +12,9 @@
  * visibility timeout, so redelivering one after a crash would answer
  * nobody; with NOACK nothing is left pending and no XACK round trip is
  * paid.  The caller of a call lost that way gets its 504.
+ *
+ * A reply's PUBLISH is pipelined with the thread's next XREADGROUP: one
+ * round trip per call instead of two.
  */
 
 
@@ -39,6 +42,7 @@ static void ragnx_call_field(ragnx_call_t *c, const redisReply *f,
     const redisReply *v, int *bad);
 static void ragnx_call_publish(ragnx_redis_t *r, const ragnx_call_t *c,
     int status, const char *body);
+static int ragnx_call_replies(ragnx_redis_t *r);
 
 
 /* the group starts at "$": calls made before any pool existed expired */
@@ -85,9 +89,34 @@ ragnx_call_read(ragnx_redis_t *r, ragnx_call_t *c, int block_ms)
     memset(c, 0, sizeof(ragnx_call_t));
     c->deadline = -1;
 
-    reply = ragnx_redis_command(r, "XREADGROUP GROUP %s %s COUNT 1 BLOCK %d "
-                                "NOACK STREAMS %s >", RAGNX_GROUP,
-                                r->consumer, block_ms, RAGNX_KEY_RPC);
+    if (r->pending == 0) {
+        reply = ragnx_redis_command(r, "XREADGROUP GROUP %s %s COUNT 1 "
+                                    "BLOCK %d NOACK STREAMS %s >",
+                                    RAGNX_GROUP, r->consumer, block_ms,
+                                    RAGNX_KEY_RPC);
+
+    } else {
+        /* the last reply's PUBLISH goes out with this read */
+
+        reply = NULL;
+
+        if (redisAppendCommand(r->ctx, "XREADGROUP GROUP %s %s COUNT 1 "
+                               "BLOCK %d NOACK STREAMS %s >", RAGNX_GROUP,
+                               r->consumer, block_ms, RAGNX_KEY_RPC)
+            == REDIS_OK
+            && ragnx_call_replies(r) == RAGNX_OK
+            && redisGetReply(r->ctx, (void **) &reply) != REDIS_OK)
+        {
+            reply = NULL;
+        }
+
+        if (reply == NULL) {
+            ragnx_log(RAGNX_LOG_ERROR, "redis: %s",
+                      r->ctx ? r->ctx->errstr : "connection lost");
+            ragnx_redis_close(r);
+        }
+    }
+
     if (reply == NULL) {
         return RAGNX_ERROR;
     }
@@ -287,7 +316,6 @@ ragnx_call_publish(ragnx_redis_t *r, const ragnx_call_t *c, int status,
     size_t       len, n;
     const char  *argv[3];
     size_t       lens[3];
-    redisReply  *reply;
 
     len = strlen(body);
 
@@ -312,20 +340,61 @@ ragnx_call_publish(ragnx_redis_t *r, const ragnx_call_t *c, int status,
     argv[2] = msg;
     lens[2] = n;
 
-    reply = ragnx_redis_argv(r, 3, argv, lens);
+    if (r->ctx == NULL && ragnx_redis_connect(r) != RAGNX_OK) {
+        ragnx_log(RAGNX_LOG_ERROR, "call %s: no Redis to reply on", c->id);
 
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        ragnx_log(RAGNX_LOG_ERROR, "call %s: PUBLISH failed%s%s", c->id,
-                  reply ? ": " : "", reply ? reply->str : "");
+    } else if (redisAppendCommandArgv(r->ctx, 3, argv, lens) != REDIS_OK) {
+        ragnx_log(RAGNX_LOG_ERROR, "call %s: %s", c->id, r->ctx->errstr);
+        ragnx_redis_close(r);
 
-    } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
-        ragnx_log(RAGNX_LOG_INFO, "call %s: nobody listens on %s any more",
-                  c->id, c->reply);
-    }
-
-    if (reply) {
-        freeReplyObject(reply);
+    } else {
+        r->pending++;
     }
 
     free(msg);
+}
+
+
+/* the replies of pipelined PUBLISHes, in order */
+
+static int
+ragnx_call_replies(ragnx_redis_t *r)
+{
+    redisReply  *reply;
+
+    while (r->pending > 0) {
+        if (redisGetReply(r->ctx, (void **) &reply) != REDIS_OK
+            || reply == NULL)
+        {
+            return RAGNX_ERROR;
+        }
+
+        r->pending--;
+
+        if (reply->type == REDIS_REPLY_ERROR) {
+            ragnx_log(RAGNX_LOG_ERROR, "reply PUBLISH failed: %s",
+                      reply->str);
+
+        } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
+            /* the nginx worker is gone (reload, restart) */
+            ragnx_log(RAGNX_LOG_INFO, "a reply found no subscriber");
+        }
+
+        freeReplyObject(reply);
+    }
+
+    return RAGNX_OK;
+}
+
+
+/* send what is still buffered, before the connection is closed */
+
+void
+ragnx_call_flush(ragnx_redis_t *r)
+{
+    if (r->ctx && r->pending && ragnx_call_replies(r) != RAGNX_OK) {
+        ragnx_log(RAGNX_LOG_ERROR, "redis: %s", r->ctx->errstr);
+    }
+
+    r->pending = 0;
 }

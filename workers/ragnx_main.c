@@ -718,6 +718,7 @@ ragnx_call_thread(void *data)
         ragnx_call_free(&c);
     }
 
+    ragnx_call_flush(&t->redis);
     ragnx_redis_close(&t->redis);
 
     pthread_mutex_lock(&ragnx_running_lock);

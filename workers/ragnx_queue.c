@@ -364,6 +364,8 @@ ragnx_redis_close(ragnx_redis_t *r)
         redisFree(r->ctx);
         r->ctx = NULL;
     }
+
+    r->pending = 0;
 }
 
 

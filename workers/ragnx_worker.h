@@ -223,6 +223,7 @@ typedef struct {
     redisContext   *ctx;
     char            consumer[96];
     long long       backoff;
+    int             pending;            /* replies owed (pipelined) */
 } ragnx_redis_t;
 
 
@@ -289,6 +290,7 @@ int ragnx_call_read(ragnx_redis_t *r, ragnx_call_t *c, int block_ms);
 void ragnx_call_serve(ragnx_thread_t *t, ragnx_call_t *c);
 void ragnx_call_reject(ragnx_redis_t *r, const ragnx_call_t *c);
 void ragnx_call_free(ragnx_call_t *c);
+void ragnx_call_flush(ragnx_redis_t *r);
 
 /* a status and a JSON body (malloc'ed), or 0: nobody waits, no reply */
 typedef int (*ragnx_call_pt)(ragnx_thread_t *t, const ragnx_call_t *c,
