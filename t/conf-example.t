@@ -18,6 +18,18 @@ my $root = abs_path("$FindBin::Bin/..");
 my $example = slurp("$root/nginx.conf.example");
 ok(length $example, 'nginx.conf.example is there');
 
+# every directive and variable the module defines is in the example, as
+# a directive line (perhaps commented) or as a $variable
+my %names;
+for my $src (glob("$root/ngx_module/*.c")) {
+    $names{$_} = 1 for slurp($src) =~ /ngx_string\("(ragnx_\w+)"\)/g;
+}
+ok(keys %names > 25, 'the module\'s directives and variables');
+for my $n (sort keys %names) {
+    like($example, qr/^\s*#?\Q$n\E[\s;]|\$\Q$n\E/m,
+         "example shows $n");
+}
+
 my $t = Ragnx::Test->new;
 my $d = $t->dir;
 my $redis_port = $t->start_redis;
