@@ -134,20 +134,26 @@ $server
 CONF
 }
 
-# nginx -t on a configuration; returns (ok, output)
+# nginx -t on a configuration; returns (ok, output).  The configuration is
+# built from the http/server snippets, or is a complete file (conf_file).
 sub nginx_t {
     my ($self, %a) = @_;
     $a{port} ||= free_port();
-    my $conf = $self->file('test.conf', $self->nginx_conf(%a));
+    my $conf = $a{conf_file}
+               || $self->file('test.conf', $self->nginx_conf(%a));
     local %ENV = (%ENV, $self->preload_env);
     my $out = `$NGINX -t -p $self->{dir} -c $conf 2>&1`;
     return ($? == 0, $out);
 }
 
+# Starts nginx in the foreground on a configuration built from snippets,
+# or on a complete file (conf_file; it must say `daemon off`, log to
+# error.log in the test directory and listen on 127.0.0.1:port).
 sub start_nginx {
     my ($self, %a) = @_;
     $self->{port} = $a{port} ||= free_port();
-    my $conf = $self->file('nginx.conf', $self->nginx_conf(%a));
+    my $conf = $a{conf_file}
+               || $self->file('nginx.conf', $self->nginx_conf(%a));
     my %env = $self->preload_env;
     my $pid = fork() // die "fork: $!";
     if ($pid == 0) {

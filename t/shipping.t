@@ -1,0 +1,272 @@
+#!/usr/bin/perl
+# The shipping files hold together with the tree they ship, although no
+# Docker engine or systemd runs here: every file the Dockerfile copies and
+# every script and make target it runs exists, scripts/deps knows its
+# build and runtime package sets (names Debian 12 has, covering the
+# libraries the built binaries need), docker/nginx.sed still applies to
+# nginx.conf.example, the compose file uses real Dockerfile stages and
+# real worker settings, the systemd unit verifies and outlasts the drain,
+# and scripts/run's nginx.conf serves what the example serves.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Cwd qw(abs_path);
+use Test::More;
+use Ragnx::Test qw(slurp spew);
+
+my $root = abs_path("$FindBin::Bin/..");
+my $build = $ENV{RAGNX_BUILD}
+    or BAIL_OUT('RAGNX_BUILD is not set: run the suite with make test');
+
+sub lines_of { map { split /\n/ } @_ }
+
+# ---- Dockerfile ----------------------------------------------------------
+
+my $df = slurp("$root/Dockerfile");
+ok(length $df, 'Dockerfile is there');
+(my $joined = $df) =~ s/\\\n/ /g;                # continuation lines
+my @insns = grep { /\S/ && !/^\s*#/ } lines_of($joined);
+
+my @from = map { /^FROM\s+(\S+)(?:\s+AS\s+(\S+))?/i ? [$1, $2] : () } @insns;
+ok(@from >= 2, 'multi-stage');
+is($_->[0], 'debian:bookworm', "stage @{[$_->[1] // '?']} is debian:bookworm")
+    for grep { $_->[0] !~ /^(?:build|runtime)$/ } @from;
+my %stages = map { defined $_->[1] ? ($_->[1] => 1) : () } @from;
+ok($stages{$_}, "stage $_") for qw(build runtime worker nginx);
+
+# COPY from the context: the sources exist; COPY --from=build: the
+# products are what the Makefile builds (found in this suite's build dir)
+my ($ncopy, $nfrom) = (0, 0);
+for (@insns) {
+    next unless /^COPY\s+(.*)$/i;
+    my @args = split ' ', $1;
+    my $from;
+    $from = $1 while @args && $args[0] =~ /^--from=(\S+)/ && shift @args;
+    shift @args while @args && $args[0] =~ /^--/;
+    pop @args;                                    # the destination
+    for my $src (@args) {
+        if (!defined $from) {
+            $ncopy++;
+            ok(-e "$root/$src", "COPY source $src exists");
+        } elsif ($src =~ m{^/src/build/(.*)$}) {
+            my $rel = $1;
+            $nfrom++;
+            next if $rel eq 'nginx.version';      # written by the RUN
+            ok(-f "$build/$rel", "COPY --from=$from $src is a make product")
+                or diag("not in $build");
+        } else {
+            fail("COPY --from=$from $src: not from the build stage's tree");
+        }
+    }
+}
+ok($ncopy >= 5 && $nfrom >= 3, "COPYs checked ($ncopy, $nfrom)");
+
+# RUN: scripts exist and are executable; make targets exist
+my $makefile = slurp("$root/Makefile");
+my (%scripts, %targets);
+for (@insns) {
+    next unless /^RUN\s+(.*)$/i;
+    my $run = $1;
+    $scripts{$1} = 1 while $run =~ m{(?:^|[\s;&|])\./(scripts/[\w.-]+)}g;
+    while ($run =~ /\bmake((?:\s+[\w-]+)+)/g) {
+        $targets{$_} = 1 for split ' ', $1;
+    }
+}
+ok(-x "$root/$_", "RUN $_: exists and is executable") for sort keys %scripts;
+ok($scripts{'scripts/deps'}, 'the build stage installs with scripts/deps');
+ok(%targets, 'the build stage runs make');
+for my $t (sort keys %targets) {
+    like($makefile, qr/^\Q$t\E\s*:/m, "make $t: a Makefile target");
+}
+like($df, qr{scripts/deps --build\b}, 'build stage: scripts/deps --build');
+like($df, qr{deps --runtime\b}, 'runtime stage: scripts/deps --runtime');
+like($df, qr{^USER ragnx$}m, 'the worker image runs as ragnx');
+# the image puts the module and the schemas where the example expects them
+my $example = slurp("$root/nginx.conf.example");
+my ($load) = $example =~ /^load_module (\S+);/m;
+like($joined, qr{^COPY --from=build \S+/ngx_http_ragnx_module\.so\s+\Q$load\E$}m,
+     "the module is copied to $load");
+my ($schemas) = $example =~ m{ragnx_validate_schema (\S+/)\w+\.json;};
+like($joined, qr{^COPY schemas/ \Q$schemas\E$}m,
+     "the schemas are copied to $schemas");
+
+# ---- scripts/deps --------------------------------------------------------
+
+my %set;
+for my $mode ('', '--build', '--runtime') {
+    my $out = `$root/scripts/deps $mode --dry-run 2>&1`;
+    is($?, 0, "scripts/deps $mode --dry-run") or diag($out);
+    like($out, qr/^ragnx: (nothing to install|would install:)/,
+         "scripts/deps $mode --dry-run says what it would do");
+    $set{$mode} = [ split ' ', `$root/scripts/deps $mode --list` ];
+    ok(@{ $set{$mode} }, "scripts/deps $mode --list");
+}
+my %dev = map { $_ => 1 } @{ $set{''} };
+ok($dev{$_}, "the developer set includes build package $_")
+    for @{ $set{'--build'} };
+is(system("$root/scripts/deps --bogus >/dev/null 2>&1") >> 8, 2,
+   'scripts/deps: an unknown option is refused');
+
+SKIP: {
+    skip 'no apt package lists', 1
+        unless glob('/var/lib/apt/lists/*_Packages*');
+    my @pkgs = (@{ $set{'--build'} }, @{ $set{'--runtime'} });
+    my %known = map { /^Package: (\S+)/ ? ($1 => 1) : () }
+                `apt-cache show --no-all-versions @pkgs 2>/dev/null`;
+    ok($known{$_}, "Debian has package $_") for @pkgs;
+}
+
+# the runtime set provides every library the built binaries load
+SKIP: {
+    skip 'sanitizer build links the sanitizer runtimes', 1
+        if $ENV{RAGNX_SANITIZE};
+    skip 'no readelf', 1 if system('command -v readelf >/dev/null') != 0;
+    my %runtime = map { $_ => 1 } @{ $set{'--runtime'} }, 'libc6';
+    my (@need, %cand);
+    for my $bin ("$build/workers/ragnx-worker",
+                 "$build/nginx/objs/ngx_http_ragnx_module.so")
+    {
+        my %path = map { /^\s*(\S+) => (\S+)/ ? ($1 => $2) : () }
+                   lines_of(`ldd $bin`);
+        for my $lib (map { /\[(.+)\]/ ? $1 : () }
+                     grep { /NEEDED/ } lines_of(`readelf -d $bin`))
+        {
+            # dpkg knows a path under /lib or /usr/lib (merged /usr), as
+            # installed or with its links resolved
+            my @p = grep { defined } $path{$lib},
+                    $path{$lib} ? abs_path($path{$lib}) : undef;
+            push @p, map { s{^/usr/lib/}{/lib/}r } @p;
+            push @need, [$bin =~ s{.*/}{}r, $lib, \@p];
+            $cand{$_} = 1 for @p;
+        }
+    }
+    ok(@need >= 8, 'the libraries the binaries need');
+    my %owner = map { /^([^:]+):\S*:? (\S+)$/ ? ($2 => $1) : () }
+                `dpkg -S @{[ sort keys %cand ]} 2>/dev/null`;
+    for my $n (@need) {
+        my ($pkg) = grep { defined } map { $owner{$_} } @{ $n->[2] };
+        ok($pkg && $runtime{$pkg}, "$n->[1] of $n->[0] comes with the"
+           . ' runtime set' . ($pkg ? " ($pkg)" : ''));
+    }
+}
+
+# ---- docker/nginx.sed ------------------------------------------------------
+
+my @sed = grep { /^s/ } lines_of(slurp("$root/docker/nginx.sed"));
+ok(@sed, 'docker/nginx.sed has substitutions');
+my $tmp = Ragnx::Test->new;
+my $exfile = $tmp->file('nginx.conf.example', $example);
+for my $s (@sed) {
+    my $script = $tmp->file('one.sed', "$s\n");
+    my $out = `sed -f $script $exfile`;
+    my @a = lines_of($example);
+    my @b = lines_of($out);
+    my $changed = grep { $a[$_] ne $b[$_] } 0 .. $#a;
+    is($changed, 1, "nginx.sed changes one line of the example: $s");
+}
+my $derived = `sed -f $root/docker/nginx.sed $exfile`;
+like($derived, qr/^\s*ragnx_redis redis:6379 /m, 'image: Redis is "redis"');
+ok(!grep({ !/^\s*#/ && m{/var/log/nginx/} } lines_of($derived)),
+   'image: logs to the container output');
+
+# ---- docker-compose.yml and its env files ----------------------------------
+
+my $compose = slurp("$root/docker-compose.yml");
+ok(length $compose, 'docker-compose.yml is there');
+my @ctargets = $compose =~ /^\s+target:\s*(\S+)/mg;
+ok(@ctargets, 'compose builds Dockerfile targets');
+ok($stages{$_}, "compose target $_ is a Dockerfile stage") for @ctargets;
+for my $svc (qw(redis postgres migrate worker nginx)) {
+    like($compose, qr/^  $svc:$/m, "compose service $svc");
+}
+like($compose, qr/--appendonly\s*\n\s*- "yes"/, 'queue Redis: AOF on');
+like($compose, qr/--maxmemory-policy\s*\n\s*- noeviction/,
+     'queue Redis: noeviction');
+like($compose, qr/^\s+- pg-data:\/var\/lib\/postgresql\/data$/m,
+     'postgres data in a named volume');
+# --scale needs replicas without fixed names or host ports
+my ($worker) = $compose =~ /^  worker:\n(.*?)^  \S/ms;
+ok($worker && $worker !~ /container_name|ports:/,
+   'worker scales: no container_name, no ports');
+
+my $settings_c = slurp("$root/workers/ragnx_config.c");
+my %setting = map { ('RAGNX_' . uc $_ => 1) }
+              $settings_c =~ /^\s*\{ "([a-z_]+)", RAGNX_SET_/mg;
+ok(keys %setting > 20, 'the worker settings table');
+# read by name in ragnx_config.c: secrets and the config path
+$setting{$_} = 1 for $settings_c =~ /getenv\("(RAGNX_\w+)"\)/g;
+$setting{RAGNX_CONFIG} = 1 if slurp("$root/workers/ragnx_main.c")
+                              =~ /getenv\("RAGNX_CONFIG"\)/;
+my %env_files = map { $_ => 1 } $compose =~ /env_file:\s*(\S+)/g;
+for my $f (sort keys %env_files) {
+    ok(-f "$root/$f.example", "env file $f has $f.example");
+    my $env = slurp("$root/$f.example");
+    for my $name ($env =~ /^#?\s*(RAGNX_\w+)=/mg) {
+        ok($setting{$name}, "$f.example: $name is a worker setting");
+    }
+}
+my $wenv = slurp("$root/docker/worker.env.example");
+like($wenv, qr/^RAGNX_REDIS_HOST=redis$/m, 'the worker finds Redis');
+my ($pgpass) = $wenv =~ /^PGPASSWORD=(.*)$/m;
+my ($pgpass2) = slurp("$root/docker/postgres.env.example")
+                =~ /^POSTGRES_PASSWORD=(.*)$/m;
+is($pgpass, $pgpass2, 'the example passwords match');
+my ($dbuser) = $wenv =~ /user=(\w+)/;
+like(slurp("$root/docker/postgres.env.example"),
+     qr/^POSTGRES_USER=\Q$dbuser\E$/m, 'the database user matches');
+
+# ---- scripts/ragnx-worker.service ------------------------------------------
+
+my $unit = slurp("$root/scripts/ragnx-worker.service");
+my %u = map { /^(\w+)=(.*)$/ ? ($1 => $2) : () } lines_of($unit);
+is($u{Type}, 'simple', 'Type=simple (no sd_notify)')
+    unless slurp("$root/workers/ragnx_main.c") =~ /sd_notify|NOTIFY_SOCKET/;
+is($u{Restart}, 'on-failure', 'Restart=on-failure');
+is($u{KillSignal}, 'SIGTERM', 'KillSignal=SIGTERM');
+is($u{KillMode}, 'mixed', 'KillMode=mixed: one SIGTERM, to the supervisor');
+is($u{ExecReload}, '/bin/kill -HUP $MAINPID', 'ExecReload');
+is($u{User}, 'ragnx', 'User=ragnx');
+is($u{$_}, 'yes', "$_=yes") for qw(NoNewPrivileges PrivateTmp);
+is($u{ProtectSystem}, 'strict', 'ProtectSystem=strict');
+my ($drain) = $settings_c =~ /\{ "drain_timeout",[^"]*"(\d+)"/;
+ok($drain && $u{TimeoutStopSec} && $u{TimeoutStopSec} * 1000 > $drain,
+   "TimeoutStopSec ($u{TimeoutStopSec} s) outlasts drain_timeout ($drain ms)");
+like($compose, qr/stop_grace_period: (\d+)s/, 'compose grace period');
+my ($grace) = $compose =~ /^  worker:\n.*?stop_grace_period: (\d+)s/ms;
+ok($grace && $grace * 1000 > $drain, 'compose grace outlasts the drain');
+
+SKIP: {
+    skip 'systemd-analyze not available', 1
+        if system('command -v systemd-analyze >/dev/null 2>&1') != 0;
+    # the unit with the built binary in place of /usr/bin/ragnx-worker
+    (my $u2 = $unit) =~ s{/usr/bin/ragnx-worker}{$build/workers/ragnx-worker}g;
+    my $file = $tmp->file('ragnx-worker.service', $u2);
+    my $out = `systemd-analyze verify $file 2>&1`;
+    my $rc = $?;
+    my @ours = grep { /ragnx-worker/ } lines_of($out);
+    ok($rc == 0 && !@ours, 'systemd-analyze verify') or diag($out);
+}
+
+# ---- scripts/run serves what the example serves ------------------------------
+
+my $run = slurp("$root/scripts/run");
+my @run_locs = $run =~ /^\s*(location\s+[^{]+?)\s*\{/mg;
+ok(@run_locs, 'scripts/run has locations');
+my %ex_locs = map { s/\s+/ /gr => 1 } $example =~ /^\s*(location\s+[^{]+?)\s*\{/mg;
+for my $l (@run_locs) {
+    my $n = $l =~ s/\s+/ /gr;
+    # the example's messages location also takes a trailing slash
+    my $alt = $n =~ s{/messages\$}{/messages/?\$}r;
+    ok($ex_locs{$n} || $ex_locs{$alt}, "example has scripts/run's $n");
+}
+my ($run_codes) = $run =~ /error_page ([\d ]+) \@ragnx_error/;
+my ($ex_codes) = $example =~ /error_page ([\d ]+) \@ragnx_error/;
+my %ex_code = map { $_ => 1 } split ' ', $ex_codes // '';
+ok($ex_code{$_}, "example turns $_ into JSON like scripts/run")
+    for split ' ', $run_codes // '';
+my @run_schemas = $run =~ m{ragnx_validate_schema \S*/schemas/(\w+\.json)}g;
+like($example, qr{ragnx_validate_schema \S*/schemas/\Q$_\E;},
+     "example validates with $_ like scripts/run") for @run_schemas;
+
+done_testing();
