@@ -382,9 +382,12 @@ is_deeply($r->{json}{chats}, [], "bob sees none of alice's chats");
         $r = call(GET => "/api/chats?$bad", token => $bob_token);
         is($r->{status}, 400, "chats?$bad: 400");
     }
-    $r = call(GET => '/api/chats?before=nonsense', token => $bob_token);
-    is($r->{status}, 400, 'a cursor not from a page: 400');
-    ok($r->{json}{details}{before}, '... about before');
+    for my $bad ('nonsense', '1_nonsense', '9' x 19 . '_' . uuid(),
+                 '_' . uuid()) {
+        $r = call(GET => "/api/chats?before=$bad", token => $bob_token);
+        is($r->{status}, 400, "a cursor not from a page ($bad): 400");
+        ok($r->{json}{details}{before}, '... about before');
+    }
     $r = call(GET => '/api/chats?limit=100', token => $bob_token);
     is($r->{status}, 200, 'limit=100: 200');
 
@@ -407,8 +410,11 @@ is_deeply($r->{json}{chats}, [], "bob sees none of alice's chats");
                          [ map { "message $_" } 2 .. 4 ],
                          [ 'message 1' ] ],
               'messages: newest page first, each page oldest first');
-    $r = call(GET => "/api/chats/$c/messages?before=abc", token => $bob_token);
-    is($r->{status}, 400, 'messages: a bad cursor 400');
+    for my $bad ('abc', '9' x 19, '-1') {
+        $r = call(GET => "/api/chats/$c/messages?before=$bad",
+                  token => $bob_token);
+        is($r->{status}, 400, "messages: a bad cursor ($bad) 400");
+    }
     $r = call(GET => "/api/chats/not-a-uuid/messages", token => $bob_token);
     is($r->{status}, 400, 'messages: a bad chat id 400');
 }

@@ -467,7 +467,8 @@ ragnx_account_chats(ragnx_thread_t *t, const ragnx_call_t *c, char **body)
         us = strchr(before, '_');
         len = us ? (size_t) (us - before) : 0;
 
-        if (len == 0 || len >= sizeof(micros)
+        /* 18 digits at most: any bigint, never an overflow in SQL */
+        if (len == 0 || len > 18
             || strspn(before, "0123456789") != len
             || !ragnx_uuid_valid(us + 1, strlen(us + 1)))
         {
