@@ -82,7 +82,7 @@ ragnx_call_setup(ragnx_redis_t *r)
 int
 ragnx_call_read(ragnx_redis_t *r, ragnx_call_t *c, int block_ms)
 {
-    int          bad;
+    int          rc, bad;
     size_t       i;
     redisReply  *reply, *entry, *fields;
 
@@ -121,44 +121,18 @@ ragnx_call_read(ragnx_redis_t *r, ragnx_call_t *c, int block_ms)
         return RAGNX_ERROR;
     }
 
-    if (reply->type == REDIS_REPLY_NIL) {
-        freeReplyObject(reply);
-        return RAGNX_AGAIN;
-    }
+    rc = ragnx_stream_entry(reply, RAGNX_KEY_RPC, &entry);
 
-    if (reply->type == REDIS_REPLY_ERROR) {
-        if (strncmp(reply->str, "NOGROUP", 7) == 0) {
+    if (rc != RAGNX_OK) {
+        freeReplyObject(reply);
+
+        if (rc == RAGNX_DECLINED) {
             ragnx_log(RAGNX_LOG_WARN, "call group missing: creating it");
-            freeReplyObject(reply);
             return ragnx_call_setup(r) == RAGNX_OK ? RAGNX_AGAIN
                                                    : RAGNX_ERROR;
         }
 
-        ragnx_log(RAGNX_LOG_ERROR, "redis XREADGROUP %s: %s", RAGNX_KEY_RPC,
-                  reply->str);
-        freeReplyObject(reply);
-        return RAGNX_ERROR;
-    }
-
-    /* [[stream, [[entry id, [field, value, ...]]]]] */
-
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1
-        || reply->element[0]->type != REDIS_REPLY_ARRAY
-        || reply->element[0]->elements != 2
-        || reply->element[0]->element[1]->type != REDIS_REPLY_ARRAY
-        || reply->element[0]->element[1]->elements != 1)
-    {
-        freeReplyObject(reply);
-        return RAGNX_AGAIN;
-    }
-
-    entry = reply->element[0]->element[1]->element[0];
-
-    if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2
-        || entry->element[1]->type != REDIS_REPLY_ARRAY)
-    {
-        freeReplyObject(reply);
-        return RAGNX_AGAIN;
+        return rc;
     }
 
     fields = entry->element[1];

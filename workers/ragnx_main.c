@@ -74,6 +74,8 @@ static void ragnx_worker_process(int index);
 static void *ragnx_job_thread(void *data);
 static void *ragnx_maint_thread(void *data);
 static void *ragnx_call_thread(void *data);
+static int ragnx_may_read(long *backoff, int rc);
+static void ragnx_thread_exit(ragnx_thread_t *t);
 static int ragnx_cmd_migrate(void);
 static void ragnx_sleep_ms(long ms);
 
@@ -626,23 +628,13 @@ ragnx_job_thread(void *data)
     backoff = 100;
 
     while (!ragnx_quit) {
-        if (!__atomic_load_n(&ragnx_ready, __ATOMIC_ACQUIRE)) {
-            /* the maintenance thread has not seen a usable database yet */
-            ragnx_sleep_ms(100);
+        if (!ragnx_may_read(&backoff, RAGNX_OK)) {
             continue;
         }
 
         rc = ragnx_queue_read(&t->redis, &e, 1000);
 
-        if (rc == RAGNX_ERROR) {
-            ragnx_sleep_ms(backoff + random() % (backoff / 2 + 1));
-            backoff = backoff < 5000 ? backoff * 2 : 5000;
-            continue;
-        }
-
-        backoff = 100;
-
-        if (rc == RAGNX_AGAIN) {
+        if (!ragnx_may_read(&backoff, rc) || rc == RAGNX_AGAIN) {
             continue;
         }
 
@@ -666,12 +658,7 @@ ragnx_job_thread(void *data)
         ragnx_entry_free(&e);
     }
 
-    ragnx_redis_close(&t->redis);
-
-    pthread_mutex_lock(&ragnx_running_lock);
-    ragnx_running--;
-    pthread_cond_signal(&ragnx_running_cond);
-    pthread_mutex_unlock(&ragnx_running_lock);
+    ragnx_thread_exit(t);
 
     return NULL;
 }
@@ -693,20 +680,15 @@ ragnx_call_thread(void *data)
     backoff = 100;
 
     while (!ragnx_quit) {
-        if (!__atomic_load_n(&ragnx_ready, __ATOMIC_ACQUIRE)) {
-            ragnx_sleep_ms(100);
+        if (!ragnx_may_read(&backoff, RAGNX_OK)) {
             continue;
         }
 
         rc = ragnx_call_read(&t->redis, &c, 1000);
 
-        if (rc == RAGNX_ERROR) {
-            ragnx_sleep_ms(backoff + random() % (backoff / 2 + 1));
-            backoff = backoff < 5000 ? backoff * 2 : 5000;
+        if (!ragnx_may_read(&backoff, rc)) {
             continue;
         }
-
-        backoff = 100;
 
         if (rc == RAGNX_OK) {
             ragnx_call_serve(t, &c);
@@ -719,14 +701,49 @@ ragnx_call_thread(void *data)
     }
 
     ragnx_call_flush(&t->redis);
+    ragnx_thread_exit(t);
+
+    return NULL;
+}
+
+
+/*
+ * For the reading threads: 0 (after a pause) while the maintenance thread
+ * has not seen a usable database yet, or after a Redis error, backing off
+ * exponentially with jitter up to 5 s; else 1, and the backoff resets.
+ */
+
+static int
+ragnx_may_read(long *backoff, int rc)
+{
+    if (!__atomic_load_n(&ragnx_ready, __ATOMIC_ACQUIRE)) {
+        ragnx_sleep_ms(100);
+        return 0;
+    }
+
+    if (rc == RAGNX_ERROR) {
+        ragnx_sleep_ms(*backoff + random() % (*backoff / 2 + 1));
+        *backoff = *backoff < 5000 ? *backoff * 2 : 5000;
+        return 0;
+    }
+
+    *backoff = 100;
+
+    return 1;
+}
+
+
+/* a job or call thread is done: the draining process counts them */
+
+static void
+ragnx_thread_exit(ragnx_thread_t *t)
+{
     ragnx_redis_close(&t->redis);
 
     pthread_mutex_lock(&ragnx_running_lock);
     ragnx_running--;
     pthread_cond_signal(&ragnx_running_cond);
     pthread_mutex_unlock(&ragnx_running_lock);
-
-    return NULL;
 }
 
 

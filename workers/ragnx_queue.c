@@ -479,6 +479,55 @@ ragnx_entry_free(ragnx_entry_t *e)
 
 
 /*
+ * The one entry of an XREADGROUP ... COUNT 1 reply, [id, [field, value,
+ * ...]]: RAGNX_OK with *entry pointing into the reply (still the
+ * caller's), RAGNX_AGAIN when none came (nil, or a shape not expected),
+ * RAGNX_DECLINED when the group does not exist, RAGNX_ERROR for another
+ * error reply (logged).
+ */
+
+int
+ragnx_stream_entry(redisReply *reply, const char *stream, redisReply **entry)
+{
+    redisReply  *e;
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (strncmp(reply->str, "NOGROUP", 7) == 0) {
+            return RAGNX_DECLINED;
+        }
+
+        ragnx_log(RAGNX_LOG_ERROR, "redis XREADGROUP %s: %s", stream,
+                  reply->str);
+        return RAGNX_ERROR;
+    }
+
+    /* [[stream, [[entry id, [field, value, ...]]]]] */
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1
+        || reply->element[0]->type != REDIS_REPLY_ARRAY
+        || reply->element[0]->elements != 2
+        || reply->element[0]->element[1]->type != REDIS_REPLY_ARRAY
+        || reply->element[0]->element[1]->elements != 1)
+    {
+        return RAGNX_AGAIN;
+    }
+
+    e = reply->element[0]->element[1]->element[0];
+
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2
+        || e->element[0]->type != REDIS_REPLY_STRING
+        || e->element[1]->type != REDIS_REPLY_ARRAY)
+    {
+        return RAGNX_AGAIN;
+    }
+
+    *entry = e;
+
+    return RAGNX_OK;
+}
+
+
+/*
  * RAGNX_OK with an entry, RAGNX_AGAIN when none arrived in block_ms,
  * RAGNX_ERROR when Redis failed (the caller backs off).  An entry without
  * the expected fields comes back with an empty payload: it is dead-lettered
@@ -488,6 +537,7 @@ ragnx_entry_free(ragnx_entry_t *e)
 int
 ragnx_queue_read(ragnx_redis_t *r, ragnx_entry_t *e, int block_ms)
 {
+    int          rc;
     size_t       i;
     redisReply  *reply, *entry, *fields, *f, *v;
 
@@ -500,53 +550,25 @@ ragnx_queue_read(ragnx_redis_t *r, ragnx_entry_t *e, int block_ms)
         return RAGNX_ERROR;
     }
 
-    if (reply->type == REDIS_REPLY_NIL) {
-        freeReplyObject(reply);
-        return RAGNX_AGAIN;
-    }
+    rc = ragnx_stream_entry(reply, RAGNX_KEY_JOBS, &entry);
 
-    if (reply->type == REDIS_REPLY_ERROR) {
-        if (strncmp(reply->str, "NOGROUP", 7) == 0) {
+    if (rc != RAGNX_OK) {
+        freeReplyObject(reply);
+
+        if (rc == RAGNX_DECLINED) {
             ragnx_log(RAGNX_LOG_WARN, "consumer group missing: creating it");
-            freeReplyObject(reply);
             return ragnx_queue_setup(r) == RAGNX_OK ? RAGNX_AGAIN
                                                     : RAGNX_ERROR;
         }
 
-        ragnx_log(RAGNX_LOG_ERROR, "redis XREADGROUP: %s", reply->str);
-        freeReplyObject(reply);
-        return RAGNX_ERROR;
-    }
-
-    /* [[stream, [[entry id, [field, value, ...]]]]] */
-
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1
-        || reply->element[0]->type != REDIS_REPLY_ARRAY
-        || reply->element[0]->elements != 2
-        || reply->element[0]->element[1]->type != REDIS_REPLY_ARRAY
-        || reply->element[0]->element[1]->elements != 1)
-    {
-        freeReplyObject(reply);
-        return RAGNX_AGAIN;
-    }
-
-    entry = reply->element[0]->element[1]->element[0];
-
-    if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2
-        || entry->element[0]->type != REDIS_REPLY_STRING)
-    {
-        freeReplyObject(reply);
-        return RAGNX_AGAIN;
+        return rc;
     }
 
     snprintf(e->entry, sizeof(e->entry), "%s", entry->element[0]->str);
 
     fields = entry->element[1];
 
-    for (i = 0;
-         fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements;
-         i += 2)
-    {
+    for (i = 0; i + 1 < fields->elements; i += 2) {
         f = fields->element[i];
         v = fields->element[i + 1];
 

@@ -242,6 +242,8 @@ redisReply *ragnx_redis_argv(ragnx_redis_t *r, int argc, const char **argv,
     const size_t *lens);
 int ragnx_queue_setup(ragnx_redis_t *r);
 int ragnx_queue_set_gen(ragnx_redis_t *r, long long version);
+int ragnx_stream_entry(redisReply *reply, const char *stream,
+    redisReply **entry);
 int ragnx_queue_read(ragnx_redis_t *r, ragnx_entry_t *e, int block_ms);
 void ragnx_entry_free(ragnx_entry_t *e);
 int ragnx_queue_release(ragnx_redis_t *r, const ragnx_entry_t *e);
