@@ -322,6 +322,23 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
        0, 'document gone');
 }
 
+# ranking: a word the stemmer shortens ("licensing", "license": "licens")
+# counts in the chunks it is in, the title weighing most
+
+{
+    $t->file('corpus/guide/license.md', "# Licensing\n\nThe license terms "
+             . "allow redistribution of the license text.\n");
+    $t->file('corpus/guide/terms.md', "# Terms\n\nA glossary; see the "
+             . "license.\n");
+    my ($rc, $out) = $p->cli('ingest', $corpus);
+    is($rc, 0, 'ingest two more documents') or diag($out);
+    my ($lid) = $p->ask(query => 'What are the license terms?');
+    $j = $p->wait_job($lid);
+    is($j->{status}, 'completed', 'ranked question completed');
+    is(decode_json($j->{sources})->[0], 'guide/license.md',
+       'the chunk titled with the stemmed word ranks first');
+}
+
 # SIGTERM with nothing in flight: exit 0
 
 is($p->stop('TERM'), 0, 'SIGTERM: exit 0');

@@ -83,6 +83,8 @@ static const ragnx_setting_t  ragnx_settings[] = {
     { "llm_max_tokens", RAGNX_SET_INT, RAGNX_OFF(llm_max_tokens), 1, 200000,
       "1024", 1, NULL, 0 },
     { "top_k", RAGNX_SET_INT, RAGNX_OFF(top_k), 1, 50, "5", 1, NULL, 0 },
+    { "rank_candidates", RAGNX_SET_INT, RAGNX_OFF(rank_candidates), 1,
+      100000, "20", 1, NULL, 0 },
     { "history", RAGNX_SET_INT, RAGNX_OFF(history), 0, 100, "6", 1,
       NULL, 0 },
     { "chunk_size", RAGNX_SET_INT, RAGNX_OFF(chunk_size), 200, 100000,

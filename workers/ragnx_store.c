@@ -68,17 +68,30 @@ static const struct {
       "ORDER BY seq DESC LIMIT $2) m ORDER BY seq"
     },
 
-    { "ragnx_retrieve", 2,
-      "SELECT c.path, c.title, c.heading, c.body, "
-      "ts_rank_cd(c.tsv, q.any) AS rank, "
-      "(SELECT count(*) FROM unnest(q.terms) t WHERE c.tsv @@ t) AS cover "
-      "FROM (SELECT to_tsquery('english', "
-      "NULLIF(replace(a::text, ' & ', ' | '), '')) AS any, "
-      "ARRAY(SELECT quote_literal(l)::tsquery FROM "
-      "unnest(tsvector_to_array(to_tsvector('english', $1))) l) AS terms "
-      "FROM websearch_to_tsquery('english', $1) a) q, chunks c "
-      "WHERE c.tsv @@ q.any "
-      "ORDER BY cover DESC, rank DESC, c.id LIMIT $2"
+    /*
+     * The query is computed once (MATERIALIZED: a generic plan would
+     * otherwise re-evaluate it for every row).  Its lexemes are matched
+     * as they are: re-parsing the text with to_tsquery would stem them a
+     * second time ("licens" -> "licen") and miss the chunks they are in.
+     * ts_rank_cd costs far more than the match itself (it allocates and
+     * clears 32 KiB per query item on every call), so it ranks only the
+     * best candidates by the cheap measures: terms covered, then ts_rank
+     * with the same weights.
+     */
+
+    { "ragnx_retrieve", 3,
+      "WITH q AS MATERIALIZED (SELECT "
+      "NULLIF(replace(a::text, ' & ', ' | '), '')::tsquery AS any, "
+      "tsvector_to_array(to_tsvector('english', $1)) AS lex "
+      "FROM websearch_to_tsquery('english', $1) a) "
+      "SELECT x.path, x.title, x.heading, x.body, "
+      "ts_rank_cd(x.tsv, x.any) AS rank, x.cover "
+      "FROM (SELECT c.id, c.path, c.title, c.heading, c.body, c.tsv, "
+      "q.any, length(c.tsv) - length(ts_delete(c.tsv, q.lex)) AS cover "
+      "FROM q, chunks c WHERE c.tsv @@ q.any "
+      "ORDER BY cover DESC, ts_rank(c.tsv, q.any) DESC, c.id "
+      "LIMIT greatest($2::integer, $3::integer)) x "
+      "ORDER BY x.cover DESC, rank DESC, x.id LIMIT $2"
     },
 
     { "ragnx_exchange", 10,
@@ -655,23 +668,26 @@ ragnx_store_history_free(ragnx_turn_t *turns, int n)
  * OR-ed so a natural question still finds passages; chunks matching more
  * of the question's terms rank first, then by ts_rank_cd (title > heading
  * > body weights), so one word of a title does not outrank a passage
- * about the whole question.
+ * about the whole question.  ts_rank_cd ranks the best "candidates" (at
+ * least k) of the matching chunks by terms covered and ts_rank.
  */
 
 int
-ragnx_store_retrieve(PGconn *conn, const char *query, int k,
+ragnx_store_retrieve(PGconn *conn, const char *query, int k, int candidates,
     ragnx_passage_t **passages, int *n)
 {
-    char         lim[16];
-    const char  *params[2];
+    char         lim[16], cand[16];
+    const char  *params[3];
     PGresult    *res;
 
     *passages = NULL;
     *n = 0;
 
     snprintf(lim, sizeof(lim), "%d", k);
+    snprintf(cand, sizeof(cand), "%d", candidates);
     params[0] = query;
     params[1] = lim;
+    params[2] = cand;
 
     res = ragnx_db_exec(conn, RAGNX_STMT_RETRIEVE, params);
 
@@ -729,13 +745,13 @@ ragnx_store_retrieve_result(PGconn *conn, PGresult *res,
 
 int
 ragnx_store_read_ask(PGconn *conn, const ragnx_job_t *job, int k,
-    int history, int *created, ragnx_answer_t *found,
+    int candidates, int history, int *created, ragnx_answer_t *found,
     ragnx_passage_t **passages, int *np, ragnx_turn_t **turns, int *nh,
     char *err, size_t errlen)
 {
     int              i, rc, ok, sent, synced;
-    char             lim[16], hist[16];
-    const char      *params[3][2];
+    char             lim[16], cand[16], hist[16];
+    const char      *params[3][3];
     PGresult        *res[3], *r;
     static const int stmts[3] = { RAGNX_STMT_CHAT, RAGNX_STMT_RETRIEVE,
                                   RAGNX_STMT_HISTORY };
@@ -746,12 +762,14 @@ ragnx_store_read_ask(PGconn *conn, const ragnx_job_t *job, int k,
     *nh = 0;
 
     snprintf(lim, sizeof(lim), "%d", k);
+    snprintf(cand, sizeof(cand), "%d", candidates);
     snprintf(hist, sizeof(hist), "%d", history);
 
     params[0][0] = job->chat_id;
     params[0][1] = job->id;
     params[1][0] = job->query;
     params[1][1] = lim;
+    params[1][2] = cand;
     params[2][0] = job->chat_id;
     params[2][1] = hist;
 
@@ -764,7 +782,8 @@ ragnx_store_read_ask(PGconn *conn, const ragnx_job_t *job, int k,
 
     while (ok && sent < 3) {
         ok = PQsendQueryPrepared(conn, ragnx_statements[stmts[sent]].name,
-                                 2, params[sent], NULL, NULL, 0);
+                                 ragnx_statements[stmts[sent]].nparams,
+                                 params[sent], NULL, NULL, 0);
         sent += ok;
     }
 
@@ -843,7 +862,8 @@ ragnx_store_read_ask(PGconn *conn, const ragnx_job_t *job, int k,
             return rc;
         }
 
-        if (ragnx_store_retrieve(conn, job->query, k, passages, np)
+        if (ragnx_store_retrieve(conn, job->query, k, candidates, passages,
+                                 np)
             != RAGNX_OK)
         {
             snprintf(err, errlen, "database error");

@@ -199,6 +199,7 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
     /* chat check, passages and history in one round trip */
 
     rc = ragnx_store_read_ask(conn, job, (int) ragnx_conf->top_k,
+                              (int) ragnx_conf->rank_candidates,
                               (int) ragnx_conf->history, &created, ans,
                               &passages, &np, &history, &nh, err, errlen);
     if (rc != RAGNX_OK) {

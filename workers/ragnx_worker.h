@@ -73,6 +73,7 @@ typedef struct {
     long          llm_connect_timeout;   /* ms */
     long          llm_max_tokens;
     long          top_k;
+    long          rank_candidates;
     long          history;
     long          chunk_size;
     long          max_attempts;
@@ -176,10 +177,10 @@ int ragnx_store_history(PGconn *conn, const char *chat_id, int limit,
     ragnx_turn_t **turns, int *n);
 void ragnx_store_history_free(ragnx_turn_t *turns, int n);
 int ragnx_store_retrieve(PGconn *conn, const char *query, int k,
-    ragnx_passage_t **passages, int *n);
+    int candidates, ragnx_passage_t **passages, int *n);
 void ragnx_store_passages_free(ragnx_passage_t *p, int n);
 int ragnx_store_read_ask(PGconn *conn, const ragnx_job_t *job, int k,
-    int history, int *created, ragnx_answer_t *found,
+    int candidates, int history, int *created, ragnx_answer_t *found,
     ragnx_passage_t **passages, int *np, ragnx_turn_t **turns, int *nh,
     char *err, size_t errlen);
 int ragnx_store_exchange(PGconn *conn, const ragnx_job_t *job,
