@@ -40,10 +40,13 @@ typedef struct {
 
 /*
  * Per worker: the cache generation and the queue length, refreshed every
- * ragnx_ask_gen_refresh.  With a fresh generation a question is one plain
- * GET of its cache key, and a hit's chat-history record one XADD, instead
- * of a script call: a re-ingest or model switch is seen within one
- * refresh interval.
+ * ragnx_ask_gen_refresh.  With a fresh generation a question that is
+ * likely to hit is one plain GET of its cache key, and a hit's
+ * chat-history record one XADD, instead of a script call; a question that
+ * is likely to miss goes straight to the script (mode "ask"), so a miss
+ * is one round trip, not a GET and then the script.  "Likely" is what
+ * most of this worker's recent questions did.  A re-ingest or model
+ * switch is seen within one refresh interval.
  */
 typedef struct {
     ngx_flag_t                    used;
@@ -59,6 +62,7 @@ typedef struct {
     ngx_msec_t                    gen_updated;
     ngx_uint_t                    gen_known;
     ngx_uint_t                    queue_len;
+    ngx_uint_t                    misses;
     ngx_event_t                   timer;
 } ngx_http_ragnx_ask_worker_t;
 
@@ -95,7 +99,11 @@ typedef struct {
 #define NGX_HTTP_RAGNX_ASK_ALL      0   /* lookup + enqueue, one server */
 #define NGX_HTTP_RAGNX_ASK_LOOKUP   1   /* separate cache server: lookup */
 #define NGX_HTTP_RAGNX_ASK_ENQUEUE  2   /* ... then enqueue on the queue */
-#define NGX_HTTP_RAGNX_ASK_GET      3   /* GET with the worker's generation */
+#define NGX_HTTP_RAGNX_ASK_ASK      3   /* "all" with the worker's generation */
+#define NGX_HTTP_RAGNX_ASK_GET      4   /* GET with the worker's generation */
+
+/* recent misses in 1/1024ths, a moving average over about 8 questions */
+#define NGX_HTTP_RAGNX_ASK_MISS_ONE   1024
 
 
 static ngx_int_t ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
@@ -109,6 +117,7 @@ static ngx_int_t ngx_http_ragnx_ask_send_get(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
 static void ngx_http_ragnx_ask_get_reply(ngx_http_request_t *r,
     redisReply *reply, ngx_int_t rc);
+static void ngx_http_ragnx_ask_learn(ngx_uint_t miss);
 static void ngx_http_ragnx_ask_record(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
 static void ngx_http_ragnx_ask_record_done(void *data, redisReply *reply);
@@ -243,67 +252,76 @@ ngx_module_t  ngx_http_ragnx_ask_module = {
  * look the answer up, and on a hit enqueue a "record" job (the exchange
  * still lands in the chat) or on a miss create the job and enqueue it,
  * unless an identical question is already being answered: then the new
- * job follows that leader and the LLM runs once.  With a separate cache
- * server, "lookup" runs there and "enqueue" on the queue server.
+ * job follows that leader and the LLM runs once.  Mode "ask" is the same
+ * with the worker's generation (already checked to need no JSON
+ * escaping).  With a separate cache server, "lookup" runs there and
+ * "enqueue" on the queue server; "enqueue" also follows a plain GET that
+ * missed.
  *
  * KEYS: gen, jobs stream, job hash.  ARGV: digest, job id, payload (JSON
  * without type/gen), owner, chatId, now ms, queue max, job ttl s, mode,
- * [gen, cached value] (enqueue mode).
+ * [gen ("ask", "enqueue"), cached value ("enqueue")].
  * Returns {outcome, gen, cached|leader}.
  *
- * The payload travels in the stream entry; only a follower keeps it in its
- * hash (the pool turns it into a record job when the leader finishes).
- * Record jobs have no hash: nobody polls them.
+ * The in-flight key is claimed with one SET NX GET: for a new question
+ * that is the only single-flight command.  The payload travels in the
+ * stream entry; only a follower keeps it in its hash (the pool turns it
+ * into a record job when the leader finishes).  Record jobs have no hash:
+ * nobody polls them.
  */
 
 static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
-"local mode, gen, cached = ARGV[9], nil, false\n"
+"local mode, gen, cached = ARGV[9], ARGV[10], false\n"
 "if mode == 'enqueue' then\n"
-"  gen = ARGV[10]\n"
 "  if ARGV[11] ~= '' then cached = ARGV[11] end\n"
 "else\n"
-"  gen = redis.call('GET', KEYS[1]) or '" RAGNX_GEN_DEFAULT "'\n"
+"  if mode ~= 'ask' then\n"
+"    gen = redis.call('GET', KEYS[1]) or '" RAGNX_GEN_DEFAULT "'\n"
+"  end\n"
 "  cached = redis.call('GET', '" RAGNX_KEY_CACHE "' .. ARGV[1] .. ':' .. gen)\n"
 "  if mode == 'lookup' then return {'lookup', gen, cached or ''} end\n"
 "end\n"
-"local max, ttl = tonumber(ARGV[7]), tonumber(ARGV[8])\n"
+"local max, ttl = tonumber(ARGV[7]), ARGV[8]\n"
 "local len = redis.call('XLEN', KEYS[2])\n"
-"local g = '\"' .. gen .. '\"'\n"
-"if string.find(gen, '[%c\"\\\\]') then g = cjson.encode(gen) end\n"
-"local head = string.sub(ARGV[3], 1, -2) .. ',\"gen\":' .. g\n"
-"local function create(...)\n"
-"  redis.call('HSET', KEYS[3], 'status', 'waiting', 'type', 'ask',\n"
-"    'owner', ARGV[4], 'chatId', ARGV[5], 'attempts', 0,\n"
-"    'createdAt', ARGV[6], 'updatedAt', ARGV[6], ...)\n"
-"  redis.call('EXPIRE', KEYS[3], ttl)\n"
+"local g = gen\n"
+"if mode ~= 'ask' and string.find(gen, '[%c\"\\\\]') then\n"
+"  g = string.sub(cjson.encode(gen), 2, -2)\n"
 "end\n"
+"local head = string.sub(ARGV[3], 1, -2) .. ',\"gen\":\"' .. g\n"
 "if cached then\n"
 "  if len >= max + math.ceil(max / 10) then\n"
 "    return {'hit-unrecorded', gen, cached}\n"
 "  end\n"
-"  local p = head .. ',\"type\":\"record\",\"result\":' .. cached .. '}'\n"
-"  redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job', p)\n"
+"  redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job',\n"
+"    head .. '\",\"type\":\"record\",\"result\":' .. cached .. '}')\n"
 "  return {'hit', gen, cached}\n"
 "end\n"
 "if len >= max then return {'full', gen, ''} end\n"
-"local p = head .. ',\"type\":\"ask\"}'\n"
 "local inflight = '" RAGNX_KEY_INFLIGHT "' .. ARGV[1] .. ':' .. gen\n"
-"local leader = redis.call('GET', inflight)\n"
+"local leader = redis.call('SET', inflight, ARGV[2], 'NX', 'GET', 'EX', ttl)\n"
 "if leader then\n"
 "  local lk = '" RAGNX_KEY_JOB "' .. leader\n"
 "  local st = redis.call('HGET', lk, 'status')\n"
 "  if st == 'waiting' or st == 'active' or st == 'delayed' then\n"
-"    create('leader', leader, 'payload', p)\n"
+"    redis.call('HSET', KEYS[3], 'status', 'waiting', 'type', 'ask',\n"
+"      'owner', ARGV[4], 'chatId', ARGV[5], 'attempts', 0,\n"
+"      'createdAt', ARGV[6], 'updatedAt', ARGV[6], 'leader', leader,\n"
+"      'payload', head .. '\",\"type\":\"ask\"}')\n"
+"    redis.call('EXPIRE', KEYS[3], ttl)\n"
 "    local fk = lk .. '" RAGNX_KEY_FOLLOWERS "'\n"
 "    if redis.call('RPUSH', fk, ARGV[2]) == 1 then\n"
 "      redis.call('EXPIRE', fk, ttl)\n"
 "    end\n"
 "    return {'follower', gen, leader}\n"
 "  end\n"
+"  redis.call('SET', inflight, ARGV[2], 'EX', ttl)\n"
 "end\n"
-"create()\n"
-"redis.call('SET', inflight, ARGV[2], 'EX', ttl)\n"
-"redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job', p)\n"
+"redis.call('HSET', KEYS[3], 'status', 'waiting', 'type', 'ask',\n"
+"  'owner', ARGV[4], 'chatId', ARGV[5], 'attempts', 0,\n"
+"  'createdAt', ARGV[6], 'updatedAt', ARGV[6])\n"
+"redis.call('EXPIRE', KEYS[3], ttl)\n"
+"redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job',\n"
+"  head .. '\",\"type\":\"ask\"}')\n"
 "return {'queued', gen, ''}\n"
 );
 
@@ -486,8 +504,16 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
         ctx->gen.data[w->gen_len] = '\0';
         ctx->gen.len = w->gen_len;
 
-        ctx->step = NGX_HTTP_RAGNX_ASK_GET;
-        rc = ngx_http_ragnx_ask_send_get(r, ctx, alcf);
+        if (alcf->cache == alcf->queue
+            && w->misses > NGX_HTTP_RAGNX_ASK_MISS_ONE / 2)
+        {
+            ctx->step = NGX_HTTP_RAGNX_ASK_ASK;
+            rc = ngx_http_ragnx_ask_send_script(r, ctx, alcf);
+
+        } else {
+            ctx->step = NGX_HTTP_RAGNX_ASK_GET;
+            rc = ngx_http_ragnx_ask_send_get(r, ctx, alcf);
+        }
 
     } else {
         ctx->step = (alcf->cache != alcf->queue) ? NGX_HTTP_RAGNX_ASK_LOOKUP
@@ -516,7 +542,8 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     ngx_http_ragnx_redis_srv_t  *srv;
     u_char                       now[NGX_INT64_LEN], max[NGX_INT_T_LEN],
                                  ttl[NGX_TIME_T_LEN];
-    static const char           *modes[] = { "all", "lookup", "enqueue" };
+    static const char           *modes[] = { "all", "lookup", "enqueue",
+                                             "ask" };
 
     key = ngx_pnalloc(r->pool, sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN);
     if (key == NULL) {
@@ -557,9 +584,15 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
 
     n = 13;
 
-    if (ctx->step == NGX_HTTP_RAGNX_ASK_ENQUEUE) {
+    if (ctx->step == NGX_HTTP_RAGNX_ASK_ENQUEUE
+        || ctx->step == NGX_HTTP_RAGNX_ASK_ASK)
+    {
         argv[13] = (const char *) ctx->gen.data;
         lens[13] = ctx->gen.len;
+        n = 14;
+    }
+
+    if (ctx->step == NGX_HTTP_RAGNX_ASK_ENQUEUE) {
         argv[14] = ctx->cached.len ? (const char *) ctx->cached.data : "";
         lens[14] = ctx->cached.len;
         n = 15;
@@ -630,6 +663,14 @@ ngx_http_ragnx_ask_script_resume(ngx_http_request_t *r)
                                        "cache unavailable", NULL);
         ngx_http_finalize_request(r, rc);
         return;
+    }
+
+    if (ctx->step == NGX_HTTP_RAGNX_ASK_GET) {
+        ngx_http_ragnx_ask_learn(ctx->cached.len == 0);
+
+    } else if (ctx->step == NGX_HTTP_RAGNX_ASK_ASK) {
+        ngx_http_ragnx_ask_learn(ngx_strncmp(ctx->outcome.data, "hit", 3)
+                                 != 0);
     }
 
     if (ctx->step == NGX_HTTP_RAGNX_ASK_GET && ctx->cached.len) {
@@ -710,6 +751,27 @@ ngx_http_ragnx_ask_get_reply(ngx_http_request_t *r, redisReply *reply,
 
     if (ctx->cached.len) {
         ngx_str_set(&ctx->outcome, "hit");
+    }
+}
+
+
+/*
+ * Whether questions tend to miss, in this worker: a moving average of the
+ * last few outcomes picks the path of the next question.  Guessing wrong
+ * costs a script call for a hit, or a second round trip for a miss.
+ */
+
+static void
+ngx_http_ragnx_ask_learn(ngx_uint_t miss)
+{
+    ngx_http_ragnx_ask_worker_t  *w;
+
+    w = &ngx_http_ragnx_ask_worker;
+
+    w->misses -= w->misses / 8;
+
+    if (miss) {
+        w->misses += NGX_HTTP_RAGNX_ASK_MISS_ONE / 8;
     }
 }
 
