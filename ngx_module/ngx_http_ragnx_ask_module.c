@@ -25,6 +25,7 @@
 #define NGX_HTTP_RAGNX_ASK_HIT      "{\"source\":\"cache\",\"chatId\":\""
 #define NGX_HTTP_RAGNX_ASK_GEN      ",\"gen\":\""
 #define NGX_HTTP_RAGNX_ASK_RECORD   "\",\"type\":\"record\",\"result\":"
+#define NGX_HTTP_RAGNX_ASK_TYPE     "\",\"type\":\"ask\"}"
 
 
 typedef struct {
@@ -258,20 +259,25 @@ ngx_module_t  ngx_http_ragnx_ask_module = {
  * "enqueue" on the queue server; "enqueue" also follows a plain GET that
  * missed.
  *
- * KEYS: gen, jobs stream, job hash.  ARGV: digest, job id, payload (JSON
- * without type/gen), owner, chatId, now ms, queue max, job ttl s, mode,
- * [gen ("ask", "enqueue"), cached value ("enqueue")].
+ * KEYS: gen, jobs stream, job hash.  ARGV: digest, job id, payload, owner,
+ * chatId, now ms, queue max, job ttl s, mode, [gen ("ask", "enqueue"),
+ * cached value ("enqueue")].  The payload is the complete "ask" job
+ * (ending in "type":"ask"}) when the module knows the generation, else
+ * without type and gen ("all", "lookup").
  * Returns {outcome, gen, cached|leader}.
  *
- * The in-flight key is claimed with one SET NX GET: for a new question
- * that is the only single-flight command.  The payload travels in the
+ * Lua hashes every string it makes, byte by byte, so the script builds
+ * as few as it can: the payload comes ready, and a record job is the
+ * payload with its type swapped for "record" and the cached value.  The
+ * in-flight key is claimed with one SET NX GET: for a new question that
+ * is the only single-flight command.  The payload travels in the
  * stream entry; only a follower keeps it in its hash (the pool turns it
  * into a record job when the leader finishes).  Record jobs have no hash:
  * nobody polls them.
  */
 
 static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
-"local mode, gen, cached = ARGV[9], ARGV[10], false\n"
+"local mode, gen, cached, p = ARGV[9], ARGV[10], false, ARGV[3]\n"
 "if mode == 'enqueue' then\n"
 "  if ARGV[11] ~= '' then cached = ARGV[11] end\n"
 "else\n"
@@ -281,19 +287,21 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "  cached = redis.call('GET', '" RAGNX_KEY_CACHE "' .. ARGV[1] .. ':' .. gen)\n"
 "  if mode == 'lookup' then return {'lookup', gen, cached or ''} end\n"
 "end\n"
+"if mode == 'all' then\n"
+"  local g = gen\n"
+"  if string.find(gen, '[%c\"\\\\]') then\n"
+"    g = string.sub(cjson.encode(gen), 2, -2)\n"
+"  end\n"
+"  p = string.sub(p, 1, -2) .. ',\"gen\":\"' .. g .. '\",\"type\":\"ask\"}'\n"
+"end\n"
 "local max, ttl = tonumber(ARGV[7]), ARGV[8]\n"
 "local len = redis.call('XLEN', KEYS[2])\n"
-"local g = gen\n"
-"if mode ~= 'ask' and string.find(gen, '[%c\"\\\\]') then\n"
-"  g = string.sub(cjson.encode(gen), 2, -2)\n"
-"end\n"
-"local head = string.sub(ARGV[3], 1, -2) .. ',\"gen\":\"' .. g\n"
 "if cached then\n"
 "  if len >= max + math.ceil(max / 10) then\n"
 "    return {'hit-unrecorded', gen, cached}\n"
 "  end\n"
 "  redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job',\n"
-"    head .. '\",\"type\":\"record\",\"result\":' .. cached .. '}')\n"
+"    string.sub(p, 1, -6) .. 'record\",\"result\":' .. cached .. '}')\n"
 "  return {'hit', gen, cached}\n"
 "end\n"
 "if len >= max then return {'full', gen, ''} end\n"
@@ -306,7 +314,7 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "    redis.call('HSET', KEYS[3], 'status', 'waiting', 'type', 'ask',\n"
 "      'owner', ARGV[4], 'chatId', ARGV[5], 'attempts', 0,\n"
 "      'createdAt', ARGV[6], 'updatedAt', ARGV[6], 'leader', leader,\n"
-"      'payload', head .. '\",\"type\":\"ask\"}')\n"
+"      'payload', p)\n"
 "    redis.call('EXPIRE', KEYS[3], ttl)\n"
 "    local fk = lk .. '" RAGNX_KEY_FOLLOWERS "'\n"
 "    if redis.call('RPUSH', fk, ARGV[2]) == 1 then\n"
@@ -320,8 +328,7 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "  'owner', ARGV[4], 'chatId', ARGV[5], 'attempts', 0,\n"
 "  'createdAt', ARGV[6], 'updatedAt', ARGV[6])\n"
 "redis.call('EXPIRE', KEYS[3], ttl)\n"
-"redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job',\n"
-"  head .. '\",\"type\":\"ask\"}')\n"
+"redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job', p)\n"
 "return {'queued', gen, ''}\n"
 );
 
@@ -537,6 +544,7 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     int                          n;
     u_char                      *key, *p;
     size_t                       lens[15];
+    ngx_str_t                    job;
     const char                  *argv[15];
     ngx_time_t                  *tp;
     ngx_http_ragnx_redis_srv_t  *srv;
@@ -553,13 +561,38 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     p = ngx_cpymem(key, RAGNX_KEY_JOB, sizeof(RAGNX_KEY_JOB) - 1);
     ngx_memcpy(p, ctx->job_id.data, RAGNX_UUID_LEN);
 
+    job = ctx->payload;
+
+    if (ctx->step == NGX_HTTP_RAGNX_ASK_ENQUEUE
+        || ctx->step == NGX_HTTP_RAGNX_ASK_ASK)
+    {
+        /* the complete job: the script passes it on as it is */
+
+        job.data = ngx_pnalloc(r->pool, ctx->payload.len
+                                        + sizeof(NGX_HTTP_RAGNX_ASK_GEN)
+                                        + 6 * ctx->gen.len
+                                        + sizeof(NGX_HTTP_RAGNX_ASK_TYPE));
+        if (job.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_cpymem(job.data, ctx->payload.data, ctx->payload.len - 1);
+        p = ngx_cpymem(p, NGX_HTTP_RAGNX_ASK_GEN,
+                       sizeof(NGX_HTTP_RAGNX_ASK_GEN) - 1);
+        p += ragnx_json_escape((char *) ctx->gen.data, ctx->gen.len,
+                               (char *) p);
+        p = ngx_cpymem(p, NGX_HTTP_RAGNX_ASK_TYPE,
+                       sizeof(NGX_HTTP_RAGNX_ASK_TYPE) - 1);
+        job.len = p - job.data;
+    }
+
     argv[0] = "3";
     argv[1] = RAGNX_KEY_GEN;
     argv[2] = RAGNX_KEY_JOBS;
     argv[3] = (const char *) key;
     argv[4] = (const char *) ctx->digest.data;
     argv[5] = (const char *) ctx->job_id.data;
-    argv[6] = (const char *) ctx->payload.data;
+    argv[6] = (const char *) job.data;
     argv[7] = (const char *) ctx->owner.data;
     argv[8] = (const char *) ctx->chat_id.data;
     argv[9] = (const char *) now;
@@ -573,7 +606,7 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     lens[3] = sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN;
     lens[4] = RAGNX_DIGEST_LEN;
     lens[5] = RAGNX_UUID_LEN;
-    lens[6] = ctx->payload.len;
+    lens[6] = job.len;
     lens[7] = ctx->owner.len;
     lens[8] = RAGNX_UUID_LEN;
     tp = ngx_timeofday();

@@ -23,7 +23,8 @@ sub lua_quote {
     return "\"$s\"";
 }
 
-# wrk(url, method => , body => , headers => [k, v, ...], bodies => [...])
+# wrk(url, method => , body => , headers => [k, v, ...], bodies => [...],
+#     unique => 1, delay => ms, cpu => { name => [pid, ...] })
 sub wrk {
     my ($url, %a) = @_;
     my ($fh, $script) = tempfile('ragnx-wrk-XXXXXX', SUFFIX => '.lua',
@@ -66,6 +67,12 @@ end
 LUA
     } elsif (defined $a{body}) {
         print $fh 'wrk.body = ', lua_quote($a{body}), "\n";
+    }
+    if ($a{delay}) {
+        # paced: each connection waits this many ms after every response
+        # before its next request, so latency is measured at a moderate,
+        # steady load instead of with every queue full
+        print $fh "delay = function() return $a{delay} end\n";
     }
     # no response() hook: wrk then skips Lua per reply (non-2xx replies
     # are still counted by wrk itself)
@@ -137,6 +144,11 @@ sub report {
     my ($title, $base, @rows) = @_;
     printf "\n%s (%d connections, %d threads, %ds each)\n", $title,
         $CONNECTIONS, $THREADS, $DURATION;
+    report_rows($base, @rows);
+}
+
+sub report_rows {
+    my ($base, @rows) = @_;
     printf "%-40s %12s %9s %9s %8s %s\n", 'case', 'req/s', 'p50 ms',
         'p99 ms', 'ratio', 'notes';
     for my $row ($base, @rows) {
