@@ -25,6 +25,8 @@
 #define NGX_HTTP_RAGNX_ASK_HIT      "{\"source\":\"cache\",\"chatId\":\""
 #define NGX_HTTP_RAGNX_ASK_GEN      ",\"gen\":\""
 #define NGX_HTTP_RAGNX_ASK_RECORD   "\",\"type\":\"record\",\"result\":"
+#define NGX_HTTP_RAGNX_ASK_QUEUED                                            \
+    "{\"jobId\":\"%V\",\"status\":\"queued\",\"chatId\":\"%V"
 #define NGX_HTTP_RAGNX_ASK_TYPE     "\",\"type\":\"ask\"}"
 
 
@@ -988,9 +990,7 @@ ngx_http_ragnx_ask_answer(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf)
 {
     u_char        *p, ra[NGX_INT_T_LEN];
-    json_t        *body;
     ngx_buf_t     *b;
-    ngx_int_t      rc;
     ngx_str_t      loc, retry;
 
     if (ngx_strncmp(ctx->outcome.data, "hit", 3) == 0) {
@@ -1069,18 +1069,18 @@ ngx_http_ragnx_ask_answer(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    body = json_pack("{s:s%, s:s, s:s%}",
-                     "jobId", ctx->job_id.data, ctx->job_id.len,
-                     "status", "queued",
-                     "chatId", ctx->chat_id.data, ctx->chat_id.len);
-    if (body == NULL) {
+    /* two UUIDs and fixed text: nothing to escape, no JSON object needed */
+
+    b = ngx_create_temp_buf(r->pool, sizeof(NGX_HTTP_RAGNX_ASK_QUEUED) - 1
+                                     + 2 * RAGNX_UUID_LEN + 2);
+    if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_ragnx_send_json(r, NGX_HTTP_ACCEPTED, body);
-    json_decref(body);
+    b->last = ngx_sprintf(b->last, NGX_HTTP_RAGNX_ASK_QUEUED "\"}",
+                          &ctx->job_id, &ctx->chat_id);
 
-    return rc;
+    return ngx_http_ragnx_send_json_buf(r, NGX_HTTP_ACCEPTED, b);
 }
 
 
