@@ -25,6 +25,9 @@
 #define NGX_HTTP_RAGNX_ASK_HIT      "{\"source\":\"cache\",\"chatId\":\""
 #define NGX_HTTP_RAGNX_ASK_GEN      ",\"gen\":\""
 #define NGX_HTTP_RAGNX_ASK_RECORD   "\",\"type\":\"record\",\"result\":"
+#define NGX_HTTP_RAGNX_ASK_QUEUED                                            \
+    "{\"jobId\":\"%V\",\"status\":\"queued\",\"chatId\":\"%V"
+#define NGX_HTTP_RAGNX_ASK_TYPE     "\",\"type\":\"ask\"}"
 
 
 typedef struct {
@@ -40,10 +43,13 @@ typedef struct {
 
 /*
  * Per worker: the cache generation and the queue length, refreshed every
- * ragnx_ask_gen_refresh.  With a fresh generation a question is one plain
- * GET of its cache key, and a hit's chat-history record one XADD, instead
- * of a script call: a re-ingest or model switch is seen within one
- * refresh interval.
+ * ragnx_ask_gen_refresh.  With a fresh generation a question that is
+ * likely to hit is one plain GET of its cache key, and a hit's
+ * chat-history record one XADD, instead of a script call; a question that
+ * is likely to miss goes straight to the script (mode "ask"), so a miss
+ * is one round trip, not a GET and then the script.  "Likely" is what
+ * most of this worker's recent questions did.  A re-ingest or model
+ * switch is seen within one refresh interval.
  */
 typedef struct {
     ngx_flag_t                    used;
@@ -59,6 +65,7 @@ typedef struct {
     ngx_msec_t                    gen_updated;
     ngx_uint_t                    gen_known;
     ngx_uint_t                    queue_len;
+    ngx_uint_t                    misses;
     ngx_event_t                   timer;
 } ngx_http_ragnx_ask_worker_t;
 
@@ -95,7 +102,11 @@ typedef struct {
 #define NGX_HTTP_RAGNX_ASK_ALL      0   /* lookup + enqueue, one server */
 #define NGX_HTTP_RAGNX_ASK_LOOKUP   1   /* separate cache server: lookup */
 #define NGX_HTTP_RAGNX_ASK_ENQUEUE  2   /* ... then enqueue on the queue */
-#define NGX_HTTP_RAGNX_ASK_GET      3   /* GET with the worker's generation */
+#define NGX_HTTP_RAGNX_ASK_ASK      3   /* "all" with the worker's generation */
+#define NGX_HTTP_RAGNX_ASK_GET      4   /* GET with the worker's generation */
+
+/* recent misses in 1/1024ths, a moving average over about 8 questions */
+#define NGX_HTTP_RAGNX_ASK_MISS_ONE   1024
 
 
 static ngx_int_t ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
@@ -109,6 +120,7 @@ static ngx_int_t ngx_http_ragnx_ask_send_get(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
 static void ngx_http_ragnx_ask_get_reply(ngx_http_request_t *r,
     redisReply *reply, ngx_int_t rc);
+static void ngx_http_ragnx_ask_learn(ngx_uint_t miss);
 static void ngx_http_ragnx_ask_record(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
 static void ngx_http_ragnx_ask_record_done(void *data, redisReply *reply);
@@ -243,66 +255,81 @@ ngx_module_t  ngx_http_ragnx_ask_module = {
  * look the answer up, and on a hit enqueue a "record" job (the exchange
  * still lands in the chat) or on a miss create the job and enqueue it,
  * unless an identical question is already being answered: then the new
- * job follows that leader and the LLM runs once.  With a separate cache
- * server, "lookup" runs there and "enqueue" on the queue server.
+ * job follows that leader and the LLM runs once.  Mode "ask" is the same
+ * with the worker's generation (already checked to need no JSON
+ * escaping).  With a separate cache server, "lookup" runs there and
+ * "enqueue" on the queue server; "enqueue" also follows a plain GET that
+ * missed.
  *
- * KEYS: gen, jobs stream, job hash.  ARGV: digest, job id, payload (JSON
- * without type/gen), owner, chatId, now ms, queue max, job ttl s, mode,
- * [gen, cached value] (enqueue mode).
+ * KEYS: gen, jobs stream, job hash.  ARGV: digest, job id, payload, owner,
+ * chatId, now ms, queue max, job ttl s, mode, [gen ("ask", "enqueue"),
+ * cached value ("enqueue")].  The payload is the complete "ask" job
+ * (ending in "type":"ask"}) when the module knows the generation, else
+ * without type and gen ("all", "lookup").
  * Returns {outcome, gen, cached|leader}.
  *
- * The payload travels in the stream entry; only a follower keeps it in its
- * hash (the pool turns it into a record job when the leader finishes).
- * Record jobs have no hash: nobody polls them.
+ * Lua hashes every string it makes, byte by byte, so the script builds
+ * as few as it can: the payload comes ready, and a record job is the
+ * payload with its type swapped for "record" and the cached value.  The
+ * in-flight key is claimed with one SET NX GET: for a new question that
+ * is the only single-flight command.  The payload travels in the
+ * stream entry; only a follower keeps it in its hash (the pool turns it
+ * into a record job when the leader finishes).  Record jobs have no hash:
+ * nobody polls them.
  */
 
 static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
-"local mode, gen, cached = ARGV[9], nil, false\n"
+"local mode, gen, cached, p = ARGV[9], ARGV[10], false, ARGV[3]\n"
 "if mode == 'enqueue' then\n"
-"  gen = ARGV[10]\n"
 "  if ARGV[11] ~= '' then cached = ARGV[11] end\n"
 "else\n"
-"  gen = redis.call('GET', KEYS[1]) or '" RAGNX_GEN_DEFAULT "'\n"
+"  if mode ~= 'ask' then\n"
+"    gen = redis.call('GET', KEYS[1]) or '" RAGNX_GEN_DEFAULT "'\n"
+"  end\n"
 "  cached = redis.call('GET', '" RAGNX_KEY_CACHE "' .. ARGV[1] .. ':' .. gen)\n"
 "  if mode == 'lookup' then return {'lookup', gen, cached or ''} end\n"
 "end\n"
-"local max, ttl = tonumber(ARGV[7]), tonumber(ARGV[8])\n"
-"local len = redis.call('XLEN', KEYS[2])\n"
-"local g = '\"' .. gen .. '\"'\n"
-"if string.find(gen, '[%c\"\\\\]') then g = cjson.encode(gen) end\n"
-"local head = string.sub(ARGV[3], 1, -2) .. ',\"gen\":' .. g\n"
-"local function create(...)\n"
-"  redis.call('HSET', KEYS[3], 'status', 'waiting', 'type', 'ask',\n"
-"    'owner', ARGV[4], 'chatId', ARGV[5], 'attempts', 0,\n"
-"    'createdAt', ARGV[6], 'updatedAt', ARGV[6], ...)\n"
-"  redis.call('EXPIRE', KEYS[3], ttl)\n"
+"if mode == 'all' then\n"
+"  local g = gen\n"
+"  if string.find(gen, '[%c\"\\\\]') then\n"
+"    g = string.sub(cjson.encode(gen), 2, -2)\n"
+"  end\n"
+"  p = string.sub(p, 1, -2) .. ',\"gen\":\"' .. g .. '\",\"type\":\"ask\"}'\n"
 "end\n"
+"local max, ttl = tonumber(ARGV[7]), ARGV[8]\n"
+"local len = redis.call('XLEN', KEYS[2])\n"
 "if cached then\n"
 "  if len >= max + math.ceil(max / 10) then\n"
 "    return {'hit-unrecorded', gen, cached}\n"
 "  end\n"
-"  local p = head .. ',\"type\":\"record\",\"result\":' .. cached .. '}'\n"
-"  redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job', p)\n"
+"  redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job',\n"
+"    string.sub(p, 1, -6) .. 'record\",\"result\":' .. cached .. '}')\n"
 "  return {'hit', gen, cached}\n"
 "end\n"
 "if len >= max then return {'full', gen, ''} end\n"
-"local p = head .. ',\"type\":\"ask\"}'\n"
 "local inflight = '" RAGNX_KEY_INFLIGHT "' .. ARGV[1] .. ':' .. gen\n"
-"local leader = redis.call('GET', inflight)\n"
+"local leader = redis.call('SET', inflight, ARGV[2], 'NX', 'GET', 'EX', ttl)\n"
 "if leader then\n"
 "  local lk = '" RAGNX_KEY_JOB "' .. leader\n"
 "  local st = redis.call('HGET', lk, 'status')\n"
 "  if st == 'waiting' or st == 'active' or st == 'delayed' then\n"
-"    create('leader', leader, 'payload', p)\n"
+"    redis.call('HSET', KEYS[3], 'status', 'waiting', 'type', 'ask',\n"
+"      'owner', ARGV[4], 'chatId', ARGV[5], 'attempts', 0,\n"
+"      'createdAt', ARGV[6], 'updatedAt', ARGV[6], 'leader', leader,\n"
+"      'payload', p)\n"
+"    redis.call('EXPIRE', KEYS[3], ttl)\n"
 "    local fk = lk .. '" RAGNX_KEY_FOLLOWERS "'\n"
 "    if redis.call('RPUSH', fk, ARGV[2]) == 1 then\n"
 "      redis.call('EXPIRE', fk, ttl)\n"
 "    end\n"
 "    return {'follower', gen, leader}\n"
 "  end\n"
+"  redis.call('SET', inflight, ARGV[2], 'EX', ttl)\n"
 "end\n"
-"create()\n"
-"redis.call('SET', inflight, ARGV[2], 'EX', ttl)\n"
+"redis.call('HSET', KEYS[3], 'status', 'waiting', 'type', 'ask',\n"
+"  'owner', ARGV[4], 'chatId', ARGV[5], 'attempts', 0,\n"
+"  'createdAt', ARGV[6], 'updatedAt', ARGV[6])\n"
+"redis.call('EXPIRE', KEYS[3], ttl)\n"
 "redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job', p)\n"
 "return {'queued', gen, ''}\n"
 );
@@ -486,8 +513,16 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
         ctx->gen.data[w->gen_len] = '\0';
         ctx->gen.len = w->gen_len;
 
-        ctx->step = NGX_HTTP_RAGNX_ASK_GET;
-        rc = ngx_http_ragnx_ask_send_get(r, ctx, alcf);
+        if (alcf->cache == alcf->queue
+            && w->misses > NGX_HTTP_RAGNX_ASK_MISS_ONE / 2)
+        {
+            ctx->step = NGX_HTTP_RAGNX_ASK_ASK;
+            rc = ngx_http_ragnx_ask_send_script(r, ctx, alcf);
+
+        } else {
+            ctx->step = NGX_HTTP_RAGNX_ASK_GET;
+            rc = ngx_http_ragnx_ask_send_get(r, ctx, alcf);
+        }
 
     } else {
         ctx->step = (alcf->cache != alcf->queue) ? NGX_HTTP_RAGNX_ASK_LOOKUP
@@ -511,12 +546,14 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     int                          n;
     u_char                      *key, *p;
     size_t                       lens[15];
+    ngx_str_t                    job;
     const char                  *argv[15];
     ngx_time_t                  *tp;
     ngx_http_ragnx_redis_srv_t  *srv;
     u_char                       now[NGX_INT64_LEN], max[NGX_INT_T_LEN],
                                  ttl[NGX_TIME_T_LEN];
-    static const char           *modes[] = { "all", "lookup", "enqueue" };
+    static const char           *modes[] = { "all", "lookup", "enqueue",
+                                             "ask" };
 
     key = ngx_pnalloc(r->pool, sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN);
     if (key == NULL) {
@@ -526,13 +563,38 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     p = ngx_cpymem(key, RAGNX_KEY_JOB, sizeof(RAGNX_KEY_JOB) - 1);
     ngx_memcpy(p, ctx->job_id.data, RAGNX_UUID_LEN);
 
+    job = ctx->payload;
+
+    if (ctx->step == NGX_HTTP_RAGNX_ASK_ENQUEUE
+        || ctx->step == NGX_HTTP_RAGNX_ASK_ASK)
+    {
+        /* the complete job: the script passes it on as it is */
+
+        job.data = ngx_pnalloc(r->pool, ctx->payload.len
+                                        + sizeof(NGX_HTTP_RAGNX_ASK_GEN)
+                                        + 6 * ctx->gen.len
+                                        + sizeof(NGX_HTTP_RAGNX_ASK_TYPE));
+        if (job.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_cpymem(job.data, ctx->payload.data, ctx->payload.len - 1);
+        p = ngx_cpymem(p, NGX_HTTP_RAGNX_ASK_GEN,
+                       sizeof(NGX_HTTP_RAGNX_ASK_GEN) - 1);
+        p += ragnx_json_escape((char *) ctx->gen.data, ctx->gen.len,
+                               (char *) p);
+        p = ngx_cpymem(p, NGX_HTTP_RAGNX_ASK_TYPE,
+                       sizeof(NGX_HTTP_RAGNX_ASK_TYPE) - 1);
+        job.len = p - job.data;
+    }
+
     argv[0] = "3";
     argv[1] = RAGNX_KEY_GEN;
     argv[2] = RAGNX_KEY_JOBS;
     argv[3] = (const char *) key;
     argv[4] = (const char *) ctx->digest.data;
     argv[5] = (const char *) ctx->job_id.data;
-    argv[6] = (const char *) ctx->payload.data;
+    argv[6] = (const char *) job.data;
     argv[7] = (const char *) ctx->owner.data;
     argv[8] = (const char *) ctx->chat_id.data;
     argv[9] = (const char *) now;
@@ -546,7 +608,7 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     lens[3] = sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN;
     lens[4] = RAGNX_DIGEST_LEN;
     lens[5] = RAGNX_UUID_LEN;
-    lens[6] = ctx->payload.len;
+    lens[6] = job.len;
     lens[7] = ctx->owner.len;
     lens[8] = RAGNX_UUID_LEN;
     tp = ngx_timeofday();
@@ -557,9 +619,15 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
 
     n = 13;
 
-    if (ctx->step == NGX_HTTP_RAGNX_ASK_ENQUEUE) {
+    if (ctx->step == NGX_HTTP_RAGNX_ASK_ENQUEUE
+        || ctx->step == NGX_HTTP_RAGNX_ASK_ASK)
+    {
         argv[13] = (const char *) ctx->gen.data;
         lens[13] = ctx->gen.len;
+        n = 14;
+    }
+
+    if (ctx->step == NGX_HTTP_RAGNX_ASK_ENQUEUE) {
         argv[14] = ctx->cached.len ? (const char *) ctx->cached.data : "";
         lens[14] = ctx->cached.len;
         n = 15;
@@ -630,6 +698,14 @@ ngx_http_ragnx_ask_script_resume(ngx_http_request_t *r)
                                        "cache unavailable", NULL);
         ngx_http_finalize_request(r, rc);
         return;
+    }
+
+    if (ctx->step == NGX_HTTP_RAGNX_ASK_GET) {
+        ngx_http_ragnx_ask_learn(ctx->cached.len == 0);
+
+    } else if (ctx->step == NGX_HTTP_RAGNX_ASK_ASK) {
+        ngx_http_ragnx_ask_learn(ngx_strncmp(ctx->outcome.data, "hit", 3)
+                                 != 0);
     }
 
     if (ctx->step == NGX_HTTP_RAGNX_ASK_GET && ctx->cached.len) {
@@ -710,6 +786,27 @@ ngx_http_ragnx_ask_get_reply(ngx_http_request_t *r, redisReply *reply,
 
     if (ctx->cached.len) {
         ngx_str_set(&ctx->outcome, "hit");
+    }
+}
+
+
+/*
+ * Whether questions tend to miss, in this worker: a moving average of the
+ * last few outcomes picks the path of the next question.  Guessing wrong
+ * costs a script call for a hit, or a second round trip for a miss.
+ */
+
+static void
+ngx_http_ragnx_ask_learn(ngx_uint_t miss)
+{
+    ngx_http_ragnx_ask_worker_t  *w;
+
+    w = &ngx_http_ragnx_ask_worker;
+
+    w->misses -= w->misses / 8;
+
+    if (miss) {
+        w->misses += NGX_HTTP_RAGNX_ASK_MISS_ONE / 8;
     }
 }
 
@@ -893,9 +990,7 @@ ngx_http_ragnx_ask_answer(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf)
 {
     u_char        *p, ra[NGX_INT_T_LEN];
-    json_t        *body;
     ngx_buf_t     *b;
-    ngx_int_t      rc;
     ngx_str_t      loc, retry;
 
     if (ngx_strncmp(ctx->outcome.data, "hit", 3) == 0) {
@@ -974,18 +1069,18 @@ ngx_http_ragnx_ask_answer(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    body = json_pack("{s:s%, s:s, s:s%}",
-                     "jobId", ctx->job_id.data, ctx->job_id.len,
-                     "status", "queued",
-                     "chatId", ctx->chat_id.data, ctx->chat_id.len);
-    if (body == NULL) {
+    /* two UUIDs and fixed text: nothing to escape, no JSON object needed */
+
+    b = ngx_create_temp_buf(r->pool, sizeof(NGX_HTTP_RAGNX_ASK_QUEUED) - 1
+                                     + 2 * RAGNX_UUID_LEN + 2);
+    if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_ragnx_send_json(r, NGX_HTTP_ACCEPTED, body);
-    json_decref(body);
+    b->last = ngx_sprintf(b->last, NGX_HTTP_RAGNX_ASK_QUEUED "\"}",
+                          &ctx->job_id, &ctx->chat_id);
 
-    return rc;
+    return ngx_http_ragnx_send_json_buf(r, NGX_HTTP_ACCEPTED, b);
 }
 
 

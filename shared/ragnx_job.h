@@ -5,9 +5,10 @@
  *   {"v":1, "id", "owner", "chatId", "query", "digest", "createdAt",
  *    "type":"ask"|"record", "gen", "result":{"answer","sources"}}
  *
- * The module encodes the fields it knows; the enqueue script appends
- * "type", "gen" (read inside the script) and, for a cache hit, the cached
- * value itself as "result".
+ * The module encodes the fields it knows and, when it knows the cache
+ * generation, "gen" and "type" too; otherwise the enqueue script appends
+ * them (reading "gen" itself).  For a cache hit the cached value itself
+ * goes in as "result".
  * "ask" jobs run retrieval and the LLM; "record" jobs only write an
  * exchange answered from the cache into the user's chat.
  */

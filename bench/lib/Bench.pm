@@ -8,10 +8,12 @@ package Bench;
 use strict;
 use warnings;
 use File::Temp qw(tempfile);
+use POSIX ();
 
 our $DURATION    = $ENV{BENCH_DURATION}    || 10;
 our $CONNECTIONS = $ENV{BENCH_CONNECTIONS} || 64;
 our $THREADS     = $ENV{BENCH_THREADS}     || 2;
+our $TICKS       = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
 
 sub lua_quote {
     my ($s) = @_;
@@ -21,7 +23,8 @@ sub lua_quote {
     return "\"$s\"";
 }
 
-# wrk(url, method => , body => , headers => [k, v, ...], bodies => [...])
+# wrk(url, method => , body => , headers => [k, v, ...], bodies => [...],
+#     unique => 1, delay => ms, cpu => { name => [pid, ...] })
 sub wrk {
     my ($url, %a) = @_;
     my ($fh, $script) = tempfile('ragnx-wrk-XXXXXX', SUFFIX => '.lua',
@@ -65,13 +68,34 @@ LUA
     } elsif (defined $a{body}) {
         print $fh 'wrk.body = ', lua_quote($a{body}), "\n";
     }
+    if ($a{delay}) {
+        # paced: each connection waits this many ms after every response
+        # before its next request, so latency is measured at a moderate,
+        # steady load instead of with every queue full
+        print $fh "delay = function() return $a{delay} end\n";
+    }
     # no response() hook: wrk then skips Lua per reply (non-2xx replies
     # are still counted by wrk itself)
     close $fh;
     my $c = $a{connections} || $CONNECTIONS;
     my $d = $a{duration} || $DURATION;
+    my %cpu0 = map { $_ => cpu_ticks(@{ $a{cpu}{$_} }) }
+               keys %{ $a{cpu} || {} };
+    my @t0 = times;
     my $out = `wrk -t$THREADS -c$c -d${d}s --latency -s $script $url 2>&1`;
     my %r = (raw => $out);
+    my ($n) = $out =~ /(\d+) requests in /;
+    for my $k (keys %cpu0) {
+        # CPU time per request of the given processes: unlike req/s, it
+        # hardly depends on what else runs on the machine
+        my $t = cpu_ticks(@{ $a{cpu}{$k} }) - $cpu0{$k};
+        $r{cpu}{$k} = $n ? 1e6 * $t / $TICKS / $n : 0;
+    }
+    if (%cpu0) {
+        my @t1 = times;
+        $r{cpu}{wrk} = $n ? 1e6 * ($t1[2] + $t1[3] - $t0[2] - $t0[3]) / $n
+                          : 0;
+    }
     ($r{rps}) = $out =~ /Requests\/sec:\s+([\d.]+)/;
     for my $p (50, 99) {
         my ($v, $u) = $out =~ /^\s+$p(?:\.000)?%\s+([\d.]+)(us|ms|s)\b/m;
@@ -87,10 +111,44 @@ LUA
     return \%r;
 }
 
+# user + system ticks of the given pids
+sub cpu_ticks {
+    my $t = 0;
+    for my $pid (@_) {
+        open my $fh, '<', "/proc/$pid/stat" or next;
+        my $s = <$fh>;
+        close $fh;
+        $s =~ s/^.*\)\s+//;
+        my @f = split ' ', $s;
+        $t += $f[11] + $f[12];
+    }
+    return $t;
+}
+
+# the worker processes of an nginx master
+sub children {
+    my ($ppid) = @_;
+    my @kids;
+    for my $d (glob '/proc/[0-9]*') {
+        open my $fh, '<', "$d/stat" or next;
+        my $s = <$fh>;
+        close $fh;
+        $s =~ s/^.*\)\s+//;
+        my @f = split ' ', $s;
+        push @kids, ($d =~ m{(\d+)$})[0] if $f[1] == $ppid;
+    }
+    return @kids;
+}
+
 sub report {
     my ($title, $base, @rows) = @_;
     printf "\n%s (%d connections, %d threads, %ds each)\n", $title,
         $CONNECTIONS, $THREADS, $DURATION;
+    report_rows($base, @rows);
+}
+
+sub report_rows {
+    my ($base, @rows) = @_;
     printf "%-40s %12s %9s %9s %8s %s\n", 'case', 'req/s', 'p50 ms',
         'p99 ms', 'ratio', 'notes';
     for my $row ($base, @rows) {
@@ -100,6 +158,9 @@ sub report {
             $base->[1]{rps} ? 100 * $r->{rps} / $base->[1]{rps} : 0,
             join(' ', grep { $_ } $note,
                  $r->{non2xx} ? "non-2xx: $r->{non2xx}" : '',
+                 $r->{cpu} ? 'us/req ' . join(' ', map {
+                     sprintf '%s %.1f', $_, $r->{cpu}{$_} }
+                     sort keys %{ $r->{cpu} }) : '',
                  $r->{errors} ? "errors:$r->{errors}" : '');
     }
 }
