@@ -192,12 +192,13 @@ is($t->psql("SELECT count(*) FROM users"), 1, 'no user from bad input');
     my $id = uuid();
     my $chan = '{ragnx}:reply:test';
     my $reply = sub {
-        my ($params, $method) = @_;
+        my ($params, $method, $who) = @_;
         my $sub = Ragnx::Resp->new($rp) or die 'redis: connect';
         $sub->cmd('SUBSCRIBE', $chan);
         $t->redis('XADD', '{ragnx}:rpc', '*', 'id', $id, 'method',
                   $method || 'register', 'reply', $chan, 'deadline',
-                  int(time * 1000) + 3000, 'sub', '', 'params', $params);
+                  int(time * 1000) + 3000, 'sub', $who // '',
+                  'params', $params);
         my $m = eval {
             local $SIG{ALRM} = sub { die "timeout\n" };
             alarm 5;
@@ -216,9 +217,30 @@ is($t->psql("SELECT count(*) FROM users"), 1, 'no user from bad input');
     like($m // '',
          qr/^\Q$id\E 400 \{"error":"Validation failed","details":\{"email":/,
          'the pool checks the email itself');
+    $m = $reply->('{"email":"c@b.example","password":"long enough",'
+                  . '"name":"' . ('n' x 101) . '"}');
+    like($m // '',
+         qr/^\Q$id\E 400 \{"error":"Validation failed","details":\{"name":/,
+         'the pool checks the name length itself');
     $m = $reply->('[1]');
     like($m // '', qr/^\Q$id\E 400 \{"error":"Malformed call"\}/,
          'a call whose params are not an object: 400');
+    $m = $reply->('{}', 'me');
+    like($m // '', qr/^\Q$id\E 400 \{"error":"Malformed call"\}/,
+         'an authenticated call without sub: 400');
+    $m = $reply->('{"chatId":"nope","limit":5}', 'messages', $alice->{id});
+    is($m, "$id 400 {\"error\":\"Invalid chat id\"}",
+       'the pool checks the chat id itself');
+    $m = $reply->('{"limit":0}', 'chats', $alice->{id});
+    like($m // '',
+         qr/^\Q$id\E 400 \{"error":"Validation failed","details":\{"limit":/,
+         'the pool checks limit itself');
+    $m = $reply->('{"limit":5,"before":1}', 'chats', $alice->{id});
+    like($m // '',
+         qr/^\Q$id\E 400 \{"error":"Validation failed","details":\{"before":/,
+         'the pool checks the cursor type itself');
+    is($t->psql("SELECT count(*) FROM users"), 1,
+       'no user from calls the pool refused');
 }
 
 # login

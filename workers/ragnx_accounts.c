@@ -89,7 +89,6 @@ static const char  ragnx_sql_messages[] =
 
 static sem_t   ragnx_hash_sem;
 static char    ragnx_dummy_hash[crypto_pwhash_STRBYTES];
-static int     ragnx_accounts_ready;
 
 
 static char *ragnx_acc_dump(json_t *v);
@@ -149,24 +148,12 @@ ragnx_accounts_init(void)
              ragnx_conf->password_memlimit, ragnx_conf->password_opslimit,
              salt64, hash64);
 
-    ragnx_accounts_ready = 1;
-
     if (ragnx_conf->jwt_key == NULL) {
         ragnx_log(RAGNX_LOG_WARN, "no jwt_key_file: register and login "
                   "answer 503");
     }
 
     return RAGNX_OK;
-}
-
-
-void
-ragnx_accounts_done(void)
-{
-    if (ragnx_accounts_ready) {
-        sem_destroy(&ragnx_hash_sem);
-        ragnx_accounts_ready = 0;
-    }
 }
 
 
@@ -453,7 +440,7 @@ int
 ragnx_account_chats(ragnx_thread_t *t, const ragnx_call_t *c, char **body)
 {
     int          rc, i, n, limit;
-    char         limit_s[16], micros[24], last[40], cursor[80];
+    char         limit_s[16], micros[24], cursor[80];
     json_t      *out, *list, *chat;
     size_t       len;
     PGconn      *conn;
@@ -521,9 +508,8 @@ ragnx_account_chats(ragnx_thread_t *t, const ragnx_call_t *c, char **body)
     cursor[0] = '\0';
 
     if (n == limit && i > 0) {
-        snprintf(last, sizeof(last), "%s", PQgetvalue(res, i - 1, 0));
         snprintf(cursor, sizeof(cursor), "%s_%s", PQgetvalue(res, i - 1, 4),
-                 last);
+                 PQgetvalue(res, i - 1, 0));
     }
 
     PQclear(res);

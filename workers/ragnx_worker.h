@@ -300,7 +300,6 @@ typedef int (*ragnx_call_pt)(ragnx_thread_t *t, const ragnx_call_t *c,
     char **body);
 
 int ragnx_accounts_init(void);
-void ragnx_accounts_done(void);
 int ragnx_account_register(ragnx_thread_t *t, const ragnx_call_t *c,
     char **body);
 int ragnx_account_login(ragnx_thread_t *t, const ragnx_call_t *c,
