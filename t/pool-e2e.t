@@ -2,7 +2,9 @@
 # End to end through nginx: POST /api/ask -> 202 -> the worker pool ->
 # poll -> completed with answer and sources; messages stored once; the
 # same question again -> 200 from the cache, recorded in the chat; other
-# users see neither the job nor the chat.
+# users see neither the job nor the chat.  Everything is on one host, so
+# nginx and the pool reach Redis, and the pool PostgreSQL, over unix
+# sockets (the other pool tests use TCP).
 
 use strict;
 use warnings;
@@ -16,14 +18,17 @@ use Ragnx::Pool;
 
 my $root = getcwd();
 my $t = Ragnx::Test->new;
-my $rp = $t->start_redis;
+my $rp = $t->start_redis(unix => 1);
 $t->start_postgres;
+my $sock = $t->{redis_socket};
 my $secret = 'e2e-test-secret-0123456789abcdef';
 my $keyfile = $t->file('hs.key', $secret);
 my $json = JSON::PP->new->canonical;
 
 my $p = Ragnx::Pool->new($t);
-$p->configure(llm_model => 'extractive');
+$p->configure(llm_model => 'extractive', redis_host => $sock,
+              database => "host=$t->{dir}/pg port=" . $t->pg_port
+                          . ' user=ragnx dbname=ragnx');
 my ($rc, $out) = $p->cli('migrate');
 is($rc, 0, 'migrate') or diag($out);
 mkdir "$t->{dir}/corpus";
@@ -42,7 +47,7 @@ $p->start;
 $t->start_nginx(
     workers => 2,
     http    => <<"EOF2",
-    ragnx_redis 127.0.0.1:$rp pool=2;
+    ragnx_redis unix:$sock pool=2;
     ragnx_redis_timeout 300ms;
     ragnx_ask_gen_refresh 100ms;
 EOF2

@@ -322,12 +322,18 @@ ragnx_redis_connect(ragnx_redis_t *r)
     tv.tv_sec = ragnx_conf->redis_timeout / 1000;
     tv.tv_usec = (ragnx_conf->redis_timeout % 1000) * 1000;
 
-    r->ctx = redisConnectWithTimeout(ragnx_conf->redis_host,
-                                     (int) ragnx_conf->redis_port, tv);
+    /* a path is a unix socket, as libpq's host is: cheaper on one host */
+    if (ragnx_conf->redis_host[0] == '/') {
+        r->ctx = redisConnectUnixWithTimeout(ragnx_conf->redis_host, tv);
+
+    } else {
+        r->ctx = redisConnectWithTimeout(ragnx_conf->redis_host,
+                                         (int) ragnx_conf->redis_port, tv);
+    }
 
     if (r->ctx == NULL || r->ctx->err) {
-        ragnx_log(RAGNX_LOG_ERROR, "redis connect to %s:%ld failed: %s",
-                  ragnx_conf->redis_host, ragnx_conf->redis_port,
+        ragnx_log(RAGNX_LOG_ERROR, "redis connect to %s port %ld failed: "
+                  "%s", ragnx_conf->redis_host, ragnx_conf->redis_port,
                   r->ctx ? r->ctx->errstr : "out of memory");
         ragnx_redis_close(r);
         return RAGNX_ERROR;
