@@ -10,6 +10,7 @@ use warnings;
 use lib 't/lib';
 use Test::More;
 use JSON::PP;
+use POSIX ();
 use Time::HiRes qw(sleep time);
 use Ragnx::Test;
 use Ragnx::Pool qw(uuid);
@@ -337,6 +338,46 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
     is($j->{status}, 'completed', 'ranked question completed');
     is(decode_json($j->{sources})->[0], 'guide/license.md',
        'the chunk titled with the stemmed word ranks first');
+}
+
+# a busy thread reads its next entry in the script that completes a job:
+# one thread, twelve jobs waiting, and it reads the stream itself only
+# when the stream has run dry; every job completes, stored once
+
+{
+    is($p->stop('TERM'), 0, 'stopped for the read-ahead test');
+    $p->configure(llm_model => 'extractive', concurrency => 1);
+    my @ids = map { scalar $p->ask(query => "Read ahead question $_ about "
+                                            . 'the cache?') } 1 .. 12;
+    my $mon = "$t->{dir}/monitor.log";
+    my $mpid = fork() // die "fork: $!";
+    if ($mpid == 0) {
+        open STDOUT, '>', $mon or POSIX::_exit(1);
+        exec('redis-cli', '-p', $t->redis_port, 'MONITOR')
+            or POSIX::_exit(127);
+    }
+    sleep 0.2;
+    $p->start;
+    my @done = map { $p->wait_job($_)->{status} || '' } @ids;
+    sleep 0.3;
+    kill 'TERM', $mpid;
+    waitpid($mpid, 0);
+    is(scalar(grep { $_ eq 'completed' } @done), 12, 'all 12 completed');
+    my $in = join(',', map { "'$_'" } @ids);
+    is($t->psql("SELECT count(*) FROM messages WHERE job_id IN ($in)"), 24,
+       'each stored once: 12 questions and 12 answers');
+    my (@top, @lua);
+    for (split /\n/, Ragnx::Test::slurp($mon)) {
+        next unless /"XREADGROUP".*"\{ragnx\}:jobs"/i;
+        if (/\[\d+ lua\]/) { push @lua, $_ } else { push @top, $_ }
+    }
+    cmp_ok(scalar @lua, '>=', 11, 'the next entry read by the complete '
+           . 'script (' . scalar(@lua) . ' times)');
+    # the first read, and the blocking reads once the stream is empty
+    cmp_ok(scalar @top, '<=', 6, 'the thread read the stream itself '
+           . scalar(@top) . ' times for 12 jobs');
+    is($t->redis('XLEN', '{ragnx}:jobs'), 0, 'stream empty');
+    $p->configure(llm_model => 'extractive');
 }
 
 # SIGTERM with nothing in flight: exit 0

@@ -622,20 +622,28 @@ ragnx_job_thread(void *data)
 {
     int              rc;
     long             backoff;
-    ragnx_entry_t    e;
+    ragnx_entry_t    e, next;
     ragnx_thread_t  *t = data;
 
     backoff = 100;
+    memset(&next, 0, sizeof(ragnx_entry_t));
 
     while (!ragnx_quit) {
-        if (!ragnx_may_read(&backoff, RAGNX_OK)) {
-            continue;
-        }
+        if (next.entry[0] != '\0') {
+            /* read by the script that completed the previous job */
+            e = next;
+            memset(&next, 0, sizeof(ragnx_entry_t));
 
-        rc = ragnx_queue_read(&t->redis, &e, 1000);
+        } else {
+            if (!ragnx_may_read(&backoff, RAGNX_OK)) {
+                continue;
+            }
 
-        if (!ragnx_may_read(&backoff, rc) || rc == RAGNX_AGAIN) {
-            continue;
+            rc = ragnx_queue_read(&t->redis, &e, 1000);
+
+            if (!ragnx_may_read(&backoff, rc) || rc == RAGNX_AGAIN) {
+                continue;
+            }
         }
 
         if (ragnx_quit) {
@@ -649,13 +657,19 @@ ragnx_job_thread(void *data)
         memcpy(ragnx_slots[t->index].entry, e.entry, sizeof(e.entry));
         pthread_mutex_unlock(&ragnx_slots[t->index].lock);
 
-        ragnx_work(t, &e);
+        ragnx_work(t, &e, ragnx_quit ? NULL : &next);
 
         pthread_mutex_lock(&ragnx_slots[t->index].lock);
         ragnx_slots[t->index].entry[0] = '\0';
         pthread_mutex_unlock(&ragnx_slots[t->index].lock);
 
         ragnx_entry_free(&e);
+    }
+
+    if (next.entry[0] != '\0') {
+        /* read ahead as SIGTERM came: back to the stream for others */
+        ragnx_queue_release(&t->redis, &next);
+        ragnx_entry_free(&next);
     }
 
     ragnx_thread_exit(t);

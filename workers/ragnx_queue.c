@@ -30,6 +30,7 @@ typedef struct ragnx_script_s  ragnx_script_t;
 
 static int ragnx_reply_ok(ragnx_redis_t *r, redisReply *reply,
     const char *what);
+static void ragnx_queue_entry(ragnx_entry_t *e, redisReply *entry);
 
 
 /* KEYS: job hash; ARGV: now, retention */
@@ -47,8 +48,12 @@ static const char  ragnx_script_start_text[] =
 /*
  * KEYS: job hash, jobs stream, inflight, followers, cache key.
  * ARGV: entry, now, answer, sources, retention, job id, result JSON,
- * cache ttl (0: no cache SET).
+ * cache ttl (0: no cache SET), consumer ('' : read nothing).
  * Followers get a "record" job carrying the result, through the stream.
+ * Returns {followers, next}: with a consumer, the thread's next entry is
+ * read here (XREADGROUP without BLOCK, as a script may), which saves the
+ * busy thread a round trip per job; nil when the stream is empty (or the
+ * read failed: the thread then reads as usual, and sees why).
  */
 
 static const char  ragnx_script_complete_text[] =
@@ -87,7 +92,11 @@ static const char  ragnx_script_complete_text[] =
 "    redis.call('EXPIRE', fk, ARGV[5])\n"
 "  end\n"
 "end\n"
-"return #fs\n";
+"if ARGV[9] == '' then return {#fs} end\n"
+"local n = redis.pcall('XREADGROUP', 'GROUP', '" RAGNX_GROUP "', ARGV[9],\n"
+"  'COUNT', 1, 'STREAMS', KEYS[2], '>')\n"
+"if type(n) == 'table' and n['err'] then return {#fs} end\n"
+"return {#fs, n}\n";
 
 
 /*
@@ -544,8 +553,7 @@ int
 ragnx_queue_read(ragnx_redis_t *r, ragnx_entry_t *e, int block_ms)
 {
     int          rc;
-    size_t       i;
-    redisReply  *reply, *entry, *fields, *f, *v;
+    redisReply  *reply, *entry;
 
     memset(e, 0, sizeof(ragnx_entry_t));
 
@@ -569,6 +577,21 @@ ragnx_queue_read(ragnx_redis_t *r, ragnx_entry_t *e, int block_ms)
 
         return rc;
     }
+
+    ragnx_queue_entry(e, entry);
+    freeReplyObject(reply);
+
+    return RAGNX_OK;
+}
+
+
+/* an entry from a reply, [id, [field, value, ...]], into e */
+
+static void
+ragnx_queue_entry(ragnx_entry_t *e, redisReply *entry)
+{
+    size_t       i;
+    redisReply  *fields, *f, *v;
 
     snprintf(e->entry, sizeof(e->entry), "%s", entry->element[0]->str);
 
@@ -594,10 +617,6 @@ ragnx_queue_read(ragnx_redis_t *r, ragnx_entry_t *e, int block_ms)
             }
         }
     }
-
-    freeReplyObject(reply);
-
-    return RAGNX_OK;
 }
 
 
@@ -658,11 +677,17 @@ ragnx_queue_start(ragnx_redis_t *r, const ragnx_entry_t *e, long *attempts)
 }
 
 
+/*
+ * With next not NULL, the next entry for this thread comes back in it
+ * (next->entry empty when there was none).
+ */
+
 int
 ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
-    const ragnx_job_t *job, const ragnx_answer_t *ans)
+    const ragnx_job_t *job, const ragnx_answer_t *ans, ragnx_entry_t *next)
 {
     int          rc;
+    redisReply  *entry;
     char         key[128], inflight[512], followers[160], cache[512],
                  now[32], ret[32], ttl[32], *sources, *result;
     json_t      *res;
@@ -695,16 +720,31 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
     }
 
     reply = ragnx_redis_eval(r, &ragnx_script_complete, "5 %s %s %s %s %s "
-                                "%s %s %s %s %s %s %s %s", key,
+                                "%s %s %s %s %s %s %s %s %s", key,
                                 RAGNX_KEY_JOBS, inflight, followers, cache,
                                 e->entry, now, ans->answer, sources, ret,
-                                job->id, result, ttl);
+                                job->id, result, ttl,
+                                next ? r->consumer : "");
     free(result);
     free(sources);
 
-    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
-        ragnx_log(RAGNX_LOG_DEBUG, "job %s: %lld followers answered",
-                  job->id, reply->integer);
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1
+        && reply->element[0]->type == REDIS_REPLY_INTEGER)
+    {
+        if (reply->element[0]->integer > 0) {
+            ragnx_log(RAGNX_LOG_DEBUG, "job %s: %lld followers answered",
+                      job->id, reply->element[0]->integer);
+        }
+
+        if (next && reply->elements == 2
+            && ragnx_stream_entry(reply->element[1], RAGNX_KEY_JOBS, &entry)
+               == RAGNX_OK)
+        {
+            ragnx_queue_entry(next, entry);
+        }
+
+        freeReplyObject(reply);
+        return RAGNX_OK;
     }
 
     rc = ragnx_reply_ok(r, reply, "complete script");

@@ -54,8 +54,13 @@ ragnx_work_backoff(long attempts, long retry_after)
 }
 
 
+/*
+ * next: where a completed job's script may put this thread's next entry
+ * (NULL while draining); left empty otherwise.
+ */
+
 void
-ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e)
+ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
 {
     int             rc;
     long            attempts, retry_after;
@@ -117,7 +122,9 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e)
     switch (rc) {
 
     case RAGNX_OK:
-        if (ragnx_queue_complete(&t->redis, e, &job, &ans) == RAGNX_OK) {
+        if (ragnx_queue_complete(&t->redis, e, &job, &ans, next)
+            == RAGNX_OK)
+        {
             ragnx_log(RAGNX_LOG_DEBUG, "job %s completed", job.id);
         }
 

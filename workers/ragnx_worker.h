@@ -253,7 +253,7 @@ void ragnx_queue_init(void);
 int ragnx_queue_start(ragnx_redis_t *r, const ragnx_entry_t *e,
     long *attempts);
 int ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
-    const ragnx_job_t *job, const ragnx_answer_t *ans);
+    const ragnx_job_t *job, const ragnx_answer_t *ans, ragnx_entry_t *next);
 int ragnx_queue_cache(ragnx_redis_t *r, const ragnx_job_t *job,
     const ragnx_answer_t *ans);
 int ragnx_queue_retry(ragnx_redis_t *r, const ragnx_entry_t *e,
@@ -274,7 +274,7 @@ typedef struct {
     ragnx_db_pool_t  *db;
 } ragnx_thread_t;
 
-void ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e);
+void ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next);
 
 
 /* synchronous calls from nginx (shared/ragnx_rpc.h) and accounts */
