@@ -340,9 +340,10 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
        'the chunk titled with the stemmed word ranks first');
 }
 
-# a busy thread reads its next entry in the script that completes a job:
-# one thread, twelve jobs waiting, and it reads the stream itself only
-# when the stream has run dry; every job completes, stored once
+# a busy thread reads and starts its next entry in the script that
+# completes a job: one thread, twelve jobs waiting, and it reads the
+# stream itself only when the stream has run dry; every job completes,
+# started once, stored once
 
 {
     is($p->stop('TERM'), 0, 'stopped for the read-ahead test');
@@ -366,11 +367,19 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
     my $in = join(',', map { "'$_'" } @ids);
     is($t->psql("SELECT count(*) FROM messages WHERE job_id IN ($in)"), 24,
        'each stored once: 12 questions and 12 answers');
-    my (@top, @lua);
+    my (@top, @lua, @eval);
     for (split /\n/, Ragnx::Test::slurp($mon)) {
+        # the start script: one key, the job hash
+        push @eval, $_ if /"EVALSHA" "\w+" "1" "\{ragnx\}:job:/i
+                          && !/\[\d+ lua\]/;
         next unless /"XREADGROUP".*"\{ragnx\}:jobs"/i;
         if (/\[\d+ lua\]/) { push @lua, $_ } else { push @top, $_ }
     }
+    is(scalar(grep { ($p->job($_)->{attempts} || 0) == 1 } @ids), 12,
+       'each started once (attempts 1)');
+    # a separate start only for the entries the thread read itself
+    cmp_ok(scalar @eval, '<=', 3, 'start scripts run: ' . scalar(@eval)
+           . ' for 12 jobs (the others started by the completing script)');
     cmp_ok(scalar @lua, '>=', 11, 'the next entry read by the complete '
            . 'script (' . scalar(@lua) . ' times)');
     # the first read, and the blocking reads once the stream is empty

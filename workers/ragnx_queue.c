@@ -33,16 +33,23 @@ static int ragnx_reply_ok(ragnx_redis_t *r, redisReply *reply,
 static void ragnx_queue_entry(ragnx_entry_t *e, redisReply *entry);
 
 
+/* a job starts: its attempt number, or -1 when it already finished */
+
+#define RAGNX_LUA_START                                                       \
+"local function start(k, now, ret)\n"                                         \
+"  local st = redis.call('HGET', k, 'status')\n"                              \
+"  if st == 'completed' or st == 'failed' then return -1 end\n"               \
+"  redis.call('HSET', k, 'status', 'active', 'updatedAt', now)\n"             \
+"  if redis.call('TTL', k) < 0 then redis.call('EXPIRE', k, ret) end\n"       \
+"  return redis.call('HINCRBY', k, 'attempts', 1)\n"                          \
+"end\n"
+
+
 /* KEYS: job hash; ARGV: now, retention */
 
 static const char  ragnx_script_start_text[] =
-"local st = redis.call('HGET', KEYS[1], 'status')\n"
-"if st == 'completed' or st == 'failed' then return -1 end\n"
-"redis.call('HSET', KEYS[1], 'status', 'active', 'updatedAt', ARGV[1])\n"
-"if redis.call('TTL', KEYS[1]) < 0 then\n"
-"  redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
-"end\n"
-"return redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n";
+RAGNX_LUA_START
+"return start(KEYS[1], ARGV[1], ARGV[2])\n";
 
 
 /*
@@ -50,13 +57,16 @@ static const char  ragnx_script_start_text[] =
  * ARGV: entry, now, answer, sources, retention, job id, result JSON,
  * cache ttl (0: no cache SET), consumer ('' : read nothing).
  * Followers get a "record" job carrying the result, through the stream.
- * Returns {followers, next}: with a consumer, the thread's next entry is
- * read here (XREADGROUP without BLOCK, as a script may), which saves the
- * busy thread a round trip per job; nil when the stream is empty (or the
- * read failed: the thread then reads as usual, and sees why).
+ * Returns {followers, next, attempts}: with a consumer, the thread's next
+ * entry is read here (XREADGROUP without BLOCK, as a script may) and,
+ * when its id field looks like a job id, started as the start script
+ * would; a busy thread saves two round trips per job.  next is nil when
+ * the stream is empty (or the read failed: the thread then reads as
+ * usual, and sees why).
  */
 
 static const char  ragnx_script_complete_text[] =
+RAGNX_LUA_START
 "local now = ARGV[2]\n"
 "if tonumber(ARGV[8]) > 0 then\n"
 "  redis.call('SET', KEYS[5], ARGV[7], 'EX', ARGV[8])\n"
@@ -95,7 +105,14 @@ static const char  ragnx_script_complete_text[] =
 "if ARGV[9] == '' then return {#fs} end\n"
 "local n = redis.pcall('XREADGROUP', 'GROUP', '" RAGNX_GROUP "', ARGV[9],\n"
 "  'COUNT', 1, 'STREAMS', KEYS[2], '>')\n"
-"if type(n) == 'table' and n['err'] then return {#fs} end\n"
+"if type(n) ~= 'table' or n['err'] then return {#fs} end\n"
+"local f, id = n[1][2][1][2], nil\n"
+"for i = 1, #f - 1, 2 do\n"
+"  if f[i] == 'id' then id = f[i + 1] break end\n"
+"end\n"
+"if id and #id == 36 and string.match(id, '^[%x-]+$') then\n"
+"  return {#fs, n, start('" RAGNX_KEY_JOB "' .. id, now, ARGV[5])}\n"
+"end\n"
 "return {#fs, n}\n";
 
 
@@ -736,11 +753,18 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
                       job->id, reply->element[0]->integer);
         }
 
-        if (next && reply->elements == 2
+        if (next && reply->elements >= 2
             && ragnx_stream_entry(reply->element[1], RAGNX_KEY_JOBS, &entry)
                == RAGNX_OK)
         {
             ragnx_queue_entry(next, entry);
+
+            if (reply->elements == 3
+                && reply->element[2]->type == REDIS_REPLY_INTEGER)
+            {
+                next->attempts = (long) reply->element[2]->integer;
+                next->started = 1;
+            }
         }
 
         freeReplyObject(reply);

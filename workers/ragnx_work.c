@@ -6,7 +6,9 @@
  *   the owner) -> an earlier delivery already committed?  use its answer
  *   -> retrieval + history -> LLM (no Postgres connection held) ->
  *   user + assistant messages in one transaction -> one script: cache SET,
- *   job completed, followers handed their record jobs, XACK + XDEL.
+ *   job completed, followers handed their record jobs, XACK + XDEL, and
+ *   the thread's next entry read and started (a busy queue costs a job
+ *   one Redis round trip, not three).
  *
  * Errors are transient (RAGNX_AGAIN: retried with backoff until
  * max_attempts) or permanent (RAGNX_DECLINED: failed at once); both end
@@ -89,7 +91,10 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
         return;
     }
 
-    if (ragnx_queue_start(&t->redis, e, &attempts) != RAGNX_OK) {
+    if (e->started) {
+        attempts = e->attempts;
+
+    } else if (ragnx_queue_start(&t->redis, e, &attempts) != RAGNX_OK) {
         /* Redis is away: the entry stays pending and is reclaimed */
         ragnx_job_free(&job);
         return;

@@ -233,6 +233,8 @@ typedef struct {
     char           id[40];              /* job id field */
     char          *payload;             /* job field */
     size_t         len;
+    int            started;             /* started by the script that */
+    long           attempts;            /* read it: its attempt number */
 } ragnx_entry_t;
 
 
