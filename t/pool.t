@@ -389,6 +389,34 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
     $p->configure(llm_model => 'extractive');
 }
 
+# one PostgreSQL connection for eight job threads: their steps queue and
+# go out together in one pipeline, each still its own transaction
+
+{
+    is($p->stop('TERM'), 0, 'stopped for the shared-connection test');
+    $p->configure(llm_model => 'extractive', concurrency => 8,
+                  db_pool => 1);
+    my @ids = map { scalar $p->ask(query => "Shared connection question $_ "
+                                            . 'about the cache?') } 1 .. 32;
+    $p->start;
+    my @done = map { $p->wait_job($_)->{status} || '' } @ids;
+    is(scalar(grep { $_ eq 'completed' } @done), 32, 'all 32 completed');
+    my $in = join(',', map { "'$_'" } @ids);
+    is($t->psql("SELECT count(*) FROM messages WHERE job_id IN ($in)"), 64,
+       'each stored once');
+    is($t->psql("SELECT count(DISTINCT chat_id) FROM messages WHERE job_id "
+                . "IN ($in)"), 32, 'each in its own chat');
+    my @batches = $p->worker_log =~ /postgres: (\d+) requests in one pipeline/g;
+    ok(@batches, 'steps of several threads shared a pipeline ('
+       . scalar(@batches) . ' times, up to '
+       . (sort { $b <=> $a } @batches, 0)[0] . ' at once)');
+    cmp_ok($t->psql("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                    . "'ragnx' AND backend_type = 'client backend' AND pid "
+                    . "<> pg_backend_pid()"), '<=', 1,
+           'one PostgreSQL connection');
+    $p->configure(llm_model => 'extractive');
+}
+
 # SIGTERM with nothing in flight: exit 0
 
 is($p->stop('TERM'), 0, 'SIGTERM: exit 0');

@@ -27,9 +27,37 @@ typedef struct {
 extern const ragnx_migration_t  ragnx_migrations[];
 
 
+/*
+ * The statements of one job step (at most 3), queued for whichever
+ * thread holds a connection: see ragnx_db_submit().
+ */
+
+#define RAGNX_DB_REQ_MAX    3
+#define RAGNX_DB_BATCH_MAX  16
+
+typedef struct ragnx_db_req_s  ragnx_db_req_t;
+
+struct ragnx_db_req_s {
+    ragnx_db_req_t     *next;
+    pthread_cond_t      cond;
+    int                 n;
+    const int          *stmts;
+    const char *const  *params[RAGNX_DB_REQ_MAX];
+    PGresult           *res[RAGNX_DB_REQ_MAX];
+    int                 state;          /* RAGNX_DB_QUEUED ... */
+    int                 ok;
+};
+
+#define RAGNX_DB_QUEUED  0
+#define RAGNX_DB_TAKEN   1
+#define RAGNX_DB_DONE    2
+
+
 struct ragnx_db_pool_s {
     pthread_mutex_t   lock;
     pthread_cond_t    cond;
+    ragnx_db_req_t   *head;         /* requests waiting for a connection */
+    ragnx_db_req_t  **tail;
     PGconn          **idle;
     int               nidle;
     int               total;        /* open or lent connections */
@@ -118,8 +146,6 @@ static const struct {
 
 static int ragnx_db_ok(PGconn *conn, PGresult *res, ExecStatusType want,
     const char *what);
-static PGresult *ragnx_db_exec(PGconn *conn, int n,
-    const char *const *params);
 static int ragnx_store_chat_result(PGconn *conn, PGresult *res,
     const ragnx_job_t *job, int *created, ragnx_answer_t *found, char *err,
     size_t errlen);
@@ -127,6 +153,11 @@ static int ragnx_store_history_result(PGconn *conn, PGresult *res,
     ragnx_turn_t **turns, int *n);
 static int ragnx_store_retrieve_result(PGconn *conn, PGresult *res,
     ragnx_passage_t **passages, int *n);
+static int ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req);
+static PGconn *ragnx_db_take(ragnx_db_pool_t *pool, int *failed);
+static void ragnx_db_combine(ragnx_db_pool_t *pool, PGconn *conn);
+static void ragnx_db_unqueue(ragnx_db_pool_t *pool, ragnx_db_req_t *req);
+static int ragnx_db_run(PGconn *conn, ragnx_db_req_t **batch, int n);
 
 
 PGconn *
@@ -182,6 +213,7 @@ ragnx_db_pool_create(const char *conninfo, const char *password, int size,
 
     pool->size = size;
     pool->timeout = timeout_ms;
+    pool->tail = &pool->head;
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->cond, NULL);
 
@@ -298,17 +330,356 @@ ragnx_db_put(ragnx_db_pool_t *pool, PGconn *conn, int broken)
     {
         pthread_mutex_lock(&pool->lock);
         pool->idle[pool->nidle++] = conn;
-        pthread_cond_signal(&pool->cond);
-        pthread_mutex_unlock(&pool->lock);
-        return;
+
+    } else {
+        PQfinish(conn);
+
+        pthread_mutex_lock(&pool->lock);
+        pool->total--;
     }
 
-    PQfinish(conn);
+    /* a queued request first: its thread takes the connection over */
+    if (pool->head) {
+        pthread_cond_signal(&pool->head->cond);
+    }
 
-    pthread_mutex_lock(&pool->lock);
-    pool->total--;
     pthread_cond_signal(&pool->cond);
     pthread_mutex_unlock(&pool->lock);
+}
+
+
+/*
+ * The statements of the job threads' hot steps (an ask's reads, the
+ * exchange, a record's chat check) go through a queue instead of each
+ * thread taking a connection.  A thread queues its request; a thread that
+ * finds a connection free sends every queued request (up to
+ * RAGNX_DB_BATCH_MAX) in one pipeline, a sync after each so each stays
+ * its own transaction, and hands the results out.  The backend then
+ * wakes once for many requests, and a waiting thread wakes once, for its
+ * results, instead of once for a connection and again for the reply.  A
+ * holder serves at most a few batches before its own job goes on; the
+ * thread at the head of the queue is then woken to take over.
+ */
+
+static int
+ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req)
+{
+    int               i, rc, failed;
+    PGconn           *conn;
+    struct timespec   deadline;
+
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += pool->timeout / 1000;
+    deadline.tv_nsec += (pool->timeout % 1000) * 1000000;
+
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
+
+    req->next = NULL;
+    req->state = RAGNX_DB_QUEUED;
+    req->ok = 0;
+
+    for (i = 0; i < RAGNX_DB_REQ_MAX; i++) {
+        req->res[i] = NULL;
+    }
+
+    pthread_cond_init(&req->cond, NULL);
+
+    pthread_mutex_lock(&pool->lock);
+
+    *pool->tail = req;
+    pool->tail = &req->next;
+
+    while (req->state != RAGNX_DB_DONE) {
+
+        if (req->state == RAGNX_DB_QUEUED) {
+            failed = 0;
+            conn = ragnx_db_take(pool, &failed);
+
+            if (conn) {
+                ragnx_db_combine(pool, conn);
+                continue;
+            }
+
+            if (failed && req->state == RAGNX_DB_QUEUED) {
+                /* the database is away: fail now, the job retries */
+                ragnx_db_unqueue(pool, req);
+                pthread_mutex_unlock(&pool->lock);
+                pthread_cond_destroy(&req->cond);
+                return RAGNX_ERROR;
+            }
+        }
+
+        if (req->state == RAGNX_DB_TAKEN) {
+            /* being run: the holder signals when it is done */
+            pthread_cond_wait(&req->cond, &pool->lock);
+            continue;
+        }
+
+        rc = pthread_cond_timedwait(&req->cond, &pool->lock, &deadline);
+
+        if (rc != 0 && req->state == RAGNX_DB_QUEUED) {
+            ragnx_db_unqueue(pool, req);
+            pthread_mutex_unlock(&pool->lock);
+            pthread_cond_destroy(&req->cond);
+
+            ragnx_log(RAGNX_LOG_WARN, "no postgres connection free after "
+                      "%ld ms", pool->timeout);
+            return RAGNX_ERROR;
+        }
+    }
+
+    pthread_mutex_unlock(&pool->lock);
+    pthread_cond_destroy(&req->cond);
+
+    return req->ok ? RAGNX_OK : RAGNX_ERROR;
+}
+
+
+/* with the lock held: a request that no one took leaves the queue */
+
+static void
+ragnx_db_unqueue(ragnx_db_pool_t *pool, ragnx_db_req_t *req)
+{
+    ragnx_db_req_t  **pp;
+
+    for (pp = &pool->head; *pp != req; pp = &(*pp)->next) {
+        /* void */
+    }
+
+    *pp = req->next;
+
+    if (pool->tail == &req->next) {
+        pool->tail = pp;
+    }
+}
+
+
+/*
+ * With the lock held: an idle connection, or a new one under the bound
+ * (*failed set when connecting failed).
+ */
+
+static PGconn *
+ragnx_db_take(ragnx_db_pool_t *pool, int *failed)
+{
+    PGconn  *conn;
+
+    if (pool->nidle > 0) {
+        return pool->idle[--pool->nidle];
+    }
+
+    if (pool->total >= pool->size) {
+        return NULL;
+    }
+
+    pool->total++;
+    pthread_mutex_unlock(&pool->lock);
+
+    conn = ragnx_db_connect(pool->conninfo, pool->password);
+
+    pthread_mutex_lock(&pool->lock);
+
+    if (conn == NULL) {
+        pool->total--;
+        *failed = 1;
+    }
+
+    return conn;
+}
+
+
+/*
+ * With the lock held: run batches of the queue on conn, then give conn
+ * back (or drop it when broken) and wake the next waiter.
+ */
+
+static void
+ragnx_db_combine(ragnx_db_pool_t *pool, PGconn *conn)
+{
+    int              i, n, rc, rounds;
+    ragnx_db_req_t  *batch[RAGNX_DB_BATCH_MAX];
+
+    for (rounds = 0; pool->head && rounds < 4; rounds++) {
+
+        for (n = 0; pool->head && n < RAGNX_DB_BATCH_MAX; n++) {
+            batch[n] = pool->head;
+            batch[n]->state = RAGNX_DB_TAKEN;
+            pool->head = batch[n]->next;
+        }
+
+        if (pool->head == NULL) {
+            pool->tail = &pool->head;
+        }
+
+        pthread_mutex_unlock(&pool->lock);
+
+        if (n > 1) {
+            ragnx_log(RAGNX_LOG_DEBUG, "postgres: %d requests in one "
+                      "pipeline", n);
+        }
+
+        rc = ragnx_db_run(conn, batch, n);
+
+        if (rc == RAGNX_AGAIN) {
+            /* a connection without the statements: prepare, run again */
+            for (i = 0; ragnx_statements[i].name; i++) {
+                PQclear(PQprepare(conn, ragnx_statements[i].name,
+                                  ragnx_statements[i].sql,
+                                  ragnx_statements[i].nparams, NULL));
+            }
+
+            rc = ragnx_db_run(conn, batch, n);
+        }
+
+        if (rc != RAGNX_OK && (PQstatus(conn) != CONNECTION_OK
+                               || PQpipelineStatus(conn) != PQ_PIPELINE_OFF
+                               || PQtransactionStatus(conn) != PQTRANS_IDLE))
+        {
+            PQfinish(conn);
+            conn = NULL;
+        }
+
+        pthread_mutex_lock(&pool->lock);
+
+        for (i = 0; i < n; i++) {
+            batch[i]->state = RAGNX_DB_DONE;
+            pthread_cond_signal(&batch[i]->cond);
+        }
+
+        if (conn == NULL) {
+            pool->total--;
+            break;
+        }
+    }
+
+    if (conn) {
+        pool->idle[pool->nidle++] = conn;
+    }
+
+    if (pool->head) {
+        pthread_cond_signal(&pool->head->cond);
+    }
+
+    pthread_cond_signal(&pool->cond);
+}
+
+
+/*
+ * One pipeline: each request's statements and a sync.  RAGNX_OK when
+ * every result arrived (each request's ok says whether its own
+ * succeeded), RAGNX_AGAIN when a statement was not prepared on this
+ * connection, RAGNX_ERROR when the connection failed.
+ */
+
+static int
+ragnx_db_run(PGconn *conn, ragnx_db_req_t **batch, int n)
+{
+    int              i, j, prepare;
+    const char      *state;
+    PGresult        *res, *r;
+    ragnx_db_req_t  *q;
+
+    if (!PQenterPipelineMode(conn)) {
+        goto failed;
+    }
+
+    for (i = 0; i < n; i++) {
+        q = batch[i];
+
+        for (j = 0; j < q->n; j++) {
+            if (!PQsendQueryPrepared(conn, ragnx_statements[q->stmts[j]].name,
+                                     ragnx_statements[q->stmts[j]].nparams,
+                                     q->params[j], NULL, NULL, 0))
+            {
+                goto failed;
+            }
+        }
+
+        if (!PQpipelineSync(conn)) {
+            goto failed;
+        }
+    }
+
+    prepare = 0;
+
+    for (i = 0; i < n; i++) {
+        q = batch[i];
+        q->ok = 1;
+
+        for (j = 0; j < q->n; j++) {
+            res = PQgetResult(conn);
+            if (res == NULL) {
+                goto failed;
+            }
+
+            while ((r = PQgetResult(conn)) != NULL) {
+                PQclear(r);
+            }
+
+            q->res[j] = res;
+
+            if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+                continue;
+            }
+
+            q->ok = 0;
+
+            state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+            if (state && strcmp(state, "26000") == 0) {
+                prepare = 1;
+
+            } else if (PQresultStatus(res) != PGRES_PIPELINE_ABORTED) {
+                ragnx_log(RAGNX_LOG_ERROR, "postgres %s: %s",
+                          ragnx_statements[q->stmts[j]].name,
+                          PQresultErrorMessage(res));
+            }
+        }
+
+        r = PQgetResult(conn);
+
+        if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            goto failed;
+        }
+
+        PQclear(r);
+    }
+
+    if (!PQexitPipelineMode(conn)) {
+        goto failed;
+    }
+
+    if (prepare) {
+        for (i = 0; i < n; i++) {
+            for (j = 0; j < batch[i]->n; j++) {
+                PQclear(batch[i]->res[j]);
+                batch[i]->res[j] = NULL;
+            }
+        }
+
+        return RAGNX_AGAIN;
+    }
+
+    return RAGNX_OK;
+
+failed:
+
+    ragnx_log(RAGNX_LOG_ERROR, "postgres pipeline: %s", PQerrorMessage(conn));
+
+    for (i = 0; i < n; i++) {
+        batch[i]->ok = 0;
+
+        for (j = 0; j < batch[i]->n; j++) {
+            PQclear(batch[i]->res[j]);
+            batch[i]->res[j] = NULL;
+        }
+    }
+
+    return RAGNX_ERROR;
 }
 
 
@@ -328,20 +699,9 @@ ragnx_db_ok(PGconn *conn, PGresult *res, ExecStatusType want,
 
 
 /*
- * Run a statement of ragnx_statements, preparing it on this connection
- * the first time (SQLSTATE 26000: it does not exist there yet).
+ * Run a statement by name, preparing it on this connection the first
+ * time (SQLSTATE 26000: it does not exist there yet).
  */
-
-static PGresult *
-ragnx_db_exec(PGconn *conn, int n, const char *const *params)
-{
-    return ragnx_db_query(conn, ragnx_statements[n].name,
-                          ragnx_statements[n].sql,
-                          ragnx_statements[n].nparams, params);
-}
-
-
-/* the same for a statement declared elsewhere, by name */
 
 PGresult *
 ragnx_db_query(PGconn *conn, const char *name, const char *sql, int nparams,
@@ -524,19 +884,29 @@ ragnx_db_corpus_version(PGconn *conn)
  */
 
 int
-ragnx_store_chat(PGconn *conn, const ragnx_job_t *job, int *created,
+ragnx_store_chat(ragnx_db_pool_t *pool, const ragnx_job_t *job, int *created,
     ragnx_answer_t *found, char *err, size_t errlen)
 {
-    const char  *params[2];
-    PGresult    *res;
+    const char      *params[2];
+    ragnx_db_req_t   req;
+    static const int stmts[1] = { RAGNX_STMT_CHAT };
 
     params[0] = job->chat_id;
     params[1] = job->id;
 
-    res = ragnx_db_exec(conn, RAGNX_STMT_CHAT, params);
+    req.n = 1;
+    req.stmts = stmts;
+    req.params[0] = params;
 
-    return ragnx_store_chat_result(conn, res, job, created, found, err,
-                                   errlen);
+    if (ragnx_db_submit(pool, &req) != RAGNX_OK) {
+        PQclear(req.res[0]);
+        memset(found, 0, sizeof(ragnx_answer_t));
+        snprintf(err, errlen, "database error");
+        return RAGNX_AGAIN;
+    }
+
+    return ragnx_store_chat_result(NULL, req.res[0], job, created, found,
+                                   err, errlen);
 }
 
 
@@ -584,31 +954,6 @@ ragnx_store_chat_result(PGconn *conn, PGresult *res, const ragnx_job_t *job,
     PQclear(res);
 
     return rc;
-}
-
-
-int
-ragnx_store_history(PGconn *conn, const char *chat_id, int limit,
-    ragnx_turn_t **turns, int *n)
-{
-    char         lim[16];
-    const char  *params[2];
-    PGresult    *res;
-
-    *turns = NULL;
-    *n = 0;
-
-    if (limit == 0) {
-        return RAGNX_OK;
-    }
-
-    snprintf(lim, sizeof(lim), "%d", limit);
-    params[0] = chat_id;
-    params[1] = lim;
-
-    res = ragnx_db_exec(conn, RAGNX_STMT_HISTORY, params);
-
-    return ragnx_store_history_result(conn, res, turns, n);
 }
 
 
@@ -664,36 +1009,14 @@ ragnx_store_history_free(ragnx_turn_t *turns, int n)
 
 
 /*
- * Top-k chunks for a question: websearch_to_tsquery, with its terms
+ * The retrieve statement's rows, the top-k chunks for a question:
+ * websearch_to_tsquery, with its terms
  * OR-ed so a natural question still finds passages; chunks matching more
  * of the question's terms rank first, then by ts_rank_cd (title > heading
  * > body weights), so one word of a title does not outrank a passage
  * about the whole question.  ts_rank_cd ranks the best "candidates" (at
  * least k) of the matching chunks by terms covered and ts_rank.
  */
-
-int
-ragnx_store_retrieve(PGconn *conn, const char *query, int k, int candidates,
-    ragnx_passage_t **passages, int *n)
-{
-    char         lim[16], cand[16];
-    const char  *params[3];
-    PGresult    *res;
-
-    *passages = NULL;
-    *n = 0;
-
-    snprintf(lim, sizeof(lim), "%d", k);
-    snprintf(cand, sizeof(cand), "%d", candidates);
-    params[0] = query;
-    params[1] = lim;
-    params[2] = cand;
-
-    res = ragnx_db_exec(conn, RAGNX_STMT_RETRIEVE, params);
-
-    return ragnx_store_retrieve_result(conn, res, passages, n);
-}
-
 
 static int
 ragnx_store_retrieve_result(PGconn *conn, PGresult *res,
@@ -737,22 +1060,21 @@ ragnx_store_retrieve_result(PGconn *conn, PGresult *res,
 
 
 /*
- * What an ask job reads before the LLM call, in one round trip (libpq
- * pipeline mode): the chat check, the passages and the chat's history.
- * Statements not yet prepared on this connection (or any other trouble
- * with the pipeline) fall back to one query at a time.
+ * What an ask job reads before the LLM call, in one request (one round
+ * trip, with other threads' requests): the chat check, the passages and
+ * the chat's history.
  */
 
 int
-ragnx_store_read_ask(PGconn *conn, const ragnx_job_t *job, int k,
+ragnx_store_read_ask(ragnx_db_pool_t *pool, const ragnx_job_t *job, int k,
     int candidates, int history, int *created, ragnx_answer_t *found,
     ragnx_passage_t **passages, int *np, ragnx_turn_t **turns, int *nh,
     char *err, size_t errlen)
 {
-    int              i, rc, ok, sent, synced;
+    int              i, rc;
     char             lim[16], cand[16], hist[16];
     const char      *params[3][3];
-    PGresult        *res[3], *r;
+    ragnx_db_req_t   req;
     static const int stmts[3] = { RAGNX_STMT_CHAT, RAGNX_STMT_RETRIEVE,
                                   RAGNX_STMT_HISTORY };
 
@@ -760,6 +1082,7 @@ ragnx_store_read_ask(PGconn *conn, const ragnx_job_t *job, int k,
     *np = 0;
     *turns = NULL;
     *nh = 0;
+    memset(found, 0, sizeof(ragnx_answer_t));
 
     snprintf(lim, sizeof(lim), "%d", k);
     snprintf(cand, sizeof(cand), "%d", candidates);
@@ -773,129 +1096,34 @@ ragnx_store_read_ask(PGconn *conn, const ragnx_job_t *job, int k,
     params[2][0] = job->chat_id;
     params[2][1] = hist;
 
+    req.n = 3;
+    req.stmts = stmts;
+
     for (i = 0; i < 3; i++) {
-        res[i] = NULL;
+        req.params[i] = params[i];
     }
 
-    sent = 0;
-    ok = PQenterPipelineMode(conn);
-
-    while (ok && sent < 3) {
-        ok = PQsendQueryPrepared(conn, ragnx_statements[stmts[sent]].name,
-                                 ragnx_statements[stmts[sent]].nparams,
-                                 params[sent], NULL, NULL, 0);
-        sent += ok;
-    }
-
-    synced = PQpipelineSync(conn);
-    ok = ok && synced;
-
-    /*
-     * Every query sent has its results, each list ended by a NULL (a
-     * failed one aborts the rest: PGRES_PIPELINE_ABORTED), then the sync.
-     */
-
-    for (i = 0; sent > i; i++) {
-        res[i] = PQgetResult(conn);
-
-        if (res[i] == NULL) {
-            ok = 0;
-            break;
-        }
-
-        while ((r = PQgetResult(conn)) != NULL) {
-            PQclear(r);
-        }
-
-        if (PQresultStatus(res[i]) != PGRES_TUPLES_OK) {
-            ok = 0;
-        }
-    }
-
-    if (synced) {
-        r = PQgetResult(conn);
-        if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
-            ragnx_log(RAGNX_LOG_DEBUG, "pipeline: %s instead of sync",
-                      r ? PQresStatus(PQresultStatus(r)) : "nothing");
-            ok = 0;
-        }
-
-        PQclear(r);
-    }
-
-    if (!PQexitPipelineMode(conn)) {
-        ok = 0;
-    }
-
-    if (!ok) {
-        ragnx_log(RAGNX_LOG_DEBUG, "pipeline failed: sent %d, %s %s %s, %s",
-                  sent,
-                  res[0] ? PQresStatus(PQresultStatus(res[0])) : "-",
-                  res[1] ? PQresStatus(PQresultStatus(res[1])) : "-",
-                  res[2] ? PQresStatus(PQresultStatus(res[2])) : "-",
-                  PQerrorMessage(conn));
-
+    if (ragnx_db_submit(pool, &req) != RAGNX_OK) {
         for (i = 0; i < 3; i++) {
-            PQclear(res[i]);
+            PQclear(req.res[i]);
         }
 
-        if (PQstatus(conn) != CONNECTION_OK
-            || PQpipelineStatus(conn) != PQ_PIPELINE_OFF)
-        {
-            snprintf(err, errlen, "database error");
-            return RAGNX_AGAIN;
-        }
-
-        /*
-         * Most likely a new connection without the prepared statements:
-         * prepare them all (those that exist fail harmlessly), then do
-         * this job one query at a time.
-         */
-
-        for (i = 0; ragnx_statements[i].name; i++) {
-            PQclear(PQprepare(conn, ragnx_statements[i].name,
-                              ragnx_statements[i].sql,
-                              ragnx_statements[i].nparams, NULL));
-        }
-        rc = ragnx_store_chat(conn, job, created, found, err, errlen);
-        if (rc != RAGNX_OK || found->answer) {
-            return rc;
-        }
-
-        if (ragnx_store_retrieve(conn, job->query, k, candidates, passages,
-                                 np)
-            != RAGNX_OK)
-        {
-            snprintf(err, errlen, "database error");
-            return RAGNX_AGAIN;
-        }
-
-        if (ragnx_store_history(conn, job->chat_id, *created ? 0 : history,
-                                turns, nh)
-            != RAGNX_OK)
-        {
-            ragnx_store_passages_free(*passages, *np);
-            *passages = NULL;
-            *np = 0;
-            snprintf(err, errlen, "database error");
-            return RAGNX_AGAIN;
-        }
-
-        return RAGNX_OK;
+        snprintf(err, errlen, "database error");
+        return RAGNX_AGAIN;
     }
 
-    rc = ragnx_store_chat_result(conn, res[0], job, created, found, err,
+    rc = ragnx_store_chat_result(NULL, req.res[0], job, created, found, err,
                                  errlen);
 
     if (rc != RAGNX_OK || found->answer) {
-        PQclear(res[1]);
-        PQclear(res[2]);
+        PQclear(req.res[1]);
+        PQclear(req.res[2]);
         return rc;
     }
 
-    rc = ragnx_store_retrieve_result(conn, res[1], passages, np);
+    rc = ragnx_store_retrieve_result(NULL, req.res[1], passages, np);
 
-    if (ragnx_store_history_result(conn, res[2], turns, nh) != RAGNX_OK
+    if (ragnx_store_history_result(NULL, req.res[2], turns, nh) != RAGNX_OK
         || rc != RAGNX_OK)
     {
         ragnx_store_history_free(*turns, *nh);
@@ -937,14 +1165,16 @@ ragnx_store_passages_free(ragnx_passage_t *p, int n)
  */
 
 int
-ragnx_store_exchange(PGconn *conn, const ragnx_job_t *job,
+ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
     const ragnx_answer_t *ans, char *err, size_t errlen)
 {
-    int          rc;
-    char        *sources, in[24], out[24], title[400];
-    size_t       n;
-    const char  *params[10];
-    PGresult    *res;
+    int              rc;
+    char            *sources, in[24], out[24], title[400];
+    size_t           n;
+    const char      *params[10];
+    PGresult        *res;
+    ragnx_db_req_t   req;
+    static const int stmts[1] = { RAGNX_STMT_EXCHANGE };
 
     sources = json_dumps(ans->sources, JSON_COMPACT);
     if (sources == NULL) {
@@ -977,11 +1207,14 @@ ragnx_store_exchange(PGconn *conn, const ragnx_job_t *job,
     params[8] = job->owner;
     params[9] = title;
 
-    res = ragnx_db_exec(conn, RAGNX_STMT_EXCHANGE, params);
+    req.n = 1;
+    req.stmts = stmts;
+    req.params[0] = params;
+
+    rc = ragnx_db_submit(pool, &req);
+    res = req.res[0];
 
     free(sources);
-
-    rc = ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "exchange");
 
     if (rc != RAGNX_OK || PQntuples(res) != 1) {
         PQclear(res);

@@ -163,23 +163,21 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
     ragnx_answer_t *ans, long *retry_after, char *err, size_t errlen)
 {
     int              rc, np, nh, created;
-    PGconn          *conn;
     ragnx_turn_t    *history;
     ragnx_prompt_t   prompt;
     ragnx_passage_t *passages;
 
     memset(ans, 0, sizeof(ragnx_answer_t));
 
-    conn = ragnx_db_get(t->db);
-    if (conn == NULL) {
-        snprintf(err, errlen, "database unavailable");
-        return RAGNX_AGAIN;
-    }
+    /*
+     * No PostgreSQL connection is held here: each step is one request
+     * that the pool's connections run with other threads' (see
+     * ragnx_db_submit), none across the LLM call.
+     */
 
     if (job->type == RAGNX_JOB_RECORD) {
-        rc = ragnx_store_chat(conn, job, &created, ans, err, errlen);
+        rc = ragnx_store_chat(t->db, job, &created, ans, err, errlen);
         if (rc != RAGNX_OK) {
-            ragnx_db_put(t->db, conn, rc == RAGNX_AGAIN);
             return rc;
         }
 
@@ -191,15 +189,13 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
             ans->model = "cache";
 
             if (ans->answer == NULL) {
-                ragnx_db_put(t->db, conn, 0);
                 ragnx_answer_free(ans);
                 snprintf(err, errlen, "out of memory");
                 return RAGNX_AGAIN;
             }
         }
 
-        rc = ragnx_store_exchange(conn, job, ans, err, errlen);
-        ragnx_db_put(t->db, conn, rc == RAGNX_AGAIN);
+        rc = ragnx_store_exchange(t->db, job, ans, err, errlen);
 
         if (rc != RAGNX_OK) {
             ragnx_answer_free(ans);
@@ -210,26 +206,21 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
 
     /* chat check, passages and history in one round trip */
 
-    rc = ragnx_store_read_ask(conn, job, (int) ragnx_conf->top_k,
+    rc = ragnx_store_read_ask(t->db, job, (int) ragnx_conf->top_k,
                               (int) ragnx_conf->rank_candidates,
                               (int) ragnx_conf->history, &created, ans,
                               &passages, &np, &history, &nh, err, errlen);
     if (rc != RAGNX_OK) {
-        ragnx_db_put(t->db, conn, rc == RAGNX_AGAIN);
         return rc;
     }
 
     if (ans->answer) {
         /* a redelivery of a job whose exchange was already committed */
-        ragnx_db_put(t->db, conn, 0);
         ragnx_store_passages_free(passages, np);
         ragnx_store_history_free(history, nh);
         ragnx_log(RAGNX_LOG_INFO, "job %s: answer already stored", job->id);
         return RAGNX_OK;
     }
-
-    /* connections are scarce and the LLM is slow: give it back first */
-    ragnx_db_put(t->db, conn, 0);
 
     prompt.job = job;
     prompt.passages = passages;
@@ -246,15 +237,7 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
         return rc;
     }
 
-    conn = ragnx_db_get(t->db);
-    if (conn == NULL) {
-        ragnx_answer_free(ans);
-        snprintf(err, errlen, "database unavailable");
-        return RAGNX_AGAIN;
-    }
-
-    rc = ragnx_store_exchange(conn, job, ans, err, errlen);
-    ragnx_db_put(t->db, conn, rc == RAGNX_AGAIN);
+    rc = ragnx_store_exchange(t->db, job, ans, err, errlen);
 
     if (rc != RAGNX_OK) {
         ragnx_answer_free(ans);

@@ -171,19 +171,15 @@ typedef struct {
 } ragnx_answer_t;
 
 
-int ragnx_store_chat(PGconn *conn, const ragnx_job_t *job, int *created,
-    ragnx_answer_t *found, char *err, size_t errlen);
-int ragnx_store_history(PGconn *conn, const char *chat_id, int limit,
-    ragnx_turn_t **turns, int *n);
+int ragnx_store_chat(ragnx_db_pool_t *pool, const ragnx_job_t *job,
+    int *created, ragnx_answer_t *found, char *err, size_t errlen);
 void ragnx_store_history_free(ragnx_turn_t *turns, int n);
-int ragnx_store_retrieve(PGconn *conn, const char *query, int k,
-    int candidates, ragnx_passage_t **passages, int *n);
 void ragnx_store_passages_free(ragnx_passage_t *p, int n);
-int ragnx_store_read_ask(PGconn *conn, const ragnx_job_t *job, int k,
-    int candidates, int history, int *created, ragnx_answer_t *found,
+int ragnx_store_read_ask(ragnx_db_pool_t *pool, const ragnx_job_t *job,
+    int k, int candidates, int history, int *created, ragnx_answer_t *found,
     ragnx_passage_t **passages, int *np, ragnx_turn_t **turns, int *nh,
     char *err, size_t errlen);
-int ragnx_store_exchange(PGconn *conn, const ragnx_job_t *job,
+int ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
     const ragnx_answer_t *ans, char *err, size_t errlen);
 
 
