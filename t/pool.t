@@ -349,7 +349,15 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
     is($p->stop('TERM'), 0, 'stopped for the read-ahead test');
     $p->configure(llm_model => 'extractive', concurrency => 1);
     my @ids = map { scalar $p->ask(query => "Read ahead question $_ about "
-                                            . 'the cache?') } 1 .. 12;
+                                            . 'the cache?') } 1 .. 6;
+    # a poison entry among them, with a well-formed id: read ahead and
+    # started by the completing script, then dead-lettered as one read
+    # by the thread itself would be
+    my $poison = uuid();
+    my $dead0 = $t->redis('XLEN', '{ragnx}:dead');
+    $t->redis('XADD', '{ragnx}:jobs', '*', 'id', $poison, 'job', '{"v":1,');
+    push @ids, map { scalar $p->ask(query => "Read ahead question $_ about "
+                                            . 'the cache?') } 7 .. 12;
     my $mon = "$t->{dir}/monitor.log";
     my $mpid = fork() // die "fork: $!";
     if ($mpid == 0) {
@@ -364,6 +372,11 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
     kill 'TERM', $mpid;
     waitpid($mpid, 0);
     is(scalar(grep { $_ eq 'completed' } @done), 12, 'all 12 completed');
+    is($t->redis('XLEN', '{ragnx}:dead') - $dead0, 1,
+       'the poison entry read ahead was dead-lettered');
+    my $pj = $p->job($poison);
+    is("$pj->{status}/$pj->{error}", 'failed/invalid job',
+       'its job hash says why');
     my $in = join(',', map { "'$_'" } @ids);
     is($t->psql("SELECT count(*) FROM messages WHERE job_id IN ($in)"), 24,
        'each stored once: 12 questions and 12 answers');

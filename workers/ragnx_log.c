@@ -104,3 +104,19 @@ ragnx_now_ms(void)
 
     return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+
+/* now + ms on CLOCK_REALTIME, as pthread_cond_timedwait() takes it */
+
+void
+ragnx_deadline(struct timespec *ts, long ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000;
+
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
+    }
+}

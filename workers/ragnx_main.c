@@ -584,13 +584,7 @@ ragnx_worker_process(int index)
     ragnx_log(RAGNX_LOG_INFO, "draining %d job and call threads",
               ragnx_running);
 
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += ragnx_conf->drain_timeout / 1000;
-    deadline.tv_nsec += (ragnx_conf->drain_timeout % 1000) * 1000000;
-    if (deadline.tv_nsec >= 1000000000) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
-    }
+    ragnx_deadline(&deadline, ragnx_conf->drain_timeout);
 
     pthread_mutex_lock(&ragnx_running_lock);
 

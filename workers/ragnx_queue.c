@@ -59,10 +59,10 @@ RAGNX_LUA_START
  * Followers get a "record" job carrying the result, through the stream.
  * Returns {followers, next, attempts}: with a consumer, the thread's next
  * entry is read here (XREADGROUP without BLOCK, as a script may) and,
- * when its id field looks like a job id, started as the start script
- * would; a busy thread saves two round trips per job.  next is nil when
- * the stream is empty (or the read failed: the thread then reads as
- * usual, and sees why).
+ * when its id field is a UUID (as ragnx_uuid_valid() checks), started as
+ * the start script would; a busy thread saves two round trips per job.
+ * next is nil when the stream is empty (or the read failed: the thread
+ * then reads as usual, and sees why).
  */
 
 static const char  ragnx_script_complete_text[] =
@@ -110,7 +110,8 @@ RAGNX_LUA_START
 "for i = 1, #f - 1, 2 do\n"
 "  if f[i] == 'id' then id = f[i + 1] break end\n"
 "end\n"
-"if id and #id == 36 and string.match(id, '^[%x-]+$') then\n"
+"if id and string.match(id, '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-'\n"
+"  .. '%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$') then\n"
 "  return {#fs, n, start('" RAGNX_KEY_JOB "' .. id, now, ARGV[5])}\n"
 "end\n"
 "return {#fs, n}\n";
@@ -338,6 +339,7 @@ ragnx_redis_eval(ragnx_redis_t *r, ragnx_script_t *sc, const char *fmt, ...)
 int
 ragnx_redis_connect(ragnx_redis_t *r)
 {
+    char             port[24];
     redisReply      *reply;
     struct timeval   tv;
 
@@ -347,6 +349,8 @@ ragnx_redis_connect(ragnx_redis_t *r)
 
     tv.tv_sec = ragnx_conf->redis_timeout / 1000;
     tv.tv_usec = (ragnx_conf->redis_timeout % 1000) * 1000;
+
+    snprintf(port, sizeof(port), ":%ld", ragnx_conf->redis_port);
 
     /* a path is a unix socket, as libpq's host is: cheaper on one host */
     if (ragnx_conf->redis_host[0] == '/') {
@@ -358,8 +362,10 @@ ragnx_redis_connect(ragnx_redis_t *r)
     }
 
     if (r->ctx == NULL || r->ctx->err) {
-        ragnx_log(RAGNX_LOG_ERROR, "redis connect to %s port %ld failed: "
-                  "%s", ragnx_conf->redis_host, ragnx_conf->redis_port,
+        ragnx_log(RAGNX_LOG_ERROR, "redis connect to %s%s%s failed: %s",
+                  ragnx_conf->redis_host[0] == '/' ? "unix:" : "",
+                  ragnx_conf->redis_host,
+                  ragnx_conf->redis_host[0] == '/' ? "" : port,
                   r->ctx ? r->ctx->errstr : "out of memory");
         ragnx_redis_close(r);
         return RAGNX_ERROR;

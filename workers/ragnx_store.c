@@ -146,12 +146,11 @@ static const struct {
 
 static int ragnx_db_ok(PGconn *conn, PGresult *res, ExecStatusType want,
     const char *what);
-static int ragnx_store_chat_result(PGconn *conn, PGresult *res,
-    const ragnx_job_t *job, int *created, ragnx_answer_t *found, char *err,
-    size_t errlen);
-static int ragnx_store_history_result(PGconn *conn, PGresult *res,
-    ragnx_turn_t **turns, int *n);
-static int ragnx_store_retrieve_result(PGconn *conn, PGresult *res,
+static int ragnx_store_chat_result(PGresult *res, const ragnx_job_t *job,
+    int *created, ragnx_answer_t *found, char *err, size_t errlen);
+static int ragnx_store_history_result(PGresult *res, ragnx_turn_t **turns,
+    int *n);
+static int ragnx_store_retrieve_result(PGresult *res,
     ragnx_passage_t **passages, int *n);
 static int ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req);
 static PGconn *ragnx_db_take(ragnx_db_pool_t *pool, int *failed);
@@ -266,14 +265,7 @@ ragnx_db_get_within(ragnx_db_pool_t *pool, long timeout)
     PGconn           *conn;
     struct timespec   deadline;
 
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout / 1000;
-    deadline.tv_nsec += (timeout % 1000) * 1000000;
-
-    if (deadline.tv_nsec >= 1000000000) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
-    }
+    ragnx_deadline(&deadline, timeout);
 
     pthread_mutex_lock(&pool->lock);
 
@@ -368,14 +360,7 @@ ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req)
     PGconn           *conn;
     struct timespec   deadline;
 
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += pool->timeout / 1000;
-    deadline.tv_nsec += (pool->timeout % 1000) * 1000000;
-
-    if (deadline.tv_nsec >= 1000000000) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
-    }
+    ragnx_deadline(&deadline, pool->timeout);
 
     req->next = NULL;
     req->state = RAGNX_DB_QUEUED;
@@ -905,21 +890,21 @@ ragnx_store_chat(ragnx_db_pool_t *pool, const ragnx_job_t *job, int *created,
         return RAGNX_AGAIN;
     }
 
-    return ragnx_store_chat_result(NULL, req.res[0], job, created, found,
+    return ragnx_store_chat_result(req.res[0], job, created, found,
                                    err, errlen);
 }
 
 
 static int
-ragnx_store_chat_result(PGconn *conn, PGresult *res, const ragnx_job_t *job,
-    int *created, ragnx_answer_t *found, char *err, size_t errlen)
+ragnx_store_chat_result(PGresult *res, const ragnx_job_t *job, int *created,
+    ragnx_answer_t *found, char *err, size_t errlen)
 {
     int  rc;
 
     memset(found, 0, sizeof(ragnx_answer_t));
     *created = 0;
 
-    if (ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "chat") != RAGNX_OK
+    if (ragnx_db_ok(NULL, res, PGRES_TUPLES_OK, "chat") != RAGNX_OK
         || PQntuples(res) != 1)
     {
         snprintf(err, errlen, "database error");
@@ -958,15 +943,14 @@ ragnx_store_chat_result(PGconn *conn, PGresult *res, const ragnx_job_t *job,
 
 
 static int
-ragnx_store_history_result(PGconn *conn, PGresult *res, ragnx_turn_t **turns,
-    int *n)
+ragnx_store_history_result(PGresult *res, ragnx_turn_t **turns, int *n)
 {
     int  i, rows;
 
     *turns = NULL;
     *n = 0;
 
-    if (ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "history") != RAGNX_OK) {
+    if (ragnx_db_ok(NULL, res, PGRES_TUPLES_OK, "history") != RAGNX_OK) {
         PQclear(res);
         return RAGNX_AGAIN;
     }
@@ -1010,24 +994,24 @@ ragnx_store_history_free(ragnx_turn_t *turns, int n)
 
 /*
  * The retrieve statement's rows, the top-k chunks for a question:
- * websearch_to_tsquery, with its terms
- * OR-ed so a natural question still finds passages; chunks matching more
- * of the question's terms rank first, then by ts_rank_cd (title > heading
- * > body weights), so one word of a title does not outrank a passage
- * about the whole question.  ts_rank_cd ranks the best "candidates" (at
- * least k) of the matching chunks by terms covered and ts_rank.
+ * websearch_to_tsquery, with its terms OR-ed so a natural question still
+ * finds passages; chunks matching more of the question's terms rank
+ * first, then by ts_rank_cd (title > heading > body weights), so one word
+ * of a title does not outrank a passage about the whole question.
+ * ts_rank_cd ranks the best "candidates" (at least k) of the matching
+ * chunks by terms covered and ts_rank.
  */
 
 static int
-ragnx_store_retrieve_result(PGconn *conn, PGresult *res,
-    ragnx_passage_t **passages, int *n)
+ragnx_store_retrieve_result(PGresult *res, ragnx_passage_t **passages,
+    int *n)
 {
     int  i, rows;
 
     *passages = NULL;
     *n = 0;
 
-    if (ragnx_db_ok(conn, res, PGRES_TUPLES_OK, "retrieve") != RAGNX_OK) {
+    if (ragnx_db_ok(NULL, res, PGRES_TUPLES_OK, "retrieve") != RAGNX_OK) {
         PQclear(res);
         return RAGNX_AGAIN;
     }
@@ -1112,7 +1096,7 @@ ragnx_store_read_ask(ragnx_db_pool_t *pool, const ragnx_job_t *job, int k,
         return RAGNX_AGAIN;
     }
 
-    rc = ragnx_store_chat_result(NULL, req.res[0], job, created, found, err,
+    rc = ragnx_store_chat_result(req.res[0], job, created, found, err,
                                  errlen);
 
     if (rc != RAGNX_OK || found->answer) {
@@ -1121,9 +1105,9 @@ ragnx_store_read_ask(ragnx_db_pool_t *pool, const ragnx_job_t *job, int k,
         return rc;
     }
 
-    rc = ragnx_store_retrieve_result(NULL, req.res[1], passages, np);
+    rc = ragnx_store_retrieve_result(req.res[1], passages, np);
 
-    if (ragnx_store_history_result(NULL, req.res[2], turns, nh) != RAGNX_OK
+    if (ragnx_store_history_result(req.res[2], turns, nh) != RAGNX_OK
         || rc != RAGNX_OK)
     {
         ragnx_store_history_free(*turns, *nh);

@@ -126,6 +126,7 @@ void ragnx_log_set_prefix(const char *prefix);
 /* time */
 
 long long ragnx_now_ms(void);
+void ragnx_deadline(struct timespec *ts, long ms);
 
 
 /* Postgres */
