@@ -196,4 +196,61 @@ is($req->{messages}[0]{role}, 'system', 'system message first');
 is($req->{model}, 'gpt-mock', 'new model');
 isnt(join(',', sort $p->children), join(',', @kids), 'workers replaced');
 
+# ranking: the pool's cover density count orders the passages exactly as
+# ts_rank_cd does, for plain questions, and ts_rank_cd itself still ranks
+# a phrase or a negation; the prompt lists them best first
+
+{
+    my %docs = (
+        'rank/wal.md' => "# Write-ahead log\n\nThe log is written before "
+            . "the data.\n\n## Checkpoints\n\nA checkpoint flushes the log "
+            . "and the data; the log is recycled after a checkpoint.\n",
+        'rank/vacuum.md' => "# Vacuum\n\nVacuum reclaims space. The log "
+            . "of vacuum runs names each table.\n\n## Autovacuum\n\n"
+            . "Autovacuum runs vacuum on a schedule, checkpoint or not.\n",
+        'rank/index.md' => "# Indexes\n\nAn index speeds up reads; the "
+            . "write-ahead log records index changes too.\n",
+        'rank/replica.md' => "# Replication\n\nReplicas replay the log. "
+            . "Log, log, log: the log is the replica's only input.\n",
+        'rank/table.md' => "# Tables\n\nA table holds rows; vacuum and "
+            . "checkpoints keep a table healthy.\n",
+        'rank/twins-a.md' => "# Twin\n\nIdentical twin text about "
+            . "checkpoint timing.\n",
+        'rank/twins-b.md' => "# Twin\n\nIdentical twin text about "
+            . "checkpoint timing.\n",
+    );
+    mkdir "$t->{dir}/corpus/rank";
+    $t->file("corpus/$_", $docs{$_}) for keys %docs;
+    my ($rc, $out) = $p->cli('ingest', "$t->{dir}/corpus");
+    is($rc, 0, 'ingest the ranking documents') or diag($out);
+
+    for my $q ('How does a checkpoint use the log?',
+               'vacuum log table checkpoint index',
+               'twin checkpoint timing',
+               'log',
+               '"write-ahead log" checkpoint',
+               'log -vacuum',
+               'replica or vacuum') {
+        (my $lit = $q) =~ s/'/''/g;
+        my $want = $t->psql(
+            "WITH q AS MATERIALIZED (SELECT NULLIF(replace(a::text, ' & ', "
+            . "' | '), '')::tsquery AS any, tsvector_to_array(to_tsvector("
+            . "'english', '$lit')) AS lex FROM websearch_to_tsquery("
+            . "'english', '$lit') a) SELECT x.path || CASE WHEN x.heading "
+            . "= '' THEN '' ELSE ' - ' || x.heading END FROM (SELECT c.id, "
+            . "c.path, c.heading, c.tsv, q.any, length(c.tsv) - length("
+            . "ts_delete(c.tsv, q.lex)) AS cover FROM q, chunks c WHERE "
+            . "c.tsv @@ q.any ORDER BY cover DESC, ts_rank(c.tsv, q.any) "
+            . "DESC, c.id LIMIT 20) x ORDER BY x.cover DESC, ts_rank_cd("
+            . "x.tsv, x.any) DESC, x.id LIMIT 5");
+        ($id) = $p->ask(query => $q);
+        $j = $p->wait_job($id);
+        is($j->{status}, 'completed', "ranked: $q");
+        my $prompt = decode_json($mock->stats->{last}{body})
+                     ->{messages}[-1]{content};
+        my @got = $prompt =~ /^\[\d+\] (.*)$/mg;
+        is(join("\n", @got), $want, "the order ts_rank_cd gives: $q");
+    }
+}
+
 $p->finish;

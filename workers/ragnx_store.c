@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "ragnx_worker.h"
+#include "ragnx_rank.h"
 
 
 typedef struct {
@@ -101,25 +102,30 @@ static const struct {
      * otherwise re-evaluate it for every row).  Its lexemes are matched
      * as they are: re-parsing the text with to_tsquery would stem them a
      * second time ("licens" -> "licen") and miss the chunks they are in.
-     * ts_rank_cd costs far more than the match itself (it allocates and
-     * clears 32 KiB per query item on every call), so it ranks only the
-     * best candidates by the cheap measures: terms covered, then ts_rank
-     * with the same weights.
+     * The best candidates by the cheap measures (terms covered, then
+     * ts_rank with the same weights) come back with what their final
+     * rank needs: for a plain OR of lexemes, the chunk's tsvector cut
+     * down to the question's lexemes, which the pool counts
+     * (ragnx_rank.c) far cheaper than ts_rank_cd would; for a phrase or
+     * a negation, ts_rank_cd itself.
      */
 
     { "ragnx_retrieve", 3,
       "WITH q AS MATERIALIZED (SELECT "
       "NULLIF(replace(a::text, ' & ', ' | '), '')::tsquery AS any, "
-      "tsvector_to_array(to_tsvector('english', $1)) AS lex "
+      "tsvector_to_array(to_tsvector('english', $1)) AS lex, "
+      "strpos(a::text, '!') + strpos(a::text, '<') = 0 AS plain "
       "FROM websearch_to_tsquery('english', $1) a) "
-      "SELECT x.path, x.title, x.heading, x.body, "
-      "ts_rank_cd(x.tsv, x.any) AS rank, x.cover "
+      "SELECT x.path, x.title, x.heading, x.body, x.cover, x.id, "
+      "CASE WHEN x.plain THEN ts_delete(x.tsv, "
+      "tsvector_to_array(ts_delete(x.tsv, x.lex)))::text END, "
+      "CASE WHEN NOT x.plain THEN ts_rank_cd(x.tsv, x.any) END "
       "FROM (SELECT c.id, c.path, c.title, c.heading, c.body, c.tsv, "
-      "q.any, length(c.tsv) - length(ts_delete(c.tsv, q.lex)) AS cover "
+      "q.any, q.lex, q.plain, "
+      "length(c.tsv) - length(ts_delete(c.tsv, q.lex)) AS cover "
       "FROM q, chunks c WHERE c.tsv @@ q.any "
       "ORDER BY cover DESC, ts_rank(c.tsv, q.any) DESC, c.id "
-      "LIMIT greatest($2::integer, $3::integer)) x "
-      "ORDER BY x.cover DESC, rank DESC, x.id LIMIT $2"
+      "LIMIT greatest($2::integer, $3::integer)) x"
     },
 
     { "ragnx_exchange", 10,
@@ -150,7 +156,7 @@ static int ragnx_store_chat_result(PGresult *res, const ragnx_job_t *job,
     int *created, ragnx_answer_t *found, char *err, size_t errlen);
 static int ragnx_store_history_result(PGresult *res, ragnx_turn_t **turns,
     int *n);
-static int ragnx_store_retrieve_result(PGresult *res,
+static int ragnx_store_retrieve_result(PGresult *res, int k,
     ragnx_passage_t **passages, int *n);
 static int ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req);
 static PGconn *ragnx_db_take(ragnx_db_pool_t *pool, int *failed);
@@ -993,20 +999,45 @@ ragnx_store_history_free(ragnx_turn_t *turns, int n)
 
 
 /*
- * The retrieve statement's rows, the top-k chunks for a question:
- * websearch_to_tsquery, with its terms OR-ed so a natural question still
- * finds passages; chunks matching more of the question's terms rank
- * first, then by ts_rank_cd (title > heading > body weights), so one word
- * of a title does not outrank a passage about the whole question.
- * ts_rank_cd ranks the best "candidates" (at least k) of the matching
- * chunks by terms covered and ts_rank.
+ * The retrieve statement's rows, the candidates for a question's top k
+ * chunks: websearch_to_tsquery, with its terms OR-ed so a natural
+ * question still finds passages.  Chunks matching more of the question's
+ * terms rank first, then by cover density (title > heading > body
+ * weights), so one word of a title does not outrank a passage about the
+ * whole question; the chunk id breaks ties.
  */
 
+typedef struct {
+    int        row;
+    int        cover;
+    double     rank;
+    long long  id;
+} ragnx_candidate_t;
+
+
 static int
-ragnx_store_retrieve_result(PGresult *res, ragnx_passage_t **passages,
+ragnx_candidate_cmp(const void *a, const void *b)
+{
+    const ragnx_candidate_t  *x = a, *y = b;
+
+    if (x->cover != y->cover) {
+        return x->cover > y->cover ? -1 : 1;
+    }
+
+    if (x->rank != y->rank) {
+        return x->rank > y->rank ? -1 : 1;
+    }
+
+    return x->id < y->id ? -1 : (x->id > y->id);
+}
+
+
+static int
+ragnx_store_retrieve_result(PGresult *res, int k, ragnx_passage_t **passages,
     int *n)
 {
-    int  i, rows;
+    int                 i, r, rows;
+    ragnx_candidate_t  *c;
 
     *passages = NULL;
     *n = 0;
@@ -1018,25 +1049,47 @@ ragnx_store_retrieve_result(PGresult *res, ragnx_passage_t **passages,
 
     rows = PQntuples(res);
 
-    if (rows > 0) {
-        *passages = calloc(rows, sizeof(ragnx_passage_t));
-        if (*passages == NULL) {
-            PQclear(res);
-            return RAGNX_AGAIN;
-        }
-
-        for (i = 0; i < rows; i++) {
-            (*passages)[i].path = strdup(PQgetvalue(res, i, 0));
-            (*passages)[i].title = strdup(PQgetvalue(res, i, 1));
-            (*passages)[i].heading = strdup(PQgetvalue(res, i, 2));
-            (*passages)[i].body = strdup(PQgetvalue(res, i, 3));
-            (*passages)[i].rank = atof(PQgetvalue(res, i, 4));
-            (*passages)[i].cover = atoi(PQgetvalue(res, i, 5));
-        }
-
-        *n = rows;
+    if (rows == 0) {
+        PQclear(res);
+        return RAGNX_OK;
     }
 
+    c = calloc(rows, sizeof(ragnx_candidate_t));
+    *passages = calloc(rows < k ? rows : k, sizeof(ragnx_passage_t));
+
+    if (c == NULL || *passages == NULL) {
+        free(c);
+        free(*passages);
+        *passages = NULL;
+        PQclear(res);
+        return RAGNX_AGAIN;
+    }
+
+    for (i = 0; i < rows; i++) {
+        c[i].row = i;
+        c[i].cover = atoi(PQgetvalue(res, i, 4));
+        c[i].id = strtoll(PQgetvalue(res, i, 5), NULL, 10);
+        c[i].rank = PQgetisnull(res, i, 6)
+                    ? atof(PQgetvalue(res, i, 7))
+                    : ragnx_rank_hits(PQgetvalue(res, i, 6),
+                                      PQgetlength(res, i, 6));
+    }
+
+    qsort(c, rows, sizeof(ragnx_candidate_t), ragnx_candidate_cmp);
+
+    for (i = 0; i < rows && i < k; i++) {
+        r = c[i].row;
+        (*passages)[i].path = strdup(PQgetvalue(res, r, 0));
+        (*passages)[i].title = strdup(PQgetvalue(res, r, 1));
+        (*passages)[i].heading = strdup(PQgetvalue(res, r, 2));
+        (*passages)[i].body = strdup(PQgetvalue(res, r, 3));
+        (*passages)[i].rank = c[i].rank;
+        (*passages)[i].cover = c[i].cover;
+    }
+
+    *n = i;
+
+    free(c);
     PQclear(res);
 
     return RAGNX_OK;
@@ -1105,7 +1158,7 @@ ragnx_store_read_ask(ragnx_db_pool_t *pool, const ragnx_job_t *job, int k,
         return rc;
     }
 
-    rc = ragnx_store_retrieve_result(req.res[1], passages, np);
+    rc = ragnx_store_retrieve_result(req.res[1], k, passages, np);
 
     if (ragnx_store_history_result(req.res[2], turns, nh) != RAGNX_OK
         || rc != RAGNX_OK)
