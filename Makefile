@@ -123,7 +123,10 @@ bench: deps all
 	./bench/ask
 	RAGNX_BUILD=$(ABS_BUILD) ./bench/accounts
 
+# bench/pool also runs its reference, a BullMQ + node-postgres worker
+# (bench/reference): Node.js and npm come with scripts/deps --bench
 bench-pool: deps worker
+	@./scripts/deps --bench
 	RAGNX_BUILD=$(ABS_BUILD) ./bench/pool
 
 clean:
