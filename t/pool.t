@@ -430,6 +430,75 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
     $p->configure(llm_model => 'extractive');
 }
 
+# eight connections allowed, eight threads: one connection serves the
+# queue while it keeps up, so the steps still share pipelines instead of
+# each thread taking a connection of its own
+
+{
+    is($p->stop('TERM'), 0, 'stopped for the connection-sparing test');
+    $p->configure(llm_model => 'extractive', concurrency => 8,
+                  db_pool => 8);
+    my $from = length $p->worker_log;
+    my @ids = map { scalar $p->ask(query => "Spared connection question $_ "
+                                            . 'about the cache?') } 1 .. 48;
+    $p->start;
+    my @done = map { $p->wait_job($_)->{status} || '' } @ids;
+    is(scalar(grep { $_ eq 'completed' } @done), 48, 'all 48 completed');
+    my $in = join(',', map { "'$_'" } @ids);
+    is($t->psql("SELECT count(*) FROM messages WHERE job_id IN ($in)"), 96,
+       'each stored once');
+    my @batches = substr($p->worker_log, $from)
+                  =~ /postgres: (\d+) requests in one pipeline/g;
+    my $max = (sort { $b <=> $a } @batches, 0)[0];
+    cmp_ok($max, '>=', 4, "steps still shared pipelines (up to $max at "
+           . 'once)');
+    cmp_ok($t->psql("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                    . "'ragnx' AND backend_type = 'client backend' AND pid "
+                    . "<> pg_backend_pid()"), '<=', 3,
+           'at most 3 of the 8 connections opened');
+    $p->configure(llm_model => 'extractive');
+}
+
+# a statement stuck behind a lock holds up the connection serving the
+# queue: a step queued behind it waits RAGNX_DB_PATIENCE, then takes a
+# connection of its own
+
+{
+    is($p->stop('TERM'), 0, 'stopped for the stuck-statement test');
+    $p->configure(llm_model => 'extractive', concurrency => 2, db_pool => 2);
+    $p->start;
+    my $q = 'Which chunk answers the stuck statement question?';
+    my $first = $p->ask(query => $q);
+    is($p->wait_job($first)->{status}, 'completed', 'answer cached');
+    my $locker = fork // die "fork: $!";
+    if ($locker == 0) {
+        $t->psql("BEGIN; LOCK TABLE chunks IN ACCESS EXCLUSIVE MODE; "
+                 . "SELECT pg_sleep(4); COMMIT");
+        POSIX::_exit(0);
+    }
+    my $deadline = time + 5;
+    sleep 0.05 until time > $deadline
+        || $t->psql("SELECT count(*) FROM pg_locks WHERE relation = "
+                    . "'chunks'::regclass AND mode = 'AccessExclusiveLock' "
+                    . "AND granted");
+    my $stuck = $p->ask(query => 'A new question that must read chunks?');
+    sleep 0.3;
+    my $t0 = time;
+    my ($rec, $hit) = $p->ask(query => $q);
+    is($hit, 'hit', 'a cache hit: a record job, no retrieval');
+    my $j = $p->wait_job($rec);
+    my $took = time - $t0;
+    is($j->{status}, 'completed', 'the record job completed');
+    cmp_ok($took, '<', 2, sprintf('while the retrieval was stuck (%.2f s)',
+                                  $took));
+    isnt($t->redis('HGET', "{ragnx}:job:$stuck", 'status'), 'completed',
+         'the stuck job was still waiting then');
+    waitpid $locker, 0;
+    is($p->wait_job($stuck)->{status}, 'completed',
+       'and completed once the lock was gone');
+    $p->configure(llm_model => 'extractive');
+}
+
 # SIGTERM with nothing in flight: exit 0
 
 is($p->stop('TERM'), 0, 'SIGTERM: exit 0');
