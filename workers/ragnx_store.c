@@ -34,7 +34,7 @@ extern const ragnx_migration_t  ragnx_migrations[];
  */
 
 #define RAGNX_DB_REQ_MAX    3
-#define RAGNX_DB_BATCH_MAX  16
+#define RAGNX_DB_BATCH_MAX  32
 #define RAGNX_DB_PATIENCE   50          /* ms, see ragnx_db_submit() */
 
 typedef struct ragnx_db_req_s  ragnx_db_req_t;
