@@ -167,7 +167,8 @@ static PGconn *ragnx_db_take(ragnx_db_pool_t *pool, int *failed);
 static void ragnx_db_combine(ragnx_db_pool_t *pool, PGconn *conn);
 static void ragnx_db_unqueue(ragnx_db_pool_t *pool, ragnx_db_req_t *req);
 static void ragnx_db_prepare(PGconn *conn, ragnx_db_req_t **batch, int n);
-static int ragnx_db_run(PGconn *conn, ragnx_db_req_t **batch, int n);
+static int ragnx_db_run(PGconn *conn, ragnx_db_req_t **batch, int *n,
+    ragnx_db_req_t **done, int *ndone);
 
 
 PGconn *
@@ -523,8 +524,8 @@ ragnx_db_take(ragnx_db_pool_t *pool, int *failed)
 static void
 ragnx_db_combine(ragnx_db_pool_t *pool, PGconn *conn)
 {
-    int              i, n, rc, rounds;
-    ragnx_db_req_t  *batch[RAGNX_DB_BATCH_MAX];
+    int              i, n, ndone, rc, rounds;
+    ragnx_db_req_t  *batch[RAGNX_DB_BATCH_MAX], *done[RAGNX_DB_BATCH_MAX];
 
     for (rounds = 0; pool->head && rounds < 4; rounds++) {
 
@@ -547,18 +548,20 @@ ragnx_db_combine(ragnx_db_pool_t *pool, PGconn *conn)
                       "pipeline", n);
         }
 
-        rc = ragnx_db_run(conn, batch, n);
+        ndone = 0;
+        rc = ragnx_db_run(conn, batch, &n, done, &ndone);
 
         if (rc == RAGNX_AGAIN) {
             /*
              * a connection without the statements: prepare those of the
-             * batch (one prepared already just fails), run again.  Only
-             * those: preparing takes a lock on each table a statement
-             * reads, and a lock held elsewhere on one (chunks, say) must
-             * not hold up steps that do not read it.
+             * requests that needed one (one prepared already just
+             * fails), run those again.  Only those: preparing takes a
+             * lock on each table a statement reads, and a lock held
+             * elsewhere on one (chunks, say) must not hold up steps that
+             * do not read it.
              */
             ragnx_db_prepare(conn, batch, n);
-            rc = ragnx_db_run(conn, batch, n);
+            rc = ragnx_db_run(conn, batch, &n, done, &ndone);
         }
 
         if (rc != RAGNX_OK && (PQstatus(conn) != CONNECTION_OK
@@ -569,7 +572,19 @@ ragnx_db_combine(ragnx_db_pool_t *pool, PGconn *conn)
             conn = NULL;
         }
 
+        /*
+         * all at once: handing each out as its results arrive lets the
+         * threads go on one by one, and the LLM server and Redis then
+         * wake for each request instead of for many (measured: more CPU
+         * per job in both, fewer jobs/s)
+         */
+
         pthread_mutex_lock(&pool->lock);
+
+        for (i = 0; i < ndone; i++) {
+            done[i]->state = RAGNX_DB_DONE;
+            pthread_cond_signal(&done[i]->cond);
+        }
 
         for (i = 0; i < n; i++) {
             batch[i]->state = RAGNX_DB_DONE;
@@ -616,25 +631,31 @@ ragnx_db_prepare(PGconn *conn, ragnx_db_req_t **batch, int n)
 
 
 /*
- * One pipeline: each request's statements and a sync.  RAGNX_OK when
- * every result arrived (each request's ok says whether its own
- * succeeded), RAGNX_AGAIN when a statement was not prepared on this
- * connection, RAGNX_ERROR when the connection failed.
+ * One pipeline: each request's statements and a sync.  Requests whose
+ * results are in go to done (each one's ok says whether it succeeded).
+ * What is left in batch (*n of them) needs another run: RAGNX_AGAIN when
+ * a statement was not prepared on this connection (the requests after
+ * it, each behind its own sync, ran as usual), RAGNX_ERROR when the
+ * connection failed (their ok is 0); RAGNX_OK when none is left.
  */
 
 static int
-ragnx_db_run(PGconn *conn, ragnx_db_req_t **batch, int n)
+ragnx_db_run(PGconn *conn, ragnx_db_req_t **batch, int *n,
+    ragnx_db_req_t **done, int *ndone)
 {
-    int              i, j, prepare;
+    int              i, j, k, left, prepare;
     const char      *state;
     PGresult        *res, *r;
     ragnx_db_req_t  *q;
+
+    left = 0;
+    i = 0;
 
     if (!PQenterPipelineMode(conn)) {
         goto failed;
     }
 
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < *n; i++) {
         q = batch[i];
 
         for (j = 0; j < q->n; j++) {
@@ -642,20 +663,21 @@ ragnx_db_run(PGconn *conn, ragnx_db_req_t **batch, int n)
                                      ragnx_statements[q->stmts[j]].nparams,
                                      q->params[j], NULL, NULL, 0))
             {
+                i = 0;
                 goto failed;
             }
         }
 
         if (!PQpipelineSync(conn)) {
+            i = 0;
             goto failed;
         }
     }
 
-    prepare = 0;
-
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < *n; i++) {
         q = batch[i];
         q->ok = 1;
+        prepare = 0;
 
         for (j = 0; j < q->n; j++) {
             res = PQgetResult(conn);
@@ -695,37 +717,49 @@ ragnx_db_run(PGconn *conn, ragnx_db_req_t **batch, int n)
         }
 
         PQclear(r);
+
+        if (prepare) {
+            for (j = 0; j < q->n; j++) {
+                PQclear(q->res[j]);
+                q->res[j] = NULL;
+            }
+
+            batch[left++] = q;
+            continue;
+        }
+
+        done[(*ndone)++] = q;
     }
 
     if (!PQexitPipelineMode(conn)) {
+        i = *n;
         goto failed;
     }
 
-    if (prepare) {
-        for (i = 0; i < n; i++) {
-            for (j = 0; j < batch[i]->n; j++) {
-                PQclear(batch[i]->res[j]);
-                batch[i]->res[j] = NULL;
-            }
-        }
+    *n = left;
 
-        return RAGNX_AGAIN;
-    }
-
-    return RAGNX_OK;
+    return left ? RAGNX_AGAIN : RAGNX_OK;
 
 failed:
 
+    /* from request i on, and those kept for another run, all failed */
+
     ragnx_log(RAGNX_LOG_ERROR, "postgres pipeline: %s", PQerrorMessage(conn));
 
-    for (i = 0; i < n; i++) {
-        batch[i]->ok = 0;
+    for (k = i; k < *n; k++) {
+        batch[left++] = batch[k];
+    }
 
-        for (j = 0; j < batch[i]->n; j++) {
-            PQclear(batch[i]->res[j]);
-            batch[i]->res[j] = NULL;
+    for (k = 0; k < left; k++) {
+        batch[k]->ok = 0;
+
+        for (j = 0; j < batch[k]->n; j++) {
+            PQclear(batch[k]->res[j]);
+            batch[k]->res[j] = NULL;
         }
     }
+
+    *n = left;
 
     return RAGNX_ERROR;
 }
