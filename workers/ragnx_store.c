@@ -61,6 +61,7 @@ struct ragnx_db_pool_s {
     ragnx_db_req_t   *head;         /* requests waiting for a connection */
     int               queued;       /* how many */
     int               holders;      /* connections serving the queue */
+    unsigned long     served;       /* pipelines they have finished */
     ragnx_db_req_t  **tail;
     PGconn          **idle;
     int               nidle;
@@ -366,12 +367,15 @@ ragnx_db_put(ragnx_db_pool_t *pool, PGconn *conn, int broken)
  *
  * A queued request takes a connection of its own only when none serves
  * the queue, when the queue holds more than a full batch for each
- * connection serving it, or when it has waited RAGNX_DB_PATIENCE ms (a
- * slow statement ahead of it).  Each further connection splits the same
- * requests into smaller batches, and PostgreSQL then spends more on
- * waking backends and sending results than on the statements: measured
- * over a drain, one serving connection per worker process costs a third
- * less PostgreSQL CPU per job than four.
+ * connection serving it, or when the serving connections have finished
+ * no pipeline for RAGNX_DB_PATIENCE ms (a statement stuck ahead of it;
+ * slow pipelines that do finish are no reason: on a loaded machine more
+ * connections would make every pipeline slower still).  Each further
+ * connection splits the same requests into smaller batches, and
+ * PostgreSQL then spends more on waking backends and sending results
+ * than on the statements: measured over a drain, one serving connection
+ * per worker process costs a third less PostgreSQL CPU per job than
+ * four.
  */
 
 static int
@@ -379,6 +383,7 @@ ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req)
 {
     int               i, rc, failed;
     PGconn           *conn;
+    unsigned long     served;
     struct timespec   deadline, patience, *until;
 
     ragnx_deadline(&deadline, pool->timeout);
@@ -399,6 +404,7 @@ ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req)
     *pool->tail = req;
     pool->tail = &req->next;
     pool->queued++;
+    served = pool->served;
     until = &patience;
 
     while (req->state != RAGNX_DB_DONE) {
@@ -439,7 +445,14 @@ ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req)
         rc = pthread_cond_timedwait(&req->cond, &pool->lock, until);
 
         if (rc != 0 && until == &patience) {
-            /* waited long enough for the serving connections */
+            if (pool->served != served) {
+                /* slow but moving: wait for them again */
+                served = pool->served;
+                ragnx_deadline(&patience, RAGNX_DB_PATIENCE);
+                continue;
+            }
+
+            /* stuck: this step may take a connection of its own */
             until = &deadline;
             continue;
         }
@@ -580,6 +593,8 @@ ragnx_db_combine(ragnx_db_pool_t *pool, PGconn *conn)
          */
 
         pthread_mutex_lock(&pool->lock);
+
+        pool->served++;
 
         for (i = 0; i < ndone; i++) {
             done[i]->state = RAGNX_DB_DONE;
