@@ -785,13 +785,20 @@ ragnx_maint_thread(void *data)
         now = ragnx_now_ms();
 
         if (now - gen >= 5000) {
-            gen = now;
 
             /*
              * never wait for a connection here: the heartbeats below must
-             * not stall behind busy job threads
+             * not stall behind busy job threads.  Nor open one more for
+             * this at first: with every open connection busy, try again
+             * at the next turn (200 ms), and open one (under the bound)
+             * only a second late.  A connection that could not be opened
+             * is tried again in 5 s.
              */
-            conn = ragnx_db_get_within(t->db, 0);
+            conn = ragnx_db_get_idle(t->db, now - gen >= 6000);
+
+            if (conn || !ragnx_db_busy(t->db)) {
+                gen = now;
+            }
 
             if (conn && ragnx_db_check_schema(conn, err, sizeof(err))
                         != RAGNX_OK)

@@ -167,6 +167,8 @@ static int ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req);
 static PGconn *ragnx_db_take(ragnx_db_pool_t *pool, int *failed);
 static void ragnx_db_combine(ragnx_db_pool_t *pool, PGconn *conn);
 static void ragnx_db_unqueue(ragnx_db_pool_t *pool, ragnx_db_req_t *req);
+static PGconn *ragnx_db_borrow(ragnx_db_pool_t *pool, long timeout,
+    int open);
 static void ragnx_db_prepare(PGconn *conn, ragnx_db_req_t **batch, int n);
 static int ragnx_db_run(PGconn *conn, ragnx_db_req_t **batch, int *n,
     ragnx_db_req_t **done, int *ndone);
@@ -275,6 +277,27 @@ ragnx_db_get(ragnx_db_pool_t *pool)
 PGconn *
 ragnx_db_get_within(ragnx_db_pool_t *pool, long timeout)
 {
+    return ragnx_db_borrow(pool, timeout, 1);
+}
+
+
+/*
+ * Without waiting: an idle connection or, when none is open at all or
+ * open is set, a new one under the bound.  The queue decides when more
+ * connections are worth opening (see ragnx_db_submit()); a caller that
+ * can wait a moment should not open one behind its back.
+ */
+
+PGconn *
+ragnx_db_get_idle(ragnx_db_pool_t *pool, int open)
+{
+    return ragnx_db_borrow(pool, 0, open);
+}
+
+
+static PGconn *
+ragnx_db_borrow(ragnx_db_pool_t *pool, long timeout, int open)
+{
     PGconn           *conn;
     struct timespec   deadline;
 
@@ -289,7 +312,7 @@ ragnx_db_get_within(ragnx_db_pool_t *pool, long timeout)
             return conn;
         }
 
-        if (pool->total < pool->size) {
+        if (pool->total < pool->size && (open || pool->total == 0)) {
             pool->total++;
             pthread_mutex_unlock(&pool->lock);
 
@@ -318,6 +341,21 @@ ragnx_db_get_within(ragnx_db_pool_t *pool, long timeout)
             return NULL;
         }
     }
+}
+
+
+/* whether every open connection is in use (and at least one is open) */
+
+int
+ragnx_db_busy(ragnx_db_pool_t *pool)
+{
+    int  busy;
+
+    pthread_mutex_lock(&pool->lock);
+    busy = pool->total > 0 && pool->nidle == 0;
+    pthread_mutex_unlock(&pool->lock);
+
+    return busy;
 }
 
 
