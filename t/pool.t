@@ -402,32 +402,44 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
     $p->configure(llm_model => 'extractive');
 }
 
+# n jobs drained by eight threads with db_pool connections allowed:
+# each completes and is stored once; the sizes of the shared pipelines
+# logged meanwhile, and the PostgreSQL connections left open
+
+sub drain_shared {
+    my ($name, $n, $db_pool) = @_;
+    is($p->stop('TERM'), 0, "stopped for the $name test");
+    $p->configure(llm_model => 'extractive', concurrency => 8,
+                  db_pool => $db_pool);
+    my $from = length $p->worker_log;
+    my @ids = map { scalar $p->ask(query => "$name question $_ about the "
+                                            . 'cache?') } 1 .. $n;
+    $p->start;
+    my @done = map { $p->wait_job($_)->{status} || '' } @ids;
+    is(scalar(grep { $_ eq 'completed' } @done), $n, "$name: all $n "
+       . 'completed');
+    my $in = join(',', map { "'$_'" } @ids);
+    is($t->psql("SELECT count(*) FROM messages WHERE job_id IN ($in)"),
+       2 * $n, "$name: each stored once");
+    is($t->psql("SELECT count(DISTINCT chat_id) FROM messages WHERE job_id "
+                . "IN ($in)"), $n, "$name: each in its own chat");
+    my @batches = substr($p->worker_log, $from)
+                  =~ /postgres: (\d+) requests in one pipeline/g;
+    my $conns = $t->psql("SELECT count(*) FROM pg_stat_activity WHERE "
+                         . "datname = 'ragnx' AND backend_type = 'client "
+                         . "backend' AND pid <> pg_backend_pid()");
+    $p->configure(llm_model => 'extractive');
+    return ((sort { $b <=> $a } @batches, 0)[0], scalar @batches, $conns);
+}
+
 # one PostgreSQL connection for eight job threads: their steps queue and
 # go out together in one pipeline, each still its own transaction
 
 {
-    is($p->stop('TERM'), 0, 'stopped for the shared-connection test');
-    $p->configure(llm_model => 'extractive', concurrency => 8,
-                  db_pool => 1);
-    my @ids = map { scalar $p->ask(query => "Shared connection question $_ "
-                                            . 'about the cache?') } 1 .. 32;
-    $p->start;
-    my @done = map { $p->wait_job($_)->{status} || '' } @ids;
-    is(scalar(grep { $_ eq 'completed' } @done), 32, 'all 32 completed');
-    my $in = join(',', map { "'$_'" } @ids);
-    is($t->psql("SELECT count(*) FROM messages WHERE job_id IN ($in)"), 64,
-       'each stored once');
-    is($t->psql("SELECT count(DISTINCT chat_id) FROM messages WHERE job_id "
-                . "IN ($in)"), 32, 'each in its own chat');
-    my @batches = $p->worker_log =~ /postgres: (\d+) requests in one pipeline/g;
-    ok(@batches, 'steps of several threads shared a pipeline ('
-       . scalar(@batches) . ' times, up to '
-       . (sort { $b <=> $a } @batches, 0)[0] . ' at once)');
-    cmp_ok($t->psql("SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                    . "'ragnx' AND backend_type = 'client backend' AND pid "
-                    . "<> pg_backend_pid()"), '<=', 1,
-           'one PostgreSQL connection');
-    $p->configure(llm_model => 'extractive');
+    my ($max, $times, $conns) = drain_shared('shared connection', 32, 1);
+    ok($times, "steps of several threads shared a pipeline ($times times, "
+       . "up to $max at once)");
+    cmp_ok($conns, '<=', 1, 'one PostgreSQL connection');
 }
 
 # eight connections allowed, eight threads: one connection serves the
@@ -435,33 +447,15 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
 # each thread taking a connection of its own
 
 {
-    is($p->stop('TERM'), 0, 'stopped for the connection-sparing test');
-    $p->configure(llm_model => 'extractive', concurrency => 8,
-                  db_pool => 8);
-    my $from = length $p->worker_log;
-    my @ids = map { scalar $p->ask(query => "Spared connection question $_ "
-                                            . 'about the cache?') } 1 .. 48;
-    $p->start;
-    my @done = map { $p->wait_job($_)->{status} || '' } @ids;
-    is(scalar(grep { $_ eq 'completed' } @done), 48, 'all 48 completed');
-    my $in = join(',', map { "'$_'" } @ids);
-    is($t->psql("SELECT count(*) FROM messages WHERE job_id IN ($in)"), 96,
-       'each stored once');
-    my @batches = substr($p->worker_log, $from)
-                  =~ /postgres: (\d+) requests in one pipeline/g;
-    my $max = (sort { $b <=> $a } @batches, 0)[0];
+    my ($max, undef, $conns) = drain_shared('spared connection', 48, 8);
     cmp_ok($max, '>=', 4, "steps still shared pipelines (up to $max at "
            . 'once)');
-    cmp_ok($t->psql("SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                    . "'ragnx' AND backend_type = 'client backend' AND pid "
-                    . "<> pg_backend_pid()"), '<=', 3,
-           'at most 3 of the 8 connections opened');
-    $p->configure(llm_model => 'extractive');
+    cmp_ok($conns, '<=', 3, 'at most 3 of the 8 connections opened');
 }
 
 # a statement stuck behind a lock holds up the connection serving the
-# queue: a step queued behind it waits RAGNX_DB_PATIENCE, then takes a
-# connection of its own
+# queue: a step queued behind it sees no pipeline finish for
+# RAGNX_DB_PATIENCE, then takes a connection of its own
 
 {
     is($p->stop('TERM'), 0, 'stopped for the stuck-statement test');

@@ -79,7 +79,6 @@ struct ragnx_db_pool_s {
 #define RAGNX_STMT_HISTORY   1
 #define RAGNX_STMT_RETRIEVE  2
 #define RAGNX_STMT_EXCHANGE  3
-#define RAGNX_STMT_N         4
 
 
 static const struct {
@@ -666,7 +665,8 @@ static void
 ragnx_db_prepare(PGconn *conn, ragnx_db_req_t **batch, int n)
 {
     int  i, j, s;
-    int  seen[RAGNX_STMT_N] = { 0 };
+    int  seen[sizeof(ragnx_statements) / sizeof(ragnx_statements[0])]
+         = { 0 };
 
     for (i = 0; i < n; i++) {
         for (j = 0; j < batch[i]->n; j++) {
