@@ -84,12 +84,6 @@ $(MODULE): $(NGX_BUILD)/objs/Makefile $(MODULE_SRCS)
 
 unit: $(UNIT_BINS)
 
-# the pool's rank count has no dependency but libc
-$(ABS_BUILD)/unit/test_rank: t/unit/test_rank.c workers/ragnx_rank.c \
-                             workers/ragnx_rank.h
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_C) -Iworkers -o $@ $< workers/ragnx_rank.c
-
 $(ABS_BUILD)/unit/%: t/unit/%.c $(SHARED_SRCS) $(wildcard shared/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_C) -o $@ $< $(SHARED_SRCS) -ljansson -lcrypto

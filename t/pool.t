@@ -71,6 +71,18 @@ $p->configure(llm_model => 'extractive');
 
 # ingest
 
+# chunk_terms against what the chunks' tsvectors say now: rows missing,
+# stale or with another weight (0 when the triggers kept it exact)
+sub terms_off {
+    return $t->psql(
+        "WITH want AS (SELECT u.lexeme, c.id AS chunk_id, coalesce((SELECT "
+        . "sum(CASE w WHEN 'A' THEN 10 WHEN 'B' THEN 4 WHEN 'C' THEN 2 "
+        . "ELSE 1 END) FROM unnest(u.weights) w), 0) AS tenths FROM chunks "
+        . "c, unnest(c.tsv) u), have AS (SELECT lexeme, chunk_id, tenths "
+        . "FROM chunk_terms) SELECT count(*) FROM ((TABLE want EXCEPT "
+        . "TABLE have) UNION ALL (TABLE have EXCEPT TABLE want)) d");
+}
+
 my $corpus = "$t->{dir}/corpus";
 mkdir $corpus;
 mkdir "$corpus/guide";
@@ -129,6 +141,32 @@ $t->file('corpus/guide/long.md', "# Long\n\n"
     ($rc, $out) = $p->cli('ingest', $corpus);
     like($out, qr/0 changed, 4 unchanged.*corpus version 1/,
          'ingesting again changes nothing');
+
+    # the weights retrieval ranks plain questions by are ts_rank_cd's:
+    # every chunk, every question, the sum of the question's lexemes'
+    # tenths against ts_rank_cd of the OR of its terms
+    is(terms_off(), 0, 'chunk_terms filled on ingest');
+    my $cmp = "FROM (VALUES ('How long are answers cached?'), ('worker "
+        . "pool supervisor processes'), ('word1 word2 filler paragraph'), "
+        . "('PostgreSQL setup: connections pooled'), ('Ragnx overview')) "
+        . "v (q), LATERAL (SELECT NULLIF(replace(a::text, ' & ', ' | '), "
+        . "'')::tsquery AS any, tsvector_to_array(to_tsvector('english', "
+        . "v.q)) AS lex FROM websearch_to_tsquery('english', v.q) a) x, "
+        . "LATERAL (SELECT round(ts_rank_cd(c.tsv, x.any) * 10) AS cd, "
+        . "coalesce((SELECT sum(t.tenths) FROM chunk_terms t WHERE "
+        . "t.chunk_id = c.id AND t.lexeme = ANY (x.lex)), 0) AS sum "
+        . "FROM chunks c) r";
+    cmp_ok($t->psql("SELECT count(*) $cmp WHERE r.cd > 0"), '>=', 10,
+           'the questions rank chunks');
+    is($t->psql("SELECT count(*) $cmp WHERE r.cd <> r.sum"), 0,
+       'stored weights sum to ts_rank_cd');
+
+    # a database migrated before chunk_terms existed is filled in
+    $t->psql('SET client_min_messages = warning; DROP TABLE chunk_terms; '
+             . 'DROP FUNCTION chunk_terms_fill() CASCADE; DELETE FROM schema_migrations WHERE version = 3');
+    ($rc, $out) = $p->cli('migrate');
+    is($rc, 0, 'migrate onto existing chunks') or diag($out);
+    is(terms_off(), 0, 'chunk_terms filled from the chunks there');
 }
 
 $p->start;
@@ -315,12 +353,20 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
     is($no, 'queued', 'the old cache entry is not served');
     $j = $p->wait_job($nid);
     like($j->{answer}, qr/Antarctica/, 'the answer uses the new corpus');
+    is(terms_off(), 0, 'chunk_terms follow a changed document');
+    is($t->psql("SELECT count(*) FROM chunk_terms WHERE lexeme = 'hemispher'"),
+       0, 'none left of its old text');
+    is($t->psql("SELECT count(*) FROM chunk_terms WHERE lexeme = 'antarctica'"),
+       1, 'its new text there');
 
     unlink "$corpus/notes.txt";
     ($rc, $out) = $p->cli('ingest', '--prune', $corpus);
     like($out, qr/1 removed.*corpus version 3/, 'prune removes vanished files');
     is($t->psql("SELECT count(*) FROM documents WHERE path = 'notes.txt'"),
        0, 'document gone');
+    is($t->psql("SELECT count(*) FROM chunk_terms WHERE lexeme = 'antarctica'"),
+       0, 'and its chunk_terms');
+    is(terms_off(), 0, 'chunk_terms exact after the prune');
 }
 
 # ranking: a word the stemmer shortens ("licensing", "license": "licens")

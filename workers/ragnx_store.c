@@ -15,7 +15,6 @@
 #include <time.h>
 
 #include "ragnx_worker.h"
-#include "ragnx_rank.h"
 
 
 typedef struct {
@@ -106,12 +105,12 @@ static const struct {
      * otherwise re-evaluate it for every row).  Its lexemes are matched
      * as they are: re-parsing the text with to_tsquery would stem them a
      * second time ("licens" -> "licen") and miss the chunks they are in.
-     * The best candidates by the cheap measures (terms covered, then
-     * ts_rank with the same weights) come back with what their final
-     * rank needs: for a plain OR of lexemes, the chunk's tsvector cut
-     * down to the question's lexemes, which the pool counts
-     * (ragnx_rank.c) far cheaper than ts_rank_cd would; for a phrase or
-     * a negation, ts_rank_cd itself.
+     * The order is ts_rank_cd's, after the number of the question's terms
+     * a chunk covers.  A plain question (an OR of lexemes) is ranked from
+     * chunk_terms, the postings of its own lexemes with their weights
+     * summed at ingest (sql/003_chunk_terms.sql), far cheaper than
+     * ts_rank_cd on every match; a phrase or a negation by ts_rank_cd
+     * itself, on the best $3 matches by the cheap measures.
      */
 
     { "ragnx_retrieve", 3,
@@ -119,17 +118,22 @@ static const struct {
       "NULLIF(replace(a::text, ' & ', ' | '), '')::tsquery AS any, "
       "tsvector_to_array(to_tsvector('english', $1)) AS lex, "
       "strpos(a::text, '!') + strpos(a::text, '<') = 0 AS plain "
-      "FROM websearch_to_tsquery('english', $1) a) "
-      "SELECT x.path, x.title, x.heading, x.body, x.cover, x.id, "
-      "CASE WHEN x.plain THEN ts_delete(x.tsv, "
-      "tsvector_to_array(ts_delete(x.tsv, x.lex)))::text END, "
-      "CASE WHEN NOT x.plain THEN ts_rank_cd(x.tsv, x.any) END "
-      "FROM (SELECT c.id, c.path, c.title, c.heading, c.body, c.tsv, "
-      "q.any, q.lex, q.plain, "
+      "FROM websearch_to_tsquery('english', $1) a), "
+      "r AS (SELECT t.chunk_id AS id, count(*) AS cover, "
+      "sum(t.tenths)::float8 / 10 AS rank "
+      "FROM q, chunk_terms t WHERE q.plain AND t.lexeme = ANY (q.lex) "
+      "GROUP BY t.chunk_id "
+      "UNION ALL "
+      "SELECT x.id, x.cover, ts_rank_cd(x.tsv, x.any)::float8 "
+      "FROM (SELECT c.id, c.tsv, q.any, "
       "length(c.tsv) - length(ts_delete(c.tsv, q.lex)) AS cover "
-      "FROM q, chunks c WHERE c.tsv @@ q.any "
+      "FROM q, chunks c WHERE NOT q.plain AND c.tsv @@ q.any "
       "ORDER BY cover DESC, ts_rank(c.tsv, q.any) DESC, c.id "
-      "LIMIT greatest($2::integer, $3::integer)) x"
+      "LIMIT greatest($2::integer, $3::integer)) x "
+      "ORDER BY 2 DESC, 3 DESC, 1 LIMIT $2) "
+      "SELECT c.path, c.title, c.heading, c.body, r.cover, r.rank "
+      "FROM r JOIN chunks c ON c.id = r.id "
+      "ORDER BY r.cover DESC, r.rank DESC, r.id"
     },
 
     { "ragnx_exchange", 10,
@@ -1143,45 +1147,19 @@ ragnx_store_history_free(ragnx_turn_t *turns, int n)
 
 
 /*
- * The retrieve statement's rows, the candidates for a question's top k
- * chunks: websearch_to_tsquery, with its terms OR-ed so a natural
- * question still finds passages.  Chunks matching more of the question's
- * terms rank first, then by cover density (title > heading > body
- * weights), so one word of a title does not outrank a passage about the
- * whole question; the chunk id breaks ties.
+ * The retrieve statement's rows, a question's top k chunks, best first:
+ * websearch_to_tsquery, with its terms OR-ed so a natural question still
+ * finds passages.  Chunks matching more of the question's terms rank
+ * first, then by cover density (title > heading > body weights), so one
+ * word of a title does not outrank a passage about the whole question;
+ * the chunk id breaks ties.
  */
-
-typedef struct {
-    int        row;
-    int        cover;
-    double     rank;
-    long long  id;
-} ragnx_candidate_t;
-
-
-static int
-ragnx_candidate_cmp(const void *a, const void *b)
-{
-    const ragnx_candidate_t  *x = a, *y = b;
-
-    if (x->cover != y->cover) {
-        return x->cover > y->cover ? -1 : 1;
-    }
-
-    if (x->rank != y->rank) {
-        return x->rank > y->rank ? -1 : 1;
-    }
-
-    return x->id < y->id ? -1 : (x->id > y->id);
-}
-
 
 static int
 ragnx_store_retrieve_result(PGresult *res, int k, ragnx_passage_t **passages,
     int *n)
 {
-    int                 i, r, rows;
-    ragnx_candidate_t  *c;
+    int  i, rows;
 
     *passages = NULL;
     *n = 0;
@@ -1193,47 +1171,42 @@ ragnx_store_retrieve_result(PGresult *res, int k, ragnx_passage_t **passages,
 
     rows = PQntuples(res);
 
+    if (rows > k) {
+        rows = k;
+    }
+
     if (rows == 0) {
         PQclear(res);
         return RAGNX_OK;
     }
 
-    c = calloc(rows, sizeof(ragnx_candidate_t));
-    *passages = calloc(rows < k ? rows : k, sizeof(ragnx_passage_t));
+    *passages = calloc(rows, sizeof(ragnx_passage_t));
 
-    if (c == NULL || *passages == NULL) {
-        free(c);
-        free(*passages);
-        *passages = NULL;
+    if (*passages == NULL) {
         PQclear(res);
         return RAGNX_AGAIN;
     }
 
     for (i = 0; i < rows; i++) {
-        c[i].row = i;
-        c[i].cover = atoi(PQgetvalue(res, i, 4));
-        c[i].id = strtoll(PQgetvalue(res, i, 5), NULL, 10);
-        c[i].rank = PQgetisnull(res, i, 6)
-                    ? atof(PQgetvalue(res, i, 7))
-                    : ragnx_rank_hits(PQgetvalue(res, i, 6),
-                                      PQgetlength(res, i, 6));
+        (*passages)[i].path = strdup(PQgetvalue(res, i, 0));
+        (*passages)[i].title = strdup(PQgetvalue(res, i, 1));
+        (*passages)[i].heading = strdup(PQgetvalue(res, i, 2));
+        (*passages)[i].body = strdup(PQgetvalue(res, i, 3));
+        (*passages)[i].cover = atoi(PQgetvalue(res, i, 4));
+        (*passages)[i].rank = atof(PQgetvalue(res, i, 5));
+
+        if ((*passages)[i].path == NULL || (*passages)[i].title == NULL
+            || (*passages)[i].heading == NULL || (*passages)[i].body == NULL)
+        {
+            ragnx_store_passages_free(*passages, i + 1);
+            *passages = NULL;
+            PQclear(res);
+            return RAGNX_AGAIN;
+        }
     }
 
-    qsort(c, rows, sizeof(ragnx_candidate_t), ragnx_candidate_cmp);
+    *n = rows;
 
-    for (i = 0; i < rows && i < k; i++) {
-        r = c[i].row;
-        (*passages)[i].path = strdup(PQgetvalue(res, r, 0));
-        (*passages)[i].title = strdup(PQgetvalue(res, r, 1));
-        (*passages)[i].heading = strdup(PQgetvalue(res, r, 2));
-        (*passages)[i].body = strdup(PQgetvalue(res, r, 3));
-        (*passages)[i].rank = c[i].rank;
-        (*passages)[i].cover = c[i].cover;
-    }
-
-    *n = i;
-
-    free(c);
     PQclear(res);
 
     return RAGNX_OK;
