@@ -479,7 +479,7 @@ sub drain_shared {
 }
 
 # one PostgreSQL connection for eight job threads: their steps queue and
-# go out together in one pipeline, each still its own transaction
+# go out together in one pipeline
 
 {
     my ($max, $times, $conns) = drain_shared('shared connection', 32, 1);
@@ -497,6 +497,47 @@ sub drain_shared {
     cmp_ok($max, '>=', 4, "steps still shared pipelines (up to $max at "
            . 'once)');
     cmp_ok($conns, '<=', 3, 'at most 3 of the 8 connections opened');
+}
+
+# a pipeline's requests run in one transaction; one that fails rolls it
+# back, and they run again each in its own: the others complete, stored
+# once, and only the failing job fails (a test trigger rejects its
+# messages)
+
+{
+    is($p->stop('TERM'), 0, 'stopped for the failing-request test');
+    $t->psql("CREATE FUNCTION test_poison() RETURNS trigger LANGUAGE "
+             . "plpgsql AS \$\$ BEGIN IF NEW.content LIKE '%poison pill%' "
+             . "THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END "
+             . "\$\$; CREATE TRIGGER test_poison BEFORE INSERT ON messages "
+             . "FOR EACH ROW EXECUTE FUNCTION test_poison()");
+    $p->configure(llm_model => 'extractive', concurrency => 8, db_pool => 1);
+    my $from = length $p->worker_log;
+    my @ids = map { scalar $p->ask(query => "shared failure question $_ "
+                                            . 'about the cache?') } 1 .. 8;
+    my $bad = $p->ask(query => 'Is the poison pill in the cache?');
+    push @ids, map { scalar $p->ask(query => "shared failure question $_ "
+                                             . 'about the cache?') } 9 .. 32;
+    $p->start;
+    my @done = map { $p->wait_job($_)->{status} || '' } @ids;
+    is(scalar(grep { $_ eq 'completed' } @done), 32,
+       'the 32 others completed');
+    my $j = $p->wait_job($bad);
+    is($j->{status}, 'failed', 'the failing one failed');
+    like($j->{error}, qr/database/, 'with a database error');
+    my $in = join(',', map { "'$_'" } @ids);
+    is($t->psql("SELECT count(*) FROM messages WHERE job_id IN ($in)"),
+       64, 'the others stored once each');
+    is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$bad'"), 0,
+       'nothing of the failing one');
+    my $log = substr($p->worker_log, $from);
+    my @again = $log =~ /postgres: a request failed, (\d+) run again/g;
+    cmp_ok(scalar(grep { $_ > 1 } @again), '>=', 1,
+           'it failed inside a shared transaction ('
+           . join(', ', @again) . ' requests run again)');
+    $t->psql('DROP TRIGGER test_poison ON messages; DROP FUNCTION '
+             . 'test_poison()');
+    $p->configure(llm_model => 'extractive');
 }
 
 # a statement stuck behind a lock holds up the connection serving the

@@ -170,6 +170,9 @@ static int ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req);
 static PGconn *ragnx_db_take(ragnx_db_pool_t *pool, int *failed);
 static void ragnx_db_combine(ragnx_db_pool_t *pool, PGconn *conn);
 static void ragnx_db_unqueue(ragnx_db_pool_t *pool, ragnx_db_req_t *req);
+static int ragnx_db_run_together(PGconn *conn, ragnx_db_req_t **batch,
+    int n);
+static int ragnx_db_req_cmp(const void *a, const void *b);
 static PGconn *ragnx_db_borrow(ragnx_db_pool_t *pool, long timeout,
     int open);
 static void ragnx_db_prepare(PGconn *conn, ragnx_db_req_t **batch, int n);
@@ -399,9 +402,10 @@ ragnx_db_put(ragnx_db_pool_t *pool, PGconn *conn, int broken)
  * exchange, a record's chat check) go through a queue instead of each
  * thread taking a connection.  A thread queues its request; a thread that
  * finds a connection free sends every queued request (up to
- * RAGNX_DB_BATCH_MAX) in one pipeline, a sync after each so each stays
- * its own transaction, and hands the results out.  The backend then
- * wakes once for many requests, and a waiting thread wakes once, for its
+ * RAGNX_DB_BATCH_MAX) in one pipeline and one transaction (run again
+ * one transaction each when any fails), and hands the results out.  The
+ * backend then wakes, commits and writes WAL once for many requests, and
+ * a waiting thread wakes once, for its
  * results, instead of once for a connection and again for the reply.  A
  * holder serves at most a few batches before its own job goes on; the
  * thread at the head of the queue is then woken to take over.
@@ -603,7 +607,24 @@ ragnx_db_combine(ragnx_db_pool_t *pool, PGconn *conn)
         }
 
         ndone = 0;
-        rc = ragnx_db_run(conn, batch, &n, done, &ndone);
+
+        if (n > 1) {
+            rc = ragnx_db_run_together(conn, batch, n);
+
+            if (rc == RAGNX_OK) {
+                memcpy(done, batch, n * sizeof(ragnx_db_req_t *));
+                ndone = n;
+                n = 0;
+
+            } else if (rc == RAGNX_DECLINED) {
+                ragnx_log(RAGNX_LOG_DEBUG, "postgres: a request failed, "
+                          "%d run again one by one", n);
+                rc = ragnx_db_run(conn, batch, &n, done, &ndone);
+            }
+
+        } else {
+            rc = ragnx_db_run(conn, batch, &n, done, &ndone);
+        }
 
         if (rc == RAGNX_AGAIN) {
             /*
@@ -684,6 +705,140 @@ ragnx_db_prepare(PGconn *conn, ragnx_db_req_t **batch, int n)
             }
         }
     }
+}
+
+
+/*
+ * The requests of a batch in one transaction: one sync, so PostgreSQL
+ * commits, writes its WAL and flushes its output once a pipeline instead
+ * of once a request.  The writes take their chats' row locks in chat id
+ * order, so two such transactions cannot deadlock on them.  Any error
+ * rolls every request back: RAGNX_DECLINED, and ragnx_db_run runs them
+ * again, each behind its own sync, so that one request's failure is its
+ * own.  RAGNX_ERROR when the connection failed (no request has results).
+ */
+
+static int
+ragnx_db_run_together(PGconn *conn, ragnx_db_req_t **batch, int n)
+{
+    int              i, j, failed;
+    PGresult        *res, *r;
+    ragnx_db_req_t  *q;
+
+    qsort(batch, n, sizeof(ragnx_db_req_t *), ragnx_db_req_cmp);
+
+    if (!PQenterPipelineMode(conn)) {
+        goto broken;
+    }
+
+    for (i = 0; i < n; i++) {
+        q = batch[i];
+
+        for (j = 0; j < q->n; j++) {
+            if (!PQsendQueryPrepared(conn, ragnx_statements[q->stmts[j]].name,
+                                     ragnx_statements[q->stmts[j]].nparams,
+                                     q->params[j], NULL, NULL, 0))
+            {
+                goto broken;
+            }
+        }
+    }
+
+    if (!PQpipelineSync(conn)) {
+        goto broken;
+    }
+
+    failed = 0;
+
+    for (i = 0; i < n; i++) {
+        q = batch[i];
+        q->ok = 1;
+
+        for (j = 0; j < q->n; j++) {
+            res = PQgetResult(conn);
+            if (res == NULL) {
+                goto broken;
+            }
+
+            while ((r = PQgetResult(conn)) != NULL) {
+                PQclear(r);
+            }
+
+            q->res[j] = res;
+
+            if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+                failed = 1;
+            }
+        }
+    }
+
+    r = PQgetResult(conn);
+
+    if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+        PQclear(r);
+        goto broken;
+    }
+
+    PQclear(r);
+
+    if (!PQexitPipelineMode(conn)) {
+        goto broken;
+    }
+
+    if (!failed) {
+        return RAGNX_OK;
+    }
+
+    for (i = 0; i < n; i++) {
+        for (j = 0; j < batch[i]->n; j++) {
+            PQclear(batch[i]->res[j]);
+            batch[i]->res[j] = NULL;
+        }
+    }
+
+    return RAGNX_DECLINED;
+
+broken:
+
+    ragnx_log(RAGNX_LOG_ERROR, "postgres pipeline: %s", PQerrorMessage(conn));
+
+    for (i = 0; i < n; i++) {
+        batch[i]->ok = 0;
+
+        for (j = 0; j < batch[i]->n; j++) {
+            PQclear(batch[i]->res[j]);
+            batch[i]->res[j] = NULL;
+        }
+    }
+
+    return RAGNX_ERROR;
+}
+
+
+/*
+ * Reads first, writes (the exchange) last, so row locks are held for the
+ * shortest time, and those by chat id.
+ */
+
+static int
+ragnx_db_req_cmp(const void *a, const void *b)
+{
+    const ragnx_db_req_t  *x = *(ragnx_db_req_t *const *) a;
+    const ragnx_db_req_t  *y = *(ragnx_db_req_t *const *) b;
+    int                    wx, wy;
+
+    wx = x->stmts[0] == RAGNX_STMT_EXCHANGE;
+    wy = y->stmts[0] == RAGNX_STMT_EXCHANGE;
+
+    if (wx != wy) {
+        return wx - wy;
+    }
+
+    if (wx) {
+        return strcmp(x->params[0][0], y->params[0][0]);
+    }
+
+    return 0;
 }
 
 
