@@ -167,6 +167,7 @@ static int ragnx_store_history_result(PGresult *res, ragnx_turn_t **turns,
 static int ragnx_store_retrieve_result(PGresult *res, int k,
     ragnx_passage_t **passages, int *n);
 static int ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req);
+static PGconn *ragnx_db_pool_connect(ragnx_db_pool_t *pool);
 static PGconn *ragnx_db_take(ragnx_db_pool_t *pool, int *failed);
 static void ragnx_db_combine(ragnx_db_pool_t *pool, PGconn *conn);
 static void ragnx_db_unqueue(ragnx_db_pool_t *pool, ragnx_db_req_t *req);
@@ -204,6 +205,42 @@ ragnx_db_connect(const char *conninfo, const char *password)
 
         return NULL;
     }
+
+    return conn;
+}
+
+
+/*
+ * Every statement a pooled connection runs reads or locks a few rows
+ * through an index, and the tables start empty: a plan made while one is
+ * small scans it whole, the connection keeps that plan (and PostgreSQL's
+ * own foreign key checks theirs) while the table grows with every job,
+ * and only autovacuum's next analyze, up to a minute later, replaces
+ * it.  Measured on a fresh database: the history read and the chats key
+ * check took 0.1 - 0.4 ms each instead of 0.01.  Without sequential
+ * scans the first plans are already the right ones.
+ */
+
+static PGconn *
+ragnx_db_pool_connect(ragnx_db_pool_t *pool)
+{
+    PGconn    *conn;
+    PGresult  *res;
+
+    conn = ragnx_db_connect(pool->conninfo, pool->password);
+    if (conn == NULL) {
+        return NULL;
+    }
+
+    res = PQexec(conn, "SET enable_seqscan = off");
+
+    if (ragnx_db_ok(conn, res, PGRES_COMMAND_OK, "set") != RAGNX_OK) {
+        PQclear(res);
+        PQfinish(conn);
+        return NULL;
+    }
+
+    PQclear(res);
 
     return conn;
 }
@@ -322,7 +359,7 @@ ragnx_db_borrow(ragnx_db_pool_t *pool, long timeout, int open)
             pool->total++;
             pthread_mutex_unlock(&pool->lock);
 
-            conn = ragnx_db_connect(pool->conninfo, pool->password);
+            conn = ragnx_db_pool_connect(pool);
 
             if (conn == NULL) {
                 pthread_mutex_lock(&pool->lock);
@@ -561,7 +598,7 @@ ragnx_db_take(ragnx_db_pool_t *pool, int *failed)
     pool->total++;
     pthread_mutex_unlock(&pool->lock);
 
-    conn = ragnx_db_connect(pool->conninfo, pool->password);
+    conn = ragnx_db_pool_connect(pool);
 
     pthread_mutex_lock(&pool->lock);
 

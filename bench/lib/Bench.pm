@@ -140,6 +140,21 @@ sub children {
     return @kids;
 }
 
+# the client backends of a PostgreSQL postmaster connected as user to
+# dbname, from /proc: asking pg_stat_activity would start psql and a
+# backend every time, CPU taken from what is measured
+sub pg_backends {
+    my ($postmaster, $user, $dbname) = @_;
+    my $n = 0;
+    for my $kid (children($postmaster)) {
+        open my $fh, '<', "/proc/$kid/cmdline" or next;
+        my $cmd = <$fh> // '';
+        close $fh;
+        $n++ if $cmd =~ /^postgres: \Q$user $dbname\E /;
+    }
+    return $n;
+}
+
 sub report {
     my ($title, $base, @rows) = @_;
     printf "\n%s (%d connections, %d threads, %ds each)\n", $title,
@@ -165,4 +180,58 @@ sub report_rows {
     }
 }
 
+
+# A connection to Redis kept open, for polling: redis-cli would start a
+# process every time, and on this 2-core VM ten a second take several per
+# cent of the CPU the measured runs need.  cmd() sends one command and
+# returns its reply (integers and strings as scalars, arrays as array
+# references; an error reply dies).
+
+package Bench::Redis;
+
+use IO::Socket::UNIX;
+use Socket qw(SOCK_STREAM);
+
+sub new {
+    my ($class, $path) = @_;
+    my $s = IO::Socket::UNIX->new(Peer => $path, Type => SOCK_STREAM)
+        or die "redis $path: $!";
+    $s->autoflush(1);
+    return bless { s => $s }, $class;
+}
+
+sub cmd {
+    my ($self, @args) = @_;
+    my $req = '*' . scalar(@args) . "\r\n";
+    $req .= '$' . length($_) . "\r\n$_\r\n" for @args;
+    print { $self->{s} } $req or die "redis: $!";
+    return $self->reply;
+}
+
+sub reply {
+    my ($self) = @_;
+    my $line = readline($self->{s});
+    die "redis: connection closed" unless defined $line;
+    $line =~ s/\r\n\z//;
+    my $type = substr($line, 0, 1, '');
+    return $line if $type eq ':' || $type eq '+';
+    die "redis: $line" if $type eq '-';
+    if ($type eq '$') {
+        return undef if $line < 0;
+        my $data = '';
+        while (length($data) < $line + 2) {
+            my $got = read($self->{s}, $data, $line + 2 - length($data),
+                           length($data));
+            die "redis: connection closed" unless $got;
+        }
+        return substr($data, 0, $line);
+    }
+    if ($type eq '*') {
+        return undef if $line < 0;
+        return [ map { $self->reply } 1 .. $line ];
+    }
+    die "redis: unexpected reply $type$line";
+}
+
 1;
+
