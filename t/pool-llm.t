@@ -7,6 +7,7 @@
 
 use strict;
 use warnings;
+use Encode ();
 use lib 't/lib';
 use Test::More;
 use JSON::PP;
@@ -69,6 +70,22 @@ $req = decode_json($mock->stats->{last}{body});
 is(scalar @{ $req->{messages} }, 3, 'previous exchange sent as history');
 is($req->{messages}[0]{content}, 'How long are answers cached?',
    'history starts with the first question');
+
+# the request body is JSON whatever the text holds: quotes, backslashes,
+# control characters and multi-byte UTF-8 arrive as they were sent
+
+{
+    my $q = "Is \"x\" a\\b, a\ttab, a\nbreak, a bell \x07, caf\x{e9}, "
+          . "\x{65e5}\x{672c} \x{1F600}?";
+    my ($qid) = $p->ask(query => Encode::encode_utf8($q));
+    is($p->wait_job($qid)->{status}, 'completed', 'odd text: completed');
+    my $body = $mock->stats->{last}{body};
+    my $r = eval { decode_json($body) };
+    ok($r, 'odd text: the body is JSON') or diag($@);
+    like($r->{messages}[-1]{content}, qr/\nQuestion: \Q$q\E\z/,
+         'odd text: the question arrives unchanged');
+    like($body, qr/\\u0007/, 'a control character is escaped');
+}
 
 # 500 twice, then OK
 

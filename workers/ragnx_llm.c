@@ -17,6 +17,7 @@
 
 #include "ragnx_worker.h"
 #include "ragnx_llm.h"
+#include "ragnx_utf8.h"
 
 
 #define RAGNX_LLM_MAX_RESPONSE  (8 * 1024 * 1024)
@@ -342,9 +343,10 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
 {
     int                  rc;
     long                 status;
-    char                 url[2200], *body;
+    char                 url[2200];
     size_t               blen;
-    json_t              *req, *res;
+    json_t              *res;
+    ragnx_llm_body_t     body;
     CURL                *c;
     CURLcode             code;
     json_error_t         e;
@@ -352,16 +354,17 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
 
     memset(ans, 0, sizeof(ragnx_answer_t));
 
-    req = provider->request(prompt);
-    if (req == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return RAGNX_AGAIN;
+    memset(&body, 0, sizeof(ragnx_llm_body_t));
+    provider->request(prompt, &body);
+
+    if (body.failed == RAGNX_LLM_BODY_INVALID) {
+        free(body.data);
+        snprintf(err, errlen, "the prompt is not UTF-8");
+        return RAGNX_DECLINED;
     }
 
-    body = json_dumps(req, JSON_COMPACT);
-    json_decref(req);
-
-    if (body == NULL) {
+    if (body.failed || body.data == NULL) {
+        free(body.data);
         snprintf(err, errlen, "out of memory");
         return RAGNX_AGAIN;
     }
@@ -382,8 +385,8 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
 
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long) strlen(body));
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.data);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long) body.len);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, ragnx_conf->llm_timeout);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
@@ -401,7 +404,7 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
     code = curl_easy_perform(c);
 
     curl_slist_free_all(headers);
-    free(body);
+    free(body.data);
 
     if (code != CURLE_OK) {
         ragnx_log(RAGNX_LOG_WARN, "job %s: llm request failed: %s",
@@ -464,21 +467,19 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
 
 /* history turns, then the context and question; system first if asked */
 
-json_t *
-ragnx_llm_messages(const ragnx_prompt_t *prompt, int with_system)
+void
+ragnx_llm_messages(const ragnx_prompt_t *prompt, int with_system,
+    ragnx_llm_body_t *body)
 {
-    int      i;
-    char    *ctx;
-    json_t  *a;
+    int    i;
+    char  *ctx;
 
-    a = json_array();
-    if (a == NULL) {
-        return NULL;
-    }
+    ragnx_llm_raw(body, "[");
 
     if (with_system) {
-        json_array_append_new(a, json_pack("{s:s,s:s}", "role", "system",
-                                           "content", ragnx_llm_system));
+        ragnx_llm_raw(body, "{\"role\":\"system\",\"content\":");
+        ragnx_llm_string(body, ragnx_llm_system);
+        ragnx_llm_raw(body, "},");
     }
 
     /* the Messages API wants the conversation to open with the user */
@@ -489,21 +490,126 @@ ragnx_llm_messages(const ragnx_prompt_t *prompt, int with_system)
     }
 
     for ( /* void */ ; i < prompt->nhistory; i++) {
-        json_array_append_new(a, json_pack("{s:s,s:s}", "role",
-                                           prompt->history[i].role,
-                                           "content",
-                                           prompt->history[i].content));
+        ragnx_llm_raw(body, "{\"role\":");
+        ragnx_llm_string(body, prompt->history[i].role);
+        ragnx_llm_raw(body, ",\"content\":");
+        ragnx_llm_string(body, prompt->history[i].content);
+        ragnx_llm_raw(body, "},");
     }
 
     ctx = ragnx_llm_context(prompt);
     if (ctx == NULL) {
-        json_decref(a);
-        return NULL;
+        body->failed = RAGNX_LLM_BODY_NOMEM;
+        return;
     }
 
-    json_array_append_new(a, json_pack("{s:s,s:s}", "role", "user",
-                                       "content", ctx));
+    ragnx_llm_raw(body, "{\"role\":\"user\",\"content\":");
+    ragnx_llm_string(body, ctx);
+    ragnx_llm_raw(body, "}]");
     free(ctx);
+}
 
-    return a;
+
+static void
+ragnx_llm_add(ragnx_llm_body_t *body, const char *s, size_t n)
+{
+    char    *p;
+    size_t   size;
+
+    if (body->failed) {
+        return;
+    }
+
+    if (body->len + n + 1 > body->size) {
+        size = body->size ? body->size : 8192;
+
+        while (size < body->len + n + 1) {
+            size *= 2;
+        }
+
+        p = realloc(body->data, size);
+        if (p == NULL) {
+            body->failed = RAGNX_LLM_BODY_NOMEM;
+            return;
+        }
+
+        body->data = p;
+        body->size = size;
+    }
+
+    memcpy(body->data + body->len, s, n);
+    body->len += n;
+    body->data[body->len] = '\0';
+}
+
+
+void
+ragnx_llm_raw(ragnx_llm_body_t *body, const char *text)
+{
+    ragnx_llm_add(body, text, strlen(text));
+}
+
+
+/*
+ * s as a JSON string (RFC 8259): the quote, the backslash and the
+ * control characters escaped, the rest copied as it is; text that is not
+ * UTF-8 fails the body, as json_string() would.
+ */
+
+void
+ragnx_llm_string(ragnx_llm_body_t *body, const char *s)
+{
+    char                 esc[8];
+    size_t               len;
+    const char          *run;
+    const unsigned char *p;
+
+    len = strlen(s);
+
+    if (!ragnx_utf8_valid((const unsigned char *) s, len)) {
+        body->failed = RAGNX_LLM_BODY_INVALID;
+        return;
+    }
+
+    ragnx_llm_add(body, "\"", 1);
+
+    for (p = (const unsigned char *) s, run = s; *p; p++) {
+
+        if (*p >= 0x20 && *p != '"' && *p != '\\') {
+            continue;
+        }
+
+        ragnx_llm_add(body, run, (const char *) p - run);
+        run = (const char *) p + 1;
+
+        switch (*p) {
+
+        case '"':
+            ragnx_llm_add(body, "\\\"", 2);
+            break;
+
+        case '\\':
+            ragnx_llm_add(body, "\\\\", 2);
+            break;
+
+        case '\n':
+            ragnx_llm_add(body, "\\n", 2);
+            break;
+
+        case '\r':
+            ragnx_llm_add(body, "\\r", 2);
+            break;
+
+        case '\t':
+            ragnx_llm_add(body, "\\t", 2);
+            break;
+
+        default:
+            snprintf(esc, sizeof(esc), "\\u%04x", *p);
+            ragnx_llm_add(body, esc, 6);
+        }
+    }
+
+    ragnx_llm_add(body, run, (const char *) p - run);
+    ragnx_llm_add(body, "\"", 1);
 }

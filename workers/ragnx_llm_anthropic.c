@@ -12,7 +12,8 @@
 
 
 static struct curl_slist *ragnx_anthropic_headers(struct curl_slist *h);
-static json_t *ragnx_anthropic_request(const ragnx_prompt_t *prompt);
+static void ragnx_anthropic_request(const ragnx_prompt_t *prompt,
+    ragnx_llm_body_t *body);
 static int ragnx_anthropic_response(json_t *res, ragnx_answer_t *ans);
 
 
@@ -39,19 +40,22 @@ ragnx_anthropic_headers(struct curl_slist *h)
 }
 
 
-static json_t *
-ragnx_anthropic_request(const ragnx_prompt_t *prompt)
+static void
+ragnx_anthropic_request(const ragnx_prompt_t *prompt, ragnx_llm_body_t *body)
 {
-    json_t  *messages;
+    char  n[32];
 
-    messages = ragnx_llm_messages(prompt, 0);
-    if (messages == NULL) {
-        return NULL;
-    }
+    snprintf(n, sizeof(n), "%ld", ragnx_conf->llm_max_tokens);
 
-    return json_pack("{s:s,s:i,s:s,s:o}", "model", ragnx_conf->llm_model,
-                     "max_tokens", (int) ragnx_conf->llm_max_tokens,
-                     "system", ragnx_llm_system, "messages", messages);
+    ragnx_llm_raw(body, "{\"model\":");
+    ragnx_llm_string(body, ragnx_conf->llm_model);
+    ragnx_llm_raw(body, ",\"max_tokens\":");
+    ragnx_llm_raw(body, n);
+    ragnx_llm_raw(body, ",\"system\":");
+    ragnx_llm_string(body, ragnx_llm_system);
+    ragnx_llm_raw(body, ",\"messages\":");
+    ragnx_llm_messages(prompt, 0, body);
+    ragnx_llm_raw(body, "}");
 }
 
 
