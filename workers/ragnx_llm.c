@@ -543,6 +543,22 @@ ragnx_llm_add(ragnx_llm_body_t *body, const char *s, size_t n)
 }
 
 
+/* a request body's start, as every provider has it: model, max_tokens */
+
+void
+ragnx_llm_head(ragnx_llm_body_t *body)
+{
+    char  n[32];
+
+    snprintf(n, sizeof(n), "%ld", ragnx_conf->llm_max_tokens);
+
+    ragnx_llm_raw(body, "{\"model\":");
+    ragnx_llm_string(body, ragnx_conf->llm_model);
+    ragnx_llm_raw(body, ",\"max_tokens\":");
+    ragnx_llm_raw(body, n);
+}
+
+
 void
 ragnx_llm_raw(ragnx_llm_body_t *body, const char *text)
 {

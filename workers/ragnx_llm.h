@@ -47,6 +47,7 @@ extern const char                  ragnx_llm_system[];
 
 void ragnx_llm_messages(const ragnx_prompt_t *prompt, int with_system,
     ragnx_llm_body_t *body);
+void ragnx_llm_head(ragnx_llm_body_t *body);
 void ragnx_llm_raw(ragnx_llm_body_t *body, const char *text);
 void ragnx_llm_string(ragnx_llm_body_t *body, const char *s);
 

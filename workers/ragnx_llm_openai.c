@@ -48,14 +48,7 @@ ragnx_openai_headers(struct curl_slist *h)
 static void
 ragnx_openai_request(const ragnx_prompt_t *prompt, ragnx_llm_body_t *body)
 {
-    char  n[32];
-
-    snprintf(n, sizeof(n), "%ld", ragnx_conf->llm_max_tokens);
-
-    ragnx_llm_raw(body, "{\"model\":");
-    ragnx_llm_string(body, ragnx_conf->llm_model);
-    ragnx_llm_raw(body, ",\"max_tokens\":");
-    ragnx_llm_raw(body, n);
+    ragnx_llm_head(body);
     ragnx_llm_raw(body, ",\"messages\":");
     ragnx_llm_messages(prompt, 1, body);
     ragnx_llm_raw(body, "}");

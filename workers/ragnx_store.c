@@ -173,6 +173,8 @@ static void ragnx_db_combine(ragnx_db_pool_t *pool, PGconn *conn);
 static void ragnx_db_unqueue(ragnx_db_pool_t *pool, ragnx_db_req_t *req);
 static int ragnx_db_run_together(PGconn *conn, ragnx_db_req_t **batch,
     int n);
+static int ragnx_db_send(PGconn *conn, ragnx_db_req_t *q);
+static void ragnx_db_clear(ragnx_db_req_t **batch, int n);
 static int ragnx_db_req_cmp(const void *a, const void *b);
 static PGconn *ragnx_db_borrow(ragnx_db_pool_t *pool, long timeout,
     int open);
@@ -745,6 +747,44 @@ ragnx_db_prepare(PGconn *conn, ragnx_db_req_t **batch, int n)
 }
 
 
+/* a request's statements, into the pipeline; 0 when libpq failed */
+
+static int
+ragnx_db_send(PGconn *conn, ragnx_db_req_t *q)
+{
+    int  j;
+
+    for (j = 0; j < q->n; j++) {
+        if (!PQsendQueryPrepared(conn, ragnx_statements[q->stmts[j]].name,
+                                 ragnx_statements[q->stmts[j]].nparams,
+                                 q->params[j], NULL, NULL, 0))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* the results of n requests dropped, each marked failed */
+
+static void
+ragnx_db_clear(ragnx_db_req_t **batch, int n)
+{
+    int  i, j;
+
+    for (i = 0; i < n; i++) {
+        batch[i]->ok = 0;
+
+        for (j = 0; j < batch[i]->n; j++) {
+            PQclear(batch[i]->res[j]);
+            batch[i]->res[j] = NULL;
+        }
+    }
+}
+
+
 /*
  * The requests of a batch in one transaction: one sync, so PostgreSQL
  * commits, writes its WAL and flushes its output once a pipeline instead
@@ -769,15 +809,8 @@ ragnx_db_run_together(PGconn *conn, ragnx_db_req_t **batch, int n)
     }
 
     for (i = 0; i < n; i++) {
-        q = batch[i];
-
-        for (j = 0; j < q->n; j++) {
-            if (!PQsendQueryPrepared(conn, ragnx_statements[q->stmts[j]].name,
-                                     ragnx_statements[q->stmts[j]].nparams,
-                                     q->params[j], NULL, NULL, 0))
-            {
-                goto broken;
-            }
+        if (!ragnx_db_send(conn, batch[i])) {
+            goto broken;
         }
     }
 
@@ -826,12 +859,7 @@ ragnx_db_run_together(PGconn *conn, ragnx_db_req_t **batch, int n)
         return RAGNX_OK;
     }
 
-    for (i = 0; i < n; i++) {
-        for (j = 0; j < batch[i]->n; j++) {
-            PQclear(batch[i]->res[j]);
-            batch[i]->res[j] = NULL;
-        }
-    }
+    ragnx_db_clear(batch, n);
 
     return RAGNX_DECLINED;
 
@@ -839,14 +867,7 @@ broken:
 
     ragnx_log(RAGNX_LOG_ERROR, "postgres pipeline: %s", PQerrorMessage(conn));
 
-    for (i = 0; i < n; i++) {
-        batch[i]->ok = 0;
-
-        for (j = 0; j < batch[i]->n; j++) {
-            PQclear(batch[i]->res[j]);
-            batch[i]->res[j] = NULL;
-        }
-    }
+    ragnx_db_clear(batch, n);
 
     return RAGNX_ERROR;
 }
@@ -905,16 +926,9 @@ ragnx_db_run(PGconn *conn, ragnx_db_req_t **batch, int *n,
     }
 
     for (i = 0; i < *n; i++) {
-        q = batch[i];
-
-        for (j = 0; j < q->n; j++) {
-            if (!PQsendQueryPrepared(conn, ragnx_statements[q->stmts[j]].name,
-                                     ragnx_statements[q->stmts[j]].nparams,
-                                     q->params[j], NULL, NULL, 0))
-            {
-                i = 0;
-                goto failed;
-            }
+        if (!ragnx_db_send(conn, batch[i])) {
+            i = 0;
+            goto failed;
         }
 
         if (!PQpipelineSync(conn)) {
@@ -999,14 +1013,7 @@ failed:
         batch[left++] = batch[k];
     }
 
-    for (k = 0; k < left; k++) {
-        batch[k]->ok = 0;
-
-        for (j = 0; j < batch[k]->n; j++) {
-            PQclear(batch[k]->res[j]);
-            batch[k]->res[j] = NULL;
-        }
-    }
+    ragnx_db_clear(batch, left);
 
     *n = left;
 
