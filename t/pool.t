@@ -33,6 +33,11 @@ $p->configure(llm_model => 'extractive');
     $out = `$ENV{RAGNX_BUILD}/workers/ragnx-worker -t -c $bad 2>&1`;
     like($out, qr/unknown setting "no_such_thing"/, 'unknown setting');
 
+    $bad = $t->file('bad4.conf', "llm_model = caf\xe9\n");
+    $out = `$ENV{RAGNX_BUILD}/workers/ragnx-worker -t -c $bad 2>&1`;
+    isnt($? >> 8, 0, '-t fails on a setting that is not UTF-8');
+    like($out, qr/llm_model: not UTF-8/, 'naming it');
+
     $out = `RAGNX_TOP_K=abc $ENV{RAGNX_BUILD}/workers/ragnx-worker -t 2>&1`;
     like($out, qr/top_k: "abc" is not a number in environment RAGNX_TOP_K/,
          'environment overrides are checked too');
@@ -67,6 +72,13 @@ $p->configure(llm_model => 'extractive');
     my ($rc, $out) = $p->cli('migrate');
     is($rc, 0, 'migrate again');
     like($out, qr/up to date/, 'nothing left to apply');
+}
+
+# PostgreSQL client backends connected to the database, this one aside
+sub backends {
+    return $t->psql("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                    . "'ragnx' AND backend_type = 'client backend' AND pid "
+                    . "<> pg_backend_pid()");
 }
 
 # ingest
@@ -194,9 +206,7 @@ is($t->redis('XINFO', 'GROUPS', '{ragnx}:jobs') =~ /pool/ ? 1 : 0, 1,
     # backends report their counts when they exit, if not before
     is($p->stop('TERM'), 0, 'stopped to close its connections');
     for (1 .. 200) {
-        last if $t->psql("SELECT count(*) FROM pg_stat_activity WHERE "
-                         . "datname = 'ragnx' AND backend_type = 'client "
-                         . "backend' AND pid <> pg_backend_pid()") == 0;
+        last if backends() == 0;
         sleep 0.05;
     }
     is($t->psql($seq) - $s0, 0, 'messages and chats read through indexes');
@@ -499,9 +509,7 @@ sub drain_shared {
                 . "IN ($in)"), $n, "$name: each in its own chat");
     my @batches = substr($p->worker_log, $from)
                   =~ /postgres: (\d+) requests in one pipeline/g;
-    my $conns = $t->psql("SELECT count(*) FROM pg_stat_activity WHERE "
-                         . "datname = 'ragnx' AND backend_type = 'client "
-                         . "backend' AND pid <> pg_backend_pid()");
+    my $conns = backends();
     $p->configure(llm_model => 'extractive');
     return ((sort { $b <=> $a } @batches, 0)[0], scalar @batches, $conns);
 }

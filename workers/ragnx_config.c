@@ -23,6 +23,7 @@
 #include <openssl/pem.h>
 
 #include "ragnx_worker.h"
+#include "ragnx_utf8.h"
 
 
 #define RAGNX_SET_INT    1
@@ -201,6 +202,12 @@ ragnx_conf_set(ragnx_conf_t *conf, const ragnx_setting_t *s,
         if ((long) len < s->min || (long) len > s->max) {
             snprintf(err, errlen, "%s: length must be %ld..%ld in %s",
                      s->name, s->min, s->max, where);
+            return RAGNX_ERROR;
+        }
+
+        /* settings are text: the model name, say, goes into JSON */
+        if (!ragnx_utf8_valid((const unsigned char *) value, len)) {
+            snprintf(err, errlen, "%s: not UTF-8 in %s", s->name, where);
             return RAGNX_ERROR;
         }
 

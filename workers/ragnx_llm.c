@@ -17,7 +17,6 @@
 
 #include "ragnx_worker.h"
 #include "ragnx_llm.h"
-#include "ragnx_utf8.h"
 
 
 #define RAGNX_LLM_MAX_RESPONSE  (8 * 1024 * 1024)
@@ -357,12 +356,6 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
     memset(&body, 0, sizeof(ragnx_llm_body_t));
     provider->request(prompt, &body);
 
-    if (body.failed == RAGNX_LLM_BODY_INVALID) {
-        free(body.data);
-        snprintf(err, errlen, "the prompt is not UTF-8");
-        return RAGNX_DECLINED;
-    }
-
     if (body.failed || body.data == NULL) {
         free(body.data);
         snprintf(err, errlen, "out of memory");
@@ -499,7 +492,7 @@ ragnx_llm_messages(const ragnx_prompt_t *prompt, int with_system,
 
     ctx = ragnx_llm_context(prompt);
     if (ctx == NULL) {
-        body->failed = RAGNX_LLM_BODY_NOMEM;
+        body->failed = 1;
         return;
     }
 
@@ -529,7 +522,7 @@ ragnx_llm_add(ragnx_llm_body_t *body, const char *s, size_t n)
 
         p = realloc(body->data, size);
         if (p == NULL) {
-            body->failed = RAGNX_LLM_BODY_NOMEM;
+            body->failed = 1;
             return;
         }
 
@@ -567,25 +560,19 @@ ragnx_llm_raw(ragnx_llm_body_t *body, const char *text)
 
 
 /*
- * s as a JSON string (RFC 8259): the quote, the backslash and the
- * control characters escaped, the rest copied as it is; text that is not
- * UTF-8 fails the body, as json_string() would.
+ * s as a JSON string (RFC 8259): the quote and the backslash escaped
+ * with a backslash, the control characters as \u00XX, the rest copied
+ * as it is.  Every text here is UTF-8 already: the question was decoded
+ * by jansson, passages and history come from a UTF8 database, and the
+ * settings are checked when read.
  */
 
 void
 ragnx_llm_string(ragnx_llm_body_t *body, const char *s)
 {
     char                 esc[8];
-    size_t               len;
     const char          *run;
     const unsigned char *p;
-
-    len = strlen(s);
-
-    if (!ragnx_utf8_valid((const unsigned char *) s, len)) {
-        body->failed = RAGNX_LLM_BODY_INVALID;
-        return;
-    }
 
     ragnx_llm_add(body, "\"", 1);
 
@@ -598,29 +585,12 @@ ragnx_llm_string(ragnx_llm_body_t *body, const char *s)
         ragnx_llm_add(body, run, (const char *) p - run);
         run = (const char *) p + 1;
 
-        switch (*p) {
+        if (*p >= 0x20) {
+            esc[0] = '\\';
+            esc[1] = (char) *p;
+            ragnx_llm_add(body, esc, 2);
 
-        case '"':
-            ragnx_llm_add(body, "\\\"", 2);
-            break;
-
-        case '\\':
-            ragnx_llm_add(body, "\\\\", 2);
-            break;
-
-        case '\n':
-            ragnx_llm_add(body, "\\n", 2);
-            break;
-
-        case '\r':
-            ragnx_llm_add(body, "\\r", 2);
-            break;
-
-        case '\t':
-            ragnx_llm_add(body, "\\t", 2);
-            break;
-
-        default:
+        } else {
             snprintf(esc, sizeof(esc), "\\u%04x", *p);
             ragnx_llm_add(body, esc, 6);
         }

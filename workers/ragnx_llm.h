@@ -20,14 +20,11 @@
  * copying the bytes and escaping a few takes 2.
  */
 
-#define RAGNX_LLM_BODY_NOMEM    1
-#define RAGNX_LLM_BODY_INVALID  2     /* text that is not UTF-8 */
-
 typedef struct {
     char    *data;
     size_t   len;
     size_t   size;
-    int      failed;
+    int      failed;        /* out of memory */
 } ragnx_llm_body_t;
 
 

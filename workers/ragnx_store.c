@@ -164,7 +164,7 @@ static int ragnx_store_chat_result(PGresult *res, const ragnx_job_t *job,
     int *created, ragnx_answer_t *found, char *err, size_t errlen);
 static int ragnx_store_history_result(PGresult *res, ragnx_turn_t **turns,
     int *n);
-static int ragnx_store_retrieve_result(PGresult *res, int k,
+static int ragnx_store_retrieve_result(PGresult *res,
     ragnx_passage_t **passages, int *n);
 static int ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req);
 static PGconn *ragnx_db_pool_connect(ragnx_db_pool_t *pool);
@@ -175,6 +175,7 @@ static int ragnx_db_run_together(PGconn *conn, ragnx_db_req_t **batch,
     int n);
 static int ragnx_db_send(PGconn *conn, ragnx_db_req_t *q);
 static void ragnx_db_clear(ragnx_db_req_t **batch, int n);
+static PGresult *ragnx_db_next(PGconn *conn);
 static int ragnx_db_req_cmp(const void *a, const void *b);
 static PGconn *ragnx_db_borrow(ragnx_db_pool_t *pool, long timeout,
     int open);
@@ -767,6 +768,25 @@ ragnx_db_send(PGconn *conn, ragnx_db_req_t *q)
 }
 
 
+/* the next statement's result, its end consumed; NULL: connection lost */
+
+static PGresult *
+ragnx_db_next(PGconn *conn)
+{
+    PGresult  *res, *r;
+
+    res = PQgetResult(conn);
+
+    if (res) {
+        while ((r = PQgetResult(conn)) != NULL) {
+            PQclear(r);
+        }
+    }
+
+    return res;
+}
+
+
 /* the results of n requests dropped, each marked failed */
 
 static void
@@ -825,13 +845,9 @@ ragnx_db_run_together(PGconn *conn, ragnx_db_req_t **batch, int n)
         q->ok = 1;
 
         for (j = 0; j < q->n; j++) {
-            res = PQgetResult(conn);
+            res = ragnx_db_next(conn);
             if (res == NULL) {
                 goto broken;
-            }
-
-            while ((r = PQgetResult(conn)) != NULL) {
-                PQclear(r);
             }
 
             q->res[j] = res;
@@ -943,13 +959,9 @@ ragnx_db_run(PGconn *conn, ragnx_db_req_t **batch, int *n,
         prepare = 0;
 
         for (j = 0; j < q->n; j++) {
-            res = PQgetResult(conn);
+            res = ragnx_db_next(conn);
             if (res == NULL) {
                 goto failed;
-            }
-
-            while ((r = PQgetResult(conn)) != NULL) {
-                PQclear(r);
             }
 
             q->res[j] = res;
@@ -1355,7 +1367,7 @@ ragnx_store_history_free(ragnx_turn_t *turns, int n)
  */
 
 static int
-ragnx_store_retrieve_result(PGresult *res, int k, ragnx_passage_t **passages,
+ragnx_store_retrieve_result(PGresult *res, ragnx_passage_t **passages,
     int *n)
 {
     int  i, rows;
@@ -1368,11 +1380,7 @@ ragnx_store_retrieve_result(PGresult *res, int k, ragnx_passage_t **passages,
         return RAGNX_AGAIN;
     }
 
-    rows = PQntuples(res);
-
-    if (rows > k) {
-        rows = k;
-    }
+    rows = PQntuples(res);      /* the statement's LIMIT is top_k */
 
     if (rows == 0) {
         PQclear(res);
@@ -1474,7 +1482,7 @@ ragnx_store_read_ask(ragnx_db_pool_t *pool, const ragnx_job_t *job, int k,
         return rc;
     }
 
-    rc = ragnx_store_retrieve_result(req.res[1], k, passages, np);
+    rc = ragnx_store_retrieve_result(req.res[1], passages, np);
 
     if (ragnx_store_history_result(req.res[2], turns, nh) != RAGNX_OK
         || rc != RAGNX_OK)

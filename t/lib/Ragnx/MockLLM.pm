@@ -219,9 +219,7 @@ sub handle {
     } elsif ($mode eq 'malformed') {
         $resp = response(200, '{"content": [ this is not json');
     } else {
-        my $req = $st->{fixed} ? { model => 'mock', messages => [
-                                       { content => 'Question: fixed' }] }
-                               : eval { decode_json($body) } || {};
+        my $req = $st->{fixed} ? {} : eval { decode_json($body) } || {};
         my $msgs = $req->{messages} || [];
         my $last = @$msgs ? $msgs->[-1]{content} : '';
         $last = '' unless defined $last && !ref $last;
