@@ -119,7 +119,10 @@ for my $cmd (@cmds) {
 is($health->{status}, 'ok', 'health: ok');
 is($health->{redis}, 'ok', 'health: redis ok');
 ok($reg->{token} && $reg->{user}{email} eq 'me@example.com',
-   'register: a token and the user');
+   'register: a token and the user') or do {
+    diag(JSON::PP->new->canonical->encode($reg // {}));
+    for my $log (glob("$var/log/*")) { diag("$log:\n" . slurp($log)) }
+};
 ok(length($vars{TOKEN} // '') > 20, 'login: TOKEN set as printed');
 is($me->{id}, $reg->{user}{id}, 'me: the registered user');
 ok($ask->{jobId}, 'ask: queued with a job id');
