@@ -173,6 +173,43 @@ $t->file('corpus/guide/long.md', "# Long\n\n"
     is($t->psql("SELECT count(*) $cmp WHERE r.cd <> r.sum"), 0,
        'stored weights sum to ts_rank_cd');
 
+    # the pool ranks a question of ASCII letters, digits and blanks, with
+    # ? , ; . ! only before a blank, by its plain statement alone: such a
+    # question never makes a phrase or a negation (400 random ones), and
+    # each shape it leaves out can
+    {
+        srand(7);
+        my @alpha = ('a' .. 'z', 'A' .. 'Z', '0' .. '9', (' ') x 14,
+                     "\t", "\n", "\r");
+        my @words = qw(or OR Or and not the cache a);
+        my @qs;
+        for (1 .. 400) {
+            my $q = '';
+            for (0 .. rand 40) {
+                my $r = rand;
+                $q .= $r < 0.15 ? ' ' . $words[rand @words] . ' '
+                    : $r < 0.25 ? (qw(? , ; . !))[rand 5]
+                                  . (" ", "\n", "\t")[rand 3]
+                    : $alpha[rand @alpha];
+            }
+            push @qs, $q;
+        }
+        my $v = join ', ', map {
+            (my $q = $_) =~ s/([\t\n\r])/"' || chr(" . ord($1) . ") || '"/ge;
+            "('$q')"
+        } @qs;
+        my $odd = "strpos(a::text, '!') + strpos(a::text, '<') > 0";
+        is($t->psql("SET client_min_messages = warning; "
+                    . "SELECT count(*) FILTER (WHERE $odd) FROM (VALUES $v) "
+                    . "v (q), websearch_to_tsquery('english', v.q) a"),
+           0, '400 plain questions: no phrase, no negation');
+        is($t->psql("SELECT count(*) FILTER (WHERE $odd) FROM (VALUES "
+                    . "('foo-bar'), ('\"foo bar\"'), ('foo -bar'), "
+                    . "('o''neil'), ('cache?worker'), ('cache,pool')) "
+                    . "v (q), websearch_to_tsquery('english', v.q) a"),
+           6, 'the shapes left out make phrases or negations');
+    }
+
     # a database migrated before chunk_terms existed is filled in
     $t->psql('SET client_min_messages = warning; DROP TABLE chunk_terms; '
              . 'DROP FUNCTION chunk_terms_fill() CASCADE; '
