@@ -417,6 +417,51 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
     unlike($out, qr/^dead $fid/m, 'dropped from the dead-letter stream');
 }
 
+# messages.chat_id has no foreign key: a deleted chat takes its messages
+# along (trigger), and a chat deleted while an exchange writes into it is
+# deleted after that commits, the new messages included: the exchange
+# locks the chat as the key check did (a test trigger holds the exchange
+# after the lock, before its messages)
+
+{
+    my ($id1, undef, undef, $c1) = $p->ask(query => 'Who deletes chats?');
+    is($p->wait_job($id1)->{status}, 'completed', 'a chat with an exchange');
+    my $n = "SELECT count(*) FROM messages WHERE chat_id = '$c1'";
+    is($t->psql($n), 2, '... of two messages');
+
+    $t->psql("CREATE FUNCTION test_slow() RETURNS trigger LANGUAGE plpgsql "
+             . "AS \$\$ BEGIN PERFORM pg_sleep(1); RETURN NEW; END \$\$; "
+             . "CREATE TRIGGER test_slow BEFORE INSERT ON messages FOR EACH "
+             . "ROW WHEN (NEW.content = 'Is this chat going away?') "
+             . "EXECUTE FUNCTION test_slow()");
+    my ($id2) = $p->ask(query => 'Is this chat going away?', chat => $c1);
+    my $held = 0;
+    for (1 .. 250) {
+        last if $held = $t->psql("SELECT count(*) FROM pg_stat_activity "
+                                 . "WHERE wait_event = 'PgSleep'");
+        sleep 0.02;
+    }
+    ok($held, 'the exchange is held before its messages');
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        $t->psql("DELETE FROM chats WHERE id = '$c1'");
+        POSIX::_exit(0);
+    }
+    is($p->wait_job($id2)->{status}, 'completed', 'its job completed');
+    waitpid($pid, 0);
+    $t->psql('DROP TRIGGER test_slow ON messages; DROP FUNCTION test_slow()');
+    is($t->psql("SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 "
+                . "FROM chats c WHERE c.id = m.chat_id)"), 0,
+       'the delete came after: no message left without its chat');
+    is($t->psql($n), 0, 'the chat\'s messages went with it');
+
+    my ($id3, undef, undef, $c3) = $p->ask(query => 'Who keeps chats?');
+    is($p->wait_job($id3)->{status}, 'completed', 'another chat');
+    $t->psql("DELETE FROM chats WHERE id = '$c3'");
+    is($t->psql("SELECT count(*) FROM messages WHERE chat_id = '$c3'"), 0,
+       'deleting a chat deletes its messages');
+}
+
 # a re-ingest that changes a document bumps the generation
 
 {

@@ -137,11 +137,18 @@ static const struct {
       "ORDER BY r.cover DESC, r.rank DESC, r.id"
     },
 
+    /*
+     * messages.chat_id has no foreign key (sql/004_messages_chat_lock.sql):
+     * the messages go only into a chat this statement created, or one it
+     * found and locked as the key check did, so that a delete waits for
+     * the commit and its trigger then removes them too.
+     */
+
     { "ragnx_exchange", 10,
       "WITH c AS (INSERT INTO chats (id, owner, title) "
       "VALUES ($1, $9, $10) ON CONFLICT (id) DO NOTHING RETURNING owner), "
-      "o AS (SELECT owner FROM c UNION ALL "
-      "SELECT owner FROM chats WHERE id = $1 LIMIT 1), "
+      "e AS (SELECT owner FROM chats WHERE id = $1 FOR KEY SHARE), "
+      "o AS (SELECT owner FROM c UNION ALL SELECT owner FROM e LIMIT 1), "
       "m AS (INSERT INTO messages (chat_id, job_id, role, content, "
       "sources, model, input_tokens, output_tokens) "
       "SELECT $1, $2, v.r, v.t, v.s, v.m, v.i, v.o FROM (VALUES "
