@@ -6,7 +6,7 @@
 -- exchange now inserts a job's messages only into a chat it has just
 -- created or locked (FOR KEY SHARE, the lock the check took), and a
 -- deleted chat takes its messages with it through the trigger below, as
--- ON DELETE CASCADE did.  A chat deleted while an exchange holds its
+-- ON DELETE CASCADE did (and TRUNCATE chats now empties messages too).  A chat deleted while an exchange holds its
 -- lock is deleted after that commits, messages included; one deleted
 -- before the lock is taken is not found, and the job fails as for a
 -- chat that does not exist.

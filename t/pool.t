@@ -712,4 +712,12 @@ sub drain_shared {
 
 is($p->stop('TERM'), 0, 'SIGTERM: exit 0');
 
+# TRUNCATE chats takes the messages along too (with the foreign key it
+# was refused)
+
+cmp_ok($t->psql('SELECT count(*) FROM messages'), '>', 0, 'messages stored');
+$t->psql('TRUNCATE chats');
+is($t->psql('SELECT count(*) FROM messages'), 0,
+   'TRUNCATE chats empties messages');
+
 $p->finish;
