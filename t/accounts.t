@@ -614,6 +614,26 @@ for my $alg ([ 'RS256', 'rs', $rs_port ], [ 'ES256', 'es', $es_port ]) {
     is($r->{status}, 200, '... nginx answers other locations');
 }
 
+# a call made before the first pool made the calls' group is answered
+# once the pool starts, within the call's deadline
+
+{
+    $t->redis('DEL', '{ragnx}:rpc');
+    my $s = $t->send_request(GET => '/api/users/me',
+                             headers => [Authorization => "Bearer $login_token"]);
+    for (1 .. 100) {
+        last if $t->redis('XLEN', '{ragnx}:rpc');
+        sleep 0.01;
+    }
+    is($t->redis('XLEN', '{ragnx}:rpc'), 1, 'a call queued with no group');
+    $p->start;
+    $r = $t->read_response($s, 5);
+    is($r->{status}, 200, '... answered by the pool that started after it');
+    is(Ragnx::Test::json_body($r)->{email}, 'Alice@Example.com',
+       '... with the profile');
+    $p->stop;
+}
+
 unlike($p->worker_log, qr/Sanitizer|runtime error:/,
        'no sanitizer report from the pool');
 $t->done;

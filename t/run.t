@@ -28,6 +28,10 @@ my %env = (%ENV, RAGNX_VAR => $var, PORT => $port);
 delete @env{qw(MAKEFLAGS MFLAGS MAKELEVEL RAGNX_MODULE RAGNX_BUILD
                RAGNX_WORKER LD_PRELOAD ASAN_OPTIONS)};
 
+sub diag_logs {
+    for my $log (glob("$var/log/*")) { diag("$log:\n" . slurp($log)) }
+}
+
 sub start_run {
     my ($file) = @_;
     my $pid = fork() // die "fork: $!";
@@ -53,7 +57,7 @@ for (1 .. 1800) {
 like($text, qr{ragnx is running on http://127\.0\.0\.1:$port},
      'make run prints the URL') or do {
     diag($text);
-    for my $log (glob("$var/log/*")) { diag("$log:\n" . slurp($log)) }
+    diag_logs();
     kill 'INT', -$pid;
     BAIL_OUT('make run did not start');
 };
@@ -121,7 +125,7 @@ is($health->{redis}, 'ok', 'health: redis ok');
 ok($reg->{token} && $reg->{user}{email} eq 'me@example.com',
    'register: a token and the user') or do {
     diag(JSON::PP->new->canonical->encode($reg // {}));
-    for my $log (glob("$var/log/*")) { diag("$log:\n" . slurp($log)) }
+    diag_logs();
 };
 ok(length($vars{TOKEN} // '') > 20, 'login: TOKEN set as printed');
 is($me->{id}, $reg->{user}{id}, 'me: the registered user');

@@ -45,15 +45,24 @@ static void ragnx_call_publish(ragnx_redis_t *r, const ragnx_call_t *c,
 static int ragnx_call_replies(ragnx_redis_t *r);
 
 
-/* the group starts at "$": calls made before any pool existed expired */
+/*
+ * The group starts RAGNX_CALL_BACKLOG ms back (stream ids begin with the
+ * time they were added): a call made while the first pool was starting
+ * is still answered within its deadline, and older entries, expired long
+ * since, are never read.  A call whose ragnx_rpc_timeout is longer than
+ * that and that was made before then is not.
+ */
+
+#define RAGNX_CALL_BACKLOG  60000
 
 int
 ragnx_call_setup(ragnx_redis_t *r)
 {
     redisReply  *reply;
 
-    reply = ragnx_redis_command(r, "XGROUP CREATE %s %s $ MKSTREAM",
-                                RAGNX_KEY_RPC, RAGNX_GROUP);
+    reply = ragnx_redis_command(r, "XGROUP CREATE %s %s %lld-0 MKSTREAM",
+                                RAGNX_KEY_RPC, RAGNX_GROUP,
+                                ragnx_now_ms() - RAGNX_CALL_BACKLOG);
     if (reply == NULL) {
         return RAGNX_ERROR;
     }

@@ -17,6 +17,7 @@
 
 #include "ragnx_worker.h"
 #include "ragnx_llm.h"
+#include "ragnx_job.h"
 
 
 #define RAGNX_LLM_MAX_RESPONSE  (8 * 1024 * 1024)
@@ -503,14 +504,16 @@ ragnx_llm_messages(const ragnx_prompt_t *prompt, int with_system,
 }
 
 
-static void
-ragnx_llm_add(ragnx_llm_body_t *body, const char *s, size_t n)
+/* room for n more bytes and a NUL at the end of body; NULL: out of memory */
+
+static char *
+ragnx_llm_room(ragnx_llm_body_t *body, size_t n)
 {
     char    *p;
     size_t   size;
 
     if (body->failed) {
-        return;
+        return NULL;
     }
 
     if (body->len + n + 1 > body->size) {
@@ -523,16 +526,14 @@ ragnx_llm_add(ragnx_llm_body_t *body, const char *s, size_t n)
         p = realloc(body->data, size);
         if (p == NULL) {
             body->failed = 1;
-            return;
+            return NULL;
         }
 
         body->data = p;
         body->size = size;
     }
 
-    memcpy(body->data + body->len, s, n);
-    body->len += n;
-    body->data[body->len] = '\0';
+    return body->data + body->len;
 }
 
 
@@ -555,14 +556,24 @@ ragnx_llm_head(ragnx_llm_body_t *body)
 void
 ragnx_llm_raw(ragnx_llm_body_t *body, const char *text)
 {
-    ragnx_llm_add(body, text, strlen(text));
+    char    *p;
+    size_t   n;
+
+    n = strlen(text);
+
+    p = ragnx_llm_room(body, n);
+    if (p == NULL) {
+        return;
+    }
+
+    memcpy(p, text, n + 1);
+    body->len += n;
 }
 
 
 /*
- * s as a JSON string (RFC 8259): the quote and the backslash escaped
- * with a backslash, the control characters as \u00XX, the rest copied
- * as it is.  Every text here is UTF-8 already: the question was decoded
+ * s as a JSON string (ragnx_json_escape(), as the module writes its job
+ * payloads).  Every text here is UTF-8 already: the question was decoded
  * by jansson, passages and history come from a UTF8 database, and the
  * settings are checked when read.
  */
@@ -570,32 +581,20 @@ ragnx_llm_raw(ragnx_llm_body_t *body, const char *text)
 void
 ragnx_llm_string(ragnx_llm_body_t *body, const char *s)
 {
-    char                 esc[8];
-    const char          *run;
-    const unsigned char *p;
+    char    *p;
+    size_t   n;
 
-    ragnx_llm_add(body, "\"", 1);
+    n = strlen(s);
 
-    for (p = (const unsigned char *) s, run = s; *p; p++) {
-
-        if (*p >= 0x20 && *p != '"' && *p != '\\') {
-            continue;
-        }
-
-        ragnx_llm_add(body, run, (const char *) p - run);
-        run = (const char *) p + 1;
-
-        if (*p >= 0x20) {
-            esc[0] = '\\';
-            esc[1] = (char) *p;
-            ragnx_llm_add(body, esc, 2);
-
-        } else {
-            snprintf(esc, sizeof(esc), "\\u%04x", *p);
-            ragnx_llm_add(body, esc, 6);
-        }
+    p = ragnx_llm_room(body, 6 * n + 2);
+    if (p == NULL) {
+        return;
     }
 
-    ragnx_llm_add(body, run, (const char *) p - run);
-    ragnx_llm_add(body, "\"", 1);
+    *p++ = '"';
+    p += ragnx_json_escape(s, n, p);
+    *p++ = '"';
+    *p = '\0';
+
+    body->len = p - body->data;
 }

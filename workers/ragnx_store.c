@@ -81,6 +81,18 @@ struct ragnx_db_pool_s {
 #define RAGNX_STMT_PLAIN     4
 
 
+/* both retrieval statements: a chunk's postings of the question's lexemes */
+#define RAGNX_SQL_POSTINGS                                                    \
+    "SELECT t.chunk_id AS id, count(*) AS cover, "                            \
+    "sum(t.tenths)::float8 / 10 AS rank FROM "
+
+/* and their passages, r's chunks best first */
+#define RAGNX_SQL_PASSAGES                                                    \
+    "SELECT c.path, c.title, c.heading, c.body, r.cover, r.rank "             \
+    "FROM r JOIN chunks c ON c.id = r.id "                                    \
+    "ORDER BY r.cover DESC, r.rank DESC, r.id"
+
+
 static const struct {
     const char   *name;
     int           nparams;
@@ -120,9 +132,8 @@ static const struct {
       "tsvector_to_array(to_tsvector('english', $1)) AS lex, "
       "strpos(a::text, '!') + strpos(a::text, '<') = 0 AS plain "
       "FROM websearch_to_tsquery('english', $1) a), "
-      "r AS (SELECT t.chunk_id AS id, count(*) AS cover, "
-      "sum(t.tenths)::float8 / 10 AS rank "
-      "FROM q, chunk_terms t WHERE q.plain AND t.lexeme = ANY (q.lex) "
+      "r AS (" RAGNX_SQL_POSTINGS
+      "q, chunk_terms t WHERE q.plain AND t.lexeme = ANY (q.lex) "
       "GROUP BY t.chunk_id "
       "UNION ALL "
       "SELECT x.id, x.cover, ts_rank_cd(x.tsv, x.any)::float8 "
@@ -132,9 +143,7 @@ static const struct {
       "ORDER BY cover DESC, ts_rank(c.tsv, q.any) DESC, c.id "
       "LIMIT greatest($2::integer, $3::integer)) x "
       "ORDER BY 2 DESC, 3 DESC, 1 LIMIT $2) "
-      "SELECT c.path, c.title, c.heading, c.body, r.cover, r.rank "
-      "FROM r JOIN chunks c ON c.id = r.id "
-      "ORDER BY r.cover DESC, r.rank DESC, r.id"
+      RAGNX_SQL_PASSAGES
     },
 
     /*
@@ -170,13 +179,10 @@ static const struct {
      */
 
     { "ragnx_retrieve_plain", 2,
-      "WITH r AS (SELECT t.chunk_id AS id, count(*) AS cover, "
-      "sum(t.tenths)::float8 / 10 AS rank FROM chunk_terms t "
+      "WITH r AS (" RAGNX_SQL_POSTINGS "chunk_terms t "
       "WHERE t.lexeme = ANY (tsvector_to_array(to_tsvector('english', $1))) "
       "GROUP BY t.chunk_id ORDER BY 2 DESC, 3 DESC, 1 LIMIT $2) "
-      "SELECT c.path, c.title, c.heading, c.body, r.cover, r.rank "
-      "FROM r JOIN chunks c ON c.id = r.id "
-      "ORDER BY r.cover DESC, r.rank DESC, r.id"
+      RAGNX_SQL_PASSAGES
     },
 
     { NULL, 0, NULL }
