@@ -872,8 +872,9 @@ ngx_http_ragnx_ask_record(ngx_http_request_t *r,
 
     amcf = ngx_http_get_module_main_conf(r, ngx_http_ragnx_ask_module);
 
-    if (ngx_http_ragnx_redis_send(amcf->queue, ngx_http_ragnx_ask_record_done,
-                                  NULL, 7, argv, lens)
+    if (ngx_http_ragnx_redis_send_later(amcf->queue,
+                                        ngx_http_ragnx_ask_record_done, NULL,
+                                        7, argv, lens)
         == NGX_OK)
     {
         ngx_str_set(&ctx->outcome, "hit");

@@ -97,6 +97,11 @@ ngx_int_t ngx_http_ragnx_redis_send(ngx_http_ragnx_redis_srv_t *srv,
     ngx_http_ragnx_redis_done_pt done, void *data, int argc,
     const char **argv, const size_t *argvlen);
 
+/* the same, written with the next command or within a millisecond */
+ngx_int_t ngx_http_ragnx_redis_send_later(ngx_http_ragnx_redis_srv_t *srv,
+    ngx_http_ragnx_redis_done_pt done, void *data, int argc,
+    const char **argv, const size_t *argvlen);
+
 /*
  * EVALSHA of a script registered at config time with
  * ngx_http_ragnx_redis_script(); argv holds numkeys, keys and args.

@@ -457,4 +457,39 @@ for (1 .. 100) {
 }
 is($r->{status}, 202, 'aborted clients: service goes on');
 
+# Graceful shutdown (nginx -s quit) waits for Redis's replies: a request
+# waiting on a slow Redis is answered, and a hit's record (written with
+# the next command on its connection or within a millisecond) is written
+# and confirmed.  Hits first, so that both workers take the GET path.
+cache_put("warm hit $_", "warm answer $_", []) for 1 .. 40;
+ask(alice => { query => "warm hit $_" }) for 1 .. 40;
+cache_put('hit at shutdown', 'The last answer.', []);
+my $n = evalsha_calls();
+$r = ask(alice => { query => 'hit at shutdown' });
+is($r->{status}, 200, 'hit at shutdown: answered');
+$t->signal('redis', 'STOP');
+my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                              PeerPort => $t->port, Proto => 'tcp');
+print $s Ragnx::Test::build_request(POST => '/api/ask',
+    headers => [ Authorization => "Bearer $auth{alice}",
+                 'Content-Type' => 'application/json',
+                 Connection => 'close' ],
+    body => $json->encode({ query => 'asked while nginx stops' }));
+sleep 0.05;
+$t->signal('nginx', 'QUIT');
+sleep 0.1;
+$t->signal('redis', 'CONT');
+$t->stop_nginx;
+is($t->read_response($s, 3)->{status}, 202,
+   'nginx stopping: a request waiting on Redis is answered');
+is(evalsha_calls(), $n + ($refresh eq '0' ? 2 : 1),
+   $refresh eq '0' ? 'script mode: both through the script'
+                   : 'hit at shutdown: a GET, its record sent apart');
+my ($rec) = grep { /The last answer/ } split /\n/,
+    $t->redis('XREVRANGE', '{ragnx}:jobs', '+', '-', 'COUNT', 3);
+is(decode_json($rec // '{}')->{result}{answer}, 'The last answer.',
+   'hit at shutdown: its record was written before the worker exited');
+unlike($t->error_log, qr/record of a cache hit was not queued/,
+       'nginx stopping: no record left unconfirmed');
+
 $t->done;
