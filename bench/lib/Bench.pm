@@ -39,19 +39,26 @@ sub wrk {
         # a question never asked before on every request: each is a miss
         # that enqueues a new job (no single-flight follower)
         print $fh <<'LUA';
-local counter, tid = 0, 0
+local counter, tid, head = 0, 0, nil
 local threads = 0
 setup = function(thread)
     threads = threads + 1
     thread:set("tid", threads)
 end
+-- wrk.format() rebuilds every header line on each call, which made wrk
+-- itself a tenth dearer per request than with a fixed body: format once,
+-- and per request only put the length and the body after the headers
 init = function(args)
     tid = wrk.thread:get("tid") or 0
+    head = wrk.format(nil, nil, nil, "\0")
+    head = head:gsub("Content%-Length: 1\r\n", ""):sub(1, -4)
+           .. "Content-Length: "
 end
 request = function()
     counter = counter + 1
-    return wrk.format(nil, nil, nil, '{"query":"unique question ' .. tid
-                      .. '-' .. counter .. ' about ragnx"}')
+    local body = '{"query":"unique question ' .. tid .. '-' .. counter
+                 .. ' about ragnx"}'
+    return head .. #body .. "\r\n\r\n" .. body
 end
 LUA
     } elsif ($a{bodies}) {
