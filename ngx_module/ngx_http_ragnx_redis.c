@@ -822,22 +822,25 @@ ngx_http_ragnx_redis_send_later(ngx_http_ragnx_redis_srv_t *srv,
 {
     ngx_int_t                     n;
     ngx_uint_t                    i;
-    ngx_http_ragnx_redis_conn_t  *rc;
+    ngx_http_ragnx_redis_conn_t  *rc, *c;
 
     /* a connection that writes anyway: one with its write posted */
 
-    for (i = 0; srv->conns && i < srv->size; i++) {
-        rc = &srv->conns[i];
+    rc = NULL;
 
-        if (rc->state == NGX_HTTP_RAGNX_REDIS_READY
-            && rc->pending < srv->max_pending
-            && (rc->flush.posted || rc->later.timer_set))
+    for (i = 0; srv->conns && i < srv->size; i++) {
+        c = &srv->conns[i];
+
+        if (c->state == NGX_HTTP_RAGNX_REDIS_READY
+            && c->pending < srv->max_pending
+            && (c->flush.posted || c->later.timer_set))
         {
+            rc = c;
             break;
         }
     }
 
-    if (srv->conns == NULL || i == srv->size) {
+    if (rc == NULL) {
         rc = ngx_http_ragnx_redis_pick(srv);
         if (rc == NULL) {
             return NGX_ERROR;
