@@ -396,6 +396,7 @@ ok($answered && $answered == $recorded,
 
 # faults
 
+my $clients = $t->redis('CLIENT', 'LIST') =~ tr/\n//;
 $t->stop_redis;
 my $t0 = time;
 $r = ask(alice => { query => 'redis is down' });
@@ -417,6 +418,11 @@ for (1 .. 100) {
 }
 ok($ok, 'Redis restarted: requests succeed without a reload');
 
+# every worker back (backoff has jitter), so the next request waits
+for (1 .. 200) {
+    last if $t->redis('CLIENT', 'LIST') =~ tr/\n// >= $clients;
+    sleep 0.05;
+}
 $t->signal('redis', 'STOP');
 $t0 = time;
 $r = ask(alice => { query => 'redis is stopped' });
