@@ -905,6 +905,12 @@ ngx_http_ragnx_ask_refresh(ngx_event_t *ev)
 
     amcf = ev->data;
 
+    /* a worker shutting down waits for its replies: ask for no more */
+
+    if (ngx_exiting) {
+        return;
+    }
+
     argv[0] = "GET";
     lens[0] = 3;
     argv[1] = RAGNX_KEY_GEN;
