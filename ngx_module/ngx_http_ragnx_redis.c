@@ -130,7 +130,7 @@ static void ngx_http_ragnx_redis_wait_done(ngx_http_ragnx_redis_wait_t *w,
 static void ngx_http_ragnx_redis_wait_handler(ngx_event_t *ev);
 static void ngx_http_ragnx_redis_wait_cleanup(void *data);
 static ngx_http_ragnx_redis_conn_t *ngx_http_ragnx_redis_pick(
-    ngx_http_ragnx_redis_srv_t *srv);
+    ngx_http_ragnx_redis_srv_t *srv, ngx_uint_t writing);
 static ngx_http_ragnx_redis_cmd_t *ngx_http_ragnx_redis_queue(
     ngx_http_ragnx_redis_conn_t *rc, int argc, const char **argv,
     const size_t *argvlen);
@@ -704,28 +704,43 @@ ngx_http_ragnx_redis_load_scripts(ngx_http_ragnx_redis_conn_t *rc)
 /* commands */
 
 
+/*
+ * The next usable connection, round robin; with writing, one that writes
+ * in this iteration anyway (its flush posted or timed) if there is one.
+ */
+
 static ngx_http_ragnx_redis_conn_t *
-ngx_http_ragnx_redis_pick(ngx_http_ragnx_redis_srv_t *srv)
+ngx_http_ragnx_redis_pick(ngx_http_ragnx_redis_srv_t *srv, ngx_uint_t writing)
 {
     ngx_uint_t                    i, n;
-    ngx_http_ragnx_redis_conn_t  *rc;
+    ngx_http_ragnx_redis_conn_t  *rc, *usable;
 
     if (srv->conns == NULL) {
         return NULL;
     }
 
+    usable = NULL;
+
     for (i = 0; i < srv->size; i++) {
         n = srv->next++ % srv->size;
         rc = &srv->conns[n];
 
-        if (rc->state == NGX_HTTP_RAGNX_REDIS_READY
-            && rc->pending < srv->max_pending)
+        if (rc->state != NGX_HTTP_RAGNX_REDIS_READY
+            || rc->pending >= srv->max_pending)
         {
+            continue;
+        }
+
+        if (!writing || rc->flush.posted || rc->later.timer_set) {
             return rc;
+        }
+
+        if (usable == NULL) {
+            usable = rc;
         }
     }
 
-    return NULL;
+    return usable;
 }
 
 
@@ -738,7 +753,7 @@ ngx_http_ragnx_redis_call(ngx_http_request_t *r,
     ngx_http_ragnx_redis_cmd_t   *cmd;
     ngx_http_ragnx_redis_conn_t  *rc;
 
-    rc = ngx_http_ragnx_redis_pick(srv);
+    rc = ngx_http_ragnx_redis_pick(srv, 0);
     if (rc == NULL) {
         return NGX_ERROR;
     }
@@ -781,7 +796,7 @@ ngx_http_ragnx_redis_send(ngx_http_ragnx_redis_srv_t *srv,
 {
     ngx_http_ragnx_redis_conn_t  *rc;
 
-    rc = ngx_http_ragnx_redis_pick(srv);
+    rc = ngx_http_ragnx_redis_pick(srv, 0);
     if (rc == NULL) {
         return NGX_ERROR;
     }
@@ -821,30 +836,11 @@ ngx_http_ragnx_redis_send_later(ngx_http_ragnx_redis_srv_t *srv,
     const char **argv, const size_t *argvlen)
 {
     ngx_int_t                     n;
-    ngx_uint_t                    i;
-    ngx_http_ragnx_redis_conn_t  *rc, *c;
+    ngx_http_ragnx_redis_conn_t  *rc;
 
-    /* a connection that writes anyway: one with its write posted */
-
-    rc = NULL;
-
-    for (i = 0; srv->conns && i < srv->size; i++) {
-        c = &srv->conns[i];
-
-        if (c->state == NGX_HTTP_RAGNX_REDIS_READY
-            && c->pending < srv->max_pending
-            && (c->flush.posted || c->later.timer_set))
-        {
-            rc = c;
-            break;
-        }
-    }
-
+    rc = ngx_http_ragnx_redis_pick(srv, 1);
     if (rc == NULL) {
-        rc = ngx_http_ragnx_redis_pick(srv);
-        if (rc == NULL) {
-            return NGX_ERROR;
-        }
+        return NGX_ERROR;
     }
 
     rc->deferring = 1;
