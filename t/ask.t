@@ -139,7 +139,13 @@ my %h = split /\n/, $t->redis('HGETALL', "{ragnx}:job:$j->{jobId}");
 is($h{status}, 'waiting', 'job hash: waiting');
 is($h{owner}, 'alice', 'job hash: owner');
 is($h{chatId}, $j->{chatId}, 'job hash: chat');
-ok($t->redis('TTL', "{ragnx}:job:$j->{jobId}") > 0, 'job hash has a TTL');
+is_deeply([sort keys %h], [qw(chatId createdAt owner status)],
+          'job hash: what a poll needs, no more');
+is($t->redis('TTL', "{ragnx}:job:$j->{jobId}"), -1,
+   'a waiting job hash has no TTL: its stream entry keeps it');
+cmp_ok($t->redis('TTL', '{ragnx}:inflight:' . digest('What is ragnx?')
+                        . ':default@0'), '>', 86000,
+       'the in-flight key expires after ragnx_ask_job_ttl (1d)');
 
 # polling each state
 
