@@ -134,6 +134,8 @@ static ngx_http_ragnx_redis_conn_t *ngx_http_ragnx_redis_pick(
 static ngx_http_ragnx_redis_cmd_t *ngx_http_ragnx_redis_queue(
     ngx_http_ragnx_redis_conn_t *rc, int argc, const char **argv,
     const size_t *argvlen);
+static size_t ngx_http_ragnx_redis_format(int argc, const char **argv,
+    const size_t *argvlen, ngx_log_t *log);
 static ngx_int_t ngx_http_ragnx_redis_send_on(ngx_http_ragnx_redis_conn_t *rc,
     ngx_http_ragnx_redis_done_pt done, void *data, int argc,
     const char **argv, const size_t *argvlen);
@@ -233,6 +235,10 @@ ngx_module_t  ngx_http_ragnx_redis_module = {
 
 
 static ngx_uint_t  ngx_http_ragnx_redis_exiting;
+
+/* this worker's buffer for formatting commands, as large as the largest */
+static u_char     *ngx_http_ragnx_redis_buf;
+static size_t      ngx_http_ragnx_redis_buf_size;
 
 
 /* the adapter: hiredis's event hooks mapped to nginx events */
@@ -863,6 +869,7 @@ static ngx_http_ragnx_redis_cmd_t *
 ngx_http_ragnx_redis_queue(ngx_http_ragnx_redis_conn_t *rc, int argc,
     const char **argv, const size_t *argvlen)
 {
+    size_t                       len;
     ngx_http_ragnx_redis_cmd_t  *cmd;
 
     cmd = ngx_calloc(sizeof(ngx_http_ragnx_redis_cmd_t), rc->log);
@@ -870,9 +877,12 @@ ngx_http_ragnx_redis_queue(ngx_http_ragnx_redis_conn_t *rc, int argc,
         return NULL;
     }
 
-    if (redisAsyncCommandArgv(rc->ac, ngx_http_ragnx_redis_reply, cmd, argc,
-                              argv, argvlen)
-        != REDIS_OK)
+    len = ngx_http_ragnx_redis_format(argc, argv, argvlen, rc->log);
+
+    if (len == 0
+        || redisAsyncFormattedCommand(rc->ac, ngx_http_ragnx_redis_reply, cmd,
+                                      (char *) ngx_http_ragnx_redis_buf, len)
+           != REDIS_OK)
     {
         ngx_free(cmd);
         return NULL;
@@ -887,6 +897,50 @@ ngx_http_ragnx_redis_queue(ngx_http_ragnx_redis_conn_t *rc, int argc,
     rc->pending++;
 
     return cmd;
+}
+
+
+/*
+ * The command in Redis's protocol, in this worker's buffer; its length, or
+ * 0 on failure.  hiredis's own formatting builds it in a string grown
+ * argument by argument and frees it once copied into the output buffer.
+ */
+
+static size_t
+ngx_http_ragnx_redis_format(int argc, const char **argv,
+    const size_t *argvlen, ngx_log_t *log)
+{
+    int      i;
+    u_char  *p;
+    size_t   len;
+
+    len = sizeof("*\r\n") - 1 + NGX_INT_T_LEN;
+
+    for (i = 0; i < argc; i++) {
+        len += sizeof("$\r\n\r\n") - 1 + NGX_SIZE_T_LEN + argvlen[i];
+    }
+
+    if (len > ngx_http_ragnx_redis_buf_size) {
+        p = ngx_alloc(ngx_max(len, 4096), log);
+        if (p == NULL) {
+            return 0;
+        }
+
+        ngx_free(ngx_http_ragnx_redis_buf);
+        ngx_http_ragnx_redis_buf = p;
+        ngx_http_ragnx_redis_buf_size = ngx_max(len, 4096);
+    }
+
+    p = ngx_sprintf(ngx_http_ragnx_redis_buf, "*%d\r\n", argc);
+
+    for (i = 0; i < argc; i++) {
+        p = ngx_sprintf(p, "$%uz\r\n", argvlen[i]);
+        p = ngx_cpymem(p, argv[i], argvlen[i]);
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+
+    return p - ngx_http_ragnx_redis_buf;
 }
 
 
@@ -1505,6 +1559,10 @@ ngx_http_ragnx_redis_exit_process(ngx_cycle_t *cycle)
             redisAsyncFree(rc->ac);
         }
     }
+
+    ngx_free(ngx_http_ragnx_redis_buf);
+    ngx_http_ragnx_redis_buf = NULL;
+    ngx_http_ragnx_redis_buf_size = 0;
 }
 
 
