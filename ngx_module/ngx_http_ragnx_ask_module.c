@@ -271,19 +271,24 @@ ngx_module_t  ngx_http_ragnx_ask_module = {
  * Lua hashes every string it makes, byte by byte, so the script builds
  * as few as it can: the payload comes ready, and a record job is the
  * payload with its type swapped for "record" and the cached value.  The
- * in-flight key is claimed with one SET NX GET: for a new question that
- * is the only single-flight command.  The payload travels in the
- * stream entry; only a follower keeps it in its hash (the pool turns it
- * into a record job when the leader finishes).  Record jobs have no hash:
- * nobody polls them.
+ * payload travels in the stream entry; only a follower keeps it in its
+ * hash (the pool turns it into a record job when the leader finishes).
+ * Record jobs have no hash: nobody polls them.
+ *
+ * Single-flight: the question is claimed with one HSETNX of its field in
+ * the in-flight hash; for a new question that is the only single-flight
+ * command.  A field already there names a leader, followed while it is
+ * pending and younger than ragnx_ask_job_ttl, else taken over.  The pool
+ * removes the field when the leader ends, and sweeps fields of leaders
+ * no longer pending.  A key per question with its own TTL cost Redis
+ * about 2 us more per new question: a new key and an entry in the
+ * expires table.
  *
  * A new job's hash holds only what a poll needs (the pool adds attempts
  * and updatedAt when it starts the job) and has no TTL: its entry in the
  * stream, which ragnx_ask_queue_max bounds, is what keeps it, and every
- * way the pool ends a job sets the retention.  What is not in the stream
- * (an in-flight key, a follower's hash and list) expires after
- * ragnx_ask_job_ttl.  Each TTL costs Redis an entry in its expires table:
- * about a tenth of the script's time.
+ * way the pool ends a job sets the retention.  A follower's hash and list
+ * are not in the stream: they expire after ragnx_ask_job_ttl.
  */
 
 static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
@@ -315,12 +320,17 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "  return {'hit', gen, cached}\n"
 "end\n"
 "if len >= max then return {'full', gen, ''} end\n"
-"local inflight = '" RAGNX_KEY_INFLIGHT "' .. ARGV[1] .. ':' .. gen\n"
-"local leader = redis.call('SET', inflight, ARGV[2], 'NX', 'GET', 'EX', ttl)\n"
-"if leader then\n"
+"local inflight = ARGV[1] .. ':' .. gen\n"
+"if redis.call('HSETNX', '" RAGNX_KEY_INFLIGHT "', inflight, ARGV[2])\n"
+"   == 0\n"
+"then\n"
+"  local leader = redis.call('HGET', '" RAGNX_KEY_INFLIGHT "', inflight)\n"
 "  local lk = '" RAGNX_KEY_JOB "' .. leader\n"
-"  local st = redis.call('HGET', lk, 'status')\n"
-"  if st == 'waiting' or st == 'active' or st == 'delayed' then\n"
+"  local l = redis.call('HMGET', lk, 'status', 'createdAt')\n"
+"  local st, age = l[1], tonumber(ARGV[6]) - (tonumber(l[2]) or 0)\n"
+"  if (st == 'waiting' or st == 'active' or st == 'delayed')\n"
+"     and age < tonumber(ttl) * 1000\n"
+"  then\n"
 "    redis.call('HSET', KEYS[3], 'status', 'waiting', 'owner', ARGV[4],\n"
 "      'chatId', ARGV[5], 'createdAt', ARGV[6], 'leader', leader,\n"
 "      'payload', p)\n"
@@ -331,7 +341,7 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "    end\n"
 "    return {'follower', gen, leader}\n"
 "  end\n"
-"  redis.call('SET', inflight, ARGV[2], 'EX', ttl)\n"
+"  redis.call('HSET', '" RAGNX_KEY_INFLIGHT "', inflight, ARGV[2])\n"
 "end\n"
 "redis.call('HSET', KEYS[3], 'status', 'waiting', 'owner', ARGV[4],\n"
 "  'chatId', ARGV[5], 'createdAt', ARGV[6])\n"

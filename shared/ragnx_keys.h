@@ -22,7 +22,8 @@
  *   {ragnx}:gen             cache generation "<model>@<corpus version>",
  *                           set by the pool at start and on ingest
  *   {ragnx}:cache:<digest>:<gen>     JSON {"answer","sources"}, with TTL
- *   {ragnx}:inflight:<digest>:<gen>  id of the job computing that answer
+ *   {ragnx}:inflight        hash: "<digest>:<gen>" -> id of the job
+ *                           computing that answer (single-flight)
  *
  * <digest> is ragnx_query_digest(): SHA-256 of the normalised query.  The
  * generation is a key suffix rather than digest input so that the module
@@ -44,7 +45,7 @@
 #define RAGNX_KEY_JOB            RAGNX_KEY_PREFIX "job:"
 #define RAGNX_KEY_GEN            RAGNX_KEY_PREFIX "gen"
 #define RAGNX_KEY_CACHE          RAGNX_KEY_PREFIX "cache:"
-#define RAGNX_KEY_INFLIGHT       RAGNX_KEY_PREFIX "inflight:"
+#define RAGNX_KEY_INFLIGHT       RAGNX_KEY_PREFIX "inflight"
 #define RAGNX_KEY_FOLLOWERS      ":followers"
 
 #define RAGNX_GROUP              "pool"

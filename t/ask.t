@@ -143,9 +143,9 @@ is_deeply([sort keys %h], [qw(chatId createdAt owner status)],
           'job hash: what a poll needs, no more');
 is($t->redis('TTL', "{ragnx}:job:$j->{jobId}"), -1,
    'a waiting job hash has no TTL: its stream entry keeps it');
-cmp_ok($t->redis('TTL', '{ragnx}:inflight:' . digest('What is ragnx?')
-                        . ':default@0'), '>', 86000,
-       'the in-flight key expires after ragnx_ask_job_ttl (1d)');
+is($t->redis('HGET', '{ragnx}:inflight',
+            digest('What is ragnx?') . ':default@0'), $j->{jobId},
+   'the question is in flight: its field names the job');
 
 # polling each state
 
@@ -316,6 +316,21 @@ is($done, 50, 'single-flight: all 50 complete with the same answer');
 # once the leader is done, the same question starts a new flight
 $r = ask(alice => { query => $q });
 is(xlen(), $before + 2, 'finished leader: the next miss enqueues again');
+
+# a pending leader older than ragnx_ask_job_ttl (1d) is replaced, not
+# followed: a job whose entry was lost does not hold its question forever
+my $field = digest($q) . ':default@0';
+my $last = $t->redis('HGET', '{ragnx}:inflight', $field);
+is($t->redis('HGET', "{ragnx}:job:$last", 'status'), 'waiting',
+   'the new flight is pending');
+$r = ask(alice => { query => $q });
+is(xlen(), $before + 2, 'a pending leader within the job TTL is followed');
+$t->redis('HSET', "{ragnx}:job:$last", 'createdAt',
+          int(time * 1000) - 86400 * 1000 - 1000);
+$r = ask(alice => { query => $q });
+is(xlen(), $before + 3, 'a leader older than the job TTL is not followed');
+is($t->redis('HGET', '{ragnx}:inflight', $field),
+   Ragnx::Test::json_body($r)->{jobId}, 'the new job takes its field');
 
 # backpressure
 

@@ -53,9 +53,10 @@ RAGNX_LUA_START
 
 
 /*
- * KEYS: job hash, jobs stream, inflight, followers, cache key.
+ * KEYS: job hash, jobs stream, inflight hash, followers, cache key.
  * ARGV: entry, now, answer, sources, retention, job id, result JSON,
- * cache ttl (0: no cache SET), consumer ('' : read nothing).
+ * cache ttl (0: no cache SET), consumer ('' : read nothing), inflight
+ * field.
  * Followers get a "record" job carrying the result, through the stream.
  * Returns {followers, next, attempts}: with a consumer, the thread's next
  * entry is read here (XREADGROUP without BLOCK, as a script may) and,
@@ -79,8 +80,8 @@ RAGNX_LUA_START
 "  redis.call('XACK', KEYS[2], '" RAGNX_GROUP "', ARGV[1])\n"
 "  redis.call('XDEL', KEYS[2], ARGV[1])\n"
 "end\n"
-"if redis.call('GET', KEYS[3]) == ARGV[6] then\n"
-"  redis.call('DEL', KEYS[3])\n"
+"if redis.call('HGET', KEYS[3], ARGV[10]) == ARGV[6] then\n"
+"  redis.call('HDEL', KEYS[3], ARGV[10])\n"
 "end\n"
 "local fs = redis.call('LRANGE', KEYS[4], 0, -1)\n"
 "redis.call('DEL', KEYS[4])\n"
@@ -132,9 +133,10 @@ static const char  ragnx_script_retry_text[] =
 
 
 /*
- * KEYS: job hash, jobs stream, dead stream, inflight, followers.
+ * KEYS: job hash, jobs stream, dead stream, inflight hash, followers.
  * ARGV: entry, now, error, retention, job id, payload, dead max,
- * "1" when the job hash keys are valid (else only dead-letter).
+ * "1" when the job hash keys are valid (else only dead-letter), inflight
+ * field ('' when the job could not be decoded).
  */
 
 static const char  ragnx_script_fail_text[] =
@@ -147,8 +149,8 @@ static const char  ragnx_script_fail_text[] =
 "redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[3],\n"
 "  'updatedAt', now)\n"
 "redis.call('EXPIRE', KEYS[1], ARGV[4])\n"
-"if redis.call('GET', KEYS[4]) == ARGV[5] then\n"
-"  redis.call('DEL', KEYS[4])\n"
+"if redis.call('HGET', KEYS[4], ARGV[9]) == ARGV[5] then\n"
+"  redis.call('HDEL', KEYS[4], ARGV[9])\n"
 "end\n"
 "local fs = redis.call('LRANGE', KEYS[5], 0, -1)\n"
 "redis.call('DEL', KEYS[5])\n"
@@ -222,6 +224,26 @@ static const char  ragnx_script_forget_text[] =
 "return n\n";
 
 
+/*
+ * KEYS: inflight hash; ARGV: cursor.  One HSCAN step over the in-flight
+ * fields: a field whose leader is no longer pending (its hash gone, or
+ * an end that could not name the field, such as an undecodable entry)
+ * is removed.  A finished leader's own script removes its field; this
+ * catches the rest.  Returns the next cursor.
+ */
+
+static const char  ragnx_script_sweep_text[] =
+"local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', 100)\n"
+"local f = r[2]\n"
+"for i = 1, #f - 1, 2 do\n"
+"  local st = redis.call('HGET', '" RAGNX_KEY_JOB "' .. f[i + 1], 'status')\n"
+"  if st ~= 'waiting' and st ~= 'active' and st ~= 'delayed' then\n"
+"    redis.call('HDEL', KEYS[1], f[i])\n"
+"  end\n"
+"end\n"
+"return r[1]\n";
+
+
 /* KEYS: jobs stream; ARGV: entry, job id, payload */
 
 static const char  ragnx_script_release_text[] =
@@ -261,11 +283,13 @@ static ragnx_script_t  ragnx_script_release = { ragnx_script_release_text,
 static ragnx_script_t  ragnx_script_ack = { ragnx_script_ack_text, "" };
 static ragnx_script_t  ragnx_script_forget = { ragnx_script_forget_text,
                                                "" };
+static ragnx_script_t  ragnx_script_sweep = { ragnx_script_sweep_text, "" };
 
 static ragnx_script_t  *ragnx_scripts[] = {
     &ragnx_script_start, &ragnx_script_complete, &ragnx_script_retry,
     &ragnx_script_fail, &ragnx_script_promote, &ragnx_script_reclaim,
-    &ragnx_script_release, &ragnx_script_ack, &ragnx_script_forget, NULL
+    &ragnx_script_release, &ragnx_script_ack, &ragnx_script_forget,
+    &ragnx_script_sweep, NULL
 };
 
 
@@ -717,8 +741,7 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
     redisReply  *reply;
 
     snprintf(key, sizeof(key), RAGNX_KEY_JOB "%s", job->id);
-    snprintf(inflight, sizeof(inflight), RAGNX_KEY_INFLIGHT "%s:%s",
-             job->digest, job->gen);
+    snprintf(inflight, sizeof(inflight), "%s:%s", job->digest, job->gen);
     snprintf(followers, sizeof(followers),
              RAGNX_KEY_JOB "%s" RAGNX_KEY_FOLLOWERS, job->id);
     snprintf(cache, sizeof(cache), RAGNX_KEY_CACHE "%s:%s", job->digest,
@@ -743,11 +766,11 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
     }
 
     reply = ragnx_redis_eval(r, &ragnx_script_complete, "5 %s %s %s %s %s "
-                                "%s %s %s %s %s %s %s %s %s", key,
-                                RAGNX_KEY_JOBS, inflight, followers, cache,
-                                e->entry, now, ans->answer, sources, ret,
-                                job->id, result, ttl,
-                                next ? r->consumer : "");
+                                "%s %s %s %s %s %s %s %s %s %s", key,
+                                RAGNX_KEY_JOBS, RAGNX_KEY_INFLIGHT, followers,
+                                cache, e->entry, now, ans->answer, sources,
+                                ret, job->id, result, ttl,
+                                next ? r->consumer : "", inflight);
     free(result);
     free(sources);
 
@@ -825,10 +848,9 @@ ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
              RAGNX_KEY_JOB "%s" RAGNX_KEY_FOLLOWERS, valid ? e->id : "-");
 
     if (job) {
-        snprintf(inflight, sizeof(inflight), RAGNX_KEY_INFLIGHT "%s:%s",
-                 job->digest, job->gen);
+        snprintf(inflight, sizeof(inflight), "%s:%s", job->digest, job->gen);
     } else {
-        snprintf(inflight, sizeof(inflight), RAGNX_KEY_INFLIGHT "-");
+        inflight[0] = '\0';
     }
 
     snprintf(now, sizeof(now), "%lld", ragnx_now_ms());
@@ -839,17 +861,21 @@ ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
     len = e->payload ? e->len : 0;
 
     reply = ragnx_redis_eval(r, &ragnx_script_fail, "5 %s %s %s %s %s %s %s "
-                                "%s %s %s %b %s %s", key,
-                                RAGNX_KEY_JOBS, RAGNX_KEY_DEAD, inflight,
-                                followers, e->entry, now, error, ret,
-                                e->id, payload, len, max,
-                                valid ? "1" : "0");
+                                "%s %s %s %b %s %s %s", key,
+                                RAGNX_KEY_JOBS, RAGNX_KEY_DEAD,
+                                RAGNX_KEY_INFLIGHT, followers, e->entry, now,
+                                error, ret, e->id, payload, len, max,
+                                valid ? "1" : "0", inflight);
 
     return ragnx_reply_ok(r, reply, "fail script");
 }
 
 
 /* due retries back to the stream, and entries of dead workers */
+
+/* where the in-flight sweep goes on: a SCAN cursor */
+static char  ragnx_sweep_cursor[32] = "0";
+
 
 int
 ragnx_queue_maintain(ragnx_redis_t *r)
@@ -862,6 +888,20 @@ ragnx_queue_maintain(ragnx_redis_t *r)
     reply = ragnx_redis_eval(r, &ragnx_script_promote, "2 %s %s %s 500",
                              RAGNX_KEY_DELAYED, RAGNX_KEY_JOBS, now);
     if (ragnx_reply_ok(r, reply, "promote script") != RAGNX_OK) {
+        return RAGNX_ERROR;
+    }
+
+    /* the maintenance thread is this process's only caller */
+    reply = ragnx_redis_eval(r, &ragnx_script_sweep, "1 %s %s",
+                             RAGNX_KEY_INFLIGHT, ragnx_sweep_cursor);
+    if (reply && reply->type == REDIS_REPLY_STRING
+        && reply->len < sizeof(ragnx_sweep_cursor))
+    {
+        memcpy(ragnx_sweep_cursor, reply->str, reply->len);
+        ragnx_sweep_cursor[reply->len] = '\0';
+    }
+
+    if (ragnx_reply_ok(r, reply, "sweep script") != RAGNX_OK) {
         return RAGNX_ERROR;
     }
 

@@ -22,7 +22,7 @@ our @EXPORT_OK = qw(uuid);
 my %MACRO = (
     RAGNX_GEN_DEFAULT  => 'default@0',
     RAGNX_KEY_CACHE    => '{ragnx}:cache:',
-    RAGNX_KEY_INFLIGHT => '{ragnx}:inflight:',
+    RAGNX_KEY_INFLIGHT => '{ragnx}:inflight',
     RAGNX_KEY_JOB      => '{ragnx}:job:',
     RAGNX_KEY_FOLLOWERS => ':followers',
 );
