@@ -130,13 +130,14 @@ static void ngx_http_ragnx_redis_wait_done(ngx_http_ragnx_redis_wait_t *w,
 static void ngx_http_ragnx_redis_wait_handler(ngx_event_t *ev);
 static void ngx_http_ragnx_redis_wait_cleanup(void *data);
 static ngx_http_ragnx_redis_conn_t *ngx_http_ragnx_redis_pick(
-    ngx_http_ragnx_redis_srv_t *srv, ngx_uint_t writing);
+    ngx_http_ragnx_redis_srv_t *srv);
 static ngx_http_ragnx_redis_cmd_t *ngx_http_ragnx_redis_queue(
     ngx_http_ragnx_redis_conn_t *rc, int argc, const char **argv,
     const size_t *argvlen);
 static size_t ngx_http_ragnx_redis_format(int argc, const char **argv,
     const size_t *argvlen, ngx_log_t *log);
-static ngx_int_t ngx_http_ragnx_redis_send_on(ngx_http_ragnx_redis_conn_t *rc,
+static ngx_int_t ngx_http_ragnx_redis_send_cmd(
+    ngx_http_ragnx_redis_srv_t *srv, ngx_uint_t later,
     ngx_http_ragnx_redis_done_pt done, void *data, int argc,
     const char **argv, const size_t *argvlen);
 static void ngx_http_ragnx_redis_sub_reply(redisAsyncContext *ac,
@@ -711,18 +712,18 @@ ngx_http_ragnx_redis_load_scripts(ngx_http_ragnx_redis_conn_t *rc)
 
 
 /*
- * The next usable connection, round robin; with writing, one that writes
- * in this iteration anyway (its flush posted or timed) if there is one.
- * Commands use writing: an iteration's commands then go out together on
- * one connection, in one write, and come back in one read, and the next
- * iteration's may start on another.  Spread over two connections per
- * iteration instead, the enqueue ran about 5% slower (nginx's CPU per
- * request up by 1 - 2 us).  The other connections stand in for one that
- * is down or has ragnx_redis_max_pending commands in flight.
+ * A usable connection: one that writes in this iteration anyway (its
+ * flush posted or timed) if there is one, else the next, round robin.
+ * An iteration's commands then go out together on one connection, in one
+ * write, and come back in one read, and the next iteration's may start on
+ * another.  Spread over two connections per iteration instead, the
+ * enqueue ran about 5% slower (nginx's CPU per request up by 1 - 2 us).
+ * The other connections stand in for one that is down or has
+ * ragnx_redis_max_pending commands in flight.
  */
 
 static ngx_http_ragnx_redis_conn_t *
-ngx_http_ragnx_redis_pick(ngx_http_ragnx_redis_srv_t *srv, ngx_uint_t writing)
+ngx_http_ragnx_redis_pick(ngx_http_ragnx_redis_srv_t *srv)
 {
     ngx_uint_t                    i, n;
     ngx_http_ragnx_redis_conn_t  *rc, *usable;
@@ -743,7 +744,7 @@ ngx_http_ragnx_redis_pick(ngx_http_ragnx_redis_srv_t *srv, ngx_uint_t writing)
             continue;
         }
 
-        if (!writing || rc->flush.posted || rc->later.timer_set) {
+        if (rc->flush.posted || rc->later.timer_set) {
             return rc;
         }
 
@@ -765,7 +766,7 @@ ngx_http_ragnx_redis_call(ngx_http_request_t *r,
     ngx_http_ragnx_redis_cmd_t   *cmd;
     ngx_http_ragnx_redis_conn_t  *rc;
 
-    rc = ngx_http_ragnx_redis_pick(srv, 1);
+    rc = ngx_http_ragnx_redis_pick(srv);
     if (rc == NULL) {
         return NGX_ERROR;
     }
@@ -806,33 +807,8 @@ ngx_http_ragnx_redis_send(ngx_http_ragnx_redis_srv_t *srv,
     ngx_http_ragnx_redis_done_pt done, void *data, int argc,
     const char **argv, const size_t *argvlen)
 {
-    ngx_http_ragnx_redis_conn_t  *rc;
-
-    rc = ngx_http_ragnx_redis_pick(srv, 1);
-    if (rc == NULL) {
-        return NGX_ERROR;
-    }
-
-    return ngx_http_ragnx_redis_send_on(rc, done, data, argc, argv, argvlen);
-}
-
-
-static ngx_int_t
-ngx_http_ragnx_redis_send_on(ngx_http_ragnx_redis_conn_t *rc,
-    ngx_http_ragnx_redis_done_pt done, void *data, int argc,
-    const char **argv, const size_t *argvlen)
-{
-    ngx_http_ragnx_redis_cmd_t  *cmd;
-
-    cmd = ngx_http_ragnx_redis_queue(rc, argc, argv, argvlen);
-    if (cmd == NULL) {
-        return NGX_ERROR;
-    }
-
-    cmd->done = done;
-    cmd->data = data;
-
-    return NGX_OK;
+    return ngx_http_ragnx_redis_send_cmd(srv, 0, done, data, argc, argv,
+                                         argvlen);
 }
 
 
@@ -847,19 +823,36 @@ ngx_http_ragnx_redis_send_later(ngx_http_ragnx_redis_srv_t *srv,
     ngx_http_ragnx_redis_done_pt done, void *data, int argc,
     const char **argv, const size_t *argvlen)
 {
-    ngx_int_t                     n;
+    return ngx_http_ragnx_redis_send_cmd(srv, 1, done, data, argc, argv,
+                                         argvlen);
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_redis_send_cmd(ngx_http_ragnx_redis_srv_t *srv,
+    ngx_uint_t later, ngx_http_ragnx_redis_done_pt done, void *data,
+    int argc, const char **argv, const size_t *argvlen)
+{
+    ngx_http_ragnx_redis_cmd_t   *cmd;
     ngx_http_ragnx_redis_conn_t  *rc;
 
-    rc = ngx_http_ragnx_redis_pick(srv, 1);
+    rc = ngx_http_ragnx_redis_pick(srv);
     if (rc == NULL) {
         return NGX_ERROR;
     }
 
-    rc->deferring = 1;
-    n = ngx_http_ragnx_redis_send_on(rc, done, data, argc, argv, argvlen);
+    rc->deferring = later;
+    cmd = ngx_http_ragnx_redis_queue(rc, argc, argv, argvlen);
     rc->deferring = 0;
 
-    return n;
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    cmd->done = done;
+    cmd->data = data;
+
+    return NGX_OK;
 }
 
 
