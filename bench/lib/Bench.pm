@@ -24,7 +24,8 @@ sub lua_quote {
 }
 
 # wrk(url, method => , body => , headers => [k, v, ...], bodies => [...],
-#     unique => 1, delay => ms, cpu => { name => [pid, ...] })
+#     unique => 1, delay => ms, spread => ms,
+#     cpu => { name => [pid, ...] })
 sub wrk {
     my ($url, %a) = @_;
     my ($fh, $script) = tempfile('ragnx-wrk-XXXXXX', SUFFIX => '.lua',
@@ -78,7 +79,12 @@ LUA
     } elsif (defined $a{body}) {
         print $fh 'wrk.body = ', lua_quote($a{body}), "\n";
     }
-    if ($a{delay}) {
+    if ($a{delay} && $a{spread}) {
+        # paced, with a think time drawn from delay +- spread ms for every
+        # request: connections answered together do not stay together
+        my ($lo, $hi) = ($a{delay} - $a{spread}, $a{delay} + $a{spread});
+        print $fh "delay = function() return math.random($lo, $hi) end\n";
+    } elsif ($a{delay}) {
         # paced: each connection waits this many ms after every response
         # before its next request, so latency is measured at a moderate,
         # steady load instead of with every queue full
