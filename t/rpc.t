@@ -144,11 +144,13 @@ sub wait_subscribed {
     return 0;
 }
 
-# both workers' command connections (2 each), besides this redis-cli
+# both workers' command connections (2 each), besides this redis-cli and
+# the stand-in
 sub wait_commands {
     for (1 .. 200) {
-        my @c = split /\n/, $t->redis('CLIENT', 'LIST', 'TYPE', 'normal');
-        return 1 if @c >= 5;
+        my @c = grep { !/ name=standin | cmd=client/ }
+                split /\n/, $t->redis('CLIENT', 'LIST', 'TYPE', 'normal');
+        return 1 if @c >= 4;
         sleep 0.05;
     }
     return 0;
@@ -207,16 +209,25 @@ sub standin_loop {
     my $mode = $o{mode};
     while (1) {
         # late replies go out when due, each on its own schedule
-        my @now = grep { $_->[0] <= time } @due;
-        @due = grep { $_->[0] > time } @due;
+        # one clock reading for both: with two, a reply due between them
+        # would be in neither list, and lost
+        my $now = time;
+        my @now = grep { $_->[0] <= $now } @due;
+        @due = grep { $_->[0] > $now } @due;
         if (@now) {
             eval { $r->pipeline(map { [ 'PUBLISH', $_->[1], $_->[2] ] } @now) }
                 or $r = undef;
         }
+        # never 0 (Redis would block for good) nor negative (an error):
+        # time goes on between the grep above and here
         my $block = @due ? int(1000 * ($due[0][0] - time)) + 1 : 100;
+        $block = 1 if $block < 1;
         $block = 100 if $block > 100;
         my $res = eval {
-            $r ||= Ragnx::Resp->new($rp) or die "redis: connect\n";
+            unless ($r) {
+                $r = Ragnx::Resp->new($rp) or die "redis: connect\n";
+                $r->cmd('CLIENT', 'SETNAME', 'standin');
+            }
             unless (defined $last) {
                 my $x = $r->cmd('XREVRANGE', '{ragnx}:rpc', '+', '-',
                                 'COUNT', 1);
@@ -232,6 +243,7 @@ sub standin_loop {
             next;
         }
         my $streams = $res->[0] or next;
+        die "XREAD: $streams->{error}\n" if ref $streams eq 'HASH';
         my @out;
         for my $e (@{ $streams->[0][1] }) {
             my ($eid, $fields) = @$e;
@@ -268,8 +280,9 @@ sub start_standin {
     my $pid = fork() // die "fork: $!";
     if ($pid == 0) {
         POSIX::setpgid(0, 0);
-        standin_loop(%o);
-        POSIX::_exit(0);
+        eval { standin_loop(%o) };
+        print STDERR "standin: $@" if $@;
+        POSIX::_exit(1);
     }
     $t->{pids}{standin} = $pid;
     for (1 .. 200) {
@@ -277,6 +290,13 @@ sub start_standin {
         sleep 0.025;
     }
     return $pid;
+}
+
+sub standin_state {
+    my $pid = $t->{pids}{standin};
+    return "standin: none\n" unless $pid;
+    return waitpid($pid, POSIX::WNOHANG()) == 0 ? "standin: running\n"
+                                               : "standin: exited $?\n";
 }
 
 sub stop_standin { $t->stop_pid('standin', 'KILL') }
@@ -552,14 +572,26 @@ is(scalar(keys %seen_ch), 2,
 # a reload lets the old workers finish their pending calls
 
 start_standin(mode => 'late', delay => 0.6);
+my %old_ch = map { $_ => 1 } channels();
+my @old_pids = map { /:(\d+)$/ ? $1 : () } keys %old_ch;
 my $waiting = send_only(GET => '/api/users/me', auth('alice'));
 sleep 0.1;
 $t->reload_nginx;
 $r = $t->read_response($waiting);
 is($r->{status}, 200, 'reload: a pending call still gets its reply');
 is(body($r)->{sub}, 'alice', 'reload: the right reply');
-for (1 .. 100) { last if channels() == 2; sleep 0.05 }
-is(scalar(channels()), 2, 'reload: the old channels are gone, new ones up');
+
+# two channels are not enough: one old and one new worker make two as well,
+# and the other new worker's calls would then find no channel
+my @new_ch;
+for (1 .. 200) {
+    @new_ch = grep { !$old_ch{$_} } channels();
+    last if @new_ch == 2 && channels() == 2 && !grep { kill 0, $_ } @old_pids;
+    sleep 0.05;
+}
+is(scalar(@new_ch), 2, 'reload: two new channels');
+is(scalar(channels()), 2, 'reload: the old channels are gone');
+is(scalar(grep { kill 0, $_ } @old_pids), 0, 'reload: the old workers exited');
 ok(wait_commands(), 'reload: the new workers connected for commands');
 
 # clients that go away while waiting leave nothing behind
@@ -575,7 +607,9 @@ sleep 0.1;
 $r = $t->request(GET => '/static');
 is($r->{status}, 200, 'clients gone: nginx answers');
 my $dropped = log_count(qr/dropped: nobody waits/, $base + 20) - $base;
-is($dropped, 20, 'their late replies found nobody waiting');
+is($dropped, 20, 'their late replies found nobody waiting')
+    or diag(standin_state(), grep { /ragnx|prematurely/ }
+                                  split /^/, $t->error_log);
 sleep 0.5;                                    # past their timers too
 
 start_standin();

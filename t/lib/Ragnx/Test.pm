@@ -39,6 +39,7 @@ sub new {
         dir   => tempdir('ragnx-t-XXXXXX', TMPDIR => 1,
                          CLEANUP => !$ENV{RAGNX_KEEP}),
         pids  => {},
+        owner => $$,
         %opt,
     }, $class;
     chmod 0755, $self->{dir};
@@ -345,10 +346,32 @@ sub signal {
     kill $sig, $self->{pids}{$name};
 }
 
+# the processes whose parent is $ppid
+sub children {
+    my ($ppid) = @_;
+    my @kids;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        open my $fh, '<', $stat or next;
+        my $line = <$fh> // next;
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+        push @kids, $1 if $line =~ /^(\d+) \(.*\) \S+ (\d+) / && $2 == $ppid;
+    }
+    return @kids;
+}
+
+# A reload is done when the master has started new workers: on a slow
+# machine that takes longer than any fixed pause, and until then the old
+# workers still take requests.
 sub reload_nginx {
     my ($self) = @_;
-    kill 'HUP', $self->{pids}{nginx};
-    sleep 0.5;
+    my $master = $self->{pids}{nginx};
+    my %old = map { $_ => 1 } children($master);
+    kill 'HUP', $master;
+    for (1 .. 200) {
+        last if grep { !$old{$_} } children($master);
+        sleep 0.025;
+    }
+    sleep 0.1;
 }
 
 sub stop_pid {
@@ -389,8 +412,11 @@ sub log_problems {
 
 sub error_log { slurp("$_[0]{dir}/error.log") }
 
+# Only the process that started the stack stops it: a forked helper that
+# dies must not take nginx and Redis down with it.
 sub DESTROY {
     my ($self) = @_;
+    return if $$ != $self->{owner};
     return if $self->{destroyed}++;
     for my $name (keys %{$self->{pids}}) {
         my $pid = $self->{pids}{$name};
