@@ -9,6 +9,7 @@ use strict;
 use warnings;
 use File::Temp qw(tempfile);
 use POSIX ();
+use Ragnx::Test ();
 
 our $DURATION    = $ENV{BENCH_DURATION}    || 10;
 our $CONNECTIONS = $ENV{BENCH_CONNECTIONS} || 64;
@@ -141,28 +142,13 @@ sub cpu_ticks {
     return $t;
 }
 
-# the worker processes of an nginx master
-sub children {
-    my ($ppid) = @_;
-    my @kids;
-    for my $d (glob '/proc/[0-9]*') {
-        open my $fh, '<', "$d/stat" or next;
-        my $s = <$fh>;
-        close $fh;
-        $s =~ s/^.*\)\s+//;
-        my @f = split ' ', $s;
-        push @kids, ($d =~ m{(\d+)$})[0] if $f[1] == $ppid;
-    }
-    return @kids;
-}
-
 # the client backends of a PostgreSQL postmaster connected as user to
 # dbname, from /proc: asking pg_stat_activity would start psql and a
 # backend every time, CPU taken from what is measured
 sub pg_backends {
     my ($postmaster, $user, $dbname) = @_;
     my $n = 0;
-    for my $kid (children($postmaster)) {
+    for my $kid (Ragnx::Test::children($postmaster)) {
         open my $fh, '<', "/proc/$kid/cmdline" or next;
         my $cmd = <$fh> // '';
         close $fh;

@@ -152,9 +152,7 @@ sub pid { $_[0]{t}{pids}{worker} }
 sub children {
     my ($self) = @_;
     my $pid = $self->pid or return ();
-    my @kids = grep { /^\d+$/ } split /\s+/,
-               `ps -o pid= --ppid $pid 2>/dev/null`;
-    return @kids;
+    return Ragnx::Test::children($pid);
 }
 
 # stop: TERM by default; returns the exit status (-1: had to KILL)

@@ -346,7 +346,7 @@ sub signal {
     kill $sig, $self->{pids}{$name};
 }
 
-# the processes whose parent is $ppid
+# the processes whose parent is $ppid, from /proc (no ps to fork)
 sub children {
     my ($ppid) = @_;
     my @kids;
