@@ -446,6 +446,24 @@ sub request {
     return $self->read_response($s, $a{timeout});
 }
 
+# Whether nginx answers GET $path promptly: three requests, each a 200,
+# their median under $limit seconds.  One request alone can be late on a
+# busy host for reasons of its own; a worker that blocked would make
+# them all late.  Returns (ok, the times as text) for the test's name.
+sub responsive {
+    my ($self, $path, $limit) = @_;
+    my (@took, $ok);
+    $ok = 1;
+    for (1 .. 3) {
+        my $t0 = time;
+        $ok = 0 if $self->request(GET => $path)->{status} != 200;
+        push @took, time - $t0;
+    }
+    my @sorted = sort { $a <=> $b } @took;
+    $ok = 0 if $sorted[1] >= $limit;
+    return ($ok, join(' / ', map { sprintf '%.1f ms', $_ * 1000 } @took));
+}
+
 # The two halves of request(): a request written now and its response
 # read later, so a test can hold requests open or close them unanswered.
 sub send_request {
