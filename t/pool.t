@@ -531,7 +531,11 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
         exec('redis-cli', '-p', $t->redis_port, 'MONITOR')
             or POSIX::_exit(127);
     }
-    sleep 0.2;
+    # MONITOR answers OK once it watches: start the pool only then
+    for (1 .. 200) {
+        last if -s $mon;
+        sleep 0.025;
+    }
     $p->start;
     my @done = map { $p->wait_job($_)->{status} || '' } @ids;
     sleep 0.3;
