@@ -302,7 +302,10 @@ is($t->psql("SELECT model FROM messages WHERE job_id = '$id2' "
 
 $t->redis('XADD', '{ragnx}:jobs', '*', 'id', $id, 'job',
           $p->payload($id));
-sleep 0.5;
+for (1 .. 250) {
+    last if $t->redis('XLEN', '{ragnx}:jobs') == 0;
+    sleep 0.02;
+}
 is($t->redis('XLEN', '{ragnx}:jobs'), 0, 'redelivered entry acknowledged');
 is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
    'no duplicate messages on redelivery');
