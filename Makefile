@@ -91,7 +91,7 @@ $(ABS_BUILD)/unit/%: t/unit/%.c $(SHARED_SRCS) $(wildcard shared/*.h)
 test: deps
 	$(MAKE) all
 	$(MAKE) lint
-	RAGNX_MODULE=$(MODULE) RAGNX_BUILD=$(ABS_BUILD) prove -r t
+	RAGNX_MODULE=$(MODULE) RAGNX_BUILD=$(ABS_BUILD) ./scripts/prove
 
 # The same suite with the module built under ASan + UBSan.  The distro
 # nginx is not instrumented, so the sanitizer runtimes are preloaded; the
@@ -99,7 +99,7 @@ test: deps
 test-asan: deps
 	$(MAKE) BUILD=build-asan SAN=1 all
 	RAGNX_MODULE=$(abspath build-asan)/nginx/objs/ngx_http_ragnx_module.so \
-	RAGNX_BUILD=$(abspath build-asan) RAGNX_SANITIZE=1 prove -r t
+	RAGNX_BUILD=$(abspath build-asan) RAGNX_SANITIZE=1 ./scripts/prove
 
 run: deps
 	$(MAKE) all
