@@ -359,16 +359,19 @@ sub children {
     return @kids;
 }
 
-# A reload is done when the master has started new workers: on a slow
-# machine that takes longer than any fixed pause, and until then the old
-# workers still take requests.
+# A reload is done when the master has started as many new workers as
+# it had: on a slow machine that takes longer than any fixed pause, and
+# until then the old workers still take requests.  The short pause after
+# is for the new workers' init_process; tests that need their Redis
+# connections wait for those themselves.
 sub reload_nginx {
     my ($self) = @_;
     my $master = $self->{pids}{nginx};
-    my %old = map { $_ => 1 } children($master);
+    my @old = children($master);
+    my %old = map { $_ => 1 } @old;
     kill 'HUP', $master;
     for (1 .. 200) {
-        last if grep { !$old{$_} } children($master);
+        last if grep({ !$old{$_} } children($master)) >= @old;
         sleep 0.025;
     }
     sleep 0.1;
@@ -452,8 +455,8 @@ sub request {
 # them all late.  Returns (ok, the times as text) for the test's name.
 sub responsive {
     my ($self, $path, $limit) = @_;
-    my (@took, $ok);
-    $ok = 1;
+    my @took;
+    my $ok = 1;
     for (1 .. 3) {
         my $t0 = time;
         $ok = 0 if $self->request(GET => $path)->{status} != 200;
