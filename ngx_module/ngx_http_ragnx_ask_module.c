@@ -12,9 +12,11 @@
 
 #include "ngx_http_ragnx.h"
 #include "ngx_http_ragnx_redis.h"
+#include "ngx_http_ragnx_rpc.h"
 #include "ragnx_job.h"
 #include "ragnx_keys.h"
 #include "ragnx_query.h"
+#include "ragnx_rpc.h"
 #include "ragnx_uuid.h"
 
 
@@ -83,6 +85,8 @@ typedef struct {
     ngx_str_t                     outcome;   /* hit, queued, follower... */
     ngx_str_t                     cached;
     ngx_str_t                     gen;
+    unsigned                      chat:1;      /* asked in an existing chat */
+    unsigned                      verified:1;  /* the pool said it is ours */
 
     /* status: the job hash fields we answer with */
     ngx_str_t                     status;
@@ -104,6 +108,7 @@ typedef struct {
 #define NGX_HTTP_RAGNX_ASK_ENQUEUE  2   /* ... then enqueue on the queue */
 #define NGX_HTTP_RAGNX_ASK_ASK      3   /* "all" with the worker's generation */
 #define NGX_HTTP_RAGNX_ASK_GET      4   /* GET with the worker's generation */
+#define NGX_HTTP_RAGNX_ASK_CHAT     5   /* in an existing chat: enqueue only */
 
 /* recent misses in 1/1024ths, a moving average over about 8 questions */
 #define NGX_HTTP_RAGNX_ASK_MISS_ONE   1024
@@ -124,6 +129,11 @@ static void ngx_http_ragnx_ask_learn(ngx_uint_t miss);
 static void ngx_http_ragnx_ask_record(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
 static void ngx_http_ragnx_ask_record_done(void *data, redisReply *reply);
+static void ngx_http_ragnx_ask_own_done(void *data, redisReply *reply);
+static ngx_int_t ngx_http_ragnx_ask_whose_chat(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
+static ngx_int_t ngx_http_ragnx_ask_chat_checked(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *body);
 static void ngx_http_ragnx_ask_refresh(ngx_event_t *ev);
 static void ngx_http_ragnx_ask_gen_done(void *data, redisReply *reply);
 static void ngx_http_ragnx_ask_xlen_done(void *data, redisReply *reply);
@@ -261,11 +271,20 @@ ngx_module_t  ngx_http_ragnx_ask_module = {
  * "enqueue" on the queue server; "enqueue" also follows a plain GET that
  * missed.
  *
- * KEYS: gen, jobs stream, job hash.  ARGV: digest, job id, payload, owner,
- * chatId, now ms, queue max, job ttl s, mode, [gen ("ask", "enqueue"),
- * cached value ("enqueue")].  The payload is the complete "ask" job
- * (ending in "type":"ask"}) when the module knows the generation, else
- * without type and gen ("all", "lookup").
+ * Mode "chat" is a question asked in an existing chat: the chat must be
+ * the caller's ({ragnx}:chat:<id>, else "foreign", or "unknown" when
+ * Redis no longer knows it: the module then asks the pool and comes back
+ * "verified").  Its answer may draw on the chat's history, so it is
+ * never looked up in the cache, never leads nor follows another job, and
+ * is enqueued on its own.  Every other mode makes a new chat and records
+ * its owner there, so a follow-up is known to be the owner's at once.
+ *
+ * KEYS: gen, jobs stream, job hash, chat.  ARGV: digest, job id, payload,
+ * owner, chatId, now ms, queue max, job ttl s, mode, [gen ("ask",
+ * "enqueue", "chat": '' when unknown), cached value ("enqueue") or
+ * verified ("chat")].  The payload is the complete "ask" job (ending in
+ * "type":"ask"}) when the module knows the generation, else without type
+ * and gen ("all", "lookup", "chat" without gen).
  * Returns {outcome, gen, cached|leader}.
  *
  * Lua hashes every string it makes, byte by byte, so the script builds
@@ -293,7 +312,21 @@ ngx_module_t  ngx_http_ragnx_ask_module = {
 
 static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "local mode, gen, cached, p = ARGV[9], ARGV[10], false, ARGV[3]\n"
-"if mode == 'enqueue' then\n"
+"local chat = mode == 'chat'\n"
+"local function own()\n"
+"  redis.call('SET', KEYS[4], ARGV[4], 'EX', " RAGNX_CHAT_TTL_S ")\n"
+"end\n"
+"if chat then\n"
+"  if ARGV[11] ~= '1' then\n"
+"    local o = redis.call('GET', KEYS[4])\n"
+"    if not o then return {'unknown', '', ''} end\n"
+"    if o ~= ARGV[4] then return {'foreign', '', ''} end\n"
+"  end\n"
+"  if gen == '' then\n"
+"    mode = 'all'\n"
+"    gen = redis.call('GET', KEYS[1]) or '" RAGNX_GEN_DEFAULT "'\n"
+"  end\n"
+"elseif mode == 'enqueue' then\n"
 "  if ARGV[11] ~= '' then cached = ARGV[11] end\n"
 "else\n"
 "  if mode ~= 'ask' then\n"
@@ -312,6 +345,7 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "local max, ttl = tonumber(ARGV[7]), ARGV[8]\n"
 "local len = redis.call('XLEN', KEYS[2])\n"
 "if cached then\n"
+"  own()\n"
 "  if len >= max + math.ceil(max / 10) then\n"
 "    return {'hit-unrecorded', gen, cached}\n"
 "  end\n"
@@ -321,8 +355,9 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "end\n"
 "if len >= max then return {'full', gen, ''} end\n"
 "local inflight = ARGV[1] .. ':' .. gen\n"
-"if redis.call('HSETNX', '" RAGNX_KEY_INFLIGHT "', inflight, ARGV[2])\n"
-"   == 0\n"
+"if not chat\n"
+"   and redis.call('HSETNX', '" RAGNX_KEY_INFLIGHT "', inflight, ARGV[2])\n"
+"       == 0\n"
 "then\n"
 "  local leader = redis.call('HGET', '" RAGNX_KEY_INFLIGHT "', inflight)\n"
 "  local lk = '" RAGNX_KEY_JOB "' .. leader\n"
@@ -339,6 +374,7 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "    if redis.call('RPUSH', fk, ARGV[2]) == 1 then\n"
 "      redis.call('EXPIRE', fk, ttl)\n"
 "    end\n"
+"    own()\n"
 "    return {'follower', gen, leader}\n"
 "  end\n"
 "  redis.call('HSET', '" RAGNX_KEY_INFLIGHT "', inflight, ARGV[2])\n"
@@ -346,6 +382,7 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "redis.call('HSET', KEYS[3], 'status', 'waiting', 'owner', ARGV[4],\n"
 "  'chatId', ARGV[5], 'createdAt', ARGV[6])\n"
 "redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job', p)\n"
+"if not chat then own() end\n"
 "return {'queued', gen, ''}\n"
 );
 
@@ -468,6 +505,14 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
     ctx->digest.len = RAGNX_DIGEST_LEN;
     ctx->job_id.len = RAGNX_UUID_LEN;
 
+    /*
+     * A question in an existing chat is that chat's (its history may go
+     * into the answer): checked to be the caller's, and enqueued on its
+     * own.  Without a chatId a new chat is made, and the question is
+     * answered from the passages alone, so the cache and single-flight
+     * may share its answer.
+     */
+
     v = json_object_get(body, "chatId");
 
     if (json_is_string(v)
@@ -476,6 +521,15 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
         ctx->chat_id.len = RAGNX_UUID_LEN;
         ngx_strlow(ctx->chat_id.data, (u_char *) json_string_value(v),
                    RAGNX_UUID_LEN);
+        ctx->chat = 1;
+
+    } else if (v != NULL && !json_is_null(v)) {
+        /* the operator's schema may be looser than the shipped one */
+        details = json_pack("{s:[s]}", "chatId", "must be a UUID");
+        rc = ngx_http_ragnx_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                       "Validation failed", details);
+        json_decref(details);
+        return rc;
 
     } else if (ragnx_uuid_v4((char *) ctx->chat_id.data) == 0) {
         ctx->chat_id.len = RAGNX_UUID_LEN;
@@ -498,6 +552,7 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
     job.chat_id = (char *) ctx->chat_id.data;
     job.query = json_string_value(json_object_get(body, "query"));
     job.digest = (char *) ctx->digest.data;
+    job.chat_scope = ctx->chat;
     tp = ngx_timeofday();
     job.created = (long long) tp->sec * 1000 + tp->msec;
 
@@ -527,6 +582,13 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
         ngx_memcpy(ctx->gen.data, w->gen, w->gen_len);
         ctx->gen.data[w->gen_len] = '\0';
         ctx->gen.len = w->gen_len;
+    }
+
+    if (ctx->chat) {
+        ctx->step = NGX_HTTP_RAGNX_ASK_CHAT;
+        rc = ngx_http_ragnx_ask_send_script(r, ctx, alcf);
+
+    } else if (ctx->gen.len) {
 
         if (alcf->cache == alcf->queue
             && w->misses > NGX_HTTP_RAGNX_ASK_MISS_ONE / 2)
@@ -559,30 +621,37 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf)
 {
     int                          n;
-    u_char                      *key, *p;
-    size_t                       lens[15];
+    u_char                      *key, *chat, *p;
+    size_t                       lens[16];
     ngx_str_t                    job;
-    const char                  *argv[15];
+    ngx_uint_t                   complete;
+    const char                  *argv[16];
     ngx_time_t                  *tp;
     ngx_http_ragnx_redis_srv_t  *srv;
     u_char                       now[NGX_INT64_LEN], max[NGX_INT_T_LEN],
                                  ttl[NGX_TIME_T_LEN];
     static const char           *modes[] = { "all", "lookup", "enqueue",
-                                             "ask" };
+                                             "ask", NULL, "chat" };
 
-    key = ngx_pnalloc(r->pool, sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN);
+    key = ngx_pnalloc(r->pool, sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN
+                               + sizeof(RAGNX_KEY_CHAT) - 1 + RAGNX_UUID_LEN);
     if (key == NULL) {
         return NGX_ERROR;
     }
 
     p = ngx_cpymem(key, RAGNX_KEY_JOB, sizeof(RAGNX_KEY_JOB) - 1);
-    ngx_memcpy(p, ctx->job_id.data, RAGNX_UUID_LEN);
+    p = ngx_cpymem(p, ctx->job_id.data, RAGNX_UUID_LEN);
+    chat = p;
+    p = ngx_cpymem(p, RAGNX_KEY_CHAT, sizeof(RAGNX_KEY_CHAT) - 1);
+    ngx_memcpy(p, ctx->chat_id.data, RAGNX_UUID_LEN);
 
     job = ctx->payload;
 
-    if (ctx->step == NGX_HTTP_RAGNX_ASK_ENQUEUE
-        || ctx->step == NGX_HTTP_RAGNX_ASK_ASK)
-    {
+    complete = ctx->step == NGX_HTTP_RAGNX_ASK_ENQUEUE
+               || ctx->step == NGX_HTTP_RAGNX_ASK_ASK
+               || (ctx->step == NGX_HTTP_RAGNX_ASK_CHAT && ctx->gen.len);
+
+    if (complete) {
         /* the complete job: the script passes it on as it is */
 
         job.data = ngx_pnalloc(r->pool, ctx->payload.len
@@ -603,49 +672,54 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
         job.len = p - job.data;
     }
 
-    argv[0] = "3";
+    argv[0] = "4";
     argv[1] = RAGNX_KEY_GEN;
     argv[2] = RAGNX_KEY_JOBS;
     argv[3] = (const char *) key;
-    argv[4] = (const char *) ctx->digest.data;
-    argv[5] = (const char *) ctx->job_id.data;
-    argv[6] = (const char *) job.data;
-    argv[7] = (const char *) ctx->owner.data;
-    argv[8] = (const char *) ctx->chat_id.data;
-    argv[9] = (const char *) now;
-    argv[10] = (const char *) max;
-    argv[11] = (const char *) ttl;
-    argv[12] = modes[ctx->step];
+    argv[4] = (const char *) chat;
+    argv[5] = (const char *) ctx->digest.data;
+    argv[6] = (const char *) ctx->job_id.data;
+    argv[7] = (const char *) job.data;
+    argv[8] = (const char *) ctx->owner.data;
+    argv[9] = (const char *) ctx->chat_id.data;
+    argv[10] = (const char *) now;
+    argv[11] = (const char *) max;
+    argv[12] = (const char *) ttl;
+    argv[13] = modes[ctx->step];
 
     lens[0] = 1;
     lens[1] = sizeof(RAGNX_KEY_GEN) - 1;
     lens[2] = sizeof(RAGNX_KEY_JOBS) - 1;
     lens[3] = sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN;
-    lens[4] = RAGNX_DIGEST_LEN;
-    lens[5] = RAGNX_UUID_LEN;
-    lens[6] = job.len;
-    lens[7] = ctx->owner.len;
-    lens[8] = RAGNX_UUID_LEN;
+    lens[4] = sizeof(RAGNX_KEY_CHAT) - 1 + RAGNX_UUID_LEN;
+    lens[5] = RAGNX_DIGEST_LEN;
+    lens[6] = RAGNX_UUID_LEN;
+    lens[7] = job.len;
+    lens[8] = ctx->owner.len;
+    lens[9] = RAGNX_UUID_LEN;
     tp = ngx_timeofday();
-    lens[9] = ngx_sprintf(now, "%T%03M", tp->sec, tp->msec) - now;
-    lens[10] = ngx_sprintf(max, "%ui", alcf->queue_max) - max;
-    lens[11] = ngx_sprintf(ttl, "%T", alcf->job_ttl) - ttl;
-    lens[12] = ngx_strlen(modes[ctx->step]);
+    lens[10] = ngx_sprintf(now, "%T%03M", tp->sec, tp->msec) - now;
+    lens[11] = ngx_sprintf(max, "%ui", alcf->queue_max) - max;
+    lens[12] = ngx_sprintf(ttl, "%T", alcf->job_ttl) - ttl;
+    lens[13] = ngx_strlen(modes[ctx->step]);
 
-    n = 13;
+    n = 14;
 
-    if (ctx->step == NGX_HTTP_RAGNX_ASK_ENQUEUE
-        || ctx->step == NGX_HTTP_RAGNX_ASK_ASK)
-    {
-        argv[13] = (const char *) ctx->gen.data;
-        lens[13] = ctx->gen.len;
-        n = 14;
+    if (complete || ctx->step == NGX_HTTP_RAGNX_ASK_CHAT) {
+        argv[14] = ctx->gen.len ? (const char *) ctx->gen.data : "";
+        lens[14] = ctx->gen.len;
+        n = 15;
     }
 
     if (ctx->step == NGX_HTTP_RAGNX_ASK_ENQUEUE) {
-        argv[14] = ctx->cached.len ? (const char *) ctx->cached.data : "";
-        lens[14] = ctx->cached.len;
-        n = 15;
+        argv[15] = ctx->cached.len ? (const char *) ctx->cached.data : "";
+        lens[15] = ctx->cached.len;
+        n = 16;
+
+    } else if (ctx->step == NGX_HTTP_RAGNX_ASK_CHAT) {
+        argv[15] = ctx->verified ? "1" : "";
+        lens[15] = ctx->verified;
+        n = 16;
     }
 
     srv = (ctx->step == NGX_HTTP_RAGNX_ASK_LOOKUP) ? alcf->cache
@@ -657,6 +731,10 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     n = ngx_http_ragnx_redis_eval(r, &ctx->wait, srv,
                                   ngx_http_ragnx_ask_script_index, n, argv,
                                   lens);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx ask: job %V, script mode \"%s\", chat %V",
+                   &ctx->job_id, modes[ctx->step], &ctx->chat_id);
 
     return n;
 }
@@ -715,7 +793,31 @@ ngx_http_ragnx_ask_script_resume(ngx_http_request_t *r)
         return;
     }
 
-    if (ctx->step == NGX_HTTP_RAGNX_ASK_GET) {
+    if (ctx->step == NGX_HTTP_RAGNX_ASK_CHAT) {
+
+        if (ctx->outcome.len == 7
+            && ngx_strncmp(ctx->outcome.data, "unknown", 7) == 0
+            && !ctx->verified)
+        {
+            rc = ngx_http_ragnx_ask_whose_chat(r, ctx, alcf);
+            ngx_http_finalize_request(r, rc);
+            return;
+        }
+
+        if (ctx->outcome.len == 7
+            && (ngx_strncmp(ctx->outcome.data, "foreign", 7) == 0
+                || ngx_strncmp(ctx->outcome.data, "unknown", 7) == 0))
+        {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "ragnx ask: chat %V is not the caller's",
+                           &ctx->chat_id);
+            rc = ngx_http_ragnx_send_error(r, NGX_HTTP_NOT_FOUND,
+                                           "Chat not found", NULL);
+            ngx_http_finalize_request(r, rc);
+            return;
+        }
+
+    } else if (ctx->step == NGX_HTTP_RAGNX_ASK_GET) {
         ngx_http_ragnx_ask_learn(ctx->cached.len == 0);
 
     } else if (ctx->step == NGX_HTTP_RAGNX_ASK_ASK) {
@@ -744,6 +846,87 @@ ngx_http_ragnx_ask_script_resume(ngx_http_request_t *r)
     }
 
     ngx_http_finalize_request(r, ngx_http_ragnx_ask_answer(r, ctx, alcf));
+}
+
+
+/*
+ * A chatId Redis does not know (its owner expired there, or it never
+ * existed): the pool looks it up in PostgreSQL, puts the owner back in
+ * Redis, and says whether it is the caller's.  Returns what the request
+ * is finalized with: NGX_DONE while the call is out.
+ */
+
+static ngx_int_t
+ngx_http_ragnx_ask_whose_chat(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf)
+{
+    json_t     *params;
+    ngx_int_t   rc;
+
+    params = json_pack("{s:s%}", "chatId", (char *) ctx->chat_id.data,
+                       (size_t) RAGNX_UUID_LEN);
+    if (params == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_ragnx_rpc_call(r, RAGNX_RPC_CHAT, alcf->queue, &ctx->owner,
+                                 params, ngx_http_ragnx_ask_chat_checked);
+    json_decref(params);
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "queue unavailable", NULL);
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the call holds its own reference to the request */
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_ask_chat_checked(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *body)
+{
+    ngx_http_ragnx_ask_ctx_t       *ctx;
+    ngx_http_ragnx_ask_loc_conf_t  *alcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_ragnx_ask_module);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx ask: the pool says %ui for chat %V", status,
+                   &ctx->chat_id);
+
+    if (status == NGX_HTTP_NOT_FOUND && body) {
+        return ngx_http_ragnx_send_error(r, NGX_HTTP_NOT_FOUND,
+                                         "Chat not found", NULL);
+    }
+
+    if (status != NGX_HTTP_OK || body == NULL) {
+        if (status < NGX_HTTP_INTERNAL_SERVER_ERROR) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "ragnx ask: chat lookup answered %ui", status);
+            status = NGX_HTTP_BAD_GATEWAY;
+        }
+
+        return ngx_http_ragnx_send_error(r, status,
+                                         ngx_http_ragnx_status_message(status),
+                                         NULL);
+    }
+
+    ctx->verified = 1;
+
+    if (ngx_http_ragnx_ask_send_script(r, ctx, alcf) != NGX_OK) {
+        return ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "queue unavailable", NULL);
+    }
+
+    /* the script call holds its own reference to the request */
+    return NGX_DONE;
 }
 
 
@@ -832,19 +1015,45 @@ ngx_http_ragnx_ask_learn(ngx_uint_t miss)
  * client gets its answer either way; a failure is logged).  The payload is
  * the one the enqueue script would build.  The worker's view of the queue
  * length (refreshed with the generation) keeps records within 10% above
- * the queue limit, as the script does.
+ * the queue limit, as the script does.  The new chat's owner goes to
+ * Redis first, as the script would put it, recorded or not.
  */
 
 static void
 ngx_http_ragnx_ask_record(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf)
 {
-    u_char                          *p, *job;
+    u_char                          *p, *job, *chat;
     size_t                           lens[7];
     const char                      *argv[7];
     ngx_http_ragnx_ask_main_conf_t  *amcf;
 
     ngx_str_set(&ctx->outcome, "hit-unrecorded");
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_ragnx_ask_module);
+
+    chat = ngx_pnalloc(r->pool, sizeof(RAGNX_KEY_CHAT) - 1 + RAGNX_UUID_LEN);
+    if (chat == NULL) {
+        return;
+    }
+
+    ngx_memcpy(ngx_cpymem(chat, RAGNX_KEY_CHAT, sizeof(RAGNX_KEY_CHAT) - 1),
+               ctx->chat_id.data, RAGNX_UUID_LEN);
+
+    argv[0] = "SET";
+    lens[0] = 3;
+    argv[1] = (const char *) chat;
+    lens[1] = sizeof(RAGNX_KEY_CHAT) - 1 + RAGNX_UUID_LEN;
+    argv[2] = (const char *) ctx->owner.data;
+    lens[2] = ctx->owner.len;
+    argv[3] = "EX";
+    lens[3] = 2;
+    argv[4] = RAGNX_CHAT_TTL_S;
+    lens[4] = sizeof(RAGNX_CHAT_TTL_S) - 1;
+
+    (void) ngx_http_ragnx_redis_send_later(amcf->queue,
+                                           ngx_http_ragnx_ask_own_done, NULL,
+                                           5, argv, lens);
 
     if (ngx_http_ragnx_ask_worker.queue_len
         >= alcf->queue_max + (alcf->queue_max + 9) / 10)
@@ -885,8 +1094,6 @@ ngx_http_ragnx_ask_record(ngx_http_request_t *r,
     argv[6] = (const char *) job;
     lens[6] = p - job;
 
-    amcf = ngx_http_get_module_main_conf(r, ngx_http_ragnx_ask_module);
-
     if (ngx_http_ragnx_redis_send_later(amcf->queue,
                                         ngx_http_ragnx_ask_record_done, NULL,
                                         7, argv, lens)
@@ -904,6 +1111,17 @@ ngx_http_ragnx_ask_record_done(void *data, redisReply *reply)
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "ragnx ask: chat history record of a cache hit "
                       "was not queued: %s",
+                      reply ? reply->str : "no reply from redis");
+    }
+}
+
+
+static void
+ngx_http_ragnx_ask_own_done(void *data, redisReply *reply)
+{
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "ragnx ask: the owner of a new chat was not set: %s",
                       reply ? reply->str : "no reply from redis");
     }
 }
@@ -1668,6 +1886,14 @@ ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"ragnx_ask\" and \"ragnx_ask_status\" require "
                            "\"ragnx_redis\" in the http block");
+        return NGX_CONF_ERROR;
+    }
+
+    /* a chatId Redis does not know is looked up by the pool */
+
+    if (conf->type == NGX_HTTP_RAGNX_ASK_SUBMIT
+        && ngx_http_ragnx_rpc_enable(cf, conf->queue) != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 

@@ -14,6 +14,7 @@
 
 #include "ngx_http_ragnx.h"
 #include "ngx_http_ragnx_redis.h"
+#include "ngx_http_ragnx_rpc.h"
 #include "ragnx_keys.h"
 #include "ragnx_rpc.h"
 #include "ragnx_uuid.h"
@@ -50,6 +51,7 @@ typedef struct {
     ngx_str_node_t                node;       /* first: key is the call id */
     ngx_http_ragnx_redis_wait_t   wait;
     ngx_http_request_t           *request;
+    ngx_http_ragnx_rpc_done_pt    handler;    /* NULL: respond as is */
     ngx_event_t                   timer;
     ngx_event_t                   event;
     ngx_uint_t                    status;
@@ -70,9 +72,12 @@ static ngx_int_t ngx_http_ragnx_rpc_chat_id(ngx_http_request_t *r,
     ngx_http_ragnx_rpc_loc_conf_t *rlcf, ngx_str_t *id);
 static ngx_int_t ngx_http_ragnx_rpc_page(ngx_http_request_t *r,
     json_t *params, json_t *details);
+static ngx_http_ragnx_rpc_ctx_t *ngx_http_ragnx_rpc_ctx(
+    ngx_http_request_t *r);
 static ngx_int_t ngx_http_ragnx_rpc_send(ngx_http_request_t *r,
-    ngx_http_ragnx_rpc_ctx_t *ctx, ngx_http_ragnx_rpc_loc_conf_t *rlcf,
-    ngx_str_t *channel, ngx_str_t *sub, json_t *params);
+    ngx_http_ragnx_rpc_ctx_t *ctx, ngx_uint_t method,
+    ngx_http_ragnx_redis_srv_t *srv, ngx_str_t *channel, ngx_str_t *sub,
+    json_t *params);
 static void ngx_http_ragnx_rpc_sent(ngx_http_request_t *r,
     redisReply *reply, ngx_int_t rc);
 static void ngx_http_ragnx_rpc_sent_resume(ngx_http_request_t *r);
@@ -83,6 +88,8 @@ static void ngx_http_ragnx_rpc_resolve(ngx_http_ragnx_rpc_ctx_t *ctx,
 static void ngx_http_ragnx_rpc_unlink(ngx_http_ragnx_rpc_ctx_t *ctx);
 static void ngx_http_ragnx_rpc_resume_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_ragnx_rpc_respond(ngx_http_request_t *r,
+    ngx_http_ragnx_rpc_ctx_t *ctx);
+static ngx_int_t ngx_http_ragnx_rpc_finish(ngx_http_request_t *r,
     ngx_http_ragnx_rpc_ctx_t *ctx);
 static void ngx_http_ragnx_rpc_cleanup(void *data);
 static ngx_int_t ngx_http_ragnx_rpc_not_allowed(ngx_http_request_t *r,
@@ -160,7 +167,6 @@ ngx_http_ragnx_rpc_handler(ngx_http_request_t *r)
     ngx_int_t                        rc, status;
     ngx_str_t                        sub, *channel;
     const char                      *error;
-    ngx_pool_cleanup_t              *cln;
     ngx_http_ragnx_rpc_ctx_t        *ctx;
     ngx_http_ragnx_rpc_loc_conf_t   *rlcf;
     ngx_http_ragnx_rpc_main_conf_t  *rmcf;
@@ -216,22 +222,14 @@ ngx_http_ragnx_rpc_handler(ngx_http_request_t *r)
                                          "queue unavailable", NULL);
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ragnx_rpc_ctx_t));
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-
-    if (ctx == NULL || cln == NULL) {
+    ctx = ngx_http_ragnx_rpc_ctx(r);
+    if (ctx == NULL) {
         json_decref(params);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_http_set_ctx(r, ctx, ngx_http_ragnx_rpc_module);
-
-    cln->handler = ngx_http_ragnx_rpc_cleanup;
-    cln->data = ctx;
-
-    ctx->request = r;
-
-    rc = ngx_http_ragnx_rpc_send(r, ctx, rlcf, channel, &sub, params);
+    rc = ngx_http_ragnx_rpc_send(r, ctx, rlcf->method, rlcf->queue, channel,
+                                 &sub, params);
     json_decref(params);
 
     if (rc == NGX_ERROR) {
@@ -247,6 +245,79 @@ ngx_http_ragnx_rpc_handler(ngx_http_request_t *r)
     r->read_event_handler = ngx_http_test_reading;
 
     return NGX_DONE;
+}
+
+
+/* a call of another module's handler (ngx_http_ragnx_rpc.h) */
+
+ngx_int_t
+ngx_http_ragnx_rpc_call(ngx_http_request_t *r, ngx_uint_t method,
+    ngx_http_ragnx_redis_srv_t *srv, ngx_str_t *sub, json_t *params,
+    ngx_http_ragnx_rpc_done_pt done)
+{
+    ngx_int_t                        rc;
+    ngx_str_t                       *channel;
+    ngx_http_ragnx_rpc_ctx_t        *ctx;
+    ngx_http_ragnx_rpc_main_conf_t  *rmcf;
+
+    rmcf = ngx_http_get_module_main_conf(r, ngx_http_ragnx_rpc_module);
+
+    channel = ngx_http_ragnx_redis_channel(rmcf->sub);
+    if (channel == NULL) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "ragnx rpc %s: reply channel not subscribed",
+                      ragnx_rpc_method_name(method));
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_ragnx_rpc_ctx(r);
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->handler = done;
+
+    rc = ngx_http_ragnx_rpc_send(r, ctx, method, srv, channel, sub, params);
+
+    if (rc == NGX_OK) {
+        r->read_event_handler = ngx_http_test_reading;
+    }
+
+    return rc;
+}
+
+
+/* a request's call state, with the cleanup that detaches it */
+
+static ngx_http_ragnx_rpc_ctx_t *
+ngx_http_ragnx_rpc_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t        *cln;
+    ngx_http_ragnx_rpc_ctx_t  *ctx;
+
+    /* one call per request: the table is keyed by the call's id */
+
+    if (ngx_http_get_module_ctx(r, ngx_http_ragnx_rpc_module) != NULL) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "ragnx rpc: a second call of one request");
+        return NULL;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ragnx_rpc_ctx_t));
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+
+    if (ctx == NULL || cln == NULL) {
+        return NULL;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_ragnx_rpc_module);
+
+    cln->handler = ngx_http_ragnx_rpc_cleanup;
+    cln->data = ctx;
+
+    ctx->request = r;
+
+    return ctx;
 }
 
 
@@ -458,15 +529,18 @@ ngx_http_ragnx_rpc_page(ngx_http_request_t *r, json_t *params,
 
 static ngx_int_t
 ngx_http_ragnx_rpc_send(ngx_http_request_t *r, ngx_http_ragnx_rpc_ctx_t *ctx,
-    ngx_http_ragnx_rpc_loc_conf_t *rlcf, ngx_str_t *channel, ngx_str_t *sub,
-    json_t *params)
+    ngx_uint_t method, ngx_http_ragnx_redis_srv_t *srv, ngx_str_t *channel,
+    ngx_str_t *sub, json_t *params)
 {
-    char        *json;
-    size_t       lens[18];
-    ngx_int_t    rc;
-    ngx_time_t  *tp;
-    const char  *argv[18], *method;
-    u_char       deadline[NGX_INT64_LEN];
+    char                           *json;
+    size_t                          lens[18];
+    ngx_int_t                       rc;
+    ngx_time_t                     *tp;
+    const char                     *argv[18], *name;
+    u_char                          deadline[NGX_INT64_LEN];
+    ngx_http_ragnx_rpc_loc_conf_t  *rlcf;
+
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_ragnx_rpc_module);
 
     if (ragnx_uuid_v4((char *) ctx->id) != 0) {
         return NGX_ERROR;
@@ -478,7 +552,7 @@ ngx_http_ragnx_rpc_send(ngx_http_request_t *r, ngx_http_ragnx_rpc_ctx_t *ctx,
     }
 
     tp = ngx_timeofday();
-    method = ragnx_rpc_method_name(rlcf->method);
+    name = ragnx_rpc_method_name(method);
 
     argv[0] = "XADD";
     argv[1] = RAGNX_KEY_RPC;
@@ -489,7 +563,7 @@ ngx_http_ragnx_rpc_send(ngx_http_request_t *r, ngx_http_ragnx_rpc_ctx_t *ctx,
     argv[6] = "id";
     argv[7] = (const char *) ctx->id;
     argv[8] = "method";
-    argv[9] = method;
+    argv[9] = name;
     argv[10] = "reply";
     argv[11] = (const char *) channel->data;
     argv[12] = "deadline";
@@ -508,7 +582,7 @@ ngx_http_ragnx_rpc_send(ngx_http_request_t *r, ngx_http_ragnx_rpc_ctx_t *ctx,
     lens[6] = 2;
     lens[7] = RAGNX_UUID_LEN;
     lens[8] = 6;
-    lens[9] = ngx_strlen(method);
+    lens[9] = ngx_strlen(name);
     lens[10] = 5;
     lens[11] = channel->len;
     lens[12] = 8;
@@ -543,8 +617,7 @@ ngx_http_ragnx_rpc_send(ngx_http_request_t *r, ngx_http_ragnx_rpc_ctx_t *ctx,
 
     /* hiredis copies the arguments into its output buffer */
 
-    rc = ngx_http_ragnx_redis_call(r, &ctx->wait, rlcf->queue, 18, argv,
-                                   lens);
+    rc = ngx_http_ragnx_redis_call(r, &ctx->wait, srv, 18, argv, lens);
     free(json);
 
     if (rc != NGX_OK) {
@@ -553,7 +626,7 @@ ngx_http_ragnx_rpc_send(ngx_http_request_t *r, ngx_http_ragnx_rpc_ctx_t *ctx,
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "ragnx_rpc %s call %s sent", method, ctx->id);
+                   "ragnx_rpc %s call %s sent", name, ctx->id);
 
     return NGX_OK;
 }
@@ -600,7 +673,7 @@ ngx_http_ragnx_rpc_sent_resume(ngx_http_request_t *r)
     ctx->sent = 1;
 
     if (ctx->done) {
-        ngx_http_finalize_request(r, ngx_http_ragnx_rpc_respond(r, ctx));
+        ngx_http_finalize_request(r, ngx_http_ragnx_rpc_finish(r, ctx));
         return;
     }
 
@@ -745,9 +818,23 @@ ngx_http_ragnx_rpc_resume_handler(ngx_event_t *ev)
     r = ctx->request;
     c = r->connection;
 
-    ngx_http_finalize_request(r, ngx_http_ragnx_rpc_respond(r, ctx));
+    ngx_http_finalize_request(r, ngx_http_ragnx_rpc_finish(r, ctx));
 
     ngx_http_run_posted_requests(c);
+}
+
+
+/* the outcome to the caller's handler, or to the client as it is */
+
+static ngx_int_t
+ngx_http_ragnx_rpc_finish(ngx_http_request_t *r,
+    ngx_http_ragnx_rpc_ctx_t *ctx)
+{
+    if (ctx->handler) {
+        return ctx->handler(r, ctx->status, ctx->error ? NULL : &ctx->body);
+    }
+
+    return ngx_http_ragnx_rpc_respond(r, ctx);
 }
 
 
@@ -862,9 +949,6 @@ ngx_http_ragnx_rpc_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ragnx_rpc_loc_conf_t *prev = parent;
     ngx_http_ragnx_rpc_loc_conf_t *conf = child;
 
-    ngx_str_t                        prefix;
-    ngx_http_ragnx_rpc_main_conf_t  *rmcf;
-
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 5000);
 
     if (conf->timeout == 0) {
@@ -886,22 +970,36 @@ ngx_http_ragnx_rpc_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    /* every worker subscribes to its own reply channel on that server */
+    if (ngx_http_ragnx_rpc_enable(cf, conf->queue) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* every worker subscribes to its own reply channel on that server */
+
+ngx_int_t
+ngx_http_ragnx_rpc_enable(ngx_conf_t *cf, ngx_http_ragnx_redis_srv_t *srv)
+{
+    ngx_str_t                        prefix;
+    ngx_http_ragnx_rpc_main_conf_t  *rmcf;
 
     rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ragnx_rpc_module);
 
     if (rmcf->sub == NULL) {
         ngx_str_set(&prefix, RAGNX_KEY_REPLY);
 
-        rmcf->sub = ngx_http_ragnx_redis_subscribe(cf, conf->queue, &prefix,
+        rmcf->sub = ngx_http_ragnx_redis_subscribe(cf, srv, &prefix,
                                                    ngx_http_ragnx_rpc_message,
                                                    NULL);
         if (rmcf->sub == NULL) {
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
     }
 
-    return NGX_CONF_OK;
+    return NGX_OK;
 }
 
 
@@ -935,7 +1033,9 @@ ngx_http_ragnx_rpc(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     rlcf->method = ragnx_rpc_method((char *) value[1].data, value[1].len);
 
-    if (rlcf->method == 0) {
+    /* "chat" is the ask handler's own call, not an endpoint */
+
+    if (rlcf->method == 0 || rlcf->method == RAGNX_RPC_CHAT) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid method \"%V\" in \"%V\": expected "
                            "register, login, me, chats or messages",

@@ -42,6 +42,10 @@ ragnx_job_encode(const ragnx_job_t *job)
     rc |= json_object_set_new(o, "digest", json_string(job->digest));
     rc |= json_object_set_new(o, "createdAt", json_integer(job->created));
 
+    if (job->chat_scope) {
+        rc |= json_object_set_new(o, "scope", json_string("chat"));
+    }
+
     if (job->type) {
         rc |= json_object_set_new(o, "type",
                                   json_string(ragnx_job_type_name(job->type)));
@@ -151,8 +155,9 @@ ragnx_job_write(const ragnx_job_t *job, char *buf, size_t size)
     p += ragnx_json_escape(job->owner, olen, p);
     p += sprintf(p, "\",\"chatId\":\"%.36s\",\"query\":\"", job->chat_id);
     p += ragnx_json_escape(job->query, qlen, p);
-    p += sprintf(p, "\",\"digest\":\"%.64s\",\"createdAt\":%lld}",
-                 job->digest, job->created);
+    p += sprintf(p, "\",\"digest\":\"%.64s\",\"createdAt\":%lld%s}",
+                 job->digest, job->created,
+                 job->chat_scope ? ",\"scope\":\"chat\"" : "");
 
     return p - buf;
 }
@@ -235,6 +240,18 @@ ragnx_job_decode(const char *data, size_t len, ragnx_job_t *job, char *err,
 
     v = json_object_get(root, "createdAt");
     job->created = json_is_integer(v) ? json_integer_value(v) : 0;
+
+    v = json_object_get(root, "scope");
+
+    if (v != NULL) {
+        if (!json_is_string(v) || strcmp(json_string_value(v), "chat") != 0)
+        {
+            snprintf(err, errlen, "unknown scope");
+            goto failed;
+        }
+
+        job->chat_scope = 1;
+    }
 
     if (job->type == RAGNX_JOB_RECORD) {
         job->result = json_object_get(root, "result");

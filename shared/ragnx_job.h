@@ -3,7 +3,8 @@
  * ragnx: the job payload carried in the stream entry (field "job").
  *
  *   {"v":1, "id", "owner", "chatId", "query", "digest", "createdAt",
- *    "type":"ask"|"record", "gen", "result":{"answer","sources"}}
+ *    "scope":"chat", "type":"ask"|"record", "gen",
+ *    "result":{"answer","sources"}}
  *
  * The module encodes the fields it knows and, when it knows the cache
  * generation, "gen" and "type" too; otherwise the enqueue script appends
@@ -11,6 +12,15 @@
  * goes in as "result".
  * "ask" jobs run retrieval and the LLM; "record" jobs only write an
  * exchange answered from the cache into the user's chat.
+ *
+ * Scope (the trust boundary between chats): a question asked in an
+ * existing chat carries "scope":"chat".  Only such a job reads the
+ * chat's history, and its answer, when history went into it, is that
+ * chat's alone: never cached, never shared with a follower.  A job
+ * without it (a new chat's first question) is answered from the
+ * passages and the question only, so its answer may be cached and
+ * shared by single-flight.  A payload without the field is never given
+ * history: the safe reading.
  */
 
 
@@ -34,6 +44,7 @@ typedef struct {
     const char  *query;
     const char  *digest;
     const char  *gen;
+    int          chat_scope;   /* "scope":"chat": may read history */
     json_t      *result;       /* record only: the cached value */
     const char  *answer;       /* record only, from result */
     json_t      *sources;      /* record only, from result */
@@ -49,10 +60,10 @@ typedef struct {
 json_t *ragnx_job_encode(const ragnx_job_t *job);
 
 /*
- * The module-side payload (no "type", "gen" or "result") written straight
- * into buf, without building JSON objects: the ask path makes one per
- * question.  Returns its length, or 0 when it does not fit; size
- * RAGNX_JOB_MAX(query, owner) always does.
+ * The module-side payload (no "type", "gen" or "result"; "scope" when
+ * set) written straight into buf, without building JSON objects: the ask
+ * path makes one per question.  Returns its length, or 0 when it does not
+ * fit; size RAGNX_JOB_MAX(query, owner) always does.
  */
 size_t ragnx_job_write(const ragnx_job_t *job, char *buf, size_t size);
 

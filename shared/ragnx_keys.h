@@ -24,6 +24,13 @@
  *   {ragnx}:cache:<digest>:<gen>     JSON {"answer","sources"}, with TTL
  *   {ragnx}:inflight        hash: "<digest>:<gen>" -> id of the job
  *                           computing that answer (single-flight)
+ *   {ragnx}:chat:<id>       the JWT subject owning chat <id>, with TTL
+ *                           RAGNX_CHAT_TTL: set by the module when it
+ *                           makes a new chat, by the pool when it stores
+ *                           an exchange there or looks the chat up for
+ *                           the module (call "chat"); PostgreSQL has the
+ *                           truth, this lets nginx answer 404 for another
+ *                           user's chat without asking the pool
  *
  * <digest> is ragnx_query_digest(): SHA-256 of the normalised query.  The
  * generation is a key suffix rather than digest input so that the module
@@ -47,6 +54,15 @@
 #define RAGNX_KEY_CACHE          RAGNX_KEY_PREFIX "cache:"
 #define RAGNX_KEY_INFLIGHT       RAGNX_KEY_PREFIX "inflight"
 #define RAGNX_KEY_FOLLOWERS      ":followers"
+#define RAGNX_KEY_CHAT           RAGNX_KEY_PREFIX "chat:"
+
+/*
+ * Seconds a chat's owner stays in Redis after the chat was made or last
+ * written: long enough for its first job to be answered, so a follow-up
+ * asked before then is known to be the owner's.
+ */
+#define RAGNX_CHAT_TTL           86400
+#define RAGNX_CHAT_TTL_S         "86400"
 
 #define RAGNX_GROUP              "pool"
 #define RAGNX_GEN_DEFAULT        "default@0"

@@ -18,7 +18,8 @@ static const char  *ragnx_rpc_methods[] = {
     "login",
     "me",
     "chats",
-    "messages"
+    "messages",
+    "chat"
 };
 
 
@@ -61,7 +62,7 @@ int
 ragnx_rpc_method_authenticated(int method)
 {
     return method == RAGNX_RPC_ME || method == RAGNX_RPC_CHATS
-           || method == RAGNX_RPC_MESSAGES;
+           || method == RAGNX_RPC_MESSAGES || method == RAGNX_RPC_CHAT;
 }
 
 

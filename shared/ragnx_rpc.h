@@ -6,14 +6,19 @@
  * with the fields
  *
  *   id        call id, a v4 UUID minted by the nginx worker
- *   method    register | login | me | chats | messages
+ *   method    register | login | me | chats | messages | chat
  *   reply     the channel the waiting nginx worker SUBSCRIBEs to,
  *             {ragnx}:reply:<hostname>:<pid>
  *   deadline  ms since the epoch after which nobody waits: the pool skips
  *             the call instead of answering it
  *   sub       the JWT subject for authenticated methods, else empty
  *   params    a JSON object: the validated body (register, login), or
- *             {"limit", "before"?, "chatId"?} (chats, messages), or {}
+ *             {"limit", "before"?, "chatId"?} (chats, messages), or
+ *             {"chatId"} (chat), or {}
+ *
+ * "chat" is the module's own call, made by POST /api/ask when a chatId
+ * is not in Redis ({ragnx}:chat:<id> expired): 200 when the chat is the
+ * caller's, else 404.  The pool puts the owner back in Redis first.
  *
  * The reply is one PUBLISH on that channel: "<call id> <status> <body>",
  * single spaces, status three digits, body the JSON sent to the client as
@@ -39,6 +44,7 @@
 #define RAGNX_RPC_ME              3
 #define RAGNX_RPC_CHATS           4
 #define RAGNX_RPC_MESSAGES        5
+#define RAGNX_RPC_CHAT            6
 
 #define RAGNX_RPC_MAXLEN          "100000"
 

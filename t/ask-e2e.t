@@ -102,21 +102,33 @@ is($done->{chatId}, $chat, 'completed job keeps its chat');
 my $n = $t->psql("SELECT count(*) FROM messages WHERE job_id = '$job'");
 is($n, 2, 'user and assistant messages stored exactly once');
 
-$r = ask({ query => '  how do I DEPLOY ragnx? ', chatId => $chat });
-is($r->{status}, 200, 'the same question again: 200');
+# the same question in a new chat: the shared cache
+$r = ask({ query => '  how do I DEPLOY ragnx? ' });
+is($r->{status}, 200, 'the same question again, new chat: 200');
 $j = Ragnx::Test::json_body($r);
 is($j->{source}, 'cache', 'answered from the cache');
 is($j->{answer}, $done->{answer}, 'with the same answer');
-is($j->{chatId}, $chat, 'in the same chat');
+my $chat2 = $j->{chatId};
+isnt($chat2, $chat, 'in a chat of its own');
 
 my $count;
 for (1 .. 100) {
-    $count = $t->psql("SELECT count(*) FROM messages m JOIN chats c "
-                      . "ON c.id = m.chat_id WHERE c.id = '$chat'");
-    last if $count == 4;
+    $count = $t->psql("SELECT count(*) FROM messages WHERE chat_id = "
+                      . "'$chat2'");
+    last if $count == 2;
     sleep 0.05;
 }
-is($count, 4, 'the cached exchange is recorded in the chat too');
+is($count, 2, 'the cached exchange is recorded in its chat');
+
+# in the first chat: that chat's own question, never the cache
+$r = ask({ query => '  how do I DEPLOY ragnx? ', chatId => $chat });
+is($r->{status}, 202, 'the same question in a chat with history: 202');
+$j = Ragnx::Test::json_body($r);
+is($j->{chatId}, $chat, 'in that chat');
+$done = poll_done($j->{jobId});
+is($done->{status}, 'completed', 'the pool answered it');
+is($t->psql("SELECT count(*) FROM messages WHERE chat_id = '$chat'"), 4,
+   'both exchanges in the chat');
 
 # a re-ingest that changes the corpus bumps the generation: no stale hit
 my $gen = $t->redis('GET', '{ragnx}:gen');

@@ -237,10 +237,12 @@ for my $body ({}, { query => 42 }, { query => '' }) {
 }
 is(xlen(), $before, 'loose schema: nothing enqueued');
 
-# a given chat id is kept
+# a given chat id is kept: the caller's chat (its owner in Redis)
 
 my $chat = '6a0b4c3d-2e1f-4a5b-8c7d-9e0f1a2b3c4d';
+$t->redis('SET', "{ragnx}:chat:$chat", 'alice', 'EX', 60);
 $r = ask(alice => { query => 'second question', chatId => uc $chat });
+is($r->{status}, 202, 'a question in an existing chat: 202');
 is(Ragnx::Test::json_body($r)->{chatId}, $chat, 'chat id kept (lower-cased)');
 
 # cache hit

@@ -117,28 +117,39 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
 ($r) = poll(bob => $id);
 is($r->{status}, 404, "another user's job: 404");
 
-# the same question again: answered from the cache, and recorded
+# the same question in a new chat: answered from the cache, and recorded
+
+($r, $b) = ask(alice => { query => '  how long is the CACHE ttl? ' });
+is($r->{status}, 200, 'identical question, new chat: 200') or diag($r->{raw});
+is($b->{source}, 'cache', 'from the cache');
+is($b->{answer}, $answer, 'the same answer');
+my $chat2 = $b->{chatId};
+my $deadline = time + 10;
+sleep 0.05 while time < $deadline
+    && $t->psql("SELECT count(*) FROM messages WHERE chat_id = '$chat2'") < 2;
+is($t->psql("SELECT string_agg(role, ',' ORDER BY seq) FROM messages "
+            . "WHERE chat_id = '$chat2'"), 'user,assistant',
+   'the new chat holds the exchange');
+
+# in alice's chat the question is the chat's own: a job, not the cache
 
 ($r, $b) = ask(alice => { query => '  how long is the CACHE ttl? ',
                           chatId => $chat });
-is($r->{status}, 200, 'identical question: 200') or diag($r->{raw});
-is($b->{source}, 'cache', 'from the cache');
-is($b->{answer}, $answer, 'the same answer');
-my $deadline = time + 10;
-sleep 0.05 while time < $deadline
-    && $t->psql("SELECT count(*) FROM messages WHERE chat_id = '$chat'") < 4;
+is($r->{status}, 202, 'identical question in her chat: 202');
+($r, $b) = poll(alice => $b->{jobId});
+is($b->{status}, 'completed', '... answered');
 is($t->psql("SELECT string_agg(role, ',' ORDER BY seq) FROM messages "
             . "WHERE chat_id = '$chat'"), 'user,assistant,user,assistant',
    'chat history holds both exchanges');
 
-# someone else's chat
+# someone else's chat: 404, nothing queued or written
 
+my $xlen = $t->redis('XLEN', '{ragnx}:jobs');
 ($r, $b) = ask(bob => { query => 'Where is the cache kept?',
                         chatId => $chat });
-is($r->{status}, 202, "bob asks into alice's chat: queued");
-($r, $b) = poll(bob => $b->{jobId});
-is("$b->{status}|$b->{error}", 'failed|chat not found',
-   'the pool refuses it');
+is($r->{status}, 404, "bob asks into alice's chat: 404");
+is_deeply($b, { error => 'Chat not found' }, '... Chat not found');
+is($t->redis('XLEN', '{ragnx}:jobs'), $xlen, '... nothing queued');
 is($t->psql("SELECT count(*) FROM messages WHERE chat_id = '$chat'"), 4,
    "nothing written into alice's chat");
 

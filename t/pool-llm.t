@@ -64,7 +64,8 @@ is($t->psql("SELECT model || ' ' || output_tokens || ' ' || "
 
 # history goes with the next question of the same chat
 
-my ($id2) = $p->ask(query => 'And how are they stored?', chat => $chat);
+my ($id2) = $p->ask(query => 'And how are they stored?', chat => $chat,
+                     scope => 'chat');
 $j = $p->wait_job($id2);
 $req = decode_json($mock->stats->{last}{body});
 is(scalar @{ $req->{messages} }, 3, 'previous exchange sent as history');

@@ -1,7 +1,8 @@
 
 /*
  * ragnx worker pool: accounts and chat history, the synchronous calls
- * register, login, me, chats and messages.
+ * register, login, me, chats and messages, and the module's own "chat"
+ * (whose chat is this?).
  *
  * Passwords are hashed with argon2id (crypto_pwhash_str); each hash takes
  * password_memlimit of memory, so a process computes at most
@@ -27,6 +28,7 @@
 #include <sodium.h>
 
 #include "ragnx_worker.h"
+#include "ragnx_keys.h"
 #include "ragnx_rpc.h"
 #include "ragnx_utf8.h"
 #include "ragnx_uuid.h"
@@ -619,6 +621,65 @@ ragnx_account_messages(ragnx_thread_t *t, const ragnx_call_t *c, char **body)
     PQclear(res);
 
     *body = ragnx_acc_dump(out);
+
+    return 200;
+}
+
+
+/*
+ * Whose chat is this: asked by POST /api/ask for a chatId that Redis no
+ * longer knows.  The owner goes back into Redis ({ragnx}:chat:<id>, sent
+ * before the reply, on the same connection), so the module's next look
+ * finds it there, for the owner and for anyone probing; then 200 for
+ * the owner, 404 otherwise (another user's chat and no chat look the
+ * same).
+ */
+
+int
+ragnx_account_chat(ragnx_thread_t *t, const ragnx_call_t *c, char **body)
+{
+    int          rc, mine;
+    size_t       len;
+    PGconn      *conn;
+    PGresult    *res;
+    const char  *chat, *params[1];
+
+    chat = ragnx_acc_string(c, "chatId", &len);
+
+    if (chat == NULL || !ragnx_uuid_valid(chat, len)) {
+        return ragnx_acc_error(400, "Invalid chat id", body);
+    }
+
+    rc = ragnx_acc_db(t, c, &conn, body);
+    if (conn == NULL) {
+        return rc;
+    }
+
+    params[0] = chat;
+    res = ragnx_db_query(conn, "ragnx_chat_owner", ragnx_sql_chat_owner, 1,
+                         params);
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        return ragnx_acc_failed(t, conn, res, "chat", body);
+    }
+
+    ragnx_db_put(t->db, conn, 0);
+
+    mine = 0;
+
+    if (PQntuples(res) == 1) {
+        mine = strcmp(PQgetvalue(res, 0, 0), c->sub) == 0;
+        ragnx_call_append(&t->redis, "SET " RAGNX_KEY_CHAT "%s %s EX %d",
+                          chat, PQgetvalue(res, 0, 0), RAGNX_CHAT_TTL);
+    }
+
+    PQclear(res);
+
+    if (!mine) {
+        return ragnx_acc_error(404, "Chat not found", body);
+    }
+
+    *body = ragnx_acc_dump(json_pack("{s:s}", "chatId", chat));
 
     return 200;
 }

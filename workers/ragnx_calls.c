@@ -18,6 +18,7 @@
  */
 
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +35,8 @@ static const ragnx_call_pt  ragnx_call_handlers[] = {
     ragnx_account_login,            /* RAGNX_RPC_LOGIN */
     ragnx_account_me,               /* RAGNX_RPC_ME */
     ragnx_account_chats,            /* RAGNX_RPC_CHATS */
-    ragnx_account_messages          /* RAGNX_RPC_MESSAGES */
+    ragnx_account_messages,         /* RAGNX_RPC_MESSAGES */
+    ragnx_account_chat              /* RAGNX_RPC_CHAT */
 };
 
 
@@ -338,7 +340,38 @@ ragnx_call_publish(ragnx_redis_t *r, const ragnx_call_t *c, int status,
 }
 
 
-/* the replies of pipelined PUBLISHes, in order */
+/*
+ * A command sent with the next reply's PUBLISH (and before it), its
+ * answer read with the PUBLISH's: a write the reply depends on costs no
+ * round trip of its own.  A failure is logged.
+ */
+
+void
+ragnx_call_append(ragnx_redis_t *r, const char *fmt, ...)
+{
+    int      rc;
+    va_list  ap;
+
+    if (r->ctx == NULL && ragnx_redis_connect(r) != RAGNX_OK) {
+        ragnx_log(RAGNX_LOG_ERROR, "redis: not connected");
+        return;
+    }
+
+    va_start(ap, fmt);
+    rc = redisvAppendCommand(r->ctx, fmt, ap);
+    va_end(ap);
+
+    if (rc != REDIS_OK) {
+        ragnx_log(RAGNX_LOG_ERROR, "redis: %s", r->ctx->errstr);
+        ragnx_redis_close(r);
+        return;
+    }
+
+    r->pending++;
+}
+
+
+/* the replies of pipelined commands (PUBLISHes mostly), in order */
 
 static int
 ragnx_call_replies(ragnx_redis_t *r)
@@ -355,7 +388,7 @@ ragnx_call_replies(ragnx_redis_t *r)
         r->pending--;
 
         if (reply->type == REDIS_REPLY_ERROR) {
-            ragnx_log(RAGNX_LOG_ERROR, "reply PUBLISH failed: %s",
+            ragnx_log(RAGNX_LOG_ERROR, "pipelined command failed: %s",
                       reply->str);
 
         } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {

@@ -53,10 +53,14 @@ RAGNX_LUA_START
 
 
 /*
- * KEYS: job hash, jobs stream, inflight hash, followers, cache key.
+ * KEYS: job hash, jobs stream, inflight hash, followers, cache key, chat
+ * key.
  * ARGV: entry, now, answer, sources, retention, job id, result JSON,
  * cache ttl (0: no cache SET), consumer ('' : read nothing), inflight
- * field.
+ * field, owner.
+ * The chat's owner is kept in Redis for another RAGNX_CHAT_TTL (the
+ * exchange statement has just checked it), so a follow-up in the chat
+ * is known to be the owner's without a call to the pool.
  * Followers get a "record" job carrying the result, through the stream.
  * Returns {followers, next, attempts}: with a consumer, the thread's next
  * entry is read here (XREADGROUP without BLOCK, as a script may) and,
@@ -72,6 +76,7 @@ RAGNX_LUA_START
 "if tonumber(ARGV[8]) > 0 then\n"
 "  redis.call('SET', KEYS[5], ARGV[7], 'EX', ARGV[8])\n"
 "end\n"
+"redis.call('SET', KEYS[6], ARGV[11], 'EX', " RAGNX_CHAT_TTL_S ")\n"
 "redis.call('HSET', KEYS[1], 'status', 'completed', 'answer', ARGV[3],\n"
 "  'sources', ARGV[4], 'updatedAt', now)\n"
 "redis.call('HDEL', KEYS[1], 'error')\n"
@@ -736,7 +741,7 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
     int          rc;
     redisReply  *entry;
     char         key[128], inflight[512], followers[160], cache[512],
-                 now[32], ret[32], ttl[32], *sources, *result;
+                 chat[128], now[32], ret[32], ttl[32], *sources, *result;
     json_t      *res;
     redisReply  *reply;
 
@@ -746,12 +751,18 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
              RAGNX_KEY_JOB "%s" RAGNX_KEY_FOLLOWERS, job->id);
     snprintf(cache, sizeof(cache), RAGNX_KEY_CACHE "%s:%s", job->digest,
              job->gen);
+    snprintf(chat, sizeof(chat), RAGNX_KEY_CHAT "%s", job->chat_id);
     snprintf(now, sizeof(now), "%lld", ragnx_now_ms());
     snprintf(ret, sizeof(ret), "%ld", ragnx_conf->job_retention);
 
-    /* only answers computed here are cached; a record job's came from it */
+    /*
+     * Only answers computed here are cached (a record job's came from the
+     * cache), and only those no chat history went into: a contextual
+     * answer is its chat's alone.
+     */
     snprintf(ttl, sizeof(ttl), "%ld",
-             job->type == RAGNX_JOB_ASK ? ragnx_conf->cache_ttl : 0);
+             job->type == RAGNX_JOB_ASK && !ans->contextual
+             ? ragnx_conf->cache_ttl : 0);
 
     res = json_pack("{s:s,s:O}", "answer", ans->answer, "sources",
                     ans->sources);
@@ -765,12 +776,13 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
         return RAGNX_ERROR;
     }
 
-    reply = ragnx_redis_eval(r, &ragnx_script_complete, "5 %s %s %s %s %s "
-                                "%s %s %s %s %s %s %s %s %s %s", key,
+    reply = ragnx_redis_eval(r, &ragnx_script_complete, "6 %s %s %s %s %s "
+                                "%s %s %s %s %s %s %s %s %s %s %s %s", key,
                                 RAGNX_KEY_JOBS, RAGNX_KEY_INFLIGHT, followers,
-                                cache, e->entry, now, ans->answer, sources,
-                                ret, job->id, result, ttl,
-                                next ? r->consumer : "", inflight);
+                                cache, chat, e->entry, now, ans->answer,
+                                sources, ret, job->id, result, ttl,
+                                next ? r->consumer : "", inflight,
+                                job->owner);
     free(result);
     free(sources);
 

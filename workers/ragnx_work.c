@@ -4,7 +4,8 @@
  *
  *   decode -> start (status active, attempts + 1) -> chat (create or check
  *   the owner) -> an earlier delivery already committed?  use its answer
- *   -> retrieval + history -> LLM (no Postgres connection held) ->
+ *   -> retrieval + history (a chat-scope job's only) -> LLM (no Postgres
+ *   connection held) ->
  *   user + assistant messages in one transaction -> one script: cache SET,
  *   job completed, followers handed their record jobs, XACK + XDEL, and
  *   the thread's next entry read and started (a busy queue costs a job
@@ -204,18 +205,28 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
         return rc;
     }
 
-    /* chat check, passages and history in one round trip */
+    /*
+     * Chat check, passages and history in one round trip.  Only a job
+     * asked in an existing chat reads its history: a new chat's question
+     * may be cached and shared, so nothing of any chat goes into it.
+     */
 
     rc = ragnx_store_read_ask(t->db, job, (int) ragnx_conf->top_k,
                               (int) ragnx_conf->rank_candidates,
-                              (int) ragnx_conf->history, &created, ans,
-                              &passages, &np, &history, &nh, err, errlen);
+                              job->chat_scope ? (int) ragnx_conf->history : 0,
+                              &created, ans, &passages, &np, &history, &nh,
+                              err, errlen);
     if (rc != RAGNX_OK) {
         return rc;
     }
 
     if (ans->answer) {
-        /* a redelivery of a job whose exchange was already committed */
+        /*
+         * A redelivery of a job whose exchange was already committed;
+         * what history went into it is not known now, so a chat-scope
+         * answer counts as the chat's own.
+         */
+        ans->contextual = job->chat_scope;
         ragnx_store_passages_free(passages, np);
         ragnx_store_history_free(history, nh);
         ragnx_log(RAGNX_LOG_INFO, "job %s: answer already stored", job->id);
@@ -229,6 +240,9 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
     prompt.nhistory = nh;
 
     rc = ragnx_llm_answer(t->llm, &prompt, ans, retry_after, err, errlen);
+
+    /* decided by what was sent, whatever the job claims */
+    ans->contextual = nh > 0;
 
     ragnx_store_passages_free(passages, np);
     ragnx_store_history_free(history, nh);

@@ -171,6 +171,7 @@ typedef struct {
     long          input_tokens;         /* -1: not reported */
     long          output_tokens;
     const char   *model;
+    int           contextual;           /* chat history went into it */
 } ragnx_answer_t;
 
 
@@ -295,6 +296,7 @@ void ragnx_call_serve(ragnx_thread_t *t, ragnx_call_t *c);
 void ragnx_call_reject(ragnx_redis_t *r, const ragnx_call_t *c);
 void ragnx_call_free(ragnx_call_t *c);
 void ragnx_call_flush(ragnx_redis_t *r);
+void ragnx_call_append(ragnx_redis_t *r, const char *fmt, ...);
 
 /* a status and a JSON body (malloc'ed), or 0: nobody waits, no reply */
 typedef int (*ragnx_call_pt)(ragnx_thread_t *t, const ragnx_call_t *c,
@@ -309,6 +311,8 @@ int ragnx_account_me(ragnx_thread_t *t, const ragnx_call_t *c, char **body);
 int ragnx_account_chats(ragnx_thread_t *t, const ragnx_call_t *c,
     char **body);
 int ragnx_account_messages(ragnx_thread_t *t, const ragnx_call_t *c,
+    char **body);
+int ragnx_account_chat(ragnx_thread_t *t, const ragnx_call_t *c,
     char **body);
 
 

@@ -29,15 +29,17 @@ test_methods(void)
     ok(ragnx_rpc_method("me", 2) == RAGNX_RPC_ME, "me");
     ok(ragnx_rpc_method("chats", 5) == RAGNX_RPC_CHATS, "chats");
     ok(ragnx_rpc_method("messages", 8) == RAGNX_RPC_MESSAGES, "messages");
+    ok(ragnx_rpc_method("chat", 4) == RAGNX_RPC_CHAT, "chat");
     ok(ragnx_rpc_method("mes", 3) == 0, "a prefix is not a method");
     ok(ragnx_rpc_method("ME", 2) == 0, "names are case-sensitive");
     ok(ragnx_rpc_method("", 0) == 0, "empty is not a method");
     is_str(ragnx_rpc_method_name(RAGNX_RPC_CHATS), "chats", "name of chats");
     ok(ragnx_rpc_method_name(0) == NULL, "no name for 0");
-    ok(ragnx_rpc_method_name(6) == NULL, "no name past the last");
+    ok(ragnx_rpc_method_name(7) == NULL, "no name past the last");
     ok(ragnx_rpc_method_authenticated(RAGNX_RPC_ME)
            && ragnx_rpc_method_authenticated(RAGNX_RPC_CHATS)
-           && ragnx_rpc_method_authenticated(RAGNX_RPC_MESSAGES),
+           && ragnx_rpc_method_authenticated(RAGNX_RPC_MESSAGES)
+           && ragnx_rpc_method_authenticated(RAGNX_RPC_CHAT),
        "me, chats, messages act for a user");
     ok(!ragnx_rpc_method_authenticated(RAGNX_RPC_REGISTER)
            && !ragnx_rpc_method_authenticated(RAGNX_RPC_LOGIN),

@@ -10,7 +10,8 @@ package Ragnx::MockLLM;
 #
 # Each LLM request takes the next MODE of the script, else the default:
 # ok, 500, 400, 429:<retry-after seconds>, hang (never answers),
-# malformed (200 with a body that is not JSON).
+# malformed (200 with a body that is not JSON), echo (ok, and the answer
+# also repeats every earlier turn it was sent: what history went in).
 #
 # start(..., fixed => 1) (the benchmark): "ok" answers a fixed text
 # without decoding the request.  JSON::PP takes 1.5 ms for a 6 KB prompt,
@@ -226,6 +227,11 @@ sub handle {
         my ($q) = $last =~ /Question: (.*)\z/s;
         $q = $last unless defined $q;
         my $answer = "Mock answer to: $q";
+        if ($mode eq 'echo') {
+            my @turns = map { $_->{content} } @$msgs[0 .. $#$msgs - 1];
+            $answer .= ' | history: '
+                       . join(' / ', grep { defined && !ref } @turns);
+        }
         if ($path =~ m{/v1/messages$}) {
             if (!$h{'x-api-key'} || !$h{'anthropic-version'}) {
                 $resp = response(401, '{"error":{"message":"no key"}}');

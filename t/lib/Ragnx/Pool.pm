@@ -25,6 +25,7 @@ my %MACRO = (
     RAGNX_KEY_INFLIGHT => '{ragnx}:inflight',
     RAGNX_KEY_JOB      => '{ragnx}:job:',
     RAGNX_KEY_FOLLOWERS => ':followers',
+    RAGNX_CHAT_TTL_S   => '86400',
 );
 
 sub worker_bin {
@@ -186,13 +187,19 @@ sub ask {
     $norm =~ s/\s+/ /g;
     my $digest = sha256_hex($norm);
     my $now = int(time * 1000);
+    # scope => 'chat': asked in an existing chat (its owner checked as
+    # the module would have; verified => 0 leaves the check to the script)
+    my $in_chat = ($a{scope} || '') eq 'chat';
     my $payload = JSON::PP->new->canonical->encode({
         v => 1, id => $id, owner => $owner, chatId => $chat,
-        query => $query, digest => $digest, createdAt => $now });
-    my $out = $t->redis('EVAL', $SCRIPT, 3, '{ragnx}:gen', '{ragnx}:jobs',
-                        "{ragnx}:job:$id", $digest, $id, $payload, $owner,
-                        $chat, $now, $a{max} || 100000, $a{ttl} || 3600,
-                        'all');
+        query => $query, digest => $digest, createdAt => $now,
+        $in_chat ? (scope => 'chat') : () });
+    my @mode = $in_chat ? ('chat', '', ($a{verified} // 1) ? '1' : '')
+                        : ('all');
+    my $out = $t->redis('EVAL', $SCRIPT, 4, '{ragnx}:gen', '{ragnx}:jobs',
+                        "{ragnx}:job:$id", "{ragnx}:chat:$chat", $digest, $id,
+                        $payload, $owner, $chat, $now, $a{max} || 100000,
+                        $a{ttl} || 3600, @mode);
     my ($outcome, $gen) = split /\n/, $out;
     # the stream entry's payload, as the script completes it
     (my $full = $payload) =~ s/\}$/,"gen":"$gen","type":"ask"}/;
