@@ -86,7 +86,7 @@ unit: $(UNIT_BINS)
 
 $(ABS_BUILD)/unit/%: t/unit/%.c $(SHARED_SRCS) $(wildcard shared/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_C) -o $@ $< $(SHARED_SRCS) -ljansson -lcrypto
+	$(CC) $(CFLAGS_C) -o $@ $< $(SHARED_SRCS) -ljansson -lsodium -lcrypto
 
 test: deps
 	$(MAKE) all

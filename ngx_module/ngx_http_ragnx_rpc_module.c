@@ -5,6 +5,8 @@
  * stream together with the name of this worker's reply channel, and waits
  * without blocking for the reply the pool publishes there.  Replies find
  * their request by call id in a per-worker table of pending calls.
+ * register and login are sealed (shared/ragnx_seal.h): their password
+ * and token never cross Redis in the clear.
  */
 
 
@@ -15,8 +17,10 @@
 #include "ngx_http_ragnx.h"
 #include "ngx_http_ragnx_redis.h"
 #include "ngx_http_ragnx_rpc.h"
+#include <sodium.h>
 #include "ragnx_keys.h"
 #include "ragnx_rpc.h"
+#include "ragnx_seal.h"
 #include "ragnx_uuid.h"
 
 
@@ -30,6 +34,8 @@ typedef struct {
 
 typedef struct {
     ngx_http_ragnx_redis_sub_t   *sub;        /* this worker's channel */
+    ngx_str_t                     seal_file;
+    u_char                        seal_key[RAGNX_SEAL_KEY_BYTES];
 } ngx_http_ragnx_rpc_main_conf_t;
 
 
@@ -58,6 +64,8 @@ typedef struct {
     ngx_str_t                     body;       /* the reply's, or empty */
     const char                   *error;      /* our own answer otherwise */
     u_char                        id[RAGNX_UUID_LEN + 1];
+    u_char                        key[RAGNX_SEAL_KEY_BYTES];  /* sealed */
+    unsigned                      sealed:1;   /* the reply is sealed */
     unsigned                      pending:1;  /* in the table */
     unsigned                      sent:1;     /* XADD acknowledged */
     unsigned                      done:1;     /* outcome known */
@@ -102,6 +110,8 @@ static char *ngx_http_ragnx_rpc_merge_loc_conf(ngx_conf_t *cf, void *parent,
 static ngx_int_t ngx_http_ragnx_rpc_init_process(ngx_cycle_t *cycle);
 static char *ngx_http_ragnx_rpc(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_ragnx_rpc_seal_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 static ngx_command_t  ngx_http_ragnx_rpc_commands[] = {
@@ -110,6 +120,13 @@ static ngx_command_t  ngx_http_ragnx_rpc_commands[] = {
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
       ngx_http_ragnx_rpc,
       NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ragnx_rpc_seal_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_ragnx_rpc_seal_key,
+      NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
 
@@ -532,13 +549,14 @@ ngx_http_ragnx_rpc_send(ngx_http_request_t *r, ngx_http_ragnx_rpc_ctx_t *ctx,
     ngx_uint_t method, ngx_http_ragnx_redis_srv_t *srv, ngx_str_t *channel,
     ngx_str_t *sub, json_t *params)
 {
-    char                           *json;
-    size_t                          lens[18];
-    ngx_int_t                       rc;
-    ngx_time_t                     *tp;
-    const char                     *argv[18], *name;
-    u_char                          deadline[NGX_INT64_LEN];
-    ngx_http_ragnx_rpc_loc_conf_t  *rlcf;
+    char                            *json, *sealed;
+    size_t                           lens[18], size;
+    ngx_int_t                        rc;
+    ngx_time_t                      *tp;
+    const char                      *argv[18], *name;
+    u_char                           deadline[NGX_INT64_LEN];
+    ngx_http_ragnx_rpc_loc_conf_t   *rlcf;
+    ngx_http_ragnx_rpc_main_conf_t  *rmcf;
 
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_ragnx_rpc_module);
 
@@ -549,6 +567,34 @@ ngx_http_ragnx_rpc_send(ngx_http_request_t *r, ngx_http_ragnx_rpc_ctx_t *ctx,
     json = json_dumps(params, JSON_COMPACT);
     if (json == NULL) {
         return NGX_ERROR;
+    }
+
+    if (ragnx_rpc_method_sealed(method)) {
+
+        /* for the pool's key alone, with a key for the reply (one call) */
+
+        rmcf = ngx_http_get_module_main_conf(r, ngx_http_ragnx_rpc_module);
+
+        randombytes_buf(ctx->key, RAGNX_SEAL_KEY_BYTES);
+        ctx->sealed = 1;
+
+        size = ragnx_seal_call_size(ngx_strlen(json));
+        sealed = malloc(size);
+
+        if (sealed == NULL
+            || ragnx_seal_call(rmcf->seal_key, ctx->key, json,
+                               ngx_strlen(json), sealed, size)
+               == 0)
+        {
+            free(sealed);
+            sodium_memzero(json, ngx_strlen(json));
+            free(json);
+            return NGX_ERROR;
+        }
+
+        sodium_memzero(json, ngx_strlen(json));
+        free(json);
+        json = sealed;
     }
 
     tp = ngx_timeofday();
@@ -689,6 +735,7 @@ ngx_http_ragnx_rpc_sent_resume(ngx_http_request_t *r)
 static void
 ngx_http_ragnx_rpc_message(ngx_str_t *msg, void *data)
 {
+    long                       n;
     ngx_str_t                  id;
     ngx_rbtree_node_t         *node;
     ragnx_rpc_reply_t          rep;
@@ -750,8 +797,33 @@ ngx_http_ragnx_rpc_message(ngx_str_t *msg, void *data)
         return;
     }
 
-    ngx_memcpy(ctx->body.data, rep.body, rep.body_len);
-    ctx->body.len = rep.body_len;
+    if (ctx->sealed && rep.body[0] == RAGNX_SEAL_MARK) {
+        n = ragnx_seal_reply_open(ctx->key, rep.body, rep.body_len,
+                                  (char *) ctx->body.data);
+        if (n < 0) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "ragnx_rpc reply to \"%V\" not sealed with its "
+                          "call's key", &id);
+            ngx_http_ragnx_rpc_resolve(ctx, NGX_HTTP_BAD_GATEWAY,
+                                       "Bad gateway");
+            return;
+        }
+
+        ctx->body.len = (size_t) n;
+
+    } else if (rep.body[0] == RAGNX_SEAL_MARK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "ragnx_rpc sealed reply to \"%V\", a call that was "
+                      "not", &id);
+        ngx_http_ragnx_rpc_resolve(ctx, NGX_HTTP_BAD_GATEWAY,
+                                   "Bad gateway");
+        return;
+
+    } else {
+        /* a plain JSON error: the pool could not open the call */
+        ngx_memcpy(ctx->body.data, rep.body, rep.body_len);
+        ctx->body.len = rep.body_len;
+    }
 
     ngx_http_ragnx_rpc_resolve(ctx, rep.status, NULL);
 }
@@ -873,6 +945,10 @@ ngx_http_ragnx_rpc_cleanup(void *data)
     if (ctx->event.posted) {
         ngx_delete_posted_event(&ctx->event);
     }
+
+    if (ctx->sealed) {
+        sodium_memzero(ctx->key, RAGNX_SEAL_KEY_BYTES);
+    }
 }
 
 
@@ -949,6 +1025,8 @@ ngx_http_ragnx_rpc_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ragnx_rpc_loc_conf_t *prev = parent;
     ngx_http_ragnx_rpc_loc_conf_t *conf = child;
 
+    ngx_http_ragnx_rpc_main_conf_t  *rmcf;
+
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 5000);
 
     if (conf->timeout == 0) {
@@ -967,6 +1045,17 @@ ngx_http_ragnx_rpc_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"ragnx_rpc\" requires \"ragnx_redis\" in the "
                            "http block");
+        return NGX_CONF_ERROR;
+    }
+
+    rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ragnx_rpc_module);
+
+    if (ragnx_rpc_method_sealed(conf->method) && rmcf->seal_file.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ragnx_rpc %s\" requires \"ragnx_rpc_seal_key\" "
+                           "in the http block: its password and token must "
+                           "not cross Redis in the clear",
+                           ragnx_rpc_method_name(conf->method));
         return NGX_CONF_ERROR;
     }
 
@@ -1069,6 +1158,45 @@ ngx_http_ragnx_rpc(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_ragnx_rpc_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/* ragnx_rpc_seal_key file;  the pool's public key, PEM X25519 */
+
+static char *
+ngx_http_ragnx_rpc_seal_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ragnx_rpc_main_conf_t *rmcf = conf;
+
+    char        err[256];
+    ngx_str_t  *value;
+
+    if (rmcf->seal_file.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    rmcf->seal_file = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &rmcf->seal_file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ragnx_seal_init() != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "libsodium failed to start");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ragnx_seal_load_public((char *) rmcf->seal_file.data,
+                               rmcf->seal_key, err, sizeof(err))
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\": %s", &cmd->name,
+                           err);
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }

@@ -67,6 +67,13 @@ ragnx_rpc_method_authenticated(int method)
 
 
 int
+ragnx_rpc_method_sealed(int method)
+{
+    return method == RAGNX_RPC_REGISTER || method == RAGNX_RPC_LOGIN;
+}
+
+
+int
 ragnx_rpc_reply_parse(const char *msg, size_t len, ragnx_rpc_reply_t *rep)
 {
     int  i, status;

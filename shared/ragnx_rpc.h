@@ -16,6 +16,10 @@
  *             {"limit", "before"?, "chatId"?} (chats, messages), or
  *             {"chatId"} (chat), or {}
  *
+ * register and login carry a password in and a token out: their params
+ * and reply bodies are sealed (ragnx_seal.h), and the pool deletes every
+ * call entry as it reads it.
+ *
  * "chat" is the module's own call, made by POST /api/ask when a chatId
  * is not in Redis ({ragnx}:chat:<id> expired): 200 when the chat is the
  * caller's, else 404.  The pool puts the owner back in Redis first.
@@ -74,6 +78,9 @@ const char *ragnx_rpc_method_name(int method);
 
 /* 1 if the method acts for an authenticated user (needs "sub") */
 int ragnx_rpc_method_authenticated(int method);
+
+/* 1 if the method's params and reply are sealed (a secret either way) */
+int ragnx_rpc_method_sealed(int method);
 
 /*
  * Split a reply message; pointers go into msg.  Returns 0, or -1 when the

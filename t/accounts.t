@@ -93,12 +93,14 @@ EOF2
 }
 
 my $locs = locations();
+my (undef, $rpcpub) = $t->rpc_keys;
 $t->start_nginx(
     workers => 2,
     http    => <<"EOF2",
     ragnx_redis 127.0.0.1:$rp pool=2;
     ragnx_redis_timeout 500ms;
     ragnx_ask_gen_refresh 100ms;
+    ragnx_rpc_seal_key $rpcpub;
 
     server {
         listen 127.0.0.1:$rs_port;
@@ -191,8 +193,13 @@ is($t->psql("SELECT count(*) FROM users"), 1, 'no user from bad input');
 {
     my $id = uuid();
     my $chan = '{ragnx}:reply:test';
+    # register is sealed as nginx seals it; its reply opened the same way
+    my $rkey = join '', map { sprintf '%02x', int rand 256 } 1 .. 32;
     my $reply = sub {
         my ($params, $method, $who) = @_;
+        my $sealed = ($method || 'register') eq 'register';
+        $params = Ragnx::Test::seal_tool('call', $rpcpub, $rkey, $params)
+            if $sealed;
         my $sub = Ragnx::Resp->new($rp) or die 'redis: connect';
         $sub->cmd('SUBSCRIBE', $chan);
         $t->redis('XADD', '{ragnx}:rpc', '*', 'id', $id, 'method',
@@ -207,7 +214,12 @@ is($t->psql("SELECT count(*) FROM users"), 1, 'no user from bad input');
             $v;
         };
         $sub->close;
-        return ref $m eq 'ARRAY' ? $m->[2] : undef;
+        return undef unless ref $m eq 'ARRAY';
+        my ($head, $body) = $m->[2] =~ /^(\S+ \d+ )(.*)\z/s or return $m->[2];
+        if ($sealed && $body =~ /^~/) {
+            $body = Ragnx::Test::seal_tool('unseal', $rkey, $body) // 'BAD';
+        }
+        return "$head$body";
     };
     my $m = $reply->('{"email":"b@b.example","password":"short"}');
     like($m // '',

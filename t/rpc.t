@@ -42,6 +42,23 @@ my $secret = 'rpc-test-secret-0123456789abcdef';
           qr/"ragnx_rpc_timeout" must be positive/, 'zero timeout' ],
         [ $http, 'location /a { ragnx_rpc me; ragnx_rpc chats; }',
           qr/"ragnx_rpc" directive is duplicate/, 'duplicate' ],
+        [ $http, 'location /a { ragnx_rpc register; }',
+          qr/"ragnx_rpc register" requires "ragnx_rpc_seal_key"/,
+          'register without the seal key' ],
+        [ $http, 'location /a { ragnx_rpc login; }',
+          qr/"ragnx_rpc login" requires "ragnx_rpc_seal_key"/,
+          'login without the seal key' ],
+        [ "$http ragnx_rpc_seal_key " . ($c->rpc_keys)[0] . ';',
+          'location /a { ragnx_rpc login; }',
+          qr/"ragnx_rpc_seal_key": ".*rpc\.key" is not a PEM X25519 public/,
+          'the private key given as the seal key' ],
+        [ "$http ragnx_rpc_seal_key $root/nonexistent.pub;",
+          'location /a { ragnx_rpc login; }',
+          qr/"ragnx_rpc_seal_key": cannot open ".*nonexistent\.pub"/,
+          'a missing seal key' ],
+        [ $http, 'location /a { ragnx_rpc chat; }',
+          qr/invalid method "chat" in "ragnx_rpc"/,
+          'the ask handler\'s own call is not an endpoint' ],
     );
     for my $b (@bad) {
         my ($ok, $out) = $c->nginx_t(http => $b->[0], server => $b->[1]);
@@ -57,6 +74,7 @@ my $secret = 'rpc-test-secret-0123456789abcdef';
 my $t = Ragnx::Test->new;
 my $rp = $t->start_redis;
 my $keyfile = $t->file('hs.key', $secret);
+my ($rpckey, $rpcpub) = $t->rpc_keys;
 my $port2 = Ragnx::Test::free_port();
 
 $t->start_nginx(
@@ -64,6 +82,7 @@ $t->start_nginx(
     http    => <<"EOF2",
     ragnx_redis 127.0.0.1:$rp;
     ragnx_redis_timeout 300ms;
+    ragnx_rpc_seal_key $rpcpub;
 EOF2
     server  => <<"EOF2");
         listen 127.0.0.1:$port2 reuseport;
@@ -183,9 +202,19 @@ sub log_count {
 # mode: echo (answer at once), late (after "delay" seconds), wrong (a
 # reply to another id), garbage (malformed replies), never.
 
+# register and login are sealed (shared/ragnx_seal.h): opened and answered
+# with the C codec both sides use (Ragnx::Test::seal_tool)
 sub standin_answer {
     my ($f) = @_;
-    my $p = eval { decode_json($f->{params}) };
+    my $sealed = $f->{method} =~ /^(register|login)$/;
+    my ($key, $p);
+    if ($sealed) {
+        my $o = Ragnx::Test::seal_tool('open', $rpckey, $f->{params}) // '';
+        ($key, my $plain) = split /\n/, $o, 2;
+        $p = eval { decode_json($plain) };
+    } else {
+        $p = eval { decode_json($f->{params}) };
+    }
     my ($status, $body) = (200, { id => $f->{id}, method => $f->{method},
                                   sub => $f->{sub}, params => $p,
                                   reply => $f->{reply},
@@ -200,7 +229,9 @@ sub standin_answer {
     } elsif ($f->{method} eq 'messages' && $p->{chatId} eq $CHAT) {
         ($status, $body) = (404, { error => 'Chat not found' });
     }
-    return "$f->{id} $status " . $json->encode($body);
+    my $b = $json->encode($body);
+    $b = Ragnx::Test::seal_tool('seal', $key, $b) if $sealed;
+    return "$f->{id} $status $b";
 }
 
 sub standin_loop {
@@ -369,6 +400,14 @@ $r = post('/api/auth/login', { email => 'ann@example.com',
 is($r->{status}, 200, 'login: 200');
 is(body($r)->{method}, 'login', 'login: method');
 is(body($r)->{params}{email}, 'ann@example.com', 'login: params');
+is(body($r)->{params}{password}, 'correct horse', '... the password too');
+{
+    # the stand-in leaves the entries in the stream (the pool deletes them)
+    my $calls = $t->redis('XRANGE', '{ragnx}:rpc', '-', '+');
+    like($calls, qr/^login$/m, '... the calls are in the stream');
+    unlike($calls, qr/correct horse|Ann\@Example|ann\@example/,
+           '... yet none holds them in the clear');
+}
 
 $r = post('/api/auth/login', { email => 'ann@example.com',
                                password => 'wrong' });

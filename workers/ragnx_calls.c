@@ -15,6 +15,11 @@
  *
  * A reply's PUBLISH is pipelined with the thread's next XREADGROUP: one
  * round trip per call instead of two.
+ *
+ * Every entry is deleted as it is read (XDEL, pipelined the same way), so
+ * nothing of a call rests in Redis.  register and login are sealed
+ * (shared/ragnx_seal.h): opened here with rpc_key_file, their replies
+ * sealed with the key that came inside.
  */
 
 
@@ -26,7 +31,9 @@
 #include "ragnx_worker.h"
 #include "ragnx_keys.h"
 #include "ragnx_rpc.h"
+#include "ragnx_seal.h"
 #include "ragnx_uuid.h"
+#include <sodium.h>
 
 
 static const ragnx_call_pt  ragnx_call_handlers[] = {
@@ -45,6 +52,7 @@ static void ragnx_call_field(ragnx_call_t *c, const redisReply *f,
 static void ragnx_call_publish(ragnx_redis_t *r, const ragnx_call_t *c,
     int status, const char *body);
 static int ragnx_call_replies(ragnx_redis_t *r);
+static int ragnx_call_params(ragnx_call_t *c);
 
 
 /*
@@ -149,12 +157,24 @@ ragnx_call_read(ragnx_redis_t *r, ragnx_call_t *c, int block_ms)
     fields = entry->element[1];
     bad = 0;
 
+    /* read once, never again: the entry goes with the next round trip */
+
+    if (entry->element[0]->type == REDIS_REPLY_STRING) {
+        ragnx_call_append(r, "XDEL %s %b", RAGNX_KEY_RPC,
+                          entry->element[0]->str,
+                          (size_t) entry->element[0]->len);
+    }
+
     for (i = 0; i + 1 < fields->elements; i += 2) {
         ragnx_call_field(c, fields->element[i], fields->element[i + 1],
                          &bad);
     }
 
     freeReplyObject(reply);
+
+    if (!bad && c->method && c->raw && ragnx_call_params(c) != RAGNX_OK) {
+        bad = 1;
+    }
 
     if (bad || c->id[0] == '\0' || c->method == 0 || c->reply[0] == '\0'
         || c->deadline < 0 || c->params == NULL
@@ -171,8 +191,6 @@ static void
 ragnx_call_field(ragnx_call_t *c, const redisReply *f, const redisReply *v,
     int *bad)
 {
-    json_error_t  err;
-
     if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
         *bad = 1;
         return;
@@ -214,14 +232,73 @@ ragnx_call_field(ragnx_call_t *c, const redisReply *f, const redisReply *v,
         memcpy(c->sub, v->str, v->len);
         c->sub[v->len] = '\0';
 
-    } else if (strcmp(f->str, "params") == 0 && c->params == NULL) {
-        c->params = json_loadb(v->str, v->len, JSON_REJECT_DUPLICATES, &err);
-
-        if (c->params && !json_is_object(c->params)) {
-            json_decref(c->params);
-            c->params = NULL;
+    } else if (strcmp(f->str, "params") == 0 && c->raw == NULL) {
+        c->raw = malloc(v->len + 1);
+        if (c->raw == NULL) {
+            *bad = 1;
+            return;
         }
+
+        memcpy(c->raw, v->str, v->len);
+        c->raw_len = v->len;
     }
+}
+
+
+/*
+ * The params object: as sent, or opened with the pool's key for a sealed
+ * method (the reply key comes with it).  A seal this pool cannot open
+ * (no rpc_key_file, another key pair) is logged, never its content.
+ */
+
+static int
+ragnx_call_params(ragnx_call_t *c)
+{
+    long          n;
+    char         *json;
+    json_error_t  err;
+
+    if (!ragnx_rpc_method_sealed(c->method)) {
+        c->params = json_loadb(c->raw, c->raw_len, JSON_REJECT_DUPLICATES,
+                               &err);
+
+    } else if (!ragnx_conf->rpc_key_set) {
+        ragnx_log(RAGNX_LOG_ERROR, "call %s (%s): sealed, and no "
+                  "rpc_key_file is set", c->id,
+                  ragnx_rpc_method_name(c->method));
+        c->unopened = 1;
+        return RAGNX_ERROR;
+
+    } else {
+        json = malloc(c->raw_len + 1);
+        if (json == NULL) {
+            return RAGNX_ERROR;
+        }
+
+        n = ragnx_seal_call_open(ragnx_conf->rpc_pk, ragnx_conf->rpc_sk,
+                                 c->raw, c->raw_len, c->key, json);
+        if (n < 0) {
+            free(json);
+            ragnx_log(RAGNX_LOG_ERROR, "call %s (%s): not sealed for this "
+                      "pool's rpc_key_file", c->id,
+                      ragnx_rpc_method_name(c->method));
+            c->unopened = 1;
+            return RAGNX_ERROR;
+        }
+
+        c->sealed = 1;
+        c->params = json_loadb(json, (size_t) n, JSON_REJECT_DUPLICATES,
+                               &err);
+        sodium_memzero(json, (size_t) n);
+        free(json);
+    }
+
+    if (c->params && !json_is_object(c->params)) {
+        json_decref(c->params);
+        c->params = NULL;
+    }
+
+    return c->params ? RAGNX_OK : RAGNX_ERROR;
 }
 
 
@@ -230,6 +307,14 @@ ragnx_call_free(ragnx_call_t *c)
 {
     json_decref(c->params);
     c->params = NULL;
+
+    if (c->raw) {
+        sodium_memzero(c->raw, c->raw_len);
+        free(c->raw);
+        c->raw = NULL;
+    }
+
+    sodium_memzero(c->key, sizeof(c->key));
 }
 
 
@@ -279,7 +364,11 @@ ragnx_call_serve(ragnx_thread_t *t, ragnx_call_t *c)
 }
 
 
-/* a malformed call that still says where to answer gets a 400 */
+/*
+ * A malformed call that still says where to answer gets a 400; a sealed
+ * one this pool cannot open (no key, another key pair) is the
+ * deployment's fault, not the client's: 503, the reason logged.
+ */
 
 void
 ragnx_call_reject(ragnx_redis_t *r, const ragnx_call_t *c)
@@ -288,7 +377,13 @@ ragnx_call_reject(ragnx_redis_t *r, const ragnx_call_t *c)
               c->id, RAGNX_KEY_RPC);
 
     if (c->id[0] && c->reply[0]) {
-        ragnx_call_publish(r, c, 400, "{\"error\":\"Malformed call\"}");
+        if (c->unopened) {
+            ragnx_call_publish(r, c, 503,
+                               "{\"error\":\"Service unavailable\"}");
+
+        } else {
+            ragnx_call_publish(r, c, 400, "{\"error\":\"Malformed call\"}");
+        }
     }
 }
 
@@ -297,20 +392,40 @@ static void
 ragnx_call_publish(ragnx_redis_t *r, const ragnx_call_t *c, int status,
     const char *body)
 {
-    char        *msg;
+    char        *msg, *sealed;
     size_t       len, n;
     const char  *argv[3];
     size_t       lens[3];
 
     len = strlen(body);
+    sealed = NULL;
+
+    if (c->sealed) {
+        n = ragnx_seal_reply_size(len);
+        sealed = malloc(n);
+
+        if (sealed == NULL
+            || ragnx_seal_reply(c->key, body, len, sealed, n) == 0)
+        {
+            ragnx_log(RAGNX_LOG_ERROR, "call %s: cannot seal the reply",
+                      c->id);
+            free(sealed);
+            return;
+        }
+
+        body = sealed;
+        len = strlen(sealed);
+    }
 
     msg = malloc(RAGNX_RPC_REPLY_HEAD + len);
     if (msg == NULL) {
         ragnx_log(RAGNX_LOG_ERROR, "call %s: out of memory", c->id);
+        free(sealed);
         return;
     }
 
     n = ragnx_rpc_reply_write(msg, c->id, status, body, len);
+    free(sealed);
     if (n == 0) {
         ragnx_log(RAGNX_LOG_ERROR, "call %s: cannot write status %d", c->id,
                   status);

@@ -22,7 +22,10 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include <sodium.h>
+
 #include "ragnx_worker.h"
+#include "ragnx_seal.h"
 #include "ragnx_utf8.h"
 
 
@@ -117,6 +120,8 @@ static const ragnx_setting_t  ragnx_settings[] = {
     { "jwt_alg", RAGNX_SET_ENUM, RAGNX_OFF(jwt_alg), 0, 0, "HS256", 1,
       "HS256 RS256 ES256", RAGNX_OFF(jwt_alg) },
     { "jwt_key_file", RAGNX_SET_STR, RAGNX_OFF(jwt_key_file), 1, 4096, NULL,
+      1, NULL, 0 },
+    { "rpc_key_file", RAGNX_SET_STR, RAGNX_OFF(rpc_key_file), 1, 4096, NULL,
       1, NULL, 0 },
     { "jwt_ttl", RAGNX_SET_INT, RAGNX_OFF(jwt_ttl), 60, 31536000, "604800",
       1, NULL, 0 },
@@ -282,8 +287,8 @@ ragnx_conf_t *
 ragnx_conf_load(const char *path, char *err, size_t errlen)
 {
     FILE                   *f;
-    char                    line[8192], env[128], where[4200], *p, *name,
-                           *value, *secret;
+    char                    line[8192], env[128], where[4200], msg[512],
+                           *p, *name, *value, *secret;
     size_t                  i;
     unsigned                lineno;
     ragnx_conf_t           *conf;
@@ -425,6 +430,19 @@ ragnx_conf_load(const char *path, char *err, size_t errlen)
         conf->database_password = secret;
     }
 
+    if (conf->rpc_key_file) {
+        if (ragnx_seal_init() != 0
+            || ragnx_seal_load_secret(conf->rpc_key_file, conf->rpc_pk,
+                                      conf->rpc_sk, msg, sizeof(msg))
+               != 0)
+        {
+            snprintf(err, errlen, "rpc_key_file: %s", msg);
+            goto failed;
+        }
+
+        conf->rpc_key_set = 1;
+    }
+
     if (ragnx_conf_jwt_key(conf, err, errlen) != RAGNX_OK) {
         goto failed;
     }
@@ -520,6 +538,8 @@ ragnx_conf_free(ragnx_conf_t *conf)
         memset(conf->jwt_key, 0, conf->jwt_key_len);
         free(conf->jwt_key);
     }
+
+    sodium_memzero(conf->rpc_sk, sizeof(conf->rpc_sk));
 
     free(conf->config_file);
     free(conf);

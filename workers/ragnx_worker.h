@@ -90,6 +90,10 @@ typedef struct {
     long          password_memlimit;     /* KiB */
     long          jwt_alg;               /* RAGNX_JWT_* */
     char         *jwt_key_file;
+    char         *rpc_key_file;
+    int           rpc_key_set;
+    unsigned char rpc_pk[32];            /* X25519: opens sealed calls */
+    unsigned char rpc_sk[32];            /* secret */
     unsigned char *jwt_key;              /* secret: the file's bytes */
     size_t        jwt_key_len;
     long          jwt_ttl;               /* s */
@@ -288,6 +292,11 @@ typedef struct {
     long long         deadline;         /* ms since the epoch */
     char              sub[256];
     json_t           *params;
+    char             *raw;              /* the params field as sent */
+    size_t            raw_len;
+    int               sealed;           /* the reply is sealed with key */
+    int               unopened;         /* sealed, and this pool cannot */
+    unsigned char     key[32];
 } ragnx_call_t;
 
 int ragnx_call_setup(ragnx_redis_t *r);

@@ -1,14 +1,21 @@
 
 /*
  * ragnx: unit tests of the synchronous call contract (ragnx_rpc.h):
- * method names, the reply message both ways, deadlines, paging arguments.
+ * method names, the reply message both ways, deadlines, paging arguments,
+ * and the sealing of calls and replies (ragnx_seal.h).
  */
 
 
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <sodium.h>
 
 #include "tap.h"
 #include "ragnx_rpc.h"
+#include "ragnx_seal.h"
 
 
 #define ID "0b5e6c1d-2f3a-4b4c-9d8e-7f6a5b4c3d2e"
@@ -140,6 +147,122 @@ test_paging(void)
 }
 
 
+/* an X25519 key pair as openssl genpkey writes it: private and public PEM */
+static int
+pem_pair(const char *priv, const char *pub)
+{
+    int           rc;
+    FILE         *f, *g;
+    EVP_PKEY     *k;
+    EVP_PKEY_CTX *ctx;
+
+    k = NULL;
+    ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_X25519, NULL);
+    if (ctx == NULL || EVP_PKEY_keygen_init(ctx) != 1
+        || EVP_PKEY_keygen(ctx, &k) != 1) {
+        EVP_PKEY_CTX_free(ctx);
+        return -1;
+    }
+
+    f = fopen(priv, "w");
+    g = fopen(pub, "w");
+    rc = f && g && PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL)
+                 && PEM_write_PUBKEY(g, k)
+             ? 0
+             : -1;
+    if (f) {
+        fclose(f);
+    }
+    if (g) {
+        fclose(g);
+    }
+    EVP_PKEY_free(k);
+    EVP_PKEY_CTX_free(ctx);
+    return rc;
+}
+
+
+static void
+test_seal(void)
+{
+    char dir[] = "/tmp/ragnx-seal-XXXXXX", priv[64], pub[64], err[256], *c, *b,
+         json[256], out[256];
+    long          n;
+    size_t        len;
+    unsigned char pk[32], pk2[32], sk[32], key[32], got[32], other[32];
+    const char   *params = "{\"email\":\"a@b.example\",\"password\":"
+                           "\"a distinctive secret\"}";
+    const char   *body = "{\"token\":\"eyJ.x.y\"}";
+
+    ok(ragnx_seal_init() == 0, "libsodium starts");
+    ok(mkdtemp(dir) != NULL, "a directory for the keys");
+    snprintf(priv, sizeof(priv), "%s/rpc.key", dir);
+    snprintf(pub, sizeof(pub), "%s/rpc.pub", dir);
+    ok(pem_pair(priv, pub) == 0, "an X25519 key pair in PEM");
+
+    ok(ragnx_seal_load_public(pub, pk, err, sizeof(err)) == 0,
+       "the public key loads");
+    ok(ragnx_seal_load_secret(priv, pk2, sk, err, sizeof(err)) == 0,
+       "the private key loads");
+    ok(memcmp(pk, pk2, 32) == 0, "and its public half is the same");
+    ok(ragnx_seal_load_public(priv, pk2, err, sizeof(err)) == -1
+           && strstr(err, "not a PEM X25519 public key") != NULL,
+       "a private key is not a public one: %s", err);
+    ok(ragnx_seal_load_secret(pub, pk2, sk, err, sizeof(err)) == -1,
+       "nor the other way round");
+    ok(ragnx_seal_load_public("/nonexistent/rpc.pub", pk2, err, sizeof(err))
+               == -1
+           && strstr(err, "cannot open") != NULL,
+       "a missing file says so");
+    ragnx_seal_load_secret(priv, pk2, sk, err, sizeof(err));
+
+    randombytes_buf(key, sizeof(key));
+    len = ragnx_seal_call_size(strlen(params));
+    c = malloc(len);
+    ok(ragnx_seal_call(pk, key, params, strlen(params), c, len) == len - 1,
+       "a call is sealed to the size said");
+    ok(strstr(c, "secret") == NULL && strchr(c, '"') == NULL,
+       "no trace of the params in it");
+    ok(ragnx_seal_call(pk, key, params, strlen(params), c, len - 1) == 0,
+       "a buffer too small is refused");
+    ragnx_seal_call(pk, key, params, strlen(params), c, len);
+
+    n = ragnx_seal_call_open(pk, sk, c, strlen(c), got, json);
+    ok(n == (long) strlen(params) && memcmp(json, params, n) == 0,
+       "the pool opens it");
+    ok(memcmp(got, key, 32) == 0, "with the reply key inside");
+
+    crypto_box_keypair(pk2, other);
+    ok(ragnx_seal_call_open(pk2, other, c, strlen(c), got, json) == -1,
+       "another key pair cannot");
+    c[10] = c[10] == 'A' ? 'B' : 'A';
+    ok(ragnx_seal_call_open(pk, sk, c, strlen(c), got, json) == -1,
+       "a changed seal does not open");
+    ok(ragnx_seal_call_open(pk, sk, "{\"email\":1}", 11, got, json) == -1,
+       "plain JSON does not open");
+    free(c);
+
+    len = ragnx_seal_reply_size(strlen(body));
+    b = malloc(len);
+    ok(ragnx_seal_reply(key, body, strlen(body), b, len) == len - 1
+           && b[0] == RAGNX_SEAL_MARK,
+       "a reply is sealed, marked");
+    ok(strstr(b, "token") == NULL, "no trace of the token in it");
+    n = ragnx_seal_reply_open(key, b, strlen(b), out);
+    ok(n == (long) strlen(body) && memcmp(out, body, n) == 0,
+       "the caller opens it");
+    ok(ragnx_seal_reply_open(other, b, strlen(b), out) == -1,
+       "with no other key");
+    ok(ragnx_seal_reply_open(key, body, strlen(body), out) == -1,
+       "an unmarked body is not a sealed one");
+    free(b);
+
+    unlink(priv);
+    unlink(pub);
+    rmdir(dir);
+}
+
+
 int
 main(void)
 {
@@ -147,6 +270,7 @@ main(void)
     test_reply();
     test_deadline();
     test_paging();
+    test_seal();
 
     return done_testing();
 }

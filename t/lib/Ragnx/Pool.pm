@@ -90,6 +90,7 @@ sub configure {
         retry_base         => 100,
         retry_max          => 400,
         visibility_timeout => 2000,
+        rpc_key_file       => ($t->rpc_keys)[0],
         %s,
     );
     my $conf = join '', map { defined $c{$_} ? "$_ = $c{$_}\n" : '' }

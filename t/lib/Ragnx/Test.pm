@@ -135,6 +135,36 @@ $server
 CONF
 }
 
+# The pool's X25519 key pair for sealed calls (register, login), made once
+# per test directory: (private key file, public key file).
+sub rpc_keys {
+    my ($self) = @_;
+    my ($key, $pub) = ("$self->{dir}/rpc.key", "$self->{dir}/rpc.pub");
+    unless (-f $pub) {
+        system('openssl', 'genpkey', '-algorithm', 'X25519', '-out', $key) == 0
+            && system('openssl', 'pkey', '-in', $key, '-pubout', '-out',
+                      $pub) == 0
+            or BAIL_OUT('openssl: cannot make an X25519 key pair');
+    }
+    return ($key, $pub);
+}
+
+# The sealing codec of register and login (shared/ragnx_seal.h), for
+# stand-ins and direct calls: seal_tool(COMMAND, ARGS..., INPUT) runs
+# build/unit/seal_tool; its output, or undef when it fails.
+sub seal_tool {
+    my $in = pop;
+    require IPC::Open2;
+    my $bin = ($ENV{RAGNX_BUILD} || 'build') . '/unit/seal_tool';
+    my $pid = IPC::Open2::open2(my $out, my $to, $bin, @_);
+    print $to $in;
+    close $to;
+    local $/;
+    my $r = <$out>;
+    waitpid $pid, 0;
+    return $? == 0 ? $r : undef;
+}
+
 # nginx -t on a configuration; returns (ok, output).  The configuration is
 # built from the http/server snippets, or is a complete file (conf_file).
 sub nginx_t {
