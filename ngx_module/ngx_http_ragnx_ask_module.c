@@ -192,14 +192,14 @@ static ngx_command_t  ngx_http_ragnx_ask_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ragnx_ask_loc_conf_t, queue_max),
-      NULL },
+      &ngx_http_ragnx_positive_num_p },
 
     { ngx_string("ragnx_ask_job_ttl"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ragnx_ask_loc_conf_t, job_ttl),
-      NULL },
+      &ngx_http_ragnx_positive_sec_p },
 
     { ngx_string("ragnx_ask_gen_refresh"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -407,21 +407,15 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
     ngx_http_ragnx_ask_main_conf_t  *amcf;
     ngx_http_ragnx_ask_ctx_t  *ctx;
 
-    if (ngx_http_ragnx_jwt_subject(r, &sub) != NGX_OK || sub.len == 0) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "ragnx_ask without an authenticated subject: "
-                      "enable \"ragnx_jwt\" for this location");
-        return ngx_http_ragnx_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                                         "missing token", NULL);
+    /* "ragnx_jwt on" and "ragnx_validate_schema" are checked at "nginx -t" */
+
+    if (ngx_http_ragnx_jwt_subject(r, &sub) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     body = ngx_http_ragnx_validated_body(r);
     if (body == NULL) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "ragnx_ask without a validated body: set "
-                      "\"ragnx_validate_schema\" for this location");
-        return ngx_http_ragnx_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                         "Internal server error", NULL);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     /* the operator's schema may be looser than the shipped one */
@@ -1119,12 +1113,10 @@ ngx_http_ragnx_ask_status(ngx_http_request_t *r,
     const char                *argv[2];
     ngx_http_ragnx_ask_ctx_t  *ctx;
 
-    if (ngx_http_ragnx_jwt_subject(r, &sub) != NGX_OK || sub.len == 0) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "ragnx_ask_status without an authenticated subject: "
-                      "enable \"ragnx_jwt\" for this location");
-        return ngx_http_ragnx_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                                         "missing token", NULL);
+    /* "ragnx_jwt on" is checked at "nginx -t" */
+
+    if (ngx_http_ragnx_jwt_subject(r, &sub) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (alcf->id) {
@@ -1643,12 +1635,6 @@ ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_sec_value(conf->job_ttl, prev->job_ttl, 86400);
     ngx_conf_merge_uint_value(conf->retry_after, prev->retry_after, 1);
 
-    if (conf->queue_max == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ragnx_ask_queue_max\" must be positive");
-        return NGX_CONF_ERROR;
-    }
-
     if (conf->type == 0) {
         return NGX_CONF_OK;
     }
@@ -1664,12 +1650,7 @@ ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         amcf->cache = conf->cache;
     }
 
-    if (conf->queue == NULL && conf->type != NGX_HTTP_RAGNX_ASK_HEALTH) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ragnx_ask\" and \"ragnx_ask_status\" require "
-                           "\"ragnx_redis\" in the http block");
-        return NGX_CONF_ERROR;
-    }
+    /* no "ragnx_redis" is reported by ngx_http_ragnx_module */
 
     return NGX_CONF_OK;
 }
@@ -1690,7 +1671,7 @@ ngx_http_ragnx_ask(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_ragnx_ask_loc_conf_t *alcf = conf;
 
     ngx_str_t                         *value;
-    ngx_http_core_loc_conf_t          *clcf;
+    ngx_uint_t                         needs;
     ngx_http_compile_complex_value_t   ccv;
 
     if (alcf->type) {
@@ -1726,8 +1707,26 @@ ngx_http_ragnx_ask(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_ragnx_ask_handler;
+    /*
+     * A question and a job belong to the token's subject; a question is
+     * the validated body; status and health answer GET only.
+     */
 
-    return NGX_CONF_OK;
+    switch (alcf->type) {
+
+    case NGX_HTTP_RAGNX_ASK_SUBMIT:
+        needs = NGX_HTTP_RAGNX_NEEDS_SUBJECT|NGX_HTTP_RAGNX_NEEDS_BODY;
+        break;
+
+    case NGX_HTTP_RAGNX_ASK_STATUS:
+        needs = NGX_HTTP_RAGNX_NEEDS_SUBJECT|NGX_HTTP_RAGNX_NO_BODY;
+        break;
+
+    default: /* NGX_HTTP_RAGNX_ASK_HEALTH */
+        needs = NGX_HTTP_RAGNX_NO_BODY;
+        break;
+    }
+
+    return ngx_http_ragnx_handler(cf, &cmd->name, ngx_http_ragnx_ask_handler,
+                                  needs|NGX_HTTP_RAGNX_NEEDS_REDIS);
 }

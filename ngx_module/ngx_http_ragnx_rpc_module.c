@@ -111,7 +111,7 @@ static ngx_command_t  ngx_http_ragnx_rpc_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ragnx_rpc_loc_conf_t, timeout),
-      NULL },
+      &ngx_http_ragnx_positive_msec_p },
 
       ngx_null_command
 };
@@ -180,15 +180,12 @@ ngx_http_ragnx_rpc_handler(ngx_http_request_t *r)
 
     ngx_str_null(&sub);
 
+    /* "ragnx_jwt on" where a method needs it is checked at "nginx -t" */
+
     if (ragnx_rpc_method_authenticated(rlcf->method)
-        && (ngx_http_ragnx_jwt_subject(r, &sub) != NGX_OK || sub.len == 0))
+        && ngx_http_ragnx_jwt_subject(r, &sub) != NGX_OK)
     {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "ragnx_rpc %s without an authenticated subject: "
-                      "enable \"ragnx_jwt\" for this location",
-                      ragnx_rpc_method_name(rlcf->method));
-        return ngx_http_ragnx_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                                         "missing token", NULL);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     status = NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -268,12 +265,11 @@ ngx_http_ragnx_rpc_params(ngx_http_request_t *r,
 
     case RAGNX_RPC_REGISTER:
     case RAGNX_RPC_LOGIN:
+
+        /* "ragnx_validate_schema" is checked at "nginx -t" */
+
         body = ngx_http_ragnx_validated_body(r);
         if (body == NULL) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "ragnx_rpc %s without a validated body: set "
-                          "\"ragnx_validate_schema\" for this location",
-                          ragnx_rpc_method_name(rlcf->method));
             return NULL;
         }
 
@@ -867,12 +863,6 @@ ngx_http_ragnx_rpc_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 5000);
 
-    if (conf->timeout == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ragnx_rpc_timeout\" must be positive");
-        return NGX_CONF_ERROR;
-    }
-
     if (conf->method == 0) {
         return NGX_CONF_OK;
     }
@@ -880,10 +870,8 @@ ngx_http_ragnx_rpc_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     conf->queue = ngx_http_ragnx_redis_server(cf, NGX_HTTP_RAGNX_REDIS_QUEUE);
 
     if (conf->queue == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ragnx_rpc\" requires \"ragnx_redis\" in the "
-                           "http block");
-        return NGX_CONF_ERROR;
+        /* reported by ngx_http_ragnx_module, naming the location */
+        return NGX_CONF_OK;
     }
 
     /* every worker subscribes to its own reply channel on that server */
@@ -923,8 +911,9 @@ ngx_http_ragnx_rpc(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_ragnx_rpc_loc_conf_t *rlcf = conf;
 
-    ngx_str_t                         *value;
-    ngx_http_core_loc_conf_t          *clcf;
+    u_char                            *p;
+    ngx_str_t                         *value, *name;
+    ngx_uint_t                         needs;
     ngx_http_compile_complex_value_t   ccv;
 
     if (rlcf->method) {
@@ -967,8 +956,33 @@ ngx_http_ragnx_rpc(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_ragnx_rpc_handler;
+    /* "ragnx_rpc me", for the configuration check's messages */
 
-    return NGX_CONF_OK;
+    name = ngx_palloc(cf->pool, sizeof(ngx_str_t));
+    p = ngx_pnalloc(cf->pool, cmd->name.len + 1 + value[1].len);
+
+    if (name == NULL || p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    name->data = p;
+    p = ngx_cpymem(p, cmd->name.data, cmd->name.len);
+    *p++ = ' ';
+    p = ngx_cpymem(p, value[1].data, value[1].len);
+    name->len = p - name->data;
+
+    /*
+     * register and login are how a client gets a token, and send the
+     * validated body; the others answer GET for the token's subject.
+     */
+
+    if (ragnx_rpc_method_authenticated(rlcf->method)) {
+        needs = NGX_HTTP_RAGNX_NEEDS_SUBJECT|NGX_HTTP_RAGNX_NO_BODY;
+
+    } else {
+        needs = NGX_HTTP_RAGNX_NEEDS_BODY|NGX_HTTP_RAGNX_NO_TOKEN;
+    }
+
+    return ngx_http_ragnx_handler(cf, name, ngx_http_ragnx_rpc_handler,
+                                  needs|NGX_HTTP_RAGNX_NEEDS_REDIS);
 }

@@ -201,6 +201,24 @@ for my $bad ('not-a-uuid', 'abc%2Fdef', "${id}x",
 $r = $t->request(GET => "/api/ask/$id");
 is($r->{status}, 401, 'poll without a token is 401');
 
+# the job's owner is the token's "sub": a token without one is refused
+# by the JWT module in these locations, before anything reaches Redis
+{
+    my $nosub = Ragnx::Test::jwt_hs256($secret, { exp => time + 3600 });
+    my $n = xlen();
+    $r = $t->request(POST => '/api/ask',
+        headers => [ Authorization => "Bearer $nosub",
+                     'Content-Type' => 'application/json' ],
+        body => $json->encode({ query => 'who am I?' }));
+    is($r->{status}, 401, 'ask with a token without "sub" is 401');
+    is_deeply(Ragnx::Test::json_body($r), { error => 'invalid token' },
+              '... an invalid token');
+    is(xlen(), $n, '... and nothing was queued');
+    $r = $t->request(GET => "/api/ask/$id",
+                     headers => [ Authorization => "Bearer $nosub" ]);
+    is($r->{status}, 401, 'poll with a token without "sub" is 401');
+}
+
 # wrong methods
 
 $r = $t->request(GET => '/api/ask',
