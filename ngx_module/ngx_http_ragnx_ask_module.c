@@ -1629,11 +1629,29 @@ ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ragnx_ask_loc_conf_t *prev = parent;
     ngx_http_ragnx_ask_loc_conf_t *conf = child;
 
+    ngx_http_core_loc_conf_t        *clcf;
     ngx_http_ragnx_ask_main_conf_t  *amcf;
 
     ngx_conf_merge_uint_value(conf->queue_max, prev->queue_max, 10000);
     ngx_conf_merge_sec_value(conf->job_ttl, prev->job_ttl, 86400);
     ngx_conf_merge_uint_value(conf->retry_after, prev->retry_after, 1);
+
+    /*
+     * A request may be served with the configuration of an "if" or
+     * "limit_except" block in the location: the block answers as the
+     * location does (as ngx_http_proxy_module's merge has it).
+     */
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (conf->type == 0 && clcf->noname) {
+        conf->type = prev->type;
+        conf->id = prev->id;
+    }
+
+    if (clcf->lmt_excpt && clcf->handler == NULL && conf->type) {
+        clcf->handler = ngx_http_ragnx_ask_handler;
+    }
 
     if (conf->type == 0) {
         return NGX_CONF_OK;

@@ -60,8 +60,11 @@ typedef struct {
  * "file" and "line" say where the "ragnx_jwt" in effect was set, and
  * "key_conf_file" and "key_conf_line" where "ragnx_jwt_key_file" was, so
  * that a mistake found when they meet (perhaps levels apart) names them.
- * "subject" is set by the configuration check of a location whose handler
- * needs the token's "sub" (ngx_http_ragnx_jwt_require_subject()).
+ * "need_sub" is set by the configuration check of a location whose
+ * handler needs the token's "sub" (ngx_http_ragnx_jwt_require_subject());
+ * "subject" points to it, or, in an "if" or "limit_except" block (whose
+ * configuration a request may be served with), to that of the location
+ * the block is in.
  */
 typedef struct {
     ngx_flag_t                   enable;
@@ -72,7 +75,8 @@ typedef struct {
     ngx_str_t                    audience;
     time_t                       leeway;
     ngx_str_t                    cookie;
-    ngx_flag_t                   subject;
+    ngx_flag_t                   need_sub;
+    ngx_flag_t                  *subject;
     u_char                      *file;
     ngx_uint_t                   line;
     u_char                      *key_conf_file;
@@ -774,7 +778,7 @@ ngx_http_ragnx_jwt_check_claims(ngx_http_ragnx_jwt_loc_conf_t *jlcf,
         return NGX_HTTP_RAGNX_JWT_INVALID;
     }
 
-    if (jlcf->subject && json_string_length(sub) == 0) {
+    if (jlcf->subject && *jlcf->subject && json_string_length(sub) == 0) {
         *detail = "no \"sub\" claim, which this location needs";
         return NGX_HTTP_RAGNX_JWT_INVALID;
     }
@@ -1074,7 +1078,7 @@ ngx_http_ragnx_jwt_require_subject(void **loc_conf)
 
     jlcf = loc_conf[ngx_http_ragnx_jwt_module.ctx_index];
 
-    jlcf->subject = 1;
+    jlcf->need_sub = 1;
 }
 
 
@@ -1251,7 +1255,8 @@ ngx_http_ragnx_jwt_create_loc_conf(ngx_conf_t *cf)
     /*
      * set by ngx_pcalloc() too:
      *
-     *     conf->subject = 0;
+     *     conf->need_sub = 0;
+     *     conf->subject = NULL;
      *     conf->file = NULL;
      *     conf->key_conf_file = NULL;
      */
@@ -1265,6 +1270,12 @@ ngx_http_ragnx_jwt_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 {
     ngx_http_ragnx_jwt_loc_conf_t *prev = parent;
     ngx_http_ragnx_jwt_loc_conf_t *conf = child;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    conf->subject = clcf->noname ? prev->subject : &conf->need_sub;
 
     if (conf->enable == NGX_CONF_UNSET) {
         conf->enable = (prev->enable == NGX_CONF_UNSET) ? 0 : prev->enable;

@@ -859,9 +859,23 @@ ngx_http_ragnx_rpc_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ragnx_rpc_loc_conf_t *conf = child;
 
     ngx_str_t                        prefix;
+    ngx_http_core_loc_conf_t        *clcf;
     ngx_http_ragnx_rpc_main_conf_t  *rmcf;
 
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 5000);
+
+    /* an "if" or "limit_except" block answers as its location does */
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (conf->method == 0 && clcf->noname) {
+        conf->method = prev->method;
+        conf->chat_id = prev->chat_id;
+    }
+
+    if (clcf->lmt_excpt && clcf->handler == NULL && conf->method) {
+        clcf->handler = ngx_http_ragnx_rpc_handler;
+    }
 
     if (conf->method == 0) {
         return NGX_CONF_OK;

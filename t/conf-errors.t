@@ -338,6 +338,20 @@ passes('auth_request alongside ragnx_jwt, satisfy all',
         }
         location = /me { auth_request /auth; ragnx_jwt on; ragnx_rpc me; }");
 
+passes('"if" and "limit_except" in handler locations',
+       http => $redis, server => "$key ragnx_jwt on;
+        location = /me {
+            if (\$arg_debug) { set \$debug 1; }
+            limit_except GET { deny all; }
+            ragnx_rpc me;
+        }
+        location = /login {
+            ragnx_jwt off;
+            limit_except POST { deny all; }
+            ragnx_validate_schema $login;
+            ragnx_rpc login;
+        }");
+
 passes('a health check behind a token',
        http => $redis, server => "$key
         location = /health { ragnx_jwt on; ragnx_health; }");
