@@ -59,6 +59,45 @@ json_t *ngx_http_ragnx_validated_body(ngx_http_request_t *r);
 ngx_int_t ngx_http_ragnx_jwt_subject(ngx_http_request_t *r, ngx_str_t *sub);
 
 
+/*
+ * What a ragnx content handler needs from the rest of its location.  The
+ * directive that sets the handler says so with ngx_http_ragnx_handler(),
+ * which remembers the location and the directive's file and line; once
+ * every module's configuration is merged, ngx_http_ragnx_module checks
+ * each such location, so that one that cannot work fails "nginx -t" with
+ * a message naming the directive, and the handlers need not check per
+ * request.
+ */
+#define NGX_HTTP_RAGNX_NEEDS_SUBJECT  0x01  /* "ragnx_jwt on", satisfy all,
+                                               tokens with a "sub" */
+#define NGX_HTTP_RAGNX_NEEDS_BODY     0x02  /* "ragnx_validate_schema" */
+#define NGX_HTTP_RAGNX_NEEDS_REDIS    0x04  /* "ragnx_redis" */
+#define NGX_HTTP_RAGNX_NO_BODY        0x08  /* GET only: no schema */
+#define NGX_HTTP_RAGNX_NO_TOKEN       0x10  /* called without a token */
+
+/*
+ * Sets clcf->handler of the location being parsed; "directive" names it
+ * in messages ("ragnx_rpc me") and must live as long as the cycle.
+ */
+char *ngx_http_ragnx_handler(ngx_conf_t *cf, ngx_str_t *directive,
+    ngx_http_handler_pt handler, ngx_uint_t needs);
+
+/*
+ * Post handlers for ngx_conf_set_msec_slot / ngx_conf_set_num_slot /
+ * ngx_conf_set_sec_slot directives where 0 cannot work (every Redis
+ * command would time out, every question find the queue full...): the
+ * directive fails at once, naming its file and line.
+ */
+extern ngx_conf_post_t  ngx_http_ragnx_positive_msec_p;
+extern ngx_conf_post_t  ngx_http_ragnx_positive_num_p;
+extern ngx_conf_post_t  ngx_http_ragnx_positive_sec_p;
+
+/* configuration time, on a location's loc_conf array, for the check */
+ngx_uint_t ngx_http_ragnx_jwt_enabled(void **loc_conf);
+void ngx_http_ragnx_jwt_require_subject(void **loc_conf);
+ngx_uint_t ngx_http_ragnx_validate_enabled(void **loc_conf);
+
+
 extern ngx_module_t  ngx_http_ragnx_module;
 extern ngx_module_t  ngx_http_ragnx_jwt_module;
 extern ngx_module_t  ngx_http_ragnx_validate_module;

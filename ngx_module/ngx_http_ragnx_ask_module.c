@@ -202,14 +202,14 @@ static ngx_command_t  ngx_http_ragnx_ask_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ragnx_ask_loc_conf_t, queue_max),
-      NULL },
+      &ngx_http_ragnx_positive_num_p },
 
     { ngx_string("ragnx_ask_job_ttl"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ragnx_ask_loc_conf_t, job_ttl),
-      NULL },
+      &ngx_http_ragnx_positive_sec_p },
 
     { ngx_string("ragnx_ask_gen_refresh"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -444,21 +444,15 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
     ngx_http_ragnx_ask_main_conf_t  *amcf;
     ngx_http_ragnx_ask_ctx_t  *ctx;
 
-    if (ngx_http_ragnx_jwt_subject(r, &sub) != NGX_OK || sub.len == 0) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "ragnx_ask without an authenticated subject: "
-                      "enable \"ragnx_jwt\" for this location");
-        return ngx_http_ragnx_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                                         "missing token", NULL);
+    /* "ragnx_jwt on" and "ragnx_validate_schema" are checked at "nginx -t" */
+
+    if (ngx_http_ragnx_jwt_subject(r, &sub) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     body = ngx_http_ragnx_validated_body(r);
     if (body == NULL) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "ragnx_ask without a validated body: set "
-                      "\"ragnx_validate_schema\" for this location");
-        return ngx_http_ragnx_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                         "Internal server error", NULL);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     /* the operator's schema may be looser than the shipped one */
@@ -1337,12 +1331,10 @@ ngx_http_ragnx_ask_status(ngx_http_request_t *r,
     const char                *argv[2];
     ngx_http_ragnx_ask_ctx_t  *ctx;
 
-    if (ngx_http_ragnx_jwt_subject(r, &sub) != NGX_OK || sub.len == 0) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "ragnx_ask_status without an authenticated subject: "
-                      "enable \"ragnx_jwt\" for this location");
-        return ngx_http_ragnx_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                                         "missing token", NULL);
+    /* "ragnx_jwt on" is checked at "nginx -t" */
+
+    if (ngx_http_ragnx_jwt_subject(r, &sub) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (alcf->id) {
@@ -1855,16 +1847,28 @@ ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ragnx_ask_loc_conf_t *prev = parent;
     ngx_http_ragnx_ask_loc_conf_t *conf = child;
 
+    ngx_http_core_loc_conf_t        *clcf;
     ngx_http_ragnx_ask_main_conf_t  *amcf;
 
     ngx_conf_merge_uint_value(conf->queue_max, prev->queue_max, 10000);
     ngx_conf_merge_sec_value(conf->job_ttl, prev->job_ttl, 86400);
     ngx_conf_merge_uint_value(conf->retry_after, prev->retry_after, 1);
 
-    if (conf->queue_max == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ragnx_ask_queue_max\" must be positive");
-        return NGX_CONF_ERROR;
+    /*
+     * A request may be served with the configuration of an "if" or
+     * "limit_except" block in the location: the block answers as the
+     * location does (as ngx_http_proxy_module's merge has it).
+     */
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (conf->type == 0 && clcf->noname) {
+        conf->type = prev->type;
+        conf->id = prev->id;
+    }
+
+    if (clcf->lmt_excpt && clcf->handler == NULL && conf->type) {
+        clcf->handler = ngx_http_ragnx_ask_handler;
     }
 
     if (conf->type == 0) {
@@ -1882,16 +1886,11 @@ ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         amcf->cache = conf->cache;
     }
 
-    if (conf->queue == NULL && conf->type != NGX_HTTP_RAGNX_ASK_HEALTH) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ragnx_ask\" and \"ragnx_ask_status\" require "
-                           "\"ragnx_redis\" in the http block");
-        return NGX_CONF_ERROR;
-    }
+    /* no "ragnx_redis" is reported by ngx_http_ragnx_module */
 
     /* a chatId Redis does not know is looked up by the pool */
 
-    if (conf->type == NGX_HTTP_RAGNX_ASK_SUBMIT
+    if (conf->type == NGX_HTTP_RAGNX_ASK_SUBMIT && conf->queue
         && ngx_http_ragnx_rpc_enable(cf, conf->queue) != NGX_OK)
     {
         return NGX_CONF_ERROR;
@@ -1916,7 +1915,7 @@ ngx_http_ragnx_ask(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_ragnx_ask_loc_conf_t *alcf = conf;
 
     ngx_str_t                         *value;
-    ngx_http_core_loc_conf_t          *clcf;
+    ngx_uint_t                         needs;
     ngx_http_compile_complex_value_t   ccv;
 
     if (alcf->type) {
@@ -1952,8 +1951,26 @@ ngx_http_ragnx_ask(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_ragnx_ask_handler;
+    /*
+     * A question and a job belong to the token's subject; a question is
+     * the validated body; status and health answer GET only.
+     */
 
-    return NGX_CONF_OK;
+    switch (alcf->type) {
+
+    case NGX_HTTP_RAGNX_ASK_SUBMIT:
+        needs = NGX_HTTP_RAGNX_NEEDS_SUBJECT|NGX_HTTP_RAGNX_NEEDS_BODY;
+        break;
+
+    case NGX_HTTP_RAGNX_ASK_STATUS:
+        needs = NGX_HTTP_RAGNX_NEEDS_SUBJECT|NGX_HTTP_RAGNX_NO_BODY;
+        break;
+
+    default: /* NGX_HTTP_RAGNX_ASK_HEALTH */
+        needs = NGX_HTTP_RAGNX_NO_BODY;
+        break;
+    }
+
+    return ngx_http_ragnx_handler(cf, &cmd->name, ngx_http_ragnx_ask_handler,
+                                  needs|NGX_HTTP_RAGNX_NEEDS_REDIS);
 }

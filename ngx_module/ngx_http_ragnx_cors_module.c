@@ -36,10 +36,19 @@ typedef struct {
 } ngx_http_ragnx_cors_main_conf_t;
 
 
+/*
+ * "any_file" and "any_line" say where the "ragnx_cors_origins *" in
+ * effect was set, "cred_file" and "cred_line" the "ragnx_cors_credentials"
+ * in effect, so that the merge can name both when they meet.
+ */
 typedef struct {
     ngx_array_t                     *origins;   /* NULL: CORS is off */
     ngx_flag_t                       any_origin;
     ngx_flag_t                       credentials;
+    u_char                          *any_file;
+    ngx_uint_t                       any_line;
+    u_char                          *cred_file;
+    ngx_uint_t                       cred_line;
     ngx_http_ragnx_cors_list_t      *methods;
     ngx_http_ragnx_cors_list_t      *headers;
     ngx_http_ragnx_cors_list_t      *expose_headers;
@@ -89,6 +98,8 @@ static void *ngx_http_ragnx_cors_create_conf(ngx_conf_t *cf);
 static char *ngx_http_ragnx_cors_merge_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static ngx_int_t ngx_http_ragnx_cors_init(ngx_conf_t *cf);
+static char *ngx_http_ragnx_cors_credentials(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_ragnx_cors_origins(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_ragnx_cors_set_list(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -106,7 +117,7 @@ static ngx_command_t  ngx_http_ragnx_cors_commands[] = {
 
     { ngx_string("ragnx_cors_credentials"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
+      ngx_http_ragnx_cors_credentials,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ragnx_cors_conf_t, credentials),
       NULL },
@@ -1116,6 +1127,16 @@ ngx_http_ragnx_cors_merge_conf(ngx_conf_t *cf, void *parent, void *child)
 
     u_char  *p;
 
+    if (conf->any_origin == NGX_CONF_UNSET) {
+        conf->any_file = prev->any_file;
+        conf->any_line = prev->any_line;
+    }
+
+    if (conf->credentials == NGX_CONF_UNSET) {
+        conf->cred_file = prev->cred_file;
+        conf->cred_line = prev->cred_line;
+    }
+
     ngx_conf_merge_ptr_value(conf->origins, prev->origins, NULL);
     ngx_conf_merge_value(conf->any_origin, prev->any_origin, 0);
     ngx_conf_merge_value(conf->credentials, prev->credentials, 0);
@@ -1128,10 +1149,11 @@ ngx_http_ragnx_cors_merge_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_sec_value(conf->max_age, prev->max_age, 600);
 
     if (conf->any_origin && conf->credentials) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ragnx_cors_origins *\" cannot be used with "
-                           "\"ragnx_cors_credentials on\", list the origins "
-                           "instead");
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"ragnx_cors_origins *\" in %s:%ui cannot be used "
+                      "with \"ragnx_cors_credentials on\" in %s:%ui, list "
+                      "the origins instead", conf->any_file, conf->any_line,
+                      conf->cred_file, conf->cred_line);
         return NGX_CONF_ERROR;
     }
 
@@ -1198,6 +1220,27 @@ ngx_http_ragnx_cors_init(ngx_conf_t *cf)
 
 
 static char *
+ngx_http_ragnx_cors_credentials(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_ragnx_cors_conf_t *rccf = conf;
+
+    char  *rv;
+
+    rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    rccf->cred_file = cf->conf_file->file.name.data;
+    rccf->cred_line = cf->conf_file->line;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
 ngx_http_ragnx_cors_origins(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_ragnx_cors_conf_t *rccf = conf;
@@ -1241,6 +1284,8 @@ ngx_http_ragnx_cors_origins(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             rccf->any_origin = 1;
+            rccf->any_file = cf->conf_file->file.name.data;
+            rccf->any_line = cf->conf_file->line;
             continue;
         }
 

@@ -56,6 +56,16 @@ typedef struct {
 } ngx_http_ragnx_jwt_alg_t;
 
 
+/*
+ * "file" and "line" say where the "ragnx_jwt" in effect was set, and
+ * "key_conf_file" and "key_conf_line" where "ragnx_jwt_key_file" was, so
+ * that a mistake found when they meet (perhaps levels apart) names them.
+ * "need_sub" is set by the configuration check of a location whose
+ * handler needs the token's "sub" (ngx_http_ragnx_jwt_require_subject());
+ * "subject" points to it, or, in an "if" or "limit_except" block (whose
+ * configuration a request may be served with), to that of the location
+ * the block is in.
+ */
 typedef struct {
     ngx_flag_t                   enable;
     ngx_http_ragnx_jwt_alg_t    *alg;
@@ -65,6 +75,12 @@ typedef struct {
     ngx_str_t                    audience;
     time_t                       leeway;
     ngx_str_t                    cookie;
+    ngx_flag_t                   need_sub;
+    ngx_flag_t                  *subject;
+    u_char                      *file;
+    ngx_uint_t                   line;
+    u_char                      *key_conf_file;
+    ngx_uint_t                   key_conf_line;
 } ngx_http_ragnx_jwt_loc_conf_t;
 
 
@@ -137,6 +153,8 @@ static char *ngx_http_ragnx_jwt_merge_loc_conf(ngx_conf_t *cf, void *parent,
 static char *ngx_http_ragnx_jwt_check_key(ngx_conf_t *cf,
     ngx_http_ragnx_jwt_loc_conf_t *jlcf);
 static ngx_int_t ngx_http_ragnx_jwt_init(ngx_conf_t *cf);
+static char *ngx_http_ragnx_jwt(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_ragnx_jwt_alg(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_ragnx_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -148,7 +166,7 @@ static ngx_command_t  ngx_http_ragnx_jwt_commands[] = {
 
     { ngx_string("ragnx_jwt"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
+      ngx_http_ragnx_jwt,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ragnx_jwt_loc_conf_t, enable),
       NULL },
@@ -760,6 +778,11 @@ ngx_http_ragnx_jwt_check_claims(ngx_http_ragnx_jwt_loc_conf_t *jlcf,
         return NGX_HTTP_RAGNX_JWT_INVALID;
     }
 
+    if (jlcf->subject && *jlcf->subject && json_string_length(sub) == 0) {
+        *detail = "no \"sub\" claim, which this location needs";
+        return NGX_HTTP_RAGNX_JWT_INVALID;
+    }
+
     if (now - leeway >= exp) {
         *detail = "token expired";
         return NGX_HTTP_RAGNX_JWT_EXPIRED;
@@ -1031,6 +1054,34 @@ ngx_http_ragnx_jwt_subject(ngx_http_request_t *r, ngx_str_t *sub)
 }
 
 
+ngx_uint_t
+ngx_http_ragnx_jwt_enabled(void **loc_conf)
+{
+    ngx_http_ragnx_jwt_loc_conf_t  *jlcf;
+
+    jlcf = loc_conf[ngx_http_ragnx_jwt_module.ctx_index];
+
+    return jlcf->enable ? 1 : 0;
+}
+
+
+/*
+ * A location whose handler needs the subject refuses a token without a
+ * non-empty "sub" here, as an invalid token, so the handler never meets
+ * an accepted request without one.
+ */
+
+void
+ngx_http_ragnx_jwt_require_subject(void **loc_conf)
+{
+    ngx_http_ragnx_jwt_loc_conf_t  *jlcf;
+
+    jlcf = loc_conf[ngx_http_ragnx_jwt_module.ctx_index];
+
+    jlcf->need_sub = 1;
+}
+
+
 static ngx_int_t
 ngx_http_ragnx_jwt_sub_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
@@ -1201,6 +1252,15 @@ ngx_http_ragnx_jwt_create_loc_conf(ngx_conf_t *cf)
     conf->alg = NGX_CONF_UNSET_PTR;
     conf->leeway = NGX_CONF_UNSET;
 
+    /*
+     * set by ngx_pcalloc() too:
+     *
+     *     conf->need_sub = 0;
+     *     conf->subject = NULL;
+     *     conf->file = NULL;
+     *     conf->key_conf_file = NULL;
+     */
+
     return conf;
 }
 
@@ -1211,7 +1271,23 @@ ngx_http_ragnx_jwt_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ragnx_jwt_loc_conf_t *prev = parent;
     ngx_http_ragnx_jwt_loc_conf_t *conf = child;
 
-    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    conf->subject = clcf->noname ? prev->subject : &conf->need_sub;
+
+    if (conf->enable == NGX_CONF_UNSET) {
+        conf->enable = (prev->enable == NGX_CONF_UNSET) ? 0 : prev->enable;
+        conf->file = prev->file;
+        conf->line = prev->line;
+    }
+
+    if (conf->key_file.data == NULL) {
+        conf->key_conf_file = prev->key_conf_file;
+        conf->key_conf_line = prev->key_conf_line;
+    }
+
     ngx_conf_merge_ptr_value(conf->alg, prev->alg,
                              &ngx_http_ragnx_jwt_algs[0]);
     ngx_conf_merge_str_value(conf->key_file, prev->key_file, "");
@@ -1222,9 +1298,10 @@ ngx_http_ragnx_jwt_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->cookie, prev->cookie, "");
 
     if (conf->enable && conf->key.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ragnx_jwt\" is on but no "
-                           "\"ragnx_jwt_key_file\" is set");
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "no \"ragnx_jwt_key_file\" is defined for the "
+                      "\"ragnx_jwt\" directive in %s:%ui",
+                      conf->file, conf->line);
         return NGX_CONF_ERROR;
     }
 
@@ -1277,19 +1354,21 @@ ngx_http_ragnx_jwt_check_key(ngx_conf_t *cf,
         {
             EVP_PKEY_free(pkey);
 
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"ragnx_jwt_key_file\" \"%V\" holds a key, "
-                               "not an HMAC secret for \"ragnx_jwt_alg %V\"",
-                               &jlcf->key_file, &alg->name);
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"ragnx_jwt_key_file\" \"%V\" holds a key, not an "
+                          "HMAC secret for \"ragnx_jwt_alg %V\" in %s:%ui",
+                          &jlcf->key_file, &alg->name,
+                          jlcf->key_conf_file, jlcf->key_conf_line);
             return NGX_CONF_ERROR;
         }
 
         if (jlcf->key.len * 8 < alg->bits) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"ragnx_jwt_key_file\" \"%V\" is too short "
-                               "for \"ragnx_jwt_alg %V\": at least %ui bytes "
-                               "are required", &jlcf->key_file, &alg->name,
-                               alg->bits / 8);
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"ragnx_jwt_key_file\" \"%V\" is too short for "
+                          "\"ragnx_jwt_alg %V\": at least %ui bytes are "
+                          "required in %s:%ui", &jlcf->key_file, &alg->name,
+                          alg->bits / 8, jlcf->key_conf_file,
+                          jlcf->key_conf_line);
             return NGX_CONF_ERROR;
         }
 
@@ -1307,10 +1386,11 @@ ngx_http_ragnx_jwt_check_key(ngx_conf_t *cf,
     ERR_clear_error();
 
     if (pkey == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ragnx_jwt_key_file\" \"%V\" is not a PEM "
-                           "public key, required by \"ragnx_jwt_alg %V\"",
-                           &jlcf->key_file, &alg->name);
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"ragnx_jwt_key_file\" \"%V\" is not a PEM public "
+                      "key, required by \"ragnx_jwt_alg %V\" in %s:%ui",
+                      &jlcf->key_file, &alg->name,
+                      jlcf->key_conf_file, jlcf->key_conf_line);
         return NGX_CONF_ERROR;
     }
 
@@ -1320,29 +1400,30 @@ ngx_http_ragnx_jwt_check_key(ngx_conf_t *cf,
     EVP_PKEY_free(pkey);
 
     if (type != alg->key_type) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ragnx_jwt_key_file\" \"%V\" is not an %s "
-                           "public key, required by \"ragnx_jwt_alg %V\"",
-                           &jlcf->key_file,
-                           alg->key_type == EVP_PKEY_RSA ? "RSA" : "EC",
-                           &alg->name);
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"ragnx_jwt_key_file\" \"%V\" is not an %s public "
+                      "key, required by \"ragnx_jwt_alg %V\" in %s:%ui",
+                      &jlcf->key_file,
+                      alg->key_type == EVP_PKEY_RSA ? "RSA" : "EC",
+                      &alg->name, jlcf->key_conf_file, jlcf->key_conf_line);
         return NGX_CONF_ERROR;
     }
 
     if (type == EVP_PKEY_RSA && bits < alg->bits) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ragnx_jwt_key_file\" \"%V\" is a %ui-bit RSA "
-                           "key, \"ragnx_jwt_alg %V\" requires at least %ui",
-                           &jlcf->key_file, bits, &alg->name, alg->bits);
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"ragnx_jwt_key_file\" \"%V\" is a %ui-bit RSA key, "
+                      "\"ragnx_jwt_alg %V\" requires at least %ui in %s:%ui",
+                      &jlcf->key_file, bits, &alg->name, alg->bits,
+                      jlcf->key_conf_file, jlcf->key_conf_line);
         return NGX_CONF_ERROR;
     }
 
     if (type == EVP_PKEY_EC && bits != alg->bits) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ragnx_jwt_key_file\" \"%V\" is a %ui-bit EC "
-                           "key, \"ragnx_jwt_alg %V\" requires a %ui-bit "
-                           "curve", &jlcf->key_file, bits, &alg->name,
-                           alg->bits);
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"ragnx_jwt_key_file\" \"%V\" is a %ui-bit EC key, "
+                      "\"ragnx_jwt_alg %V\" requires a %ui-bit curve "
+                      "in %s:%ui", &jlcf->key_file, bits, &alg->name,
+                      alg->bits, jlcf->key_conf_file, jlcf->key_conf_line);
         return NGX_CONF_ERROR;
     }
 
@@ -1366,6 +1447,28 @@ ngx_http_ragnx_jwt_init(ngx_conf_t *cf)
     *h = ngx_http_ragnx_jwt_handler;
 
     return NGX_OK;
+}
+
+
+/* "ragnx_jwt on | off", remembering where for the merge's messages */
+
+static char *
+ngx_http_ragnx_jwt(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ragnx_jwt_loc_conf_t *jlcf = conf;
+
+    char  *rv;
+
+    rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    jlcf->file = cf->conf_file->file.name.data;
+    jlcf->line = cf->conf_file->line;
+
+    return NGX_CONF_OK;
 }
 
 
@@ -1428,6 +1531,8 @@ ngx_http_ragnx_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
 
     jlcf->key_file = value[1];
+    jlcf->key_conf_file = cf->conf_file->file.name.data;
+    jlcf->key_conf_line = cf->conf_file->line;
 
     if (ngx_conf_full_name(cf->cycle, &jlcf->key_file, 1) != NGX_OK) {
         return NGX_CONF_ERROR;

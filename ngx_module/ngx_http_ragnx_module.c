@@ -1,8 +1,10 @@
 
 /*
- * ragnx core: the JSON response helpers every ragnx module answers with,
- * and "ragnx_json_error", a content handler for error_page locations that
- * turns nginx's own error pages (404, 405, 413, 429, 5xx...) into JSON.
+ * ragnx core: the JSON response helpers every ragnx module answers with;
+ * "ragnx_json_error", a content handler for error_page locations that
+ * turns nginx's own error pages (404, 405, 413, 429, 5xx...) into JSON;
+ * and the configuration check of the locations that use a ragnx content
+ * handler (ngx_http_ragnx_handler()).
  */
 
 
@@ -11,11 +13,46 @@
 #include <ngx_http.h>
 
 #include "ngx_http_ragnx.h"
+#include "ngx_http_ragnx_redis.h"
+
+
+/* a location with a ragnx content handler, to check once merged */
+typedef struct {
+    ngx_str_t                 *directive;
+    ngx_http_handler_pt        handler;
+    void                     **loc_conf;
+    ngx_uint_t                 needs;
+    u_char                    *file;
+    ngx_uint_t                 line;
+} ngx_http_ragnx_handler_conf_t;
+
+
+typedef struct {
+    ngx_array_t                handlers;
+} ngx_http_ragnx_main_conf_t;
 
 
 static ngx_int_t ngx_http_ragnx_json_error_handler(ngx_http_request_t *r);
+static void *ngx_http_ragnx_create_main_conf(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ragnx_check_handlers(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ragnx_check_handler(ngx_conf_t *cf,
+    ngx_http_ragnx_handler_conf_t *h);
 static char *ngx_http_ragnx_json_error(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_ragnx_positive_msec(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_ragnx_positive_num(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_ragnx_positive_sec(ngx_conf_t *cf, void *post,
+    void *data);
+
+
+ngx_conf_post_t  ngx_http_ragnx_positive_msec_p =
+    { ngx_http_ragnx_positive_msec };
+ngx_conf_post_t  ngx_http_ragnx_positive_num_p =
+    { ngx_http_ragnx_positive_num };
+ngx_conf_post_t  ngx_http_ragnx_positive_sec_p =
+    { ngx_http_ragnx_positive_sec };
 
 
 static ngx_command_t  ngx_http_ragnx_commands[] = {
@@ -33,9 +70,9 @@ static ngx_command_t  ngx_http_ragnx_commands[] = {
 
 static ngx_http_module_t  ngx_http_ragnx_module_ctx = {
     NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_ragnx_check_handlers,         /* postconfiguration */
 
-    NULL,                                  /* create main configuration */
+    ngx_http_ragnx_create_main_conf,       /* create main configuration */
     NULL,                                  /* init main configuration */
 
     NULL,                                  /* create server configuration */
@@ -236,13 +273,210 @@ ngx_http_ragnx_json_error_handler(ngx_http_request_t *r)
 }
 
 
+static void *
+ngx_http_ragnx_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_ragnx_main_conf_t  *rmcf;
+
+    rmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ragnx_main_conf_t));
+    if (rmcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&rmcf->handlers, cf->pool, 8,
+                       sizeof(ngx_http_ragnx_handler_conf_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return rmcf;
+}
+
+
+/*
+ * Postconfiguration runs once every module has merged every location, so
+ * each location that uses a ragnx handler can be checked against what the
+ * other modules (core, jwt, validate, redis) made of it, inherited
+ * settings included.  The messages name the handler's directive and its
+ * file and line, as "no \"ssl_certificate\" is defined..." does.
+ */
+
+static ngx_int_t
+ngx_http_ragnx_check_handlers(ngx_conf_t *cf)
+{
+    ngx_uint_t                      i;
+    ngx_http_ragnx_main_conf_t     *rmcf;
+    ngx_http_ragnx_handler_conf_t  *h;
+
+    rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ragnx_module);
+
+    h = rmcf->handlers.elts;
+
+    for (i = 0; i < rmcf->handlers.nelts; i++) {
+        if (ngx_http_ragnx_check_handler(cf, &h[i]) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_check_handler(ngx_conf_t *cf, ngx_http_ragnx_handler_conf_t *h)
+{
+    ngx_uint_t                 jwt, schema;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = h->loc_conf[ngx_http_core_module.ctx_index];
+
+    if (clcf->handler != h->handler) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "another content handler replaces the \"%V\" "
+                      "directive in %s:%ui", h->directive, h->file, h->line);
+        return NGX_ERROR;
+    }
+
+    if ((h->needs & NGX_HTTP_RAGNX_NEEDS_REDIS)
+        && ngx_http_ragnx_redis_server(cf, NGX_HTTP_RAGNX_REDIS_QUEUE) == NULL)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "no \"ragnx_redis\" is defined for the \"%V\" "
+                      "directive in %s:%ui", h->directive, h->file, h->line);
+        return NGX_ERROR;
+    }
+
+    jwt = ngx_http_ragnx_jwt_enabled(h->loc_conf);
+
+    if (h->needs & NGX_HTTP_RAGNX_NEEDS_SUBJECT) {
+
+        if (!jwt) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "no \"ragnx_jwt on\" is set for the \"%V\" "
+                          "directive in %s:%ui",
+                          h->directive, h->file, h->line);
+            return NGX_ERROR;
+        }
+
+        /* with "satisfy any", allow or auth_basic could let in no one */
+
+        if (clcf->satisfy == NGX_HTTP_SATISFY_ANY) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"satisfy any\" cannot be used with the \"%V\" "
+                          "directive in %s:%ui",
+                          h->directive, h->file, h->line);
+            return NGX_ERROR;
+        }
+
+        ngx_http_ragnx_jwt_require_subject(h->loc_conf);
+    }
+
+    if ((h->needs & NGX_HTTP_RAGNX_NO_TOKEN) && jwt) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"ragnx_jwt on\" cannot be used with the \"%V\" "
+                      "directive in %s:%ui", h->directive, h->file, h->line);
+        return NGX_ERROR;
+    }
+
+    schema = ngx_http_ragnx_validate_enabled(h->loc_conf);
+
+    if ((h->needs & NGX_HTTP_RAGNX_NEEDS_BODY) && !schema) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "no \"ragnx_validate_schema\" is set for the \"%V\" "
+                      "directive in %s:%ui", h->directive, h->file, h->line);
+        return NGX_ERROR;
+    }
+
+    if ((h->needs & NGX_HTTP_RAGNX_NO_BODY) && schema) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"ragnx_validate_schema\" cannot be used with the "
+                      "\"%V\" directive in %s:%ui",
+                      h->directive, h->file, h->line);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+char *
+ngx_http_ragnx_handler(ngx_conf_t *cf, ngx_str_t *directive,
+    ngx_http_handler_pt handler, ngx_uint_t needs)
+{
+    ngx_http_conf_ctx_t            *ctx;
+    ngx_http_core_loc_conf_t       *clcf;
+    ngx_http_ragnx_main_conf_t     *rmcf;
+    ngx_http_ragnx_handler_conf_t  *h;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" cannot be used with another content "
+                           "handler in one location", directive);
+        return NGX_CONF_ERROR;
+    }
+
+    rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ragnx_module);
+
+    h = ngx_array_push(&rmcf->handlers);
+    if (h == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ctx = cf->ctx;
+
+    h->directive = directive;
+    h->handler = handler;
+    h->loc_conf = ctx->loc_conf;
+    h->needs = needs;
+    h->file = cf->conf_file->file.name.data;
+    h->line = cf->conf_file->line;
+
+    clcf->handler = handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ragnx_positive_msec(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_msec_t  *mp = data;
+
+    return (*mp == 0) ? "must be positive" : NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ragnx_positive_num(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_int_t  *np = data;
+
+    return (*np <= 0) ? "must be positive" : NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ragnx_positive_sec(ngx_conf_t *cf, void *post, void *data)
+{
+    time_t  *sp = data;
+
+    return (*sp <= 0) ? "must be positive" : NGX_CONF_OK;
+}
+
+
+/*
+ * An error page answers requests without a token too (a 413 or a 429
+ * comes before any token is looked at), and never reads a body.
+ */
+
 static char *
 ngx_http_ragnx_json_error(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_ragnx_json_error_handler;
-
-    return NGX_CONF_OK;
+    return ngx_http_ragnx_handler(cf, &cmd->name,
+                                  ngx_http_ragnx_json_error_handler,
+                                  NGX_HTTP_RAGNX_NO_TOKEN
+                                  |NGX_HTTP_RAGNX_NO_BODY);
 }

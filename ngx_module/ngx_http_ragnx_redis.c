@@ -48,6 +48,8 @@ struct ngx_http_ragnx_redis_srv_s {
     ngx_msec_t                     timeout;
     ngx_msec_t                     connect_timeout;
     ngx_uint_t                     max_pending;
+    u_char                        *file;       /* where it is configured */
+    ngx_uint_t                     line;
 
     ngx_http_ragnx_redis_conn_t   *conns;
     ngx_uint_t                     next;
@@ -184,21 +186,21 @@ static ngx_command_t  ngx_http_ragnx_redis_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_ragnx_redis_main_conf_t, timeout),
-      NULL },
+      &ngx_http_ragnx_positive_msec_p },
 
     { ngx_string("ragnx_redis_connect_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_ragnx_redis_main_conf_t, connect_timeout),
-      NULL },
+      &ngx_http_ragnx_positive_msec_p },
 
     { ngx_string("ragnx_redis_max_pending"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_ragnx_redis_main_conf_t, max_pending),
-      NULL },
+      &ngx_http_ragnx_positive_num_p },
 
       ngx_null_command
 };
@@ -1384,8 +1386,10 @@ ngx_http_ragnx_redis_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(rmcf->max_pending, 4096);
 
     if (rmcf->cache && rmcf->queue == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ragnx_redis_cache\" requires \"ragnx_redis\"");
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "no \"ragnx_redis\" is defined for the "
+                      "\"ragnx_redis_cache\" directive in %s:%ui",
+                      rmcf->cache->file, rmcf->cache->line);
         return NGX_CONF_ERROR;
     }
 
@@ -1601,6 +1605,8 @@ ngx_http_ragnx_redis_server_conf(ngx_conf_t *cf, ngx_command_t *cmd,
 
     srv->name = value[1];
     srv->size = 2;
+    srv->file = cf->conf_file->file.name.data;
+    srv->line = cf->conf_file->line;
 
     ngx_memzero(&u, sizeof(ngx_url_t));
     u.url = value[1];

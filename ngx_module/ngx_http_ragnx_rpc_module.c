@@ -26,6 +26,8 @@
 
 typedef struct {
     ngx_uint_t                    method;     /* RAGNX_RPC_*, 0 if none */
+    u_char                       *file;       /* where ragnx_rpc is */
+    ngx_uint_t                    line;
     ngx_http_complex_value_t     *chat_id;
     ngx_msec_t                    timeout;
     ngx_http_ragnx_redis_srv_t   *queue;
@@ -135,7 +137,7 @@ static ngx_command_t  ngx_http_ragnx_rpc_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ragnx_rpc_loc_conf_t, timeout),
-      NULL },
+      &ngx_http_ragnx_positive_msec_p },
 
       ngx_null_command
 };
@@ -203,15 +205,12 @@ ngx_http_ragnx_rpc_handler(ngx_http_request_t *r)
 
     ngx_str_null(&sub);
 
+    /* "ragnx_jwt on" where a method needs it is checked at "nginx -t" */
+
     if (ragnx_rpc_method_authenticated(rlcf->method)
-        && (ngx_http_ragnx_jwt_subject(r, &sub) != NGX_OK || sub.len == 0))
+        && ngx_http_ragnx_jwt_subject(r, &sub) != NGX_OK)
     {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "ragnx_rpc %s without an authenticated subject: "
-                      "enable \"ragnx_jwt\" for this location",
-                      ragnx_rpc_method_name(rlcf->method));
-        return ngx_http_ragnx_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                                         "missing token", NULL);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     status = NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -356,12 +355,11 @@ ngx_http_ragnx_rpc_params(ngx_http_request_t *r,
 
     case RAGNX_RPC_REGISTER:
     case RAGNX_RPC_LOGIN:
+
+        /* "ragnx_validate_schema" is checked at "nginx -t" */
+
         body = ngx_http_ragnx_validated_body(r);
         if (body == NULL) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "ragnx_rpc %s without a validated body: set "
-                          "\"ragnx_validate_schema\" for this location",
-                          ragnx_rpc_method_name(rlcf->method));
             return NULL;
         }
 
@@ -1025,14 +1023,24 @@ ngx_http_ragnx_rpc_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ragnx_rpc_loc_conf_t *prev = parent;
     ngx_http_ragnx_rpc_loc_conf_t *conf = child;
 
+    ngx_http_core_loc_conf_t        *clcf;
     ngx_http_ragnx_rpc_main_conf_t  *rmcf;
 
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 5000);
 
-    if (conf->timeout == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ragnx_rpc_timeout\" must be positive");
-        return NGX_CONF_ERROR;
+    /* an "if" or "limit_except" block answers as its location does */
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (conf->method == 0 && clcf->noname) {
+        conf->method = prev->method;
+        conf->chat_id = prev->chat_id;
+        conf->file = prev->file;
+        conf->line = prev->line;
+    }
+
+    if (clcf->lmt_excpt && clcf->handler == NULL && conf->method) {
+        clcf->handler = ngx_http_ragnx_rpc_handler;
     }
 
     if (conf->method == 0) {
@@ -1042,20 +1050,19 @@ ngx_http_ragnx_rpc_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     conf->queue = ngx_http_ragnx_redis_server(cf, NGX_HTTP_RAGNX_REDIS_QUEUE);
 
     if (conf->queue == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ragnx_rpc\" requires \"ragnx_redis\" in the "
-                           "http block");
-        return NGX_CONF_ERROR;
+        /* reported by ngx_http_ragnx_module, naming the location */
+        return NGX_CONF_OK;
     }
 
     rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ragnx_rpc_module);
 
     if (ragnx_rpc_method_sealed(conf->method) && rmcf->seal_file.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ragnx_rpc %s\" requires \"ragnx_rpc_seal_key\" "
-                           "in the http block: its password and token must "
-                           "not cross Redis in the clear",
-                           ragnx_rpc_method_name(conf->method));
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "no \"ragnx_rpc_seal_key\" is defined for the "
+                      "\"ragnx_rpc %s\" directive in %s:%ui: its password "
+                      "and token must not cross Redis in the clear",
+                      ragnx_rpc_method_name(conf->method), conf->file,
+                      conf->line);
         return NGX_CONF_ERROR;
     }
 
@@ -1110,8 +1117,9 @@ ngx_http_ragnx_rpc(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_ragnx_rpc_loc_conf_t *rlcf = conf;
 
-    ngx_str_t                         *value;
-    ngx_http_core_loc_conf_t          *clcf;
+    u_char                            *p;
+    ngx_str_t                         *value, *name;
+    ngx_uint_t                         needs;
     ngx_http_compile_complex_value_t   ccv;
 
     if (rlcf->method) {
@@ -1156,10 +1164,38 @@ ngx_http_ragnx_rpc(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_ragnx_rpc_handler;
+    rlcf->file = cf->conf_file->file.name.data;
+    rlcf->line = cf->conf_file->line;
 
-    return NGX_CONF_OK;
+    /* "ragnx_rpc me", for the configuration check's messages */
+
+    name = ngx_palloc(cf->pool, sizeof(ngx_str_t));
+    p = ngx_pnalloc(cf->pool, cmd->name.len + 1 + value[1].len);
+
+    if (name == NULL || p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    name->data = p;
+    p = ngx_cpymem(p, cmd->name.data, cmd->name.len);
+    *p++ = ' ';
+    p = ngx_cpymem(p, value[1].data, value[1].len);
+    name->len = p - name->data;
+
+    /*
+     * register and login are how a client gets a token, and send the
+     * validated body; the others answer GET for the token's subject.
+     */
+
+    if (ragnx_rpc_method_authenticated(rlcf->method)) {
+        needs = NGX_HTTP_RAGNX_NEEDS_SUBJECT|NGX_HTTP_RAGNX_NO_BODY;
+
+    } else {
+        needs = NGX_HTTP_RAGNX_NEEDS_BODY|NGX_HTTP_RAGNX_NO_TOKEN;
+    }
+
+    return ngx_http_ragnx_handler(cf, name, ngx_http_ragnx_rpc_handler,
+                                  needs|NGX_HTTP_RAGNX_NEEDS_REDIS);
 }
 
 

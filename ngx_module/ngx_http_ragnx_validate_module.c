@@ -493,6 +493,17 @@ ngx_http_ragnx_validated_body(ngx_http_request_t *r)
 }
 
 
+ngx_uint_t
+ngx_http_ragnx_validate_enabled(void **loc_conf)
+{
+    ngx_http_ragnx_validate_loc_conf_t  *vlcf;
+
+    vlcf = loc_conf[ngx_http_ragnx_validate_module.ctx_index];
+
+    return vlcf->schema ? 1 : 0;
+}
+
+
 static void
 ngx_http_ragnx_validate_cleanup(void *data)
 {

@@ -52,6 +52,13 @@ EOF2
             ragnx_ask_queue_max 3;
             ragnx_ask;
         }
+        location = /api/ask-if {
+            ragnx_jwt on;
+            ragnx_validate_schema $root/schemas/ask.json;
+            if (\$arg_x) { set \$x 1; }
+            limit_except POST { allow all; }
+            ragnx_ask;
+        }
         location = /api/ask-loose {
             ragnx_jwt on;
             ragnx_validate_schema $loose;
@@ -200,6 +207,44 @@ for my $bad ('not-a-uuid', 'abc%2Fdef', "${id}x",
 
 $r = $t->request(GET => "/api/ask/$id");
 is($r->{status}, 401, 'poll without a token is 401');
+
+# the job's owner is the token's "sub": a token without one is refused
+# by the JWT module in these locations, before anything reaches Redis
+{
+    my $nosub = Ragnx::Test::jwt_hs256($secret, { exp => time + 3600 });
+    my $n = xlen();
+    $r = $t->request(POST => '/api/ask',
+        headers => [ Authorization => "Bearer $nosub",
+                     'Content-Type' => 'application/json' ],
+        body => $json->encode({ query => 'who am I?' }));
+    is($r->{status}, 401, 'ask with a token without "sub" is 401');
+    is_deeply(Ragnx::Test::json_body($r), { error => 'invalid token' },
+              '... an invalid token');
+    is(xlen(), $n, '... and nothing was queued');
+    $r = $t->request(GET => "/api/ask/$id",
+                     headers => [ Authorization => "Bearer $nosub" ]);
+    is($r->{status}, 401, 'poll with a token without "sub" is 401');
+}
+
+# a request served with the configuration of an "if" or "limit_except"
+# block in the location is answered as the location's own
+{
+    my $nosub = Ragnx::Test::jwt_hs256($secret, { exp => time + 3600 });
+    $r = $t->request(POST => '/api/ask-if?x=1',
+        headers => [ Authorization => "Bearer $nosub",
+                     'Content-Type' => 'application/json' ],
+        body => $json->encode({ query => 'who am I?' }));
+    is($r->{status}, 401, 'inside "if": a token without "sub" is 401');
+    $r = ask(alice => { query => 'asked inside an if block' },
+             '/api/ask-if?x=1');
+    is($r->{status}, 202, 'inside "if": the question is queued');
+    is(last_entry()->{id}, Ragnx::Test::json_body($r)->{jobId},
+       '... as this job');
+    $r = $t->request(GET => '/api/ask-if',
+                     headers => [ Authorization => "Bearer $auth{alice}" ]);
+    is($r->{status}, 405, 'inside "limit_except": GET is 405');
+    is($r->{headers}{allow}, 'POST', '... with Allow: POST');
+}
 
 # wrong methods
 

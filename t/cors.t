@@ -432,8 +432,8 @@ ok($ok, 'a valid configuration passes nginx -t') or diag($out);
         ragnx_cors_credentials on;
 EOF
 ok(!$ok, '"*" with credentials fails nginx -t');
-like($out, qr/"ragnx_cors_origins \*" cannot be used with "ragnx_cors_credentials on"/,
-     'the message names both directives');
+like($out, qr/"ragnx_cors_origins \*" in \S+test.conf:\d+ cannot be used with "ragnx_cors_credentials on" in \S+test.conf:\d+/,
+     'the message names both directives and where they are');
 
 ($ok, $out) = $t->nginx_t(http => 'ragnx_cors_credentials on;',
                           server => 'location / { ragnx_cors_origins *; }');

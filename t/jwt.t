@@ -952,11 +952,11 @@ conf_fails("ragnx_jwt_alg hs256;",
            'alg in lower case');
 
 conf_fails("location / { ragnx_jwt on; }",
-           qr/"ragnx_jwt" is on but no "ragnx_jwt_key_file" is set/,
+           qr/no "ragnx_jwt_key_file" is defined for the "ragnx_jwt" directive in \Q$d\E\/test.conf:\d+/,
            'ragnx_jwt on without a key');
 
 conf_fails("ragnx_jwt on;",
-           qr/"ragnx_jwt" is on but no "ragnx_jwt_key_file" is set/,
+           qr/no "ragnx_jwt_key_file" is defined for the "ragnx_jwt" directive in \Q$d\E\/test.conf:\d+/,
            'ragnx_jwt on at server level without a key');
 
 conf_fails("ragnx_jwt maybe;",
