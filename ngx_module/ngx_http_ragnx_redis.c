@@ -618,11 +618,15 @@ ngx_http_ragnx_redis_on_connect(const redisAsyncContext *ac, int status)
     if (rc->sub) {
         /*
          * A subscriber only reads: TCP keepalive (15 s) is what notices a
-         * peer that vanished without closing.  Pub/sub ignores the db;
+         * peer that vanished without closing.  Not on a unix socket: it
+         * has no peer to vanish, and hiredis, failing to set TCP_KEEPIDLE
+         * there, would mark the context failed.  Pub/sub ignores the db;
          * the channel is confirmed in sub_reply.
          */
 
-        (void) redisEnableKeepAlive((redisContext *) &ac->c);
+        if (srv->path == NULL) {
+            (void) redisEnableKeepAlive((redisContext *) &ac->c);
+        }
 
         argv[0] = "SUBSCRIBE";
         argvlen[0] = 9;
