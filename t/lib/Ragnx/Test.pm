@@ -267,16 +267,18 @@ sub redis {
     return $self->redis_as(undef, @args);
 }
 
-# the same as an ACL user of scripts/redis-users.acl (undef: no AUTH)
+# the same as an ACL user of scripts/redis-users.acl (undef: no AUTH);
+# the password goes in the environment, not in argv, where ps shows it
 sub redis_as {
     my ($self, $user, @args) = @_;
-    my @auth;
+    my (@auth, $pass);
     if (defined $user) {
-        my $pass = $user eq ($self->{redis_admin} // '')
-                   ? $self->{redis_admin_pass}
-                   : slurp($self->redis_password_file($user));
-        @auth = ('--user', $user, '--pass', $pass, '--no-auth-warning');
+        $pass = $user eq ($self->{redis_admin} // '')
+                ? $self->{redis_admin_pass}
+                : slurp($self->redis_password_file($user));
+        @auth = ('--user', $user);
     }
+    local %ENV = (%ENV, defined $pass ? (REDISCLI_AUTH => $pass) : ());
     my $pid = open(my $fh, '-|') // die "fork: $!";
     if ($pid == 0) {
         open STDERR, '>', '/dev/null';
