@@ -293,6 +293,14 @@ ragnx_supervise(void)
     sigaddset(&mask, SIGCHLD);
     sigprocmask(SIG_BLOCK, &mask, &old);
 
+    ragnx_log_set_prefix("supervisor");
+
+    if (ragnx_redis_check() != RAGNX_OK) {
+        ragnx_log(RAGNX_LOG_ERROR, "redis refused the credentials: "
+                  "not starting");
+        return 1;
+    }
+
     if (ragnx_conf->pid_file) {
         f = fopen(ragnx_conf->pid_file, "w");
         if (f == NULL) {
@@ -310,13 +318,6 @@ ragnx_supervise(void)
         return 1;
     }
 
-    ragnx_log_set_prefix("supervisor");
-
-    if (ragnx_redis_check() != RAGNX_OK) {
-        ragnx_log(RAGNX_LOG_ERROR, "redis refused the credentials: "
-                  "not starting");
-        return 1;
-    }
     ragnx_log(RAGNX_LOG_INFO, "ragnx-worker " RAGNX_VERSION " starting: %ld "
               "workers x %ld jobs, provider %s, model %s", ragnx_conf->workers,
               ragnx_conf->concurrency, ragnx_conf->llm_provider,
