@@ -9,8 +9,9 @@
 # password: nginx answers 503 JSON and logs the refusal, the pool does
 # not start, ragnx-worker jobs fails, naming the settings.  What each
 # user may not do: FLUSHALL, KEYS, CONFIG, DEBUG, keys and channels
-# outside {ragnx}:, the same from inside a Lua script.  The settings'
-# rules at nginx -t and ragnx-worker -t.
+# outside {ragnx}:, the same from inside a Lua script; every command the
+# sources send is in the rules.  The settings' rules at nginx -t and
+# ragnx-worker -t; a SIGHUP with a wrong password keeps the old one.
 
 use strict;
 use warnings;
