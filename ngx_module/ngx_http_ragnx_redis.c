@@ -44,6 +44,7 @@ struct ngx_http_ragnx_redis_srv_s {
     int                            port;
     ngx_int_t                      db;
     ngx_uint_t                     size;
+    ngx_str_t                      user;       /* ACL user, or empty */
     ngx_str_t                      password;
     ngx_msec_t                     timeout;
     ngx_msec_t                     connect_timeout;
@@ -120,6 +121,8 @@ static void ngx_http_ragnx_redis_on_connect(const redisAsyncContext *ac,
     int status);
 static void ngx_http_ragnx_redis_on_disconnect(const redisAsyncContext *ac,
     int status);
+static void ngx_http_ragnx_redis_auth_reply(redisAsyncContext *ac,
+    void *reply, void *privdata);
 static void ngx_http_ragnx_redis_handshake_reply(redisAsyncContext *ac,
     void *reply, void *privdata);
 static void ngx_http_ragnx_redis_load_scripts(
@@ -568,6 +571,7 @@ ngx_http_ragnx_redis_timer_handler(ngx_event_t *ev)
 static void
 ngx_http_ragnx_redis_on_connect(const redisAsyncContext *ac, int status)
 {
+    int                           n;
     const char                   *argv[3];
     size_t                        argvlen[3];
     u_char                        db[NGX_INT_T_LEN];
@@ -597,34 +601,50 @@ ngx_http_ragnx_redis_on_connect(const redisAsyncContext *ac, int status)
     rc->pending = 0;
     rc->last_read = ngx_current_msec;
 
-    /* a subscriber keeps backing off until its channel is confirmed */
-    if (rc->sub == NULL) {
+    /*
+     * A subscriber keeps backing off until its channel is confirmed, a
+     * connection that authenticates until AUTH succeeds: a wrong password
+     * retries every 5 s, not every 100 ms.
+     */
+    if (rc->sub == NULL && srv->password.len == 0) {
         rc->backoff = 0;
     }
 
     /*
      * Commands on one connection are answered in order, so requests may
-     * be pipelined right behind the handshake.
+     * be pipelined right behind the handshake.  Every connection, the
+     * subscriber's too, authenticates first, on every reconnect.
      */
 
     if (srv->password.len) {
-        argv[0] = "AUTH";
-        argvlen[0] = 4;
-        argv[1] = (const char *) srv->password.data;
-        argvlen[1] = srv->password.len;
+        n = 0;
+        argv[n] = "AUTH";
+        argvlen[n++] = 4;
+
+        if (srv->user.len) {
+            argv[n] = (const char *) srv->user.data;
+            argvlen[n++] = srv->user.len;
+        }
+
+        argv[n] = (const char *) srv->password.data;
+        argvlen[n++] = srv->password.len;
         redisAsyncCommandArgv((redisAsyncContext *) ac,
-                              ngx_http_ragnx_redis_handshake_reply, rc, 2,
+                              ngx_http_ragnx_redis_auth_reply, rc, n,
                               argv, argvlen);
     }
 
     if (rc->sub) {
         /*
          * A subscriber only reads: TCP keepalive (15 s) is what notices a
-         * peer that vanished without closing.  Pub/sub ignores the db;
+         * peer that vanished without closing.  Not on a unix socket: it
+         * has no peer to vanish, and hiredis, failing to set TCP_KEEPIDLE
+         * there, would mark the context failed.  Pub/sub ignores the db;
          * the channel is confirmed in sub_reply.
          */
 
-        (void) redisEnableKeepAlive((redisContext *) &ac->c);
+        if (srv->path == NULL) {
+            (void) redisEnableKeepAlive((redisContext *) &ac->c);
+        }
 
         argv[0] = "SUBSCRIBE";
         argvlen[0] = 9;
@@ -662,6 +682,48 @@ ngx_http_ragnx_redis_on_disconnect(const redisAsyncContext *ac, int status)
                       "ragnx redis \"%V\" connection lost: %s",
                       &rc->srv->name, ac->errstr ? ac->errstr : "closed");
     }
+}
+
+
+/*
+ * The reply to AUTH: an error reply says why (WRONGPASS, a user that is
+ * off), never the password.  Commands pipelined behind it fail with the
+ * connection, so their requests answer 503 at once.
+ */
+
+static void
+ngx_http_ragnx_redis_auth_reply(redisAsyncContext *ac, void *reply,
+    void *privdata)
+{
+    redisReply                   *rr = reply;
+    ngx_str_t                    *user;
+    ngx_http_ragnx_redis_conn_t  *rc = privdata;
+    static ngx_str_t              deflt = ngx_string("default");
+
+    if (rr == NULL) {
+        return;
+    }
+
+    if (rr->type != REDIS_REPLY_ERROR) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rc->log, 0,
+                       "ragnx redis \"%V\" authenticated", &rc->srv->name);
+
+        if (rc->sub == NULL) {
+            rc->backoff = 0;
+        }
+
+        return;
+    }
+
+    user = rc->srv->user.len ? &rc->srv->user : &deflt;
+
+    ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                  "ragnx redis \"%V\" authentication as user \"%V\" "
+                  "failed: %*s", &rc->srv->name, user, (size_t) rr->len,
+                  rr->str);
+
+    /* deferred by hiredis while in a callback; cleanup retries */
+    redisAsyncFree(ac);
 }
 
 
@@ -1570,8 +1632,9 @@ ngx_http_ragnx_redis_exit_process(ngx_cycle_t *cycle)
 
 
 /*
- * ragnx_redis ADDRESS [db=N] [pool=N] [password_file=PATH];
+ * ragnx_redis ADDRESS [db=N] [pool=N] [user=NAME] [password_file=PATH];
  * ADDRESS is host:port (resolved now, never per request) or unix:/path.
+ * With user=, AUTH names that ACL user; it needs a password_file.
  */
 
 static char *
@@ -1668,6 +1731,24 @@ ngx_http_ragnx_redis_server_conf(ngx_conf_t *cf, ngx_command_t *cmd,
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
+            srv->user.data = value[i].data + 5;
+            srv->user.len = value[i].len - 5;
+
+            if (srv->user.len == 0 || srv->user.len > 128) {
+                goto invalid;
+            }
+
+            for (s = srv->user.data; s < srv->user.data + srv->user.len; s++)
+            {
+                if (*s <= ' ' || *s == 0x7f) {
+                    goto invalid;
+                }
+            }
+
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "password_file=", 14) == 0) {
             path.data = value[i].data + 14;
             path.len = value[i].len - 14;
@@ -1727,6 +1808,13 @@ ngx_http_ragnx_redis_server_conf(ngx_conf_t *cf, ngx_command_t *cmd,
         }
 
         goto invalid;
+    }
+
+    if (srv->user.len && srv->password.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"user=\" requires \"password_file=\" in \"%V\"",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
     }
 
     *field = srv;

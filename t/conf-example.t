@@ -32,7 +32,8 @@ for my $n (sort keys %names) {
 
 my $t = Ragnx::Test->new;
 my $d = $t->dir;
-my $redis_port = $t->start_redis;
+my $redis_port = $t->start_redis(acl => 1);
+my $redis_pw = $t->redis_password_file('ragnx-nginx');
 my (undef, $rpcpub) = $t->rpc_keys;
 
 # the test's keys: an HS256 secret, an RSA and an EC key pair
@@ -90,6 +91,9 @@ sub example {
              'schemas'), 3, 'three schemas');
     subst(\$c, qr{^(\s*ragnx_redis) 127\.0\.0\.1:6379 }m,
           sub { "$1 127.0.0.1:$redis_port " }, 'ragnx_redis');
+    subst(\$c, qr{ user=ragnx-nginx password_file=/etc/ragnx/redis-nginx\.password;},
+          sub { " user=ragnx-nginx password_file=$redis_pw;" },
+          'Redis ACL user and password file');
     subst(\$c, qr{(ragnx_rpc_seal_key) /etc/ragnx/rpc\.pub;},
           sub { "$1 $rpcpub;" }, 'seal key');
     subst(\$c, qr{^(\s*)listen      80;}m,

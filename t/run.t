@@ -2,7 +2,8 @@
 # `make run` from a fresh var directory on a free port: wait for the
 # printed walkthrough, follow it as printed (register, login, profile,
 # ask, poll, chats, messages), ask the same question again (from the
-# cache, recorded in the chat), then Ctrl-C (SIGINT to the process group,
+# cache, recorded in the chat), check Redis's ACL users (passwords in
+# var/secrets, mode 0600; the default user off), then Ctrl-C (SIGINT to the process group,
 # as a terminal sends it) and check that nothing is left running.  A second
 # `make run` on the same var directory while one runs refuses to start.
 
@@ -155,6 +156,44 @@ is(scalar @{ $msgs->{messages} || [] }, 2, 'messages: question and answer');
         sleep 0.05;
     }
     is($n, 2, '... and recorded in its chat');
+}
+
+# Redis: each side its own ACL user, passwords made under var/secrets
+# with mode 0600, the default user off
+{
+    my $secrets = "$var/secrets";
+    is(sprintf('%o', (stat $secrets)[2] & 0777), '700', 'var/secrets: 0700');
+    for my $u (qw(ragnx-nginx ragnx-pool)) {
+        my $f = "$secrets/$u.password";
+        ok(-s $f, "$u: a password made at the first run");
+        is(sprintf('%o', (stat $f)[2] & 0777), '600', "$u: mode 0600");
+    }
+    my $pwf = qr{password_file=\Q$secrets\E/ragnx-nginx\.password;};
+    like(slurp("$var/nginx/nginx.conf"),
+         qr{ragnx_redis 127\.0\.0\.1:\d+ user=ragnx-nginx\s+$pwf},
+         'nginx: as ragnx-nginx');
+    my $wconf = slurp("$var/worker.conf");
+    like($wconf, qr/^redis_user = ragnx-pool$/m, 'the pool: as ragnx-pool');
+    my ($rport) = $wconf =~ /^redis_port = (\d+)$/m;
+    my $cli = sub {
+        my ($user, @args) = @_;
+        local $ENV{REDISCLI_AUTH} = slurp("$secrets/$user.password")
+            if $user;
+        my @u = $user ? ('--user', $user) : ();
+        open my $fh, '-|', 'redis-cli', '-p', $rport, @u, @args
+            or die "redis-cli: $!";
+        local $/;
+        my $o = <$fh> // '';
+        close $fh;
+        return $o;
+    };
+    like($cli->(undef, 'PING'), qr/NOAUTH/, 'redis: no AUTH, no access');
+    like($cli->(undef, 'AUTH', 'default', ''), qr/WRONGPASS/,
+         'redis: the default user is off');
+    like($cli->('ragnx-nginx', 'FLUSHALL'), qr/NOPERM/,
+         'redis: ragnx-nginx may not FLUSHALL');
+    like($cli->('ragnx-pool', 'KEYS', '*'), qr/NOPERM/,
+         'redis: ragnx-pool may not KEYS');
 }
 
 # a second make run on the same var refuses

@@ -208,6 +208,25 @@ for my $f (sort keys %env_files) {
 }
 my $wenv = slurp("$root/docker/worker.env.example");
 like($wenv, qr/^RAGNX_REDIS_HOST=redis$/m, 'the worker finds Redis');
+
+# Redis's ACL users: the rules of scripts/redis-users.acl, the users the
+# two sides name, the password files mounted where they are read
+my %acl_user = map { $_ => 1 }
+               slurp("$root/scripts/redis-users.acl") =~ /^user (\S+) /mg;
+like($compose, qr{scripts/redis-acl|/usr/local/lib/ragnx/redis-acl},
+     'compose: Redis loads the users of scripts/redis-acl');
+like($compose, qr{^\s+- --aclfile\n\s+- /data/users\.acl$}m,
+     'compose: redis-server --aclfile');
+my ($wuser) = $wenv =~ /^RAGNX_REDIS_USER=(\S+)$/m;
+ok($wuser && $acl_user{$wuser}, "the worker's Redis user is an ACL user");
+my ($wpass) = $wenv =~ /^RAGNX_REDIS_PASSWORD_FILE=(\S+)$/m;
+like($worker, qr{^\s+- \./docker/secrets/\Q$wuser\E\.password:\Q$wpass\E:ro$}m,
+     'compose mounts the worker\'s Redis password file');
+my ($nuser, $npass) =
+    $derived =~ /^\s*ragnx_redis \S+ .*user=(\S+) password_file=(\S+);/m;
+ok($nuser && $acl_user{$nuser}, "image: nginx's Redis user is an ACL user");
+like($compose, qr{^\s+- \./docker/secrets/\Q$nuser\E\.password:\Q$npass\E:ro$}m,
+     'compose mounts nginx\'s Redis password file');
 my ($pgpass) = $wenv =~ /^PGPASSWORD=(.*)$/m;
 my ($pgpass2) = slurp("$root/docker/postgres.env.example")
                 =~ /^POSTGRES_PASSWORD=(.*)$/m;

@@ -60,6 +60,8 @@ static const ragnx_setting_t  ragnx_settings[] = {
       "127.0.0.1", 1, NULL, 0 },
     { "redis_port", RAGNX_SET_INT, RAGNX_OFF(redis_port), 1, 65535, "6379",
       1, NULL, 0 },
+    { "redis_user", RAGNX_SET_STR, RAGNX_OFF(redis_user), 1, 128, NULL, 1,
+      NULL, 0 },
     { "redis_password_file", RAGNX_SET_STR, RAGNX_OFF(redis_password_file),
       1, 4096, NULL, 1, NULL, 0 },
     { "redis_timeout", RAGNX_SET_INT, RAGNX_OFF(redis_timeout), 100, 60000,
@@ -417,6 +419,29 @@ ragnx_conf_load(const char *path, char *err, size_t errlen)
 
     } else if ((value = getenv("RAGNX_REDIS_PASSWORD")) != NULL) {
         conf->redis_password = strdup(value);
+    }
+
+    if (conf->redis_password && conf->redis_password[0] == '\0') {
+        snprintf(err, errlen, "%s: the Redis password is empty",
+                 conf->redis_password_file ? "redis_password_file"
+                                           : "RAGNX_REDIS_PASSWORD");
+        goto failed;
+    }
+
+    if (conf->redis_user) {
+        for (p = conf->redis_user; *p; p++) {
+            if ((unsigned char) *p <= ' ' || *p == 0x7f) {
+                snprintf(err, errlen, "redis_user: must not contain spaces "
+                         "or control characters");
+                goto failed;
+            }
+        }
+
+        if (conf->redis_password == NULL) {
+            snprintf(err, errlen, "redis_user: requires redis_password_file "
+                     "(or RAGNX_REDIS_PASSWORD)");
+            goto failed;
+        }
     }
 
     if (conf->database_password_file) {

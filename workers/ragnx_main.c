@@ -269,12 +269,12 @@ ragnx_spawn(int index)
 static int
 ragnx_supervise(void)
 {
-    int               i, n, status, alive, forwarded;
+    int               i, n, rc, status, alive, forwarded;
     char              err[1024];
     pid_t             pid;
     sigset_t          mask, old;
     FILE             *f;
-    ragnx_conf_t     *conf;
+    ragnx_conf_t     *conf, *current;
     struct sigaction  sa;
 
     memset(&sa, 0, sizeof(sa));
@@ -293,6 +293,14 @@ ragnx_supervise(void)
     sigaddset(&mask, SIGCHLD);
     sigprocmask(SIG_BLOCK, &mask, &old);
 
+    ragnx_log_set_prefix("supervisor");
+
+    if (ragnx_redis_check() != RAGNX_OK) {
+        ragnx_log(RAGNX_LOG_ERROR, "redis refused the credentials: "
+                  "not starting");
+        return 1;
+    }
+
     if (ragnx_conf->pid_file) {
         f = fopen(ragnx_conf->pid_file, "w");
         if (f == NULL) {
@@ -310,7 +318,6 @@ ragnx_supervise(void)
         return 1;
     }
 
-    ragnx_log_set_prefix("supervisor");
     ragnx_log(RAGNX_LOG_INFO, "ragnx-worker " RAGNX_VERSION " starting: %ld "
               "workers x %ld jobs, provider %s, model %s", ragnx_conf->workers,
               ragnx_conf->concurrency, ragnx_conf->llm_provider,
@@ -376,6 +383,20 @@ ragnx_supervise(void)
             if (conf == NULL) {
                 ragnx_log(RAGNX_LOG_ERROR, "reload failed, keeping the "
                           "current configuration: %s", err);
+                continue;
+            }
+
+            /* the new credentials must work before the old ones go */
+            current = ragnx_conf;
+            ragnx_conf = conf;
+            rc = ragnx_redis_check();
+            ragnx_conf = current;
+
+            if (rc != RAGNX_OK) {
+                ragnx_log(RAGNX_LOG_ERROR, "reload failed, keeping the "
+                          "current configuration: redis refused the new "
+                          "credentials");
+                ragnx_conf_free(conf);
                 continue;
             }
 

@@ -404,23 +404,66 @@ ragnx_redis_connect(ragnx_redis_t *r)
     tv.tv_sec += 2;
     redisSetTimeout(r->ctx, tv);
 
-    if (ragnx_conf->redis_password) {
-        reply = redisCommand(r->ctx, "AUTH %s", ragnx_conf->redis_password);
+    /* every connection, new or reconnected, authenticates first */
 
-        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-            ragnx_log(RAGNX_LOG_ERROR, "redis AUTH failed");
-            if (reply) {
-                freeReplyObject(reply);
-            }
-
-            ragnx_redis_close(r);
-            return RAGNX_ERROR;
-        }
-
-        freeReplyObject(reply);
+    if (ragnx_conf->redis_password == NULL) {
+        return RAGNX_OK;
     }
 
+    if (ragnx_conf->redis_user) {
+        reply = redisCommand(r->ctx, "AUTH %s %s", ragnx_conf->redis_user,
+                             ragnx_conf->redis_password);
+    } else {
+        reply = redisCommand(r->ctx, "AUTH %s", ragnx_conf->redis_password);
+    }
+
+    if (reply == NULL) {
+        ragnx_log(RAGNX_LOG_ERROR, "redis AUTH: %s", r->ctx->errstr);
+        ragnx_redis_close(r);
+        return RAGNX_ERROR;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        /* Redis says why (WRONGPASS, NOPERM), never the password */
+        ragnx_log(RAGNX_LOG_ERROR, "redis AUTH as user \"%s\" refused: %s "
+                  "(check redis_user and redis_password_file)",
+                  ragnx_conf->redis_user ? ragnx_conf->redis_user
+                                         : "default", reply->str);
+        freeReplyObject(reply);
+        ragnx_redis_close(r);
+        return RAGNX_DECLINED;
+    }
+
+    freeReplyObject(reply);
+
     return RAGNX_OK;
+}
+
+
+/*
+ * At start and before a reload takes a new configuration: credentials
+ * Redis refuses are a configuration error (RAGNX_DECLINED, logged), not a
+ * reason to retry forever.  A Redis that cannot be reached is not: the
+ * workers retry, as they do when it goes away later.
+ */
+
+int
+ragnx_redis_check(void)
+{
+    int            rc;
+    ragnx_redis_t  r;
+
+    memset(&r, 0, sizeof(ragnx_redis_t));
+
+    rc = ragnx_redis_connect(&r);
+    ragnx_redis_close(&r);
+
+    if (rc == RAGNX_ERROR) {
+        ragnx_log(RAGNX_LOG_WARN, "redis not reachable yet: the workers "
+                  "keep trying");
+    }
+
+    return rc == RAGNX_DECLINED ? RAGNX_DECLINED : RAGNX_OK;
 }
 
 

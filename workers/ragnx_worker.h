@@ -55,6 +55,7 @@ typedef struct {
     long          concurrency;
     char         *redis_host;
     long          redis_port;
+    char         *redis_user;            /* ACL user, NULL: default */
     char         *redis_password;        /* secret: file or environment */
     char         *redis_password_file;
     long          redis_timeout;         /* ms */
@@ -243,6 +244,7 @@ typedef struct {
 
 
 int ragnx_redis_connect(ragnx_redis_t *r);
+int ragnx_redis_check(void);
 void ragnx_redis_close(ragnx_redis_t *r);
 redisReply *ragnx_redis_command(ragnx_redis_t *r, const char *fmt, ...);
 redisReply *ragnx_redis_argv(ragnx_redis_t *r, int argc, const char **argv,

@@ -19,6 +19,13 @@ our @EXPORT_OK = qw(free_port slurp spew);
 
 my $NGINX = $ENV{RAGNX_NGINX} || '/usr/sbin/nginx';
 
+# the checkout, for scripts/
+my $ROOT = do {
+    require File::Basename;
+    require Cwd;
+    Cwd::abs_path(File::Basename::dirname(__FILE__) . '/../../..');
+};
+
 # nginx's own allocations it never frees (see the file)
 my $LSAN_SUPP = do {
     require File::Basename;
@@ -215,7 +222,33 @@ sub wait_port {
     BAIL_OUT("$what did not start on port $port: $err");
 }
 
-# A private redis-server on a free loopback port; options: appendonly.
+# The ACL users of scripts/redis-users.acl with passwords under the test
+# directory (scripts/redis-acl), and an admin user for the tests' own
+# redis-cli calls; the default user is off.  Returns the aclfile.
+sub redis_acl {
+    my ($self) = @_;
+    my $acl = "$self->{dir}/redis-users.acl";
+    return $acl if -f $acl;
+    my $secrets = "$self->{dir}/redis-secrets";
+    my $out = `$ROOT/scripts/redis-acl $secrets 2>&1 >$acl`;
+    $? == 0 or BAIL_OUT("scripts/redis-acl failed: $out");
+    $self->{redis_admin} = 'ragnx-test-admin';
+    $self->{redis_admin_pass} = 'admin-' . join '', map { int rand 10 } 1 .. 20;
+    open my $fh, '>>', $acl or die "$acl: $!";
+    print $fh "user $self->{redis_admin} on >$self->{redis_admin_pass} "
+              . "~* &* +\@all\n";
+    close $fh;
+    return $acl;
+}
+
+# the password file of an ACL user (redis_acl)
+sub redis_password_file {
+    my ($self, $user) = @_;
+    return "$self->{dir}/redis-secrets/$user.password";
+}
+
+# A private redis-server on a free loopback port; options: appendonly,
+# unix (a socket too), acl (the users of scripts/redis-users.acl).
 sub start_redis {
     my ($self, %a) = @_;
     my $port = $a{port} || $self->{redis_port} || free_port();
@@ -225,6 +258,7 @@ sub start_redis {
     my $unix = $a{unix} ? "unixsocket $self->{dir}/redis.sock\nunixsocketperm 700"
                         : '';
     $self->{redis_socket} = "$self->{dir}/redis.sock" if $a{unix};
+    $unix .= "\naclfile " . $self->redis_acl if $a{acl};
     $self->file('redis.conf', <<"CONF");
 port $port
 bind 127.0.0.1
@@ -254,13 +288,31 @@ CONF
 sub redis_port { $_[0]{redis_port} }
 sub redis_socket { $_[0]{redis_socket} }
 
-# redis-cli with raw output; returns the output without the final newline
+# redis-cli with raw output; returns the output without the final newline.
+# With the ACL users on, as the tests' admin user.
 sub redis {
     my ($self, @args) = @_;
+    return $self->redis_as($self->{redis_admin}, @args)
+        if $self->{redis_admin};
+    return $self->redis_as(undef, @args);
+}
+
+# the same as an ACL user of scripts/redis-users.acl (undef: no AUTH);
+# the password goes in the environment, not in argv, where ps shows it
+sub redis_as {
+    my ($self, $user, @args) = @_;
+    my (@auth, $pass);
+    if (defined $user) {
+        $pass = $user eq ($self->{redis_admin} // '')
+                ? $self->{redis_admin_pass}
+                : slurp($self->redis_password_file($user));
+        @auth = ('--user', $user);
+    }
+    local %ENV = (%ENV, defined $pass ? (REDISCLI_AUTH => $pass) : ());
     my $pid = open(my $fh, '-|') // die "fork: $!";
     if ($pid == 0) {
         open STDERR, '>', '/dev/null';
-        exec('redis-cli', '-p', $self->{redis_port}, '--raw', @args)
+        exec('redis-cli', '-p', $self->{redis_port}, @auth, '--raw', @args)
             or POSIX::_exit(127);
     }
     local $/;
