@@ -129,7 +129,6 @@ static void ngx_http_ragnx_ask_learn(ngx_uint_t miss);
 static void ngx_http_ragnx_ask_record(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
 static void ngx_http_ragnx_ask_record_done(void *data, redisReply *reply);
-static void ngx_http_ragnx_ask_own_done(void *data, redisReply *reply);
 static ngx_int_t ngx_http_ragnx_ask_whose_chat(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
 static ngx_int_t ngx_http_ragnx_ask_chat_checked(ngx_http_request_t *r,
@@ -271,13 +270,14 @@ ngx_module_t  ngx_http_ragnx_ask_module = {
  * "enqueue" on the queue server; "enqueue" also follows a plain GET that
  * missed.
  *
- * Mode "chat" is a question asked in an existing chat: the chat must be
- * the caller's ({ragnx}:chat:<id>, else "foreign", or "unknown" when
- * Redis no longer knows it: the module then asks the pool and comes back
- * "verified").  Its answer may draw on the chat's history, so it is
- * never looked up in the cache, never leads nor follows another job, and
- * is enqueued on its own.  Every other mode makes a new chat and records
- * its owner there, so a follow-up is known to be the owner's at once.
+ * Mode "chat" is a question asked in an existing chat.  Its answer may
+ * draw on the chat's history, so it is never looked up in the cache,
+ * never leads nor follows another job, and is enqueued on its own.  The
+ * chat is the caller's: "verified" when its id is bound to the caller
+ * (ragnx_chat_id_owned()) or the pool said so, else by the owner the
+ * pool left in {ragnx}:chat:<id> ("foreign" when another's, "unknown"
+ * when Redis does not know it: the module then asks the pool).  Every
+ * other mode makes a new chat, with an id bound to the caller.
  *
  * KEYS: gen, jobs stream, job hash, chat.  ARGV: digest, job id, payload,
  * owner, chatId, now ms, queue max, job ttl s, mode, [gen ("ask",
@@ -313,9 +313,6 @@ ngx_module_t  ngx_http_ragnx_ask_module = {
 static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "local mode, gen, cached, p = ARGV[9], ARGV[10], false, ARGV[3]\n"
 "local chat = mode == 'chat'\n"
-"local function own()\n"
-"  redis.call('SET', KEYS[4], ARGV[4], 'EX', " RAGNX_CHAT_TTL_S ")\n"
-"end\n"
 "if chat then\n"
 "  if ARGV[11] ~= '1' then\n"
 "    local o = redis.call('GET', KEYS[4])\n"
@@ -345,7 +342,6 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "local max, ttl = tonumber(ARGV[7]), ARGV[8]\n"
 "local len = redis.call('XLEN', KEYS[2])\n"
 "if cached then\n"
-"  own()\n"
 "  if len >= max + math.ceil(max / 10) then\n"
 "    return {'hit-unrecorded', gen, cached}\n"
 "  end\n"
@@ -374,7 +370,6 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "    if redis.call('RPUSH', fk, ARGV[2]) == 1 then\n"
 "      redis.call('EXPIRE', fk, ttl)\n"
 "    end\n"
-"    own()\n"
 "    return {'follower', gen, leader}\n"
 "  end\n"
 "  redis.call('HSET', '" RAGNX_KEY_INFLIGHT "', inflight, ARGV[2])\n"
@@ -382,7 +377,6 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "redis.call('HSET', KEYS[3], 'status', 'waiting', 'owner', ARGV[4],\n"
 "  'chatId', ARGV[5], 'createdAt', ARGV[6])\n"
 "redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job', p)\n"
-"if not chat then own() end\n"
 "return {'queued', gen, ''}\n"
 );
 
@@ -516,6 +510,8 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
         ngx_strlow(ctx->chat_id.data, (u_char *) json_string_value(v),
                    RAGNX_UUID_LEN);
         ctx->chat = 1;
+        ctx->verified = ragnx_chat_id_owned((char *) ctx->chat_id.data,
+                                            (char *) sub.data, sub.len);
 
     } else if (v != NULL && !json_is_null(v)) {
         /* the operator's schema may be looser than the shipped one */
@@ -525,7 +521,10 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
         json_decref(details);
         return rc;
 
-    } else if (ragnx_uuid_v4((char *) ctx->chat_id.data) == 0) {
+    } else if (ragnx_chat_id((char *) sub.data, sub.len,
+                             (char *) ctx->chat_id.data)
+               == 0)
+    {
         ctx->chat_id.len = RAGNX_UUID_LEN;
 
     } else {
@@ -1009,45 +1008,19 @@ ngx_http_ragnx_ask_learn(ngx_uint_t miss)
  * client gets its answer either way; a failure is logged).  The payload is
  * the one the enqueue script would build.  The worker's view of the queue
  * length (refreshed with the generation) keeps records within 10% above
- * the queue limit, as the script does.  The new chat's owner goes to
- * Redis first, as the script would put it, recorded or not.
+ * the queue limit, as the script does.
  */
 
 static void
 ngx_http_ragnx_ask_record(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf)
 {
-    u_char                          *p, *job, *chat;
+    u_char                          *p, *job;
     size_t                           lens[7];
     const char                      *argv[7];
     ngx_http_ragnx_ask_main_conf_t  *amcf;
 
     ngx_str_set(&ctx->outcome, "hit-unrecorded");
-
-    amcf = ngx_http_get_module_main_conf(r, ngx_http_ragnx_ask_module);
-
-    chat = ngx_pnalloc(r->pool, sizeof(RAGNX_KEY_CHAT) - 1 + RAGNX_UUID_LEN);
-    if (chat == NULL) {
-        return;
-    }
-
-    ngx_memcpy(ngx_cpymem(chat, RAGNX_KEY_CHAT, sizeof(RAGNX_KEY_CHAT) - 1),
-               ctx->chat_id.data, RAGNX_UUID_LEN);
-
-    argv[0] = "SET";
-    lens[0] = 3;
-    argv[1] = (const char *) chat;
-    lens[1] = sizeof(RAGNX_KEY_CHAT) - 1 + RAGNX_UUID_LEN;
-    argv[2] = (const char *) ctx->owner.data;
-    lens[2] = ctx->owner.len;
-    argv[3] = "EX";
-    lens[3] = 2;
-    argv[4] = RAGNX_CHAT_TTL_S;
-    lens[4] = sizeof(RAGNX_CHAT_TTL_S) - 1;
-
-    (void) ngx_http_ragnx_redis_send_later(amcf->queue,
-                                           ngx_http_ragnx_ask_own_done, NULL,
-                                           5, argv, lens);
 
     if (ngx_http_ragnx_ask_worker.queue_len
         >= alcf->queue_max + (alcf->queue_max + 9) / 10)
@@ -1088,6 +1061,8 @@ ngx_http_ragnx_ask_record(ngx_http_request_t *r,
     argv[6] = (const char *) job;
     lens[6] = p - job;
 
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_ragnx_ask_module);
+
     if (ngx_http_ragnx_redis_send_later(amcf->queue,
                                         ngx_http_ragnx_ask_record_done, NULL,
                                         7, argv, lens)
@@ -1105,17 +1080,6 @@ ngx_http_ragnx_ask_record_done(void *data, redisReply *reply)
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "ragnx ask: chat history record of a cache hit "
                       "was not queued: %s",
-                      reply ? reply->str : "no reply from redis");
-    }
-}
-
-
-static void
-ngx_http_ragnx_ask_own_done(void *data, redisReply *reply)
-{
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "ragnx ask: the owner of a new chat was not set: %s",
                       reply ? reply->str : "no reply from redis");
     }
 }

@@ -25,12 +25,13 @@
  *   {ragnx}:inflight        hash: "<digest>:<gen>" -> id of the job
  *                           computing that answer (single-flight)
  *   {ragnx}:chat:<id>       the JWT subject owning chat <id>, with TTL
- *                           RAGNX_CHAT_TTL: set by the module when it
- *                           makes a new chat, by the pool when it stores
- *                           an exchange there or looks the chat up for
- *                           the module (call "chat"); PostgreSQL has the
- *                           truth, this lets nginx answer 404 for another
- *                           user's chat without asking the pool
+ *                           RAGNX_CHAT_TTL, for a chat whose id is not
+ *                           bound to its owner (ragnx_chat_id(): another
+ *                           user's, or one made before ids were bound):
+ *                           set by the pool when it looks the chat up
+ *                           for the module (call "chat"), so the next
+ *                           question about it needs no call; PostgreSQL
+ *                           has the truth
  *
  * <digest> is ragnx_query_digest(): SHA-256 of the normalised query.  The
  * generation is a key suffix rather than digest input so that the module
@@ -56,13 +57,8 @@
 #define RAGNX_KEY_FOLLOWERS      ":followers"
 #define RAGNX_KEY_CHAT           RAGNX_KEY_PREFIX "chat:"
 
-/*
- * Seconds a chat's owner stays in Redis after the chat was made or last
- * written: long enough for its first job to be answered, so a follow-up
- * asked before then is known to be the owner's.
- */
+/* seconds a chat's owner, once looked up, stays in Redis */
 #define RAGNX_CHAT_TTL           86400
-#define RAGNX_CHAT_TTL_S         "86400"
 
 #define RAGNX_GROUP              "pool"
 #define RAGNX_GEN_DEFAULT        "default@0"

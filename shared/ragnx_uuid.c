@@ -12,6 +12,7 @@
 #include <string.h>
 #include <pthread.h>
 #include <sys/random.h>
+#include <sodium.h>
 
 #include "ragnx_uuid.h"
 
@@ -21,6 +22,12 @@
 
 static int ragnx_random(unsigned char *out, size_t len);
 static void ragnx_random_forked(void);
+static void ragnx_uuid_text(const unsigned char *b, char *out);
+static int ragnx_chat_tag(const unsigned char *nonce, const char *owner,
+    size_t len, unsigned char *tag);
+
+
+#define RAGNX_CHAT_DOMAIN  "ragnx chat id v1"
 
 
 static size_t         ragnx_random_avail;
@@ -79,9 +86,7 @@ ragnx_random(unsigned char *out, size_t len)
 int
 ragnx_uuid_v4(char *out)
 {
-    int                 i, j;
-    unsigned char       b[16];
-    static const char   digits[] = "0123456789abcdef";
+    unsigned char  b[16];
 
     if (ragnx_random(b, sizeof(b)) != 0) {
         return -1;
@@ -89,6 +94,18 @@ ragnx_uuid_v4(char *out)
 
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
+
+    ragnx_uuid_text(b, out);
+
+    return 0;
+}
+
+
+static void
+ragnx_uuid_text(const unsigned char *b, char *out)
+{
+    int                 i, j;
+    static const char   digits[] = "0123456789abcdef";
 
     for (i = 0, j = 0; i < 16; i++) {
         if (i == 4 || i == 6 || i == 8 || i == 10) {
@@ -100,8 +117,80 @@ ragnx_uuid_v4(char *out)
     }
 
     out[j] = '\0';
+}
+
+
+/* the second half of a chat id: the hash, with the variant's two bits */
+
+static int
+ragnx_chat_tag(const unsigned char *nonce, const char *owner, size_t len,
+    unsigned char *tag)
+{
+    crypto_generichash_state  st;
+
+    if (sodium_init() < 0
+        || crypto_generichash_init(&st, NULL, 0, 8) != 0
+        || crypto_generichash_update(&st,
+                                     (const unsigned char *) RAGNX_CHAT_DOMAIN,
+                                     sizeof(RAGNX_CHAT_DOMAIN))
+           != 0
+        || crypto_generichash_update(&st, nonce, 8) != 0
+        || crypto_generichash_update(&st, (const unsigned char *) owner, len)
+           != 0
+        || crypto_generichash_final(&st, tag, 8) != 0)
+    {
+        return -1;
+    }
+
+    tag[0] = (tag[0] & 0x3f) | 0x80;
 
     return 0;
+}
+
+
+int
+ragnx_chat_id(const char *owner, size_t len, char *out)
+{
+    unsigned char  b[16];
+
+    if (ragnx_random(b, 8) != 0) {
+        return -1;
+    }
+
+    b[6] = (b[6] & 0x0f) | 0x40;
+
+    if (ragnx_chat_tag(b, owner, len, b + 8) != 0) {
+        return -1;
+    }
+
+    ragnx_uuid_text(b, out);
+
+    return 0;
+}
+
+
+int
+ragnx_chat_id_owned(const char *s, const char *owner, size_t len)
+{
+    int            i, j, hi, lo;
+    unsigned char  b[16], tag[8];
+
+    for (i = 0, j = 0; i < 16; i++) {
+        if (s[j] == '-') {
+            j++;
+        }
+
+        hi = (s[j] & 0xf) + (s[j] > '9' ? 9 : 0);
+        lo = (s[j + 1] & 0xf) + (s[j + 1] > '9' ? 9 : 0);
+        b[i] = (unsigned char) (hi << 4 | lo);
+        j += 2;
+    }
+
+    if ((b[6] & 0xf0) != 0x40 || ragnx_chat_tag(b, owner, len, tag) != 0) {
+        return 0;
+    }
+
+    return memcmp(tag, b + 8, 8) == 0;
 }
 
 

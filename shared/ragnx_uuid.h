@@ -18,5 +18,19 @@ int ragnx_uuid_v4(char *out);
 /* 1 for the canonical 8-4-4-4-12 hex form (any version), else 0 */
 int ragnx_uuid_valid(const char *s, size_t len);
 
+/*
+ * A new chat's id, bound to its owner: a v4 UUID whose first half holds
+ * 60 random bits and whose second half 62 bits of a BLAKE2b hash of the
+ * owner and those bits.  Anyone can make an id bound to themselves, and
+ * nobody one bound to another owner, so nginx knows a chat it made is
+ * the caller's without asking Redis or the pool; an id that is not bound
+ * to the caller (another's, or one made before ids were bound) is looked
+ * up.  Writes 36 characters + NUL; -1 on failure.
+ */
+int ragnx_chat_id(const char *owner, size_t len, char *out);
+
+/* 1 when the valid UUID s (any case) is bound to owner, else 0 */
+int ragnx_chat_id_owned(const char *s, const char *owner, size_t len);
+
 
 #endif /* RAGNX_UUID_H */

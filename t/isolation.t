@@ -161,8 +161,11 @@ $r = ask(alice => { query => 'Hello?', chatId => $nochat });
 is($r->{status}, 404, 'a chat that does not exist: 404');
 is($t->redis('EXISTS', "{ragnx}:chat:$nochat"), 0, '... and stays unknown');
 
-# Redis forgot who owns the chat: the pool is asked, and remembers
+# Alice's chat id is bound to her: no Redis, no pool needed to know it is
+# hers; for bob it is not, so the pool was asked and Redis remembers
 
+is($t->redis('GET', "{ragnx}:chat:$chat"), 'alice',
+   'bob\'s attempts left the owner in Redis');
 $t->redis('DEL', "{ragnx}:chat:$chat");
 $r = ask(bob => { query => 'What is my locker code?', chatId => $chat });
 is($r->{status}, 404, 'owner unknown to Redis, bob: 404 from the pool');
@@ -174,7 +177,22 @@ $t->redis('DEL', "{ragnx}:chat:$chat");
 is($r->{status}, 202, 'owner unknown to Redis, alice: her chat, 202');
 like($j->{answer}, qr/4821/, '... answered from her history');
 is($msgs->($chat), 6, '... in her chat');
+is($t->redis('EXISTS', "{ragnx}:chat:$chat"), 0, '... without asking');
 is($msgs->($bob_chat), 2, 'bob\'s chat holds only his exchange');
+
+# a chat whose id is not bound to its owner (made before ids were): the
+# pool is asked once, then Redis knows
+
+my $old = uuid();
+$t->psql("INSERT INTO chats (id, owner, title) VALUES ('$old', 'alice', "
+         . "'an old chat')");
+($r, $j) = answer(alice => { query => 'Is this an old chat?', chatId => $old });
+is($r->{status}, 202, 'an old chat of alice\'s: 202');
+is($j->{status}, 'completed', '... answered');
+is($t->redis('GET', "{ragnx}:chat:$old"), 'alice', '... its owner in Redis');
+$r = ask(bob => { query => 'Is this an old chat?', chatId => $old });
+is($r->{status}, 404, '... and bob gets 404');
+is($msgs->($old), 2, '... with nothing written');
 
 # in flight: a contextual job is never a leader, nor a follower
 

@@ -99,6 +99,8 @@ static int ragnx_acc_invalid(const char *field, const char *msg,
     char **body);
 static int ragnx_acc_db(ragnx_thread_t *t, const ragnx_call_t *c,
     PGconn **conn, char **body);
+static int ragnx_acc_owner(ragnx_thread_t *t, const ragnx_call_t *c,
+    const char *chat, PGconn **conn, PGresult **res, char **body);
 static int ragnx_acc_failed(ragnx_thread_t *t, PGconn *conn, PGresult *res,
     const char *what, char **body);
 static int ragnx_acc_hash_enter(const ragnx_call_t *c);
@@ -557,17 +559,9 @@ ragnx_account_messages(ragnx_thread_t *t, const ragnx_call_t *c, char **body)
                                  "previous page", body);
     }
 
-    rc = ragnx_acc_db(t, c, &conn, body);
+    rc = ragnx_acc_owner(t, c, chat, &conn, &res, body);
     if (conn == NULL) {
         return rc;
-    }
-
-    params[0] = chat;
-    res = ragnx_db_query(conn, "ragnx_chat_owner", ragnx_sql_chat_owner, 1,
-                         params);
-
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        return ragnx_acc_failed(t, conn, res, "messages", body);
     }
 
     /* another user's chat and no chat look the same */
@@ -579,6 +573,7 @@ ragnx_account_messages(ragnx_thread_t *t, const ragnx_call_t *c, char **body)
         return ragnx_acc_error(404, "Chat not found", body);
     }
 
+    params[0] = chat;
     params[1] = before;
     params[2] = limit_s;
 
@@ -642,7 +637,7 @@ ragnx_account_chat(ragnx_thread_t *t, const ragnx_call_t *c, char **body)
     size_t       len;
     PGconn      *conn;
     PGresult    *res;
-    const char  *chat, *params[1];
+    const char  *chat;
 
     chat = ragnx_acc_string(c, "chatId", &len);
 
@@ -650,17 +645,9 @@ ragnx_account_chat(ragnx_thread_t *t, const ragnx_call_t *c, char **body)
         return ragnx_acc_error(400, "Invalid chat id", body);
     }
 
-    rc = ragnx_acc_db(t, c, &conn, body);
+    rc = ragnx_acc_owner(t, c, chat, &conn, &res, body);
     if (conn == NULL) {
         return rc;
-    }
-
-    params[0] = chat;
-    res = ragnx_db_query(conn, "ragnx_chat_owner", ragnx_sql_chat_owner, 1,
-                         params);
-
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        return ragnx_acc_failed(t, conn, res, "chat", body);
     }
 
     ragnx_db_put(t->db, conn, 0);
@@ -772,6 +759,39 @@ ragnx_acc_db(ragnx_thread_t *t, const ragnx_call_t *c, PGconn **conn,
                                        : ragnx_conf->db_timeout);
     if (*conn == NULL) {
         return ragnx_acc_error(503, "database unavailable", body);
+    }
+
+    return RAGNX_OK;
+}
+
+
+/*
+ * The row of chat's owner (none: no such chat) in *res, on a connection
+ * the caller then holds; or *conn NULL and the status to return.  Both
+ * "chat" and "messages" ask it: one ownership rule.
+ */
+
+static int
+ragnx_acc_owner(ragnx_thread_t *t, const ragnx_call_t *c, const char *chat,
+    PGconn **conn, PGresult **res, char **body)
+{
+    int          rc;
+    const char  *params[1];
+
+    rc = ragnx_acc_db(t, c, conn, body);
+    if (*conn == NULL) {
+        return rc;
+    }
+
+    params[0] = chat;
+    *res = ragnx_db_query(*conn, "ragnx_chat_owner", ragnx_sql_chat_owner, 1,
+                          params);
+
+    if (*res == NULL || PQresultStatus(*res) != PGRES_TUPLES_OK) {
+        rc = ragnx_acc_failed(t, *conn, *res, ragnx_rpc_method_name(c->method),
+                              body);
+        *conn = NULL;
+        return rc;
     }
 
     return RAGNX_OK;

@@ -53,14 +53,10 @@ RAGNX_LUA_START
 
 
 /*
- * KEYS: job hash, jobs stream, inflight hash, followers, cache key, chat
- * key.
+ * KEYS: job hash, jobs stream, inflight hash, followers, cache key.
  * ARGV: entry, now, answer, sources, retention, job id, result JSON,
  * cache ttl (0: no cache SET), consumer ('' : read nothing), inflight
- * field, owner.
- * The chat's owner is kept in Redis for another RAGNX_CHAT_TTL (the
- * exchange statement has just checked it), so a follow-up in the chat
- * is known to be the owner's without a call to the pool.
+ * field.
  * Followers get a "record" job carrying the result, through the stream.
  * Returns {followers, next, attempts}: with a consumer, the thread's next
  * entry is read here (XREADGROUP without BLOCK, as a script may) and,
@@ -76,7 +72,7 @@ RAGNX_LUA_START
 "if tonumber(ARGV[8]) > 0 then\n"
 "  redis.call('SET', KEYS[5], ARGV[7], 'EX', ARGV[8])\n"
 "end\n"
-"redis.call('SET', KEYS[6], ARGV[11], 'EX', " RAGNX_CHAT_TTL_S ")\n"
+
 "redis.call('HSET', KEYS[1], 'status', 'completed', 'answer', ARGV[3],\n"
 "  'sources', ARGV[4], 'updatedAt', now)\n"
 "redis.call('HDEL', KEYS[1], 'error')\n"
@@ -784,7 +780,7 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
     int          rc;
     redisReply  *entry;
     char         key[128], inflight[512], followers[160], cache[512],
-                 chat[128], now[32], ret[32], ttl[32], *sources, *result;
+                 now[32], ret[32], ttl[32], *sources, *result;
     json_t      *res;
     redisReply  *reply;
 
@@ -794,7 +790,6 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
              RAGNX_KEY_JOB "%s" RAGNX_KEY_FOLLOWERS, job->id);
     snprintf(cache, sizeof(cache), RAGNX_KEY_CACHE "%s:%s", job->digest,
              job->gen);
-    snprintf(chat, sizeof(chat), RAGNX_KEY_CHAT "%s", job->chat_id);
     snprintf(now, sizeof(now), "%lld", ragnx_now_ms());
     snprintf(ret, sizeof(ret), "%ld", ragnx_conf->job_retention);
 
@@ -819,13 +814,12 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
         return RAGNX_ERROR;
     }
 
-    reply = ragnx_redis_eval(r, &ragnx_script_complete, "6 %s %s %s %s %s "
-                                "%s %s %s %s %s %s %s %s %s %s %s %s", key,
+    reply = ragnx_redis_eval(r, &ragnx_script_complete, "5 %s %s %s %s %s "
+                                "%s %s %s %s %s %s %s %s %s %s", key,
                                 RAGNX_KEY_JOBS, RAGNX_KEY_INFLIGHT, followers,
-                                cache, chat, e->entry, now, ans->answer,
-                                sources, ret, job->id, result, ttl,
-                                next ? r->consumer : "", inflight,
-                                job->owner);
+                                cache, e->entry, now, ans->answer, sources,
+                                ret, job->id, result, ttl,
+                                next ? r->consumer : "", inflight);
     free(result);
     free(sources);
 

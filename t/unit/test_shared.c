@@ -181,6 +181,49 @@ test_uuid(void)
 
 
 static void
+test_chat_id(void)
+{
+    int  i, good;
+    char a[37], b[37], up[37];
+
+    ok(ragnx_chat_id("alice", 5, a) == 0, "a chat id for alice");
+    ok(strlen(a) == 36 && ragnx_uuid_valid(a, 36) && a[14] == '4'
+           && strchr("89ab", a[19]) != NULL,
+       "it is a v4 UUID: %s", a);
+    ok(ragnx_chat_id_owned(a, "alice", 5), "bound to alice");
+    ok(!ragnx_chat_id_owned(a, "alicf", 5), "not to alicf");
+    ok(!ragnx_chat_id_owned(a, "ali", 3)
+           && !ragnx_chat_id_owned(a, "alicex", 6),
+       "nor to a prefix or an extension of alice");
+    ok(!ragnx_chat_id_owned(a, "", 0), "nor to nobody");
+
+    for (i = 0; i < 36; i++) {
+        up[i] = (char) (a[i] >= 'a' && a[i] <= 'f' ? a[i] - 32 : a[i]);
+    }
+    up[36] = '\0';
+    ok(ragnx_chat_id_owned(up, "alice", 5), "upper case is the same id");
+
+    for (i = 0, good = 1; i < 1000; i++) {
+        ragnx_chat_id("alice", 5, b);
+        if (strcmp(a, b) == 0 || !ragnx_chat_id_owned(b, "alice", 5)
+            || ragnx_chat_id_owned(b, "bob", 3)) {
+            good = 0;
+        }
+    }
+    ok(good, "1000 more: all differ, all alice's, none bob's");
+
+    ok(!ragnx_chat_id_owned("123e4567-e89b-42d3-a456-426614174000", "alice", 5),
+       "a random v4 UUID is nobody's");
+    memcpy(b, a, 37);
+    b[35] = b[35] == '0' ? '1' : '0';
+    ok(!ragnx_chat_id_owned(b, "alice", 5), "a changed digit is not hers");
+    memcpy(b, a, 37);
+    b[0] = b[0] == '0' ? '1' : '0';
+    ok(!ragnx_chat_id_owned(b, "alice", 5), "nor a changed nonce");
+}
+
+
+static void
 test_job(void)
 {
     char        err[128], *s;
@@ -281,6 +324,7 @@ main(void)
     test_normalize();
     test_cache_key();
     test_uuid();
+    test_chat_id();
     test_job();
     ragnx_query_cleanup();
 

@@ -25,7 +25,6 @@ my %MACRO = (
     RAGNX_KEY_INFLIGHT => '{ragnx}:inflight',
     RAGNX_KEY_JOB      => '{ragnx}:job:',
     RAGNX_KEY_FOLLOWERS => ':followers',
-    RAGNX_CHAT_TTL_S   => '86400',
 );
 
 sub worker_bin {
