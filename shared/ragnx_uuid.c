@@ -127,9 +127,19 @@ ragnx_chat_tag(const unsigned char *nonce, const char *owner, size_t len,
     unsigned char *tag)
 {
     crypto_generichash_state  st;
+    static int                inited;
 
-    if (sodium_init() < 0
-        || crypto_generichash_init(&st, NULL, 0, 8) != 0
+    /* once: sodium_init() takes a lock every time */
+
+    if (!inited) {
+        if (sodium_init() < 0) {
+            return -1;
+        }
+
+        inited = 1;
+    }
+
+    if (crypto_generichash_init(&st, NULL, 0, 8) != 0
         || crypto_generichash_update(&st,
                                      (const unsigned char *) RAGNX_CHAT_DOMAIN,
                                      sizeof(RAGNX_CHAT_DOMAIN))
