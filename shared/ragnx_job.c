@@ -136,11 +136,19 @@ ragnx_json_escape(const char *s, size_t len, char *out)
 }
 
 
+/* the fixed parts of the payload ragnx_job_write() puts together */
+#define RAGNX_JOB_CPY(p, s)  (memcpy(p, s, sizeof(s) - 1), (p) + sizeof(s) - 1)
+#define RAGNX_JOB_STR(x)     RAGNX_JOB_STR2(x)
+#define RAGNX_JOB_STR2(x)    #x
+
+
 size_t
 ragnx_job_write(const ragnx_job_t *job, char *buf, size_t size)
 {
-    char    *p;
-    size_t   qlen, olen;
+    int          n;
+    char        *p, num[24];
+    size_t       qlen, olen;
+    long long    v;
 
     qlen = strlen(job->query);
     olen = strlen(job->owner);
@@ -149,15 +157,47 @@ ragnx_job_write(const ragnx_job_t *job, char *buf, size_t size)
         return 0;
     }
 
+    /* once per question: memcpy, no printf (a third of the hit's cost) */
+
     p = buf;
-    p += sprintf(p, "{\"v\":%d,\"id\":\"%.36s\",\"owner\":\"",
-                 RAGNX_JOB_VERSION, job->id);
+    p = RAGNX_JOB_CPY(p, "{\"v\":" RAGNX_JOB_STR(RAGNX_JOB_VERSION)
+                         ",\"id\":\"");
+    memcpy(p, job->id, RAGNX_UUID_LEN);
+    p += RAGNX_UUID_LEN;
+    p = RAGNX_JOB_CPY(p, "\",\"owner\":\"");
     p += ragnx_json_escape(job->owner, olen, p);
-    p += sprintf(p, "\",\"chatId\":\"%.36s\",\"query\":\"", job->chat_id);
+    p = RAGNX_JOB_CPY(p, "\",\"chatId\":\"");
+    memcpy(p, job->chat_id, RAGNX_UUID_LEN);
+    p += RAGNX_UUID_LEN;
+    p = RAGNX_JOB_CPY(p, "\",\"query\":\"");
     p += ragnx_json_escape(job->query, qlen, p);
-    p += sprintf(p, "\",\"digest\":\"%.64s\",\"createdAt\":%lld%s}",
-                 job->digest, job->created,
-                 job->chat_scope ? ",\"scope\":\"chat\"" : "");
+    p = RAGNX_JOB_CPY(p, "\",\"digest\":\"");
+    memcpy(p, job->digest, RAGNX_DIGEST_LEN);
+    p += RAGNX_DIGEST_LEN;
+    p = RAGNX_JOB_CPY(p, "\",\"createdAt\":");
+
+    /* digits backwards, then in order */
+    v = job->created < 0 ? -job->created : job->created;
+    n = 0;
+
+    do {
+        num[n++] = (char) ('0' + v % 10);
+        v /= 10;
+    } while (v);
+
+    if (job->created < 0) {
+        *p++ = '-';
+    }
+
+    while (n) {
+        *p++ = num[--n];
+    }
+
+    if (job->chat_scope) {
+        p = RAGNX_JOB_CPY(p, ",\"scope\":\"chat\"");
+    }
+
+    *p++ = '}';
 
     return p - buf;
 }

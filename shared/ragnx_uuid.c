@@ -104,19 +104,19 @@ ragnx_uuid_v4(char *out)
 static void
 ragnx_uuid_text(const unsigned char *b, char *out)
 {
-    int                 i, j;
+    int                 i;
     static const char   digits[] = "0123456789abcdef";
 
-    for (i = 0, j = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10) {
-            out[j++] = '-';
-        }
+    for (i = 0; i < 16; i++) {
+        *out++ = digits[b[i] >> 4];
+        *out++ = digits[b[i] & 0xf];
 
-        out[j++] = digits[b[i] >> 4];
-        out[j++] = digits[b[i] & 0xf];
+        if ((0x2a8 >> i) & 1) {     /* after bytes 3, 5, 7 and 9 */
+            *out++ = '-';
+        }
     }
 
-    out[j] = '\0';
+    *out = '\0';
 }
 
 
@@ -126,6 +126,7 @@ static int
 ragnx_chat_tag(const unsigned char *nonce, const char *owner, size_t len,
     unsigned char *tag)
 {
+    unsigned char             m[256];
     crypto_generichash_state  st;
     static int                inited;
 
@@ -139,15 +140,31 @@ ragnx_chat_tag(const unsigned char *nonce, const char *owner, size_t len,
         inited = 1;
     }
 
-    if (crypto_generichash_init(&st, NULL, 0, 8) != 0
-        || crypto_generichash_update(&st,
-                                     (const unsigned char *) RAGNX_CHAT_DOMAIN,
-                                     sizeof(RAGNX_CHAT_DOMAIN))
-           != 0
-        || crypto_generichash_update(&st, nonce, 8) != 0
-        || crypto_generichash_update(&st, (const unsigned char *) owner, len)
-           != 0
-        || crypto_generichash_final(&st, tag, 8) != 0)
+    /* one call for the usual owner (a user id); streamed for a long one */
+
+    if (sizeof(RAGNX_CHAT_DOMAIN) + 8 + len <= sizeof(m)) {
+        memcpy(m, RAGNX_CHAT_DOMAIN, sizeof(RAGNX_CHAT_DOMAIN));
+        memcpy(m + sizeof(RAGNX_CHAT_DOMAIN), nonce, 8);
+        memcpy(m + sizeof(RAGNX_CHAT_DOMAIN) + 8, owner, len);
+
+        if (crypto_generichash(tag, 8, m, sizeof(RAGNX_CHAT_DOMAIN) + 8 + len,
+                               NULL, 0)
+            != 0)
+        {
+            return -1;
+        }
+
+    } else if (crypto_generichash_init(&st, NULL, 0, 8) != 0
+               || crypto_generichash_update(&st,
+                                  (const unsigned char *) RAGNX_CHAT_DOMAIN,
+                                  sizeof(RAGNX_CHAT_DOMAIN))
+                  != 0
+               || crypto_generichash_update(&st, nonce, 8) != 0
+               || crypto_generichash_update(&st,
+                                            (const unsigned char *) owner,
+                                            len)
+                  != 0
+               || crypto_generichash_final(&st, tag, 8) != 0)
     {
         return -1;
     }

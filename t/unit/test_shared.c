@@ -298,6 +298,22 @@ test_job(void)
         json_decref(w);
         json_decref(o);
         ok(ragnx_job_write(&job, buf, 100) == 0, "too small buffer refused");
+
+        job.chat_scope = 1;
+        job.created = 7;
+        n = ragnx_job_write(&job, buf, sizeof(buf));
+        w = json_loadb(buf, n, JSON_REJECT_DUPLICATES, NULL);
+        o = ragnx_job_encode(&job);
+        ok(n > 0 && w && json_equal(w, o)
+               && strcmp(json_string_value(json_object_get(w, "scope")), "chat")
+                      == 0,
+           "... and for a chat's question, with its scope");
+        json_decref(w);
+        json_decref(o);
+        buf[n] = '\0';
+        ok(ragnx_job_decode(buf, n, &out, err, sizeof(err)) == -1
+               && strstr(err, "type") != NULL,
+           "... which the module completes with a type: %s", err);
     }
 
     BAD("", "empty payload refused");
