@@ -7,7 +7,10 @@
  *   ragnx_log.c        logging
  *   ragnx_queue.c      Redis: consume, ack, retry, dead-letter, reclaim
  *   ragnx_work.c       one job: retrieval, LLM, persistence, completion
- *   ragnx_store.c      PostgreSQL: pool, migrations, chats, retrieval
+ *   ragnx_db.c         PostgreSQL: the connection pool
+ *   ragnx_db_pipeline.c  the job threads' requests, run in pipelines
+ *   ragnx_migrate.c    the migrations and the schema check
+ *   ragnx_store.c      the domain SQL: chats, history, retrieval
  *   ragnx_ingest.c     document ingestion (chunking, upsert by hash)
  *   ragnx_llm*.c       LLM providers behind one interface
  */
