@@ -157,7 +157,7 @@ main(int argc, char **argv)
             rc = ragnx_ingest(argc - i - 1, argv + i + 1);
 
         } else if (strcmp(argv[i], "jobs") == 0) {
-            rc = ragnx_queue_cli(argc - i - 1, argv + i + 1);
+            rc = ragnx_jobs_cli(argc - i - 1, argv + i + 1);
 
         } else {
             ragnx_usage();

@@ -5,7 +5,9 @@
  *   ragnx_main.c       command line, supervisor, worker processes, signals
  *   ragnx_config.c     the settings table, config file, environment
  *   ragnx_log.c        logging
- *   ragnx_queue.c      Redis: consume, ack, retry, dead-letter, reclaim
+ *   ragnx_redis.c      the Redis client: connect, AUTH, commands, scripts
+ *   ragnx_queue.c      the queue: consume, ack, retry, dead-letter, reclaim
+ *   ragnx_jobs.c       the "jobs" command: queue depths, dead letters
  *   ragnx_work.c       one job: retrieval, LLM, persistence, completion
  *   ragnx_db.c         PostgreSQL: the connection pool
  *   ragnx_db_pipeline.c  the job threads' requests, run in pipelines
@@ -226,7 +228,7 @@ int ragnx_llm_extractive(const ragnx_prompt_t *prompt, ragnx_answer_t *ans);
 char *ragnx_llm_context(const ragnx_prompt_t *prompt);
 
 
-/* Redis and the queue */
+/* Redis: ragnx_redis.c */
 
 typedef struct {
     redisContext   *ctx;
@@ -235,6 +237,30 @@ typedef struct {
     int             pending;            /* replies owed (pipelined) */
 } ragnx_redis_t;
 
+
+/* a script run by EVALSHA, loaded on first use (NOSCRIPT) */
+
+typedef struct {
+    const char     *text;
+    char            sha[41];
+} ragnx_script_t;
+
+
+int ragnx_redis_connect(ragnx_redis_t *r);
+int ragnx_redis_check(void);
+void ragnx_redis_close(ragnx_redis_t *r);
+redisReply *ragnx_redis_command(ragnx_redis_t *r, const char *fmt, ...);
+redisReply *ragnx_redis_argv(ragnx_redis_t *r, int argc, const char **argv,
+    const size_t *lens);
+void ragnx_redis_scripts_init(ragnx_script_t **scripts);
+redisReply *ragnx_redis_eval(ragnx_redis_t *r, ragnx_script_t *sc,
+    const char *fmt, ...);
+int ragnx_reply_ok(ragnx_redis_t *r, redisReply *reply, const char *what);
+int ragnx_stream_entry(redisReply *reply, const char *stream,
+    redisReply **entry);
+
+
+/* the queue: ragnx_queue.c; its CLI: ragnx_jobs.c */
 
 typedef struct {
     char           entry[64];           /* stream entry id */
@@ -246,34 +272,24 @@ typedef struct {
 } ragnx_entry_t;
 
 
-int ragnx_redis_connect(ragnx_redis_t *r);
-int ragnx_redis_check(void);
-void ragnx_redis_close(ragnx_redis_t *r);
-redisReply *ragnx_redis_command(ragnx_redis_t *r, const char *fmt, ...);
-redisReply *ragnx_redis_argv(ragnx_redis_t *r, int argc, const char **argv,
-    const size_t *lens);
+void ragnx_queue_init(void);
 int ragnx_queue_setup(ragnx_redis_t *r);
 int ragnx_queue_set_gen(ragnx_redis_t *r, long long version);
-int ragnx_stream_entry(redisReply *reply, const char *stream,
-    redisReply **entry);
 int ragnx_queue_read(ragnx_redis_t *r, ragnx_entry_t *e, int block_ms);
 void ragnx_entry_free(ragnx_entry_t *e);
 int ragnx_queue_release(ragnx_redis_t *r, const ragnx_entry_t *e);
 int ragnx_queue_ack(ragnx_redis_t *r, const ragnx_entry_t *e);
-void ragnx_queue_init(void);
 int ragnx_queue_start(ragnx_redis_t *r, const ragnx_entry_t *e,
     long *attempts);
 int ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
     const ragnx_job_t *job, const ragnx_answer_t *ans, ragnx_entry_t *next);
-int ragnx_queue_cache(ragnx_redis_t *r, const ragnx_job_t *job,
-    const ragnx_answer_t *ans);
 int ragnx_queue_retry(ragnx_redis_t *r, const ragnx_entry_t *e,
     long long delay_ms, const char *error);
 int ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
     const ragnx_job_t *job, const char *error);
 int ragnx_queue_maintain(ragnx_redis_t *r);
 int ragnx_queue_forget(ragnx_redis_t *r, long idle_ms);
-int ragnx_queue_cli(int argc, char **argv);
+int ragnx_jobs_cli(int argc, char **argv);
 
 
 /* one job */
