@@ -1,10 +1,12 @@
 
 /*
  * ragnx worker pool: logging.  One write(2) per line on an O_APPEND
- * descriptor, so lines of threads and processes never interleave.
+ * descriptor, so lines of threads and processes never interleave.  And
+ * the clock: now, deadlines, sleeping.
  */
 
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -118,5 +120,19 @@ ragnx_deadline(struct timespec *ts, long ms)
     if (ts->tv_nsec >= 1000000000) {
         ts->tv_sec++;
         ts->tv_nsec -= 1000000000;
+    }
+}
+
+
+void
+ragnx_sleep_ms(long ms)
+{
+    struct timespec  ts;
+
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000;
+
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+        /* a signal: sleep on */
     }
 }

@@ -32,7 +32,6 @@
 #include <curl/curl.h>
 
 #include "ragnx_worker.h"
-#include "ragnx_keys.h"
 
 
 #define RAGNX_MAX_WORKERS     64
@@ -45,21 +44,12 @@ typedef struct {
 } ragnx_proc_t;
 
 
-typedef struct {
-    pthread_mutex_t   lock;
-    char              entry[64];   /* the entry held, "" when idle */
-    char              consumer[96];
-} ragnx_slot_t;
-
-
 volatile sig_atomic_t  ragnx_quit;
 volatile sig_atomic_t  ragnx_reload;
 static volatile sig_atomic_t  ragnx_child;
-static volatile int           ragnx_ready;     /* schema checked, gen set */
 static volatile sig_atomic_t  ragnx_terms;
 
 static ragnx_proc_t     ragnx_procs[RAGNX_MAX_WORKERS * 2];
-static ragnx_slot_t    *ragnx_slots;
 static int              ragnx_running;
 static pthread_mutex_t  ragnx_running_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t   ragnx_running_cond = PTHREAD_COND_INITIALIZER;
@@ -72,12 +62,10 @@ static int ragnx_supervise(void);
 static pid_t ragnx_spawn(int index);
 static void ragnx_worker_process(int index);
 static void *ragnx_job_thread(void *data);
-static void *ragnx_maint_thread(void *data);
 static void *ragnx_call_thread(void *data);
 static int ragnx_may_read(long *backoff, int rc);
 static void ragnx_thread_exit(ragnx_thread_t *t);
 static int ragnx_cmd_migrate(void);
-static void ragnx_sleep_ms(long ms);
 
 
 static void
@@ -194,20 +182,6 @@ ragnx_cmd_migrate(void)
     PQfinish(conn);
 
     return rc == RAGNX_OK ? 0 : 1;
-}
-
-
-static void
-ragnx_sleep_ms(long ms)
-{
-    struct timespec  ts;
-
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (ms % 1000) * 1000000;
-
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-        /* a signal: sleep on */
-    }
 }
 
 
@@ -545,9 +519,8 @@ ragnx_worker_process(int index)
                               ragnx_conf->db_timeout);
     /* job threads, the maintenance thread, call threads */
     threads = calloc(n + 1 + m, sizeof(ragnx_thread_t));
-    ragnx_slots = calloc(n, sizeof(ragnx_slot_t));
 
-    if (db == NULL || threads == NULL || ragnx_slots == NULL) {
+    if (db == NULL || threads == NULL || ragnx_maint_init(n) != RAGNX_OK) {
         ragnx_log(RAGNX_LOG_ERROR, "out of memory");
         _exit(2);
     }
@@ -571,9 +544,7 @@ ragnx_worker_process(int index)
                  "%s-%d-%d", host, (int) getpid(), i);
 
         if (i < n) {
-            pthread_mutex_init(&ragnx_slots[i].lock, NULL);
-            memcpy(ragnx_slots[i].consumer, threads[i].redis.consumer,
-                   sizeof(ragnx_slots[i].consumer));
+            ragnx_maint_slot(i, threads[i].redis.consumer);
 
             threads[i].llm = ragnx_llm_create();
             if (threads[i].llm == NULL) {
@@ -668,15 +639,11 @@ ragnx_job_thread(void *data)
             break;
         }
 
-        pthread_mutex_lock(&ragnx_slots[t->index].lock);
-        memcpy(ragnx_slots[t->index].entry, e.entry, sizeof(e.entry));
-        pthread_mutex_unlock(&ragnx_slots[t->index].lock);
+        ragnx_maint_hold(t->index, &e);
 
         ragnx_work(t, &e, ragnx_quit ? NULL : &next);
 
-        pthread_mutex_lock(&ragnx_slots[t->index].lock);
-        ragnx_slots[t->index].entry[0] = '\0';
-        pthread_mutex_unlock(&ragnx_slots[t->index].lock);
+        ragnx_maint_release(t->index);
 
         ragnx_entry_free(&e);
     }
@@ -745,7 +712,7 @@ ragnx_call_thread(void *data)
 static int
 ragnx_may_read(long *backoff, int rc)
 {
-    if (!__atomic_load_n(&ragnx_ready, __ATOMIC_ACQUIRE)) {
+    if (!ragnx_maint_ready()) {
         ragnx_sleep_ms(100);
         return 0;
     }
@@ -773,109 +740,4 @@ ragnx_thread_exit(ragnx_thread_t *t)
     ragnx_running--;
     pthread_cond_signal(&ragnx_running_cond);
     pthread_mutex_unlock(&ragnx_running_lock);
-}
-
-
-/*
- * Every 200 ms: due retries back to the stream and dead workers' entries
- * requeued; every visibility_timeout / 3: heartbeats, resetting the idle
- * time of the entries this process holds (so a long LLM call is never
- * taken for a dead worker); every 5 s: the cache generation from the
- * corpus version, in case Redis lost it or an ingest could not set it;
- * every minute: consumers idle for an hour with nothing pending are
- * removed from the group.
- */
-
-static void *
-ragnx_maint_thread(void *data)
-{
-    int              i, n, ready;
-    char             entry[64], consumer[96], err[256];
-    PGconn          *conn;
-    long long        now, beat, gen, v, forget;
-    redisReply      *reply;
-    ragnx_thread_t  *t = data;
-
-    beat = 0;
-    gen = 0;
-    forget = ragnx_now_ms();
-    ready = 0;
-    n = (int) ragnx_conf->concurrency;
-
-    while (!ragnx_quit) {
-        now = ragnx_now_ms();
-
-        if (now - gen >= 5000) {
-
-            /*
-             * never wait for a connection here: the heartbeats below must
-             * not stall behind busy job threads.  Nor open one more for
-             * this at first: with every open connection busy, try again
-             * at the next turn (200 ms), and open one (under the bound)
-             * only a second late.  A connection that could not be opened
-             * is tried again in 5 s.
-             */
-            conn = ragnx_db_get_idle(t->db, now - gen >= 6000);
-
-            if (conn || !ragnx_db_busy(t->db)) {
-                gen = now;
-            }
-
-            if (conn && ragnx_db_check_schema(conn, err, sizeof(err))
-                        != RAGNX_OK)
-            {
-                ragnx_log(RAGNX_LOG_ERROR, "%s", err);
-
-            } else if (conn) {
-                v = ragnx_db_corpus_version(conn);
-
-                if (v >= 0 && ragnx_queue_setup(&t->redis) == RAGNX_OK
-                    && ragnx_call_setup(&t->redis) == RAGNX_OK
-                    && ragnx_queue_set_gen(&t->redis, v) == RAGNX_OK
-                    && !ready)
-                {
-                    ragnx_log(RAGNX_LOG_INFO, "cache generation %s@%lld",
-                              ragnx_conf->llm_model, v);
-                    ready = 1;
-                    __atomic_store_n(&ragnx_ready, 1, __ATOMIC_RELEASE);
-                }
-            }
-
-            ragnx_db_put(t->db, conn, conn && PQstatus(conn) != CONNECTION_OK);
-        }
-
-        if (now - beat >= ragnx_conf->visibility_timeout / 3) {
-            beat = now;
-
-            for (i = 0; i < n; i++) {
-                pthread_mutex_lock(&ragnx_slots[i].lock);
-                memcpy(entry, ragnx_slots[i].entry, sizeof(entry));
-                memcpy(consumer, ragnx_slots[i].consumer, sizeof(consumer));
-                pthread_mutex_unlock(&ragnx_slots[i].lock);
-
-                if (entry[0] == '\0') {
-                    continue;
-                }
-
-                reply = ragnx_redis_command(&t->redis, "XCLAIM %s %s %s 0 %s "
-                                            "JUSTID", RAGNX_KEY_JOBS,
-                                            RAGNX_GROUP, consumer, entry);
-                if (reply) {
-                    freeReplyObject(reply);
-                }
-            }
-        }
-
-        if (now - forget >= 60000) {
-            forget = now;
-            ragnx_queue_forget(&t->redis, 3600000);
-        }
-
-        ragnx_queue_maintain(&t->redis);
-        ragnx_sleep_ms(200);
-    }
-
-    ragnx_redis_close(&t->redis);
-
-    return NULL;
 }

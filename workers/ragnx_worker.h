@@ -4,11 +4,12 @@
  *
  *   ragnx_main.c       command line, supervisor, worker processes, signals
  *   ragnx_config.c     the settings table, config file, environment
- *   ragnx_log.c        logging
+ *   ragnx_log.c        logging, the clock
  *   ragnx_redis.c      the Redis client: connect, AUTH, commands, scripts
  *   ragnx_queue.c      the queue: consume, ack, retry, dead-letter, reclaim
  *   ragnx_jobs.c       the "jobs" command: queue depths, dead letters
  *   ragnx_work.c       one job: retrieval, LLM, persistence, completion
+ *   ragnx_maint.c      the maintenance thread: readiness, heartbeats
  *   ragnx_db.c         PostgreSQL: the connection pool
  *   ragnx_db_pipeline.c  the job threads' requests, run in pipelines
  *   ragnx_migrate.c    the migrations and the schema check
@@ -137,6 +138,7 @@ void ragnx_log_set_prefix(const char *prefix);
 
 long long ragnx_now_ms(void);
 void ragnx_deadline(struct timespec *ts, long ms);
+void ragnx_sleep_ms(long ms);
 
 
 /* Postgres */
@@ -302,6 +304,16 @@ typedef struct {
 } ragnx_thread_t;
 
 void ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next);
+
+
+/* the maintenance thread and the heartbeats: ragnx_maint.c */
+
+int ragnx_maint_init(int n);
+void ragnx_maint_slot(int i, const char *consumer);
+void ragnx_maint_hold(int i, const ragnx_entry_t *e);
+void ragnx_maint_release(int i);
+int ragnx_maint_ready(void);
+void *ragnx_maint_thread(void *data);
 
 
 /* synchronous calls from nginx (shared/ragnx_rpc.h) and accounts */

@@ -1,0 +1,185 @@
+
+/*
+ * ragnx worker pool: the maintenance thread of a worker process (the
+ * readiness of the database and the cache generation, heartbeats, the
+ * queue's due retries and dead workers' entries, idle consumers), and
+ * the table of the entries its job threads hold, which the heartbeats
+ * renew.
+ */
+
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ragnx_worker.h"
+#include "ragnx_keys.h"
+
+
+typedef struct {
+    pthread_mutex_t   lock;
+    char              entry[64];   /* the entry held, "" when idle */
+    char              consumer[96];
+} ragnx_slot_t;
+
+
+static ragnx_slot_t    *ragnx_slots;
+static volatile int     ragnx_ready;     /* schema checked, gen set */
+
+
+/* the table of n job threads' entries */
+
+int
+ragnx_maint_init(int n)
+{
+    ragnx_slots = calloc(n, sizeof(ragnx_slot_t));
+
+    return ragnx_slots ? RAGNX_OK : RAGNX_ERROR;
+}
+
+
+/* job thread i's slot, before the thread starts */
+
+void
+ragnx_maint_slot(int i, const char *consumer)
+{
+    pthread_mutex_init(&ragnx_slots[i].lock, NULL);
+    memcpy(ragnx_slots[i].consumer, consumer,
+           sizeof(ragnx_slots[i].consumer));
+}
+
+
+/* job thread i holds e from now on: its heartbeats begin */
+
+void
+ragnx_maint_hold(int i, const ragnx_entry_t *e)
+{
+    pthread_mutex_lock(&ragnx_slots[i].lock);
+    memcpy(ragnx_slots[i].entry, e->entry, sizeof(e->entry));
+    pthread_mutex_unlock(&ragnx_slots[i].lock);
+}
+
+
+/* job thread i holds no entry */
+
+void
+ragnx_maint_release(int i)
+{
+    pthread_mutex_lock(&ragnx_slots[i].lock);
+    ragnx_slots[i].entry[0] = '\0';
+    pthread_mutex_unlock(&ragnx_slots[i].lock);
+}
+
+
+/* whether the database was found migrated and the generation set */
+
+int
+ragnx_maint_ready(void)
+{
+    return __atomic_load_n(&ragnx_ready, __ATOMIC_ACQUIRE);
+}
+
+
+/*
+ * Every 200 ms: due retries back to the stream and dead workers' entries
+ * requeued; every visibility_timeout / 3: heartbeats, resetting the idle
+ * time of the entries this process holds (so a long LLM call is never
+ * taken for a dead worker); every 5 s: the cache generation from the
+ * corpus version, in case Redis lost it or an ingest could not set it;
+ * every minute: consumers idle for an hour with nothing pending are
+ * removed from the group.
+ */
+
+void *
+ragnx_maint_thread(void *data)
+{
+    int              i, n, ready;
+    char             entry[64], consumer[96], err[256];
+    PGconn          *conn;
+    long long        now, beat, gen, v, forget;
+    redisReply      *reply;
+    ragnx_thread_t  *t = data;
+
+    beat = 0;
+    gen = 0;
+    forget = ragnx_now_ms();
+    ready = 0;
+    n = (int) ragnx_conf->concurrency;
+
+    while (!ragnx_quit) {
+        now = ragnx_now_ms();
+
+        if (now - gen >= 5000) {
+
+            /*
+             * never wait for a connection here: the heartbeats below must
+             * not stall behind busy job threads.  Nor open one more for
+             * this at first: with every open connection busy, try again
+             * at the next turn (200 ms), and open one (under the bound)
+             * only a second late.  A connection that could not be opened
+             * is tried again in 5 s.
+             */
+            conn = ragnx_db_get_idle(t->db, now - gen >= 6000);
+
+            if (conn || !ragnx_db_busy(t->db)) {
+                gen = now;
+            }
+
+            if (conn && ragnx_db_check_schema(conn, err, sizeof(err))
+                        != RAGNX_OK)
+            {
+                ragnx_log(RAGNX_LOG_ERROR, "%s", err);
+
+            } else if (conn) {
+                v = ragnx_db_corpus_version(conn);
+
+                if (v >= 0 && ragnx_queue_setup(&t->redis) == RAGNX_OK
+                    && ragnx_call_setup(&t->redis) == RAGNX_OK
+                    && ragnx_queue_set_gen(&t->redis, v) == RAGNX_OK
+                    && !ready)
+                {
+                    ragnx_log(RAGNX_LOG_INFO, "cache generation %s@%lld",
+                              ragnx_conf->llm_model, v);
+                    ready = 1;
+                    __atomic_store_n(&ragnx_ready, 1, __ATOMIC_RELEASE);
+                }
+            }
+
+            ragnx_db_put(t->db, conn, conn && PQstatus(conn) != CONNECTION_OK);
+        }
+
+        if (now - beat >= ragnx_conf->visibility_timeout / 3) {
+            beat = now;
+
+            for (i = 0; i < n; i++) {
+                pthread_mutex_lock(&ragnx_slots[i].lock);
+                memcpy(entry, ragnx_slots[i].entry, sizeof(entry));
+                memcpy(consumer, ragnx_slots[i].consumer, sizeof(consumer));
+                pthread_mutex_unlock(&ragnx_slots[i].lock);
+
+                if (entry[0] == '\0') {
+                    continue;
+                }
+
+                reply = ragnx_redis_command(&t->redis, "XCLAIM %s %s %s 0 %s "
+                                            "JUSTID", RAGNX_KEY_JOBS,
+                                            RAGNX_GROUP, consumer, entry);
+                if (reply) {
+                    freeReplyObject(reply);
+                }
+            }
+        }
+
+        if (now - forget >= 60000) {
+            forget = now;
+            ragnx_queue_forget(&t->redis, 3600000);
+        }
+
+        ragnx_queue_maintain(&t->redis);
+        ragnx_sleep_ms(200);
+    }
+
+    ragnx_redis_close(&t->redis);
+
+    return NULL;
+}
