@@ -2,20 +2,27 @@
 /*
  * ragnx worker pool: the types and prototypes shared by its files.
  *
- *   ragnx_main.c       command line, supervisor, worker processes, signals
- *   ragnx_config.c     the settings table, config file, environment
- *   ragnx_log.c        logging, the clock
- *   ragnx_redis.c      the Redis client: connect, AUTH, commands, scripts
- *   ragnx_queue.c      the queue: consume, ack, retry, dead-letter, reclaim
- *   ragnx_jobs.c       the "jobs" command: queue depths, dead letters
- *   ragnx_work.c       one job: retrieval, LLM, persistence, completion
- *   ragnx_maint.c      the maintenance thread: readiness, heartbeats
- *   ragnx_db.c         PostgreSQL: the connection pool
- *   ragnx_db_pipeline.c  the job threads' requests, run in pipelines
- *   ragnx_migrate.c    the migrations and the schema check
- *   ragnx_store.c      the domain SQL: chats, history, retrieval
- *   ragnx_ingest.c     document ingestion (chunking, upsert by hash)
- *   ragnx_llm*.c       LLM providers behind one interface
+ *   ragnx_main.c          command line, supervisor, worker processes,
+ *                         job and call threads, signals
+ *   ragnx_config.c        the settings table, config file, environment
+ *   ragnx_log.c           logging, the clock
+ *   ragnx_redis.c         the Redis client: connect, AUTH, commands, scripts
+ *   ragnx_queue.c         the queue: consume, ack, retry, dead-letter,
+ *                         reclaim
+ *   ragnx_jobs.c          the "jobs" command: queue depths, dead letters
+ *   ragnx_maint.c         the maintenance thread: readiness, heartbeats
+ *   ragnx_work.c          one job: retrieval, LLM, persistence, completion
+ *   ragnx_calls.c         synchronous calls from nginx
+ *   ragnx_accounts.c      register, login, me, chats, messages
+ *   ragnx_db.c            PostgreSQL: the connection pool
+ *   ragnx_db_pipeline.c   the job threads' requests, run in pipelines
+ *   ragnx_migrate.c       the migrations and the schema check
+ *   ragnx_store.c         the domain SQL: chats, history, retrieval
+ *   ragnx_ingest.c        document ingestion (chunking, upsert by hash)
+ *   ragnx_llm*.c          LLM providers behind one interface
+ *
+ * ragnx_db.h is private to the PostgreSQL files, ragnx_llm.h to the LLM
+ * ones.
  */
 
 
@@ -40,7 +47,7 @@
 #define RAGNX_DECLINED          -3     /* permanent: fail the job */
 
 
-/* config */
+/* config: ragnx_config.c */
 
 typedef enum {
     RAGNX_LLM_EXTRACTIVE = 0,
@@ -121,7 +128,7 @@ void ragnx_conf_free(ragnx_conf_t *conf);
 void ragnx_conf_dump(const ragnx_conf_t *conf);
 
 
-/* log */
+/* log: ragnx_log.c */
 
 #define RAGNX_LOG_ERROR   0
 #define RAGNX_LOG_WARN    1
@@ -134,14 +141,14 @@ void ragnx_log(int level, const char *fmt, ...)
 void ragnx_log_set_prefix(const char *prefix);
 
 
-/* time */
+/* the clock: ragnx_log.c */
 
 long long ragnx_now_ms(void);
 void ragnx_deadline(struct timespec *ts, long ms);
 void ragnx_sleep_ms(long ms);
 
 
-/* Postgres */
+/* PostgreSQL: the pool, ragnx_db.c */
 
 typedef struct ragnx_db_pool_s  ragnx_db_pool_t;
 
@@ -156,8 +163,16 @@ void ragnx_db_put(ragnx_db_pool_t *pool, PGconn *conn, int broken);
 PGconn *ragnx_db_connect(const char *conninfo, const char *password);
 PGresult *ragnx_db_query(PGconn *conn, const char *name, const char *sql,
     int nparams, const char *const *params);
+
+
+/* the schema: ragnx_migrate.c */
+
 int ragnx_db_migrate(PGconn *conn);
 int ragnx_db_check_schema(PGconn *conn, char *err, size_t errlen);
+
+
+/* the domain SQL: ragnx_store.c */
+
 long long ragnx_db_corpus_version(PGconn *conn);
 
 
@@ -199,7 +214,7 @@ int ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
     const ragnx_answer_t *ans, char *err, size_t errlen);
 
 
-/* LLM */
+/* LLM: ragnx_llm.c */
 
 typedef struct {
     const ragnx_job_t      *job;
@@ -294,7 +309,7 @@ int ragnx_queue_forget(ragnx_redis_t *r, long idle_ms);
 int ragnx_jobs_cli(int argc, char **argv);
 
 
-/* one job */
+/* one job: ragnx_work.c */
 
 typedef struct {
     int               index;
@@ -316,7 +331,7 @@ int ragnx_maint_ready(void);
 void *ragnx_maint_thread(void *data);
 
 
-/* synchronous calls from nginx (shared/ragnx_rpc.h) and accounts */
+/* calls from nginx (shared/ragnx_rpc.h): ragnx_calls.c, ragnx_accounts.c */
 
 typedef struct {
     char              id[40];
@@ -358,12 +373,12 @@ int ragnx_account_chat(ragnx_thread_t *t, const ragnx_call_t *c,
     char **body);
 
 
-/* ingestion */
+/* ingestion: ragnx_ingest.c */
 
 int ragnx_ingest(int argc, char **argv);
 
 
-/* process state, set by signal handlers, read by the loops */
+/* process state, set by signal handlers, read by the loops: ragnx_main.c */
 
 extern volatile sig_atomic_t  ragnx_quit;       /* drain */
 extern volatile sig_atomic_t  ragnx_reload;
