@@ -381,6 +381,12 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 );
 
 
+/* the script's mode of each step (a GET step runs no script) */
+static const char  *ngx_http_ragnx_ask_modes[] = {
+    "all", "lookup", "enqueue", "ask", "get", "chat"
+};
+
+
 static ngx_int_t  ngx_http_ragnx_ask_script_index;
 static time_t     ngx_http_ragnx_ask_started;
 
@@ -623,8 +629,6 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     ngx_http_ragnx_redis_srv_t  *srv;
     u_char                       now[NGX_INT64_LEN], max[NGX_INT_T_LEN],
                                  ttl[NGX_TIME_T_LEN];
-    static const char           *modes[] = { "all", "lookup", "enqueue",
-                                             "ask", NULL, "chat" };
 
     key = ngx_pnalloc(r->pool, sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN
                                + sizeof(RAGNX_KEY_CHAT) - 1 + RAGNX_UUID_LEN);
@@ -678,7 +682,7 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     argv[10] = (const char *) now;
     argv[11] = (const char *) max;
     argv[12] = (const char *) ttl;
-    argv[13] = modes[ctx->step];
+    argv[13] = ngx_http_ragnx_ask_modes[ctx->step];
 
     lens[0] = 1;
     lens[1] = sizeof(RAGNX_KEY_GEN) - 1;
@@ -694,7 +698,7 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     lens[10] = ngx_sprintf(now, "%T%03M", tp->sec, tp->msec) - now;
     lens[11] = ngx_sprintf(max, "%ui", alcf->queue_max) - max;
     lens[12] = ngx_sprintf(ttl, "%T", alcf->job_ttl) - ttl;
-    lens[13] = ngx_strlen(modes[ctx->step]);
+    lens[13] = ngx_strlen(ngx_http_ragnx_ask_modes[ctx->step]);
 
     n = 14;
 
@@ -727,7 +731,8 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ragnx ask: job %V, script mode \"%s\", chat %V",
-                   &ctx->job_id, modes[ctx->step], &ctx->chat_id);
+                   &ctx->job_id, ngx_http_ragnx_ask_modes[ctx->step],
+                   &ctx->chat_id);
 
     return n;
 }
@@ -780,11 +785,20 @@ ngx_http_ragnx_ask_script_resume(ngx_http_request_t *r)
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_ragnx_ask_module);
 
     if (ctx->wait.rc != NGX_OK) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ragnx ask: job %V, no answer from redis, rc:%i",
+                       &ctx->job_id, ctx->wait.rc);
+
         rc = ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                        "cache unavailable", NULL);
         ngx_http_finalize_request(r, rc);
         return;
     }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx ask: job %V, outcome \"%V\", step \"%s\"",
+                   &ctx->job_id, &ctx->outcome,
+                   ngx_http_ragnx_ask_modes[ctx->step]);
 
     if (ctx->step == NGX_HTTP_RAGNX_ASK_CHAT) {
 
@@ -855,6 +869,10 @@ ngx_http_ragnx_ask_whose_chat(ngx_http_request_t *r,
 {
     json_t     *params;
     ngx_int_t   rc;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx ask: chat %V unknown to redis, asking the pool",
+                   &ctx->chat_id);
 
     params = json_pack("{s:s%}", "chatId", (char *) ctx->chat_id.data,
                        (size_t) RAGNX_UUID_LEN);
@@ -978,6 +996,10 @@ ngx_http_ragnx_ask_get_reply(ngx_http_request_t *r, redisReply *reply,
     if (ctx->cached.len) {
         ngx_str_set(&ctx->outcome, "hit");
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx ask: job %V, cache GET %s", &ctx->job_id,
+                   ctx->cached.len ? "hit" : "miss");
 }
 
 
@@ -1025,6 +1047,9 @@ ngx_http_ragnx_ask_record(ngx_http_request_t *r,
     if (ngx_http_ragnx_ask_worker.queue_len
         >= alcf->queue_max + (alcf->queue_max + 9) / 10)
     {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ragnx ask: job %V, hit not recorded, queue length %ui",
+                       &ctx->job_id, ngx_http_ragnx_ask_worker.queue_len);
         return;
     }
 
@@ -1068,6 +1093,9 @@ ngx_http_ragnx_ask_record(ngx_http_request_t *r,
                                         7, argv, lens)
         == NGX_OK)
     {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ragnx ask: job %V, hit record queued", &ctx->job_id);
+
         ngx_str_set(&ctx->outcome, "hit");
     }
 }
@@ -1102,6 +1130,9 @@ ngx_http_ragnx_ask_refresh(ngx_event_t *ev)
         return;
     }
 
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ev->log, 0,
+                   "ragnx ask: refreshing the generation and queue length");
+
     argv[0] = "GET";
     lens[0] = 3;
     argv[1] = RAGNX_KEY_GEN;
@@ -1133,6 +1164,8 @@ ngx_http_ragnx_ask_gen_done(void *data, redisReply *reply)
     w = &ngx_http_ragnx_ask_worker;
 
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "ragnx ask: generation not refreshed");
         return;
     }
 
@@ -1171,6 +1204,9 @@ ngx_http_ragnx_ask_gen_done(void *data, redisReply *reply)
     w->gen_len = len;
     w->gen_known = 1;
     w->gen_updated = ngx_current_msec;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "ragnx ask: generation \"%*s\"", len, gen);
 }
 
 
@@ -1179,6 +1215,10 @@ ngx_http_ragnx_ask_xlen_done(void *data, redisReply *reply)
 {
     if (reply && reply->type == REDIS_REPLY_INTEGER) {
         ngx_http_ragnx_ask_worker.queue_len = (ngx_uint_t) reply->integer;
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "ragnx ask: queue length %ui",
+                       ngx_http_ragnx_ask_worker.queue_len);
     }
 }
 
@@ -1431,6 +1471,10 @@ ngx_http_ragnx_ask_status_resume(ngx_http_request_t *r)
     ngx_http_ragnx_ask_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx ask status: rc:%i, found:%ui, status \"%V\"",
+                   ctx->wait.rc, ctx->found, &ctx->status);
 
     if (ctx->wait.rc != NGX_OK) {
         rc = ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,

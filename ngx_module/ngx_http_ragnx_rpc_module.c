@@ -707,6 +707,10 @@ ngx_http_ragnx_rpc_sent_resume(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_rpc_module);
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx_rpc call %s queued, rc:%i%s", ctx->id,
+                   ctx->wait.rc, ctx->done ? ", already answered" : "");
+
     if (ctx->wait.rc != NGX_OK && !ctx->done) {
         ngx_http_ragnx_rpc_unlink(ctx);
         ctx->done = 1;
@@ -741,6 +745,9 @@ ngx_http_ragnx_rpc_message(ngx_str_t *msg, void *data)
     ngx_http_ragnx_rpc_ctx_t  *ctx;
 
     if (msg == NULL) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "ragnx_rpc subscription lost, failing pending calls");
+
         while (ngx_http_ragnx_rpc_pending.root
                != ngx_http_ragnx_rpc_pending.sentinel)
         {
@@ -777,6 +784,10 @@ ngx_http_ragnx_rpc_message(ngx_str_t *msg, void *data)
     }
 
     r = ctx->request;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx_rpc reply to \"%V\", status %ui", &id,
+                   (ngx_uint_t) rep.status);
 
     if (rep.status == 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -852,6 +863,10 @@ ngx_http_ragnx_rpc_resolve(ngx_http_ragnx_rpc_ctx_t *ctx, ngx_uint_t status,
     const char *error)
 {
     ngx_http_ragnx_rpc_unlink(ctx);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
+                   "ragnx_rpc call %s resolved: %ui%s", ctx->id, status,
+                   ctx->sent ? "" : ", before its XADD's answer");
 
     ctx->done = 1;
     ctx->status = status;
@@ -937,6 +952,11 @@ static void
 ngx_http_ragnx_rpc_cleanup(void *data)
 {
     ngx_http_ragnx_rpc_ctx_t  *ctx = data;
+
+    if (!ctx->done) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
+                       "ragnx_rpc request gone, call %s detached", ctx->id);
+    }
 
     ngx_http_ragnx_rpc_unlink(ctx);
 
