@@ -1,8 +1,8 @@
 
 /*
  * ragnx ask: POST /api/ask (cache lookup, answered at once on a hit,
- * single-flight enqueue on a miss), GET /api/ask/{jobId} (job status) and
- * GET /health, all through the non-blocking Redis pool.
+ * single-flight enqueue on a miss) and GET /api/ask/{jobId} (job status),
+ * both through the non-blocking Redis pool.
  */
 
 
@@ -22,7 +22,6 @@
 
 #define NGX_HTTP_RAGNX_ASK_SUBMIT   1
 #define NGX_HTTP_RAGNX_ASK_STATUS   2
-#define NGX_HTTP_RAGNX_ASK_HEALTH   3
 
 #define NGX_HTTP_RAGNX_ASK_HIT      "{\"source\":\"cache\",\"chatId\":\""
 #define NGX_HTTP_RAGNX_ASK_GEN      ",\"gen\":\""
@@ -72,10 +71,9 @@ typedef struct {
 } ngx_http_ragnx_ask_worker_t;
 
 
+/* POST /api/ask */
 typedef struct {
     ngx_http_ragnx_redis_wait_t   wait;
-
-    /* submit */
     ngx_uint_t                    step;
     ngx_str_t                     payload;
     ngx_str_t                     digest;
@@ -87,8 +85,13 @@ typedef struct {
     ngx_str_t                     gen;
     unsigned                      chat:1;      /* asked in an existing chat */
     unsigned                      verified:1;  /* the pool said it is ours */
+} ngx_http_ragnx_ask_ctx_t;
 
-    /* status: the job hash fields we answer with */
+
+/* GET /api/ask/{jobId}: the job hash fields it answers with */
+typedef struct {
+    ngx_http_ragnx_redis_wait_t   wait;
+    ngx_str_t                     owner;     /* the caller */
     ngx_str_t                     status;
     ngx_str_t                     job_owner;
     ngx_str_t                     job_chat;
@@ -96,11 +99,7 @@ typedef struct {
     ngx_str_t                     sources;
     ngx_str_t                     error;
     ngx_uint_t                    found;
-
-    /* health */
-    ngx_uint_t                    pings;
-    ngx_uint_t                    pongs;
-} ngx_http_ragnx_ask_ctx_t;
+} ngx_http_ragnx_ask_status_ctx_t;
 
 
 #define NGX_HTTP_RAGNX_ASK_ALL      0   /* lookup + enqueue, one server */
@@ -143,21 +142,11 @@ static ngx_int_t ngx_http_ragnx_ask_status(ngx_http_request_t *r,
 static void ngx_http_ragnx_ask_status_reply(ngx_http_request_t *r,
     redisReply *reply, ngx_int_t rc);
 static void ngx_http_ragnx_ask_status_resume(ngx_http_request_t *r);
-static ngx_int_t ngx_http_ragnx_ask_health(ngx_http_request_t *r,
-    ngx_http_ragnx_ask_loc_conf_t *alcf);
-static void ngx_http_ragnx_ask_health_reply(ngx_http_request_t *r,
-    redisReply *reply, ngx_int_t rc);
-static void ngx_http_ragnx_ask_health_resume(ngx_http_request_t *r);
-static ngx_int_t ngx_http_ragnx_ask_send_health(ngx_http_request_t *r,
-    ngx_uint_t up);
 
 static ngx_int_t ngx_http_ragnx_ask_handler(ngx_http_request_t *r);
-static ngx_http_ragnx_ask_ctx_t *ngx_http_ragnx_ask_ctx(
-    ngx_http_request_t *r);
+static void *ngx_http_ragnx_ask_ctx(ngx_http_request_t *r, size_t size);
 static ngx_int_t ngx_http_ragnx_ask_copy(ngx_http_request_t *r,
     ngx_str_t *dst, redisReply *reply);
-static ngx_int_t ngx_http_ragnx_ask_not_allowed(ngx_http_request_t *r,
-    const char *allow);
 static ngx_int_t ngx_http_ragnx_ask_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
 
@@ -168,7 +157,6 @@ static void ngx_http_ragnx_ask_exit_process(ngx_cycle_t *cycle);
 static void *ngx_http_ragnx_ask_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
-static ngx_int_t ngx_http_ragnx_ask_init_module(ngx_cycle_t *cycle);
 static char *ngx_http_ragnx_ask(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
@@ -187,13 +175,6 @@ static ngx_command_t  ngx_http_ragnx_ask_commands[] = {
       ngx_http_ragnx_ask,
       NGX_HTTP_LOC_CONF_OFFSET,
       NGX_HTTP_RAGNX_ASK_STATUS,
-      NULL },
-
-    { ngx_string("ragnx_health"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_ragnx_ask,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      NGX_HTTP_RAGNX_ASK_HEALTH,
       NULL },
 
     { ngx_string("ragnx_ask_queue_max"),
@@ -249,7 +230,7 @@ ngx_module_t  ngx_http_ragnx_ask_module = {
     ngx_http_ragnx_ask_commands,           /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    ngx_http_ragnx_ask_init_module,        /* init module */
+    NULL,                                  /* init module */
     ngx_http_ragnx_ask_init_process,       /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -388,7 +369,6 @@ static const char  *ngx_http_ragnx_ask_modes[] = {
 
 
 static ngx_int_t  ngx_http_ragnx_ask_script_index;
-static time_t     ngx_http_ragnx_ask_started;
 
 static ngx_http_ragnx_ask_worker_t  ngx_http_ragnx_ask_worker;
 
@@ -400,29 +380,19 @@ ngx_http_ragnx_ask_handler(ngx_http_request_t *r)
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_ragnx_ask_module);
 
-    switch (alcf->type) {
-
-    case NGX_HTTP_RAGNX_ASK_SUBMIT:
+    if (alcf->type == NGX_HTTP_RAGNX_ASK_SUBMIT) {
         if (r->method != NGX_HTTP_POST) {
-            return ngx_http_ragnx_ask_not_allowed(r, "POST");
+            return ngx_http_ragnx_send_not_allowed(r, "POST");
         }
 
         return ngx_http_ragnx_ask_submit(r, alcf);
-
-    case NGX_HTTP_RAGNX_ASK_STATUS:
-        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-            return ngx_http_ragnx_ask_not_allowed(r, "GET, HEAD");
-        }
-
-        return ngx_http_ragnx_ask_status(r, alcf);
-
-    default: /* NGX_HTTP_RAGNX_ASK_HEALTH */
-        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-            return ngx_http_ragnx_ask_not_allowed(r, "GET, HEAD");
-        }
-
-        return ngx_http_ragnx_ask_health(r, alcf);
     }
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_ragnx_send_not_allowed(r, "GET, HEAD");
+    }
+
+    return ngx_http_ragnx_ask_status(r, alcf);
 }
 
 
@@ -466,7 +436,7 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
         return rc;
     }
 
-    ctx = ngx_http_ragnx_ask_ctx(r);
+    ctx = ngx_http_ragnx_ask_ctx(r, sizeof(ngx_http_ragnx_ask_ctx_t));
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1329,11 +1299,11 @@ static ngx_int_t
 ngx_http_ragnx_ask_status(ngx_http_request_t *r,
     ngx_http_ragnx_ask_loc_conf_t *alcf)
 {
-    u_char                    *p, *key;
-    size_t                     lens[2];
-    ngx_str_t                  id, sub;
-    const char                *argv[2];
-    ngx_http_ragnx_ask_ctx_t  *ctx;
+    u_char                           *p, *key;
+    size_t                            lens[2];
+    ngx_str_t                         id, sub;
+    const char                       *argv[2];
+    ngx_http_ragnx_ask_status_ctx_t  *ctx;
 
     /* "ragnx_jwt on" is checked at "nginx -t" */
 
@@ -1363,7 +1333,8 @@ ngx_http_ragnx_ask_status(ngx_http_request_t *r,
                                          "Invalid job id", NULL);
     }
 
-    ctx = ngx_http_ragnx_ask_ctx(r);
+    ctx = ngx_http_ragnx_ask_ctx(r,
+                                 sizeof(ngx_http_ragnx_ask_status_ctx_t));
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1402,10 +1373,10 @@ static void
 ngx_http_ragnx_ask_status_reply(ngx_http_request_t *r, redisReply *reply,
     ngx_int_t rc)
 {
-    size_t                     i;
-    ngx_str_t                 *dst;
-    redisReply                *k;
-    ngx_http_ragnx_ask_ctx_t  *ctx;
+    size_t                            i;
+    ngx_str_t                        *dst;
+    redisReply                       *k;
+    ngx_http_ragnx_ask_status_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
 
@@ -1465,10 +1436,10 @@ ngx_http_ragnx_ask_status_reply(ngx_http_request_t *r, redisReply *reply,
 static void
 ngx_http_ragnx_ask_status_resume(ngx_http_request_t *r)
 {
-    json_t                    *body, *sources;
-    ngx_int_t                  rc;
-    json_error_t               err;
-    ngx_http_ragnx_ask_ctx_t  *ctx;
+    json_t                           *body, *sources;
+    ngx_int_t                         rc;
+    json_error_t                      err;
+    ngx_http_ragnx_ask_status_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
 
@@ -1539,128 +1510,17 @@ ngx_http_ragnx_ask_status_resume(ngx_http_request_t *r)
 }
 
 
-/* GET /health */
-
-
-static ngx_int_t
-ngx_http_ragnx_ask_health(ngx_http_request_t *r,
-    ngx_http_ragnx_ask_loc_conf_t *alcf)
-{
-    size_t                     len;
-    const char                *argv;
-    ngx_http_ragnx_ask_ctx_t  *ctx;
-
-    if (alcf->queue == NULL) {
-        return ngx_http_ragnx_ask_send_health(r, 2);
-    }
-
-    ctx = ngx_http_ragnx_ask_ctx(r);
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    argv = "PING";
-    len = 4;
-
-    ctx->wait.reply = ngx_http_ragnx_ask_health_reply;
-    ctx->wait.resume = ngx_http_ragnx_ask_health_resume;
-
-    if (ngx_http_ragnx_redis_call(r, &ctx->wait, alcf->queue, 1, &argv, &len)
-        != NGX_OK)
-    {
-        return ngx_http_ragnx_ask_send_health(r, 0);
-    }
-
-    ctx->pings = 1;
-
-    return NGX_DONE;
-}
-
-
-static void
-ngx_http_ragnx_ask_health_reply(ngx_http_request_t *r, redisReply *reply,
-    ngx_int_t rc)
-{
-    ngx_http_ragnx_ask_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
-
-    if (rc == NGX_OK && reply->type == REDIS_REPLY_STATUS) {
-        ctx->pongs++;
-    }
-}
-
-
-static void
-ngx_http_ragnx_ask_health_resume(ngx_http_request_t *r)
-{
-    size_t                          len;
-    const char                     *argv;
-    ngx_http_ragnx_ask_ctx_t       *ctx;
-    ngx_http_ragnx_ask_loc_conf_t  *alcf;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
-    alcf = ngx_http_get_module_loc_conf(r, ngx_http_ragnx_ask_module);
-
-    /* a separate cache server is pinged too */
-
-    if (ctx->pings == 1 && ctx->pongs == 1 && alcf->cache != alcf->queue) {
-        argv = "PING";
-        len = 4;
-
-        if (ngx_http_ragnx_redis_call(r, &ctx->wait, alcf->cache, 1, &argv,
-                                      &len)
-            == NGX_OK)
-        {
-            ctx->pings = 2;
-            ngx_http_finalize_request(r, NGX_DONE);
-            return;
-        }
-    }
-
-    ngx_http_finalize_request(r, ngx_http_ragnx_ask_send_health(r,
-                                 ctx->pongs == 1 + (alcf->cache
-                                                    != alcf->queue)));
-}
-
-
-/* up: 0 down, 1 up, 2 no Redis configured */
-
-static ngx_int_t
-ngx_http_ragnx_ask_send_health(ngx_http_request_t *r, ngx_uint_t up)
-{
-    json_t     *body;
-    ngx_int_t   rc;
-
-    body = json_pack("{s:s, s:I}", "status", up ? "ok" : "degraded",
-                     "uptime",
-                     (json_int_t) (ngx_time() - ngx_http_ragnx_ask_started));
-    if (body == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (up != 2) {
-        json_object_set_new(body, "redis", json_string(up ? "ok" : "down"));
-    }
-
-    rc = ngx_http_ragnx_send_json(r, up ? NGX_HTTP_OK
-                                        : NGX_HTTP_SERVICE_UNAVAILABLE,
-                                  body);
-    json_decref(body);
-
-    return rc;
-}
-
-
 /* helpers */
 
 
-static ngx_http_ragnx_ask_ctx_t *
-ngx_http_ragnx_ask_ctx(ngx_http_request_t *r)
-{
-    ngx_http_ragnx_ask_ctx_t  *ctx;
+/* the handler's own ctx: ngx_http_ragnx_ask_ctx_t or _status_ctx_t */
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ragnx_ask_ctx_t));
+static void *
+ngx_http_ragnx_ask_ctx(ngx_http_request_t *r, size_t size)
+{
+    void  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, size);
     if (ctx == NULL) {
         return NULL;
     }
@@ -1725,23 +1585,6 @@ ngx_http_ragnx_ask_header(ngx_http_request_t *r, const char *name,
      */
 
     return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_ragnx_ask_not_allowed(ngx_http_request_t *r, const char *allow)
-{
-    ngx_str_t  value;
-
-    value.data = (u_char *) allow;
-    value.len = ngx_strlen(allow);
-
-    if (ngx_http_ragnx_ask_header(r, "Allow", &value) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ngx_http_ragnx_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                     "Method not allowed", NULL);
 }
 
 
@@ -1908,15 +1751,6 @@ ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
-static ngx_int_t
-ngx_http_ragnx_ask_init_module(ngx_cycle_t *cycle)
-{
-    ngx_http_ragnx_ask_started = ngx_time();
-
-    return NGX_OK;
-}
-
-
 static char *
 ngx_http_ragnx_ask(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -1961,23 +1795,12 @@ ngx_http_ragnx_ask(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     /*
      * A question and a job belong to the token's subject; a question is
-     * the validated body; status and health answer GET only.
+     * the validated body; status answers GET only.
      */
 
-    switch (alcf->type) {
-
-    case NGX_HTTP_RAGNX_ASK_SUBMIT:
-        needs = NGX_HTTP_RAGNX_NEEDS_SUBJECT|NGX_HTTP_RAGNX_NEEDS_BODY;
-        break;
-
-    case NGX_HTTP_RAGNX_ASK_STATUS:
-        needs = NGX_HTTP_RAGNX_NEEDS_SUBJECT|NGX_HTTP_RAGNX_NO_BODY;
-        break;
-
-    default: /* NGX_HTTP_RAGNX_ASK_HEALTH */
-        needs = NGX_HTTP_RAGNX_NO_BODY;
-        break;
-    }
+    needs = NGX_HTTP_RAGNX_NEEDS_SUBJECT
+            | (alcf->type == NGX_HTTP_RAGNX_ASK_SUBMIT
+               ? NGX_HTTP_RAGNX_NEEDS_BODY : NGX_HTTP_RAGNX_NO_BODY);
 
     return ngx_http_ragnx_handler(cf, &cmd->name, ngx_http_ragnx_ask_handler,
                                   needs|NGX_HTTP_RAGNX_NEEDS_REDIS);

@@ -102,8 +102,6 @@ static ngx_int_t ngx_http_ragnx_rpc_respond(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ragnx_rpc_finish(ngx_http_request_t *r,
     ngx_http_ragnx_rpc_ctx_t *ctx);
 static void ngx_http_ragnx_rpc_cleanup(void *data);
-static ngx_int_t ngx_http_ragnx_rpc_not_allowed(ngx_http_request_t *r,
-    const char *allow);
 
 static void *ngx_http_ragnx_rpc_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_ragnx_rpc_create_loc_conf(ngx_conf_t *cf);
@@ -196,11 +194,11 @@ ngx_http_ragnx_rpc_handler(ngx_http_request_t *r)
         || rlcf->method == RAGNX_RPC_LOGIN)
     {
         if (r->method != NGX_HTTP_POST) {
-            return ngx_http_ragnx_rpc_not_allowed(r, "POST");
+            return ngx_http_ragnx_send_not_allowed(r, "POST");
         }
 
     } else if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return ngx_http_ragnx_rpc_not_allowed(r, "GET, HEAD");
+        return ngx_http_ragnx_send_not_allowed(r, "GET, HEAD");
     }
 
     ngx_str_null(&sub);
@@ -967,26 +965,6 @@ ngx_http_ragnx_rpc_cleanup(void *data)
     if (ctx->sealed) {
         sodium_memzero(ctx->key, RAGNX_SEAL_KEY_BYTES);
     }
-}
-
-
-static ngx_int_t
-ngx_http_ragnx_rpc_not_allowed(ngx_http_request_t *r, const char *allow)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Allow");
-    h->value.data = (u_char *) allow;
-    h->value.len = ngx_strlen(allow);
-
-    return ngx_http_ragnx_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                     "Method not allowed", NULL);
 }
 
 
