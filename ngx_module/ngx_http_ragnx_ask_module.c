@@ -275,6 +275,10 @@ ngx_module_t  ngx_http_ragnx_ask_module = {
  * hash (the pool turns it into a record job when the leader finishes).
  * Record jobs have no hash: nobody polls them.
  *
+ * The cache key and the in-flight field are ragnx_cache_key()'s and
+ * ragnx_inflight_field()'s, built here from the same macros (t/keys.t
+ * runs this script and compares).
+ *
  * Single-flight: the question is claimed with one HSETNX of its field in
  * the in-flight hash; for a new question that is the only single-flight
  * command.  A field already there names a leader, followed while it is
@@ -310,7 +314,8 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "  if mode ~= 'ask' then\n"
 "    gen = redis.call('GET', KEYS[1]) or '" RAGNX_GEN_DEFAULT "'\n"
 "  end\n"
-"  cached = redis.call('GET', '" RAGNX_KEY_CACHE "' .. ARGV[1] .. ':' .. gen)\n"
+"  cached = redis.call('GET', '" RAGNX_KEY_CACHE "' .. ARGV[1]\n"
+"    .. '" RAGNX_KEY_GEN_SEP "' .. gen)\n"
 "  if mode == 'lookup' then return {'lookup', gen, cached or ''} end\n"
 "end\n"
 "if mode == 'all' then\n"
@@ -331,7 +336,7 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "  return {'hit', gen, cached}\n"
 "end\n"
 "if len >= max then return {'full', gen, ''} end\n"
-"local inflight = ARGV[1] .. ':' .. gen\n"
+"local inflight = ARGV[1] .. '" RAGNX_KEY_GEN_SEP "' .. gen\n"
 "if not chat\n"
 "   and redis.call('HSETNX', '" RAGNX_KEY_INFLIGHT "', inflight, ARGV[2])\n"
 "       == 0\n"
@@ -425,7 +430,12 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    /* the operator's schema may be looser than the shipped one */
+    /*
+     * Checked again here on purpose: ragnx_validate_schema takes the
+     * operator's schema, which may be looser than schemas/ask.json, and
+     * what follows needs a string.  This is the documented defence
+     * (docs/directives-ask.md, ragnx_ask), not a copy of the schema.
+     */
 
     v = json_object_get(body, "query");
     if (!json_is_string(v) || json_string_length(v) == 0) {
@@ -490,7 +500,7 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
                                             (char *) sub.data, sub.len);
 
     } else if (v != NULL && !json_is_null(v)) {
-        /* the operator's schema may be looser than the shipped one */
+        /* the same defence against a looser schema, see above */
         details = json_pack("{s:[s]}", "chatId", "must be a UUID");
         rc = ngx_http_ragnx_send_error(r, NGX_HTTP_BAD_REQUEST,
                                        "Validation failed", details);

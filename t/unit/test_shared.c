@@ -127,6 +127,35 @@ test_cache_key(void)
 
 
 static void
+test_inflight_field(void)
+{
+    char   d[RAGNX_DIGEST_LEN + 1], f[256], k[256];
+    size_t n, m;
+
+    ragnx_query_digest(U "what is ragnx", 13, d);
+
+    n = ragnx_inflight_field(d, "m@1", 3, f, sizeof(f));
+    ok(n == RAGNX_DIGEST_LEN + 4 && n == strlen(f),
+       "in-flight field is digest, separator and generation");
+    ok(strncmp(f, d, RAGNX_DIGEST_LEN) == 0 && strcmp(f + n - 4, ":m@1") == 0,
+       "in-flight field is <digest>:<gen>");
+
+    m = ragnx_cache_key(d, "m@1", 3, k, sizeof(k));
+    ok(m == sizeof(RAGNX_KEY_CACHE) - 1 + n
+           && strncmp(k, RAGNX_KEY_CACHE, sizeof(RAGNX_KEY_CACHE) - 1) == 0
+           && strcmp(k + sizeof(RAGNX_KEY_CACHE) - 1, f) == 0,
+       "cache key is the cache prefix and the in-flight field");
+
+    ok(ragnx_inflight_field(d, "m@1", 3, f, n) == 0,
+       "in-flight field: no room for the NUL refused");
+    ok(ragnx_inflight_field(d, "m@1", 3, f, n + 1) == n,
+       "in-flight field: an exact fit accepted");
+    ok(ragnx_cache_key(d, "m@1", 3, k, 5) == 0,
+       "cache key: no room for the prefix refused");
+}
+
+
+static void
 test_uuid(void)
 {
     int  i, good;
@@ -339,6 +368,7 @@ main(void)
     test_utf8();
     test_normalize();
     test_cache_key();
+    test_inflight_field();
     test_uuid();
     test_chat_id();
     test_job();
