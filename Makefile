@@ -6,6 +6,7 @@ NGX_SRC    ?= /usr/share/nginx/src
 BUILD      ?= build
 SAN        ?= 0
 CC         ?= cc
+NGX_CONF_EXTRA ?=
 
 WARN        = -Wall -Wextra -Werror -Wno-unused-parameter
 OPT         = -g -O2
@@ -36,8 +37,8 @@ WORKER_CFLAGS = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -pthread -Ishared \
               -Iworkers -I/usr/include/postgresql -I/usr/include/hiredis
 WORKER_LIBS = -lhiredis -lpq -lcurl -ljansson -ljwt -lsodium -lcrypto -pthread
 
-.PHONY: all module unit worker test test-asan lint run reset deps clean \
-        bench bench-pool
+.PHONY: all module unit worker test test-asan test-debug lint run reset deps \
+        clean bench bench-pool
 
 all: module unit worker
 
@@ -73,7 +74,7 @@ $(NGX_BUILD)/objs/Makefile: config
 	mkdir -p $(ABS_BUILD)
 	cp -r $(NGX_SRC) $(NGX_BUILD)
 	cd $(NGX_BUILD) && source ./conf_flags \
-	    && ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    && ./configure "$${NGX_CONF_FLAGS[@]}" $(NGX_CONF_EXTRA) \
 	       --with-cc-opt="$(OPT) -fPIC $(WARN) $(SANFLAGS)" \
 	       --with-ld-opt="$(SANFLAGS)" \
 	       --add-dynamic-module=$(CURDIR) > configure.log \
@@ -101,6 +102,19 @@ test-asan: deps
 	RAGNX_MODULE=$(abspath build-asan)/nginx/objs/ngx_http_ragnx_module.so \
 	RAGNX_BUILD=$(abspath build-asan) RAGNX_SANITIZE=1 ./scripts/prove
 
+# The module built against nginx configured --with-debug, in its own build
+# directory, and t/debug.t run with its error_log at "debug": the
+# ngx_log_debug lines of the async paths compile and print.  The distro
+# nginx is built --with-debug too, so this module loads into it.
+DEBUG_BUILD = $(abspath build-debug)
+
+test-debug: deps
+	$(MAKE) BUILD=build-debug NGX_CONF_EXTRA=--with-debug module
+	grep -q '^#define NGX_DEBUG  1' \
+	    $(DEBUG_BUILD)/nginx/objs/ngx_auto_config.h
+	RAGNX_DEBUG_MODULE=$(DEBUG_BUILD)/nginx/objs/ngx_http_ragnx_module.so \
+	RAGNX_BUILD=$(DEBUG_BUILD) prove t/debug.t
+
 run: deps
 	$(MAKE) all
 	./scripts/run
@@ -124,4 +138,4 @@ bench-pool: deps worker
 	RAGNX_BUILD=$(ABS_BUILD) ./bench/pool
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-debug

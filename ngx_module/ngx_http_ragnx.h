@@ -32,6 +32,10 @@ ngx_int_t ngx_http_ragnx_send_json_buf(ngx_http_request_t *r,
 ngx_int_t ngx_http_ragnx_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *msg, json_t *details);
 
+/* 405 {"error":"Method not allowed"} with "Allow: allow" */
+ngx_int_t ngx_http_ragnx_send_not_allowed(ngx_http_request_t *r,
+    const char *allow);
+
 /*
  * For phase handlers (access, precontent): send the JSON error, finalize
  * the request, and return NGX_DONE so the phase engine stops.

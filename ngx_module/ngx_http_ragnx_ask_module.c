@@ -1,8 +1,8 @@
 
 /*
  * ragnx ask: POST /api/ask (cache lookup, answered at once on a hit,
- * single-flight enqueue on a miss), GET /api/ask/{jobId} (job status) and
- * GET /health, all through the non-blocking Redis pool.
+ * single-flight enqueue on a miss) and GET /api/ask/{jobId} (job status),
+ * both through the non-blocking Redis pool.
  */
 
 
@@ -22,7 +22,6 @@
 
 #define NGX_HTTP_RAGNX_ASK_SUBMIT   1
 #define NGX_HTTP_RAGNX_ASK_STATUS   2
-#define NGX_HTTP_RAGNX_ASK_HEALTH   3
 
 #define NGX_HTTP_RAGNX_ASK_HIT      "{\"source\":\"cache\",\"chatId\":\""
 #define NGX_HTTP_RAGNX_ASK_GEN      ",\"gen\":\""
@@ -72,10 +71,9 @@ typedef struct {
 } ngx_http_ragnx_ask_worker_t;
 
 
+/* POST /api/ask */
 typedef struct {
     ngx_http_ragnx_redis_wait_t   wait;
-
-    /* submit */
     ngx_uint_t                    step;
     ngx_str_t                     payload;
     ngx_str_t                     digest;
@@ -87,8 +85,13 @@ typedef struct {
     ngx_str_t                     gen;
     unsigned                      chat:1;      /* asked in an existing chat */
     unsigned                      verified:1;  /* the pool said it is ours */
+} ngx_http_ragnx_ask_ctx_t;
 
-    /* status: the job hash fields we answer with */
+
+/* GET /api/ask/{jobId}: the job hash fields it answers with */
+typedef struct {
+    ngx_http_ragnx_redis_wait_t   wait;
+    ngx_str_t                     owner;     /* the caller */
     ngx_str_t                     status;
     ngx_str_t                     job_owner;
     ngx_str_t                     job_chat;
@@ -96,11 +99,7 @@ typedef struct {
     ngx_str_t                     sources;
     ngx_str_t                     error;
     ngx_uint_t                    found;
-
-    /* health */
-    ngx_uint_t                    pings;
-    ngx_uint_t                    pongs;
-} ngx_http_ragnx_ask_ctx_t;
+} ngx_http_ragnx_ask_status_ctx_t;
 
 
 #define NGX_HTTP_RAGNX_ASK_ALL      0   /* lookup + enqueue, one server */
@@ -143,21 +142,11 @@ static ngx_int_t ngx_http_ragnx_ask_status(ngx_http_request_t *r,
 static void ngx_http_ragnx_ask_status_reply(ngx_http_request_t *r,
     redisReply *reply, ngx_int_t rc);
 static void ngx_http_ragnx_ask_status_resume(ngx_http_request_t *r);
-static ngx_int_t ngx_http_ragnx_ask_health(ngx_http_request_t *r,
-    ngx_http_ragnx_ask_loc_conf_t *alcf);
-static void ngx_http_ragnx_ask_health_reply(ngx_http_request_t *r,
-    redisReply *reply, ngx_int_t rc);
-static void ngx_http_ragnx_ask_health_resume(ngx_http_request_t *r);
-static ngx_int_t ngx_http_ragnx_ask_send_health(ngx_http_request_t *r,
-    ngx_uint_t up);
 
 static ngx_int_t ngx_http_ragnx_ask_handler(ngx_http_request_t *r);
-static ngx_http_ragnx_ask_ctx_t *ngx_http_ragnx_ask_ctx(
-    ngx_http_request_t *r);
+static void *ngx_http_ragnx_ask_ctx(ngx_http_request_t *r, size_t size);
 static ngx_int_t ngx_http_ragnx_ask_copy(ngx_http_request_t *r,
     ngx_str_t *dst, redisReply *reply);
-static ngx_int_t ngx_http_ragnx_ask_not_allowed(ngx_http_request_t *r,
-    const char *allow);
 static ngx_int_t ngx_http_ragnx_ask_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
 
@@ -168,7 +157,6 @@ static void ngx_http_ragnx_ask_exit_process(ngx_cycle_t *cycle);
 static void *ngx_http_ragnx_ask_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
-static ngx_int_t ngx_http_ragnx_ask_init_module(ngx_cycle_t *cycle);
 static char *ngx_http_ragnx_ask(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
@@ -187,13 +175,6 @@ static ngx_command_t  ngx_http_ragnx_ask_commands[] = {
       ngx_http_ragnx_ask,
       NGX_HTTP_LOC_CONF_OFFSET,
       NGX_HTTP_RAGNX_ASK_STATUS,
-      NULL },
-
-    { ngx_string("ragnx_health"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_ragnx_ask,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      NGX_HTTP_RAGNX_ASK_HEALTH,
       NULL },
 
     { ngx_string("ragnx_ask_queue_max"),
@@ -249,7 +230,7 @@ ngx_module_t  ngx_http_ragnx_ask_module = {
     ngx_http_ragnx_ask_commands,           /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    ngx_http_ragnx_ask_init_module,        /* init module */
+    NULL,                                  /* init module */
     ngx_http_ragnx_ask_init_process,       /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -294,6 +275,10 @@ ngx_module_t  ngx_http_ragnx_ask_module = {
  * hash (the pool turns it into a record job when the leader finishes).
  * Record jobs have no hash: nobody polls them.
  *
+ * The cache key and the in-flight field are ragnx_cache_key()'s and
+ * ragnx_inflight_field()'s, built here from the same macros (t/keys.t
+ * runs this script and compares).
+ *
  * Single-flight: the question is claimed with one HSETNX of its field in
  * the in-flight hash; for a new question that is the only single-flight
  * command.  A field already there names a leader, followed while it is
@@ -329,7 +314,8 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "  if mode ~= 'ask' then\n"
 "    gen = redis.call('GET', KEYS[1]) or '" RAGNX_GEN_DEFAULT "'\n"
 "  end\n"
-"  cached = redis.call('GET', '" RAGNX_KEY_CACHE "' .. ARGV[1] .. ':' .. gen)\n"
+"  cached = redis.call('GET', '" RAGNX_KEY_CACHE "' .. ARGV[1]\n"
+"    .. '" RAGNX_KEY_GEN_SEP "' .. gen)\n"
 "  if mode == 'lookup' then return {'lookup', gen, cached or ''} end\n"
 "end\n"
 "if mode == 'all' then\n"
@@ -350,7 +336,7 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 "  return {'hit', gen, cached}\n"
 "end\n"
 "if len >= max then return {'full', gen, ''} end\n"
-"local inflight = ARGV[1] .. ':' .. gen\n"
+"local inflight = ARGV[1] .. '" RAGNX_KEY_GEN_SEP "' .. gen\n"
 "if not chat\n"
 "   and redis.call('HSETNX', '" RAGNX_KEY_INFLIGHT "', inflight, ARGV[2])\n"
 "       == 0\n"
@@ -381,8 +367,13 @@ static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
 );
 
 
+/* the script's mode of each step (a GET step runs no script) */
+static const char  *ngx_http_ragnx_ask_modes[] = {
+    "all", "lookup", "enqueue", "ask", "get", "chat"
+};
+
+
 static ngx_int_t  ngx_http_ragnx_ask_script_index;
-static time_t     ngx_http_ragnx_ask_started;
 
 static ngx_http_ragnx_ask_worker_t  ngx_http_ragnx_ask_worker;
 
@@ -394,29 +385,19 @@ ngx_http_ragnx_ask_handler(ngx_http_request_t *r)
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_ragnx_ask_module);
 
-    switch (alcf->type) {
-
-    case NGX_HTTP_RAGNX_ASK_SUBMIT:
+    if (alcf->type == NGX_HTTP_RAGNX_ASK_SUBMIT) {
         if (r->method != NGX_HTTP_POST) {
-            return ngx_http_ragnx_ask_not_allowed(r, "POST");
+            return ngx_http_ragnx_send_not_allowed(r, "POST");
         }
 
         return ngx_http_ragnx_ask_submit(r, alcf);
-
-    case NGX_HTTP_RAGNX_ASK_STATUS:
-        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-            return ngx_http_ragnx_ask_not_allowed(r, "GET, HEAD");
-        }
-
-        return ngx_http_ragnx_ask_status(r, alcf);
-
-    default: /* NGX_HTTP_RAGNX_ASK_HEALTH */
-        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-            return ngx_http_ragnx_ask_not_allowed(r, "GET, HEAD");
-        }
-
-        return ngx_http_ragnx_ask_health(r, alcf);
     }
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_ragnx_send_not_allowed(r, "GET, HEAD");
+    }
+
+    return ngx_http_ragnx_ask_status(r, alcf);
 }
 
 
@@ -449,7 +430,12 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    /* the operator's schema may be looser than the shipped one */
+    /*
+     * Checked again here on purpose: ragnx_validate_schema takes the
+     * operator's schema, which may be looser than schemas/ask.json, and
+     * what follows needs a string.  This is the documented defence
+     * (docs/directives-ask.md, ragnx_ask), not a copy of the schema.
+     */
 
     v = json_object_get(body, "query");
     if (!json_is_string(v) || json_string_length(v) == 0) {
@@ -460,7 +446,7 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
         return rc;
     }
 
-    ctx = ngx_http_ragnx_ask_ctx(r);
+    ctx = ngx_http_ragnx_ask_ctx(r, sizeof(ngx_http_ragnx_ask_ctx_t));
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -514,7 +500,7 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
                                             (char *) sub.data, sub.len);
 
     } else if (v != NULL && !json_is_null(v)) {
-        /* the operator's schema may be looser than the shipped one */
+        /* the same defence against a looser schema, see above */
         details = json_pack("{s:[s]}", "chatId", "must be a UUID");
         rc = ngx_http_ragnx_send_error(r, NGX_HTTP_BAD_REQUEST,
                                        "Validation failed", details);
@@ -623,8 +609,6 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     ngx_http_ragnx_redis_srv_t  *srv;
     u_char                       now[NGX_INT64_LEN], max[NGX_INT_T_LEN],
                                  ttl[NGX_TIME_T_LEN];
-    static const char           *modes[] = { "all", "lookup", "enqueue",
-                                             "ask", NULL, "chat" };
 
     key = ngx_pnalloc(r->pool, sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN
                                + sizeof(RAGNX_KEY_CHAT) - 1 + RAGNX_UUID_LEN);
@@ -678,7 +662,7 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     argv[10] = (const char *) now;
     argv[11] = (const char *) max;
     argv[12] = (const char *) ttl;
-    argv[13] = modes[ctx->step];
+    argv[13] = ngx_http_ragnx_ask_modes[ctx->step];
 
     lens[0] = 1;
     lens[1] = sizeof(RAGNX_KEY_GEN) - 1;
@@ -694,7 +678,7 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     lens[10] = ngx_sprintf(now, "%T%03M", tp->sec, tp->msec) - now;
     lens[11] = ngx_sprintf(max, "%ui", alcf->queue_max) - max;
     lens[12] = ngx_sprintf(ttl, "%T", alcf->job_ttl) - ttl;
-    lens[13] = ngx_strlen(modes[ctx->step]);
+    lens[13] = ngx_strlen(ngx_http_ragnx_ask_modes[ctx->step]);
 
     n = 14;
 
@@ -727,7 +711,8 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ragnx ask: job %V, script mode \"%s\", chat %V",
-                   &ctx->job_id, modes[ctx->step], &ctx->chat_id);
+                   &ctx->job_id, ngx_http_ragnx_ask_modes[ctx->step],
+                   &ctx->chat_id);
 
     return n;
 }
@@ -780,11 +765,20 @@ ngx_http_ragnx_ask_script_resume(ngx_http_request_t *r)
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_ragnx_ask_module);
 
     if (ctx->wait.rc != NGX_OK) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ragnx ask: job %V, no answer from redis, rc:%i",
+                       &ctx->job_id, ctx->wait.rc);
+
         rc = ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                        "cache unavailable", NULL);
         ngx_http_finalize_request(r, rc);
         return;
     }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx ask: job %V, outcome \"%V\", step \"%s\"",
+                   &ctx->job_id, &ctx->outcome,
+                   ngx_http_ragnx_ask_modes[ctx->step]);
 
     if (ctx->step == NGX_HTTP_RAGNX_ASK_CHAT) {
 
@@ -855,6 +849,10 @@ ngx_http_ragnx_ask_whose_chat(ngx_http_request_t *r,
 {
     json_t     *params;
     ngx_int_t   rc;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx ask: chat %V unknown to redis, asking the pool",
+                   &ctx->chat_id);
 
     params = json_pack("{s:s%}", "chatId", (char *) ctx->chat_id.data,
                        (size_t) RAGNX_UUID_LEN);
@@ -978,6 +976,10 @@ ngx_http_ragnx_ask_get_reply(ngx_http_request_t *r, redisReply *reply,
     if (ctx->cached.len) {
         ngx_str_set(&ctx->outcome, "hit");
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx ask: job %V, cache GET %s", &ctx->job_id,
+                   ctx->cached.len ? "hit" : "miss");
 }
 
 
@@ -1025,6 +1027,9 @@ ngx_http_ragnx_ask_record(ngx_http_request_t *r,
     if (ngx_http_ragnx_ask_worker.queue_len
         >= alcf->queue_max + (alcf->queue_max + 9) / 10)
     {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ragnx ask: job %V, hit not recorded, queue length %ui",
+                       &ctx->job_id, ngx_http_ragnx_ask_worker.queue_len);
         return;
     }
 
@@ -1068,6 +1073,9 @@ ngx_http_ragnx_ask_record(ngx_http_request_t *r,
                                         7, argv, lens)
         == NGX_OK)
     {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ragnx ask: job %V, hit record queued", &ctx->job_id);
+
         ngx_str_set(&ctx->outcome, "hit");
     }
 }
@@ -1102,6 +1110,9 @@ ngx_http_ragnx_ask_refresh(ngx_event_t *ev)
         return;
     }
 
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ev->log, 0,
+                   "ragnx ask: refreshing the generation and queue length");
+
     argv[0] = "GET";
     lens[0] = 3;
     argv[1] = RAGNX_KEY_GEN;
@@ -1133,6 +1144,8 @@ ngx_http_ragnx_ask_gen_done(void *data, redisReply *reply)
     w = &ngx_http_ragnx_ask_worker;
 
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "ragnx ask: generation not refreshed");
         return;
     }
 
@@ -1171,6 +1184,9 @@ ngx_http_ragnx_ask_gen_done(void *data, redisReply *reply)
     w->gen_len = len;
     w->gen_known = 1;
     w->gen_updated = ngx_current_msec;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "ragnx ask: generation \"%*s\"", len, gen);
 }
 
 
@@ -1179,6 +1195,10 @@ ngx_http_ragnx_ask_xlen_done(void *data, redisReply *reply)
 {
     if (reply && reply->type == REDIS_REPLY_INTEGER) {
         ngx_http_ragnx_ask_worker.queue_len = (ngx_uint_t) reply->integer;
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "ragnx ask: queue length %ui",
+                       ngx_http_ragnx_ask_worker.queue_len);
     }
 }
 
@@ -1289,11 +1309,11 @@ static ngx_int_t
 ngx_http_ragnx_ask_status(ngx_http_request_t *r,
     ngx_http_ragnx_ask_loc_conf_t *alcf)
 {
-    u_char                    *p, *key;
-    size_t                     lens[2];
-    ngx_str_t                  id, sub;
-    const char                *argv[2];
-    ngx_http_ragnx_ask_ctx_t  *ctx;
+    u_char                           *p, *key;
+    size_t                            lens[2];
+    ngx_str_t                         id, sub;
+    const char                       *argv[2];
+    ngx_http_ragnx_ask_status_ctx_t  *ctx;
 
     /* "ragnx_jwt on" is checked at "nginx -t" */
 
@@ -1323,7 +1343,8 @@ ngx_http_ragnx_ask_status(ngx_http_request_t *r,
                                          "Invalid job id", NULL);
     }
 
-    ctx = ngx_http_ragnx_ask_ctx(r);
+    ctx = ngx_http_ragnx_ask_ctx(r,
+                                 sizeof(ngx_http_ragnx_ask_status_ctx_t));
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1362,10 +1383,10 @@ static void
 ngx_http_ragnx_ask_status_reply(ngx_http_request_t *r, redisReply *reply,
     ngx_int_t rc)
 {
-    size_t                     i;
-    ngx_str_t                 *dst;
-    redisReply                *k;
-    ngx_http_ragnx_ask_ctx_t  *ctx;
+    size_t                            i;
+    ngx_str_t                        *dst;
+    redisReply                       *k;
+    ngx_http_ragnx_ask_status_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
 
@@ -1425,12 +1446,16 @@ ngx_http_ragnx_ask_status_reply(ngx_http_request_t *r, redisReply *reply,
 static void
 ngx_http_ragnx_ask_status_resume(ngx_http_request_t *r)
 {
-    json_t                    *body, *sources;
-    ngx_int_t                  rc;
-    json_error_t               err;
-    ngx_http_ragnx_ask_ctx_t  *ctx;
+    json_t                           *body, *sources;
+    ngx_int_t                         rc;
+    json_error_t                      err;
+    ngx_http_ragnx_ask_status_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx ask status: rc:%i, found:%ui, status \"%V\"",
+                   ctx->wait.rc, ctx->found, &ctx->status);
 
     if (ctx->wait.rc != NGX_OK) {
         rc = ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -1495,128 +1520,17 @@ ngx_http_ragnx_ask_status_resume(ngx_http_request_t *r)
 }
 
 
-/* GET /health */
-
-
-static ngx_int_t
-ngx_http_ragnx_ask_health(ngx_http_request_t *r,
-    ngx_http_ragnx_ask_loc_conf_t *alcf)
-{
-    size_t                     len;
-    const char                *argv;
-    ngx_http_ragnx_ask_ctx_t  *ctx;
-
-    if (alcf->queue == NULL) {
-        return ngx_http_ragnx_ask_send_health(r, 2);
-    }
-
-    ctx = ngx_http_ragnx_ask_ctx(r);
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    argv = "PING";
-    len = 4;
-
-    ctx->wait.reply = ngx_http_ragnx_ask_health_reply;
-    ctx->wait.resume = ngx_http_ragnx_ask_health_resume;
-
-    if (ngx_http_ragnx_redis_call(r, &ctx->wait, alcf->queue, 1, &argv, &len)
-        != NGX_OK)
-    {
-        return ngx_http_ragnx_ask_send_health(r, 0);
-    }
-
-    ctx->pings = 1;
-
-    return NGX_DONE;
-}
-
-
-static void
-ngx_http_ragnx_ask_health_reply(ngx_http_request_t *r, redisReply *reply,
-    ngx_int_t rc)
-{
-    ngx_http_ragnx_ask_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
-
-    if (rc == NGX_OK && reply->type == REDIS_REPLY_STATUS) {
-        ctx->pongs++;
-    }
-}
-
-
-static void
-ngx_http_ragnx_ask_health_resume(ngx_http_request_t *r)
-{
-    size_t                          len;
-    const char                     *argv;
-    ngx_http_ragnx_ask_ctx_t       *ctx;
-    ngx_http_ragnx_ask_loc_conf_t  *alcf;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
-    alcf = ngx_http_get_module_loc_conf(r, ngx_http_ragnx_ask_module);
-
-    /* a separate cache server is pinged too */
-
-    if (ctx->pings == 1 && ctx->pongs == 1 && alcf->cache != alcf->queue) {
-        argv = "PING";
-        len = 4;
-
-        if (ngx_http_ragnx_redis_call(r, &ctx->wait, alcf->cache, 1, &argv,
-                                      &len)
-            == NGX_OK)
-        {
-            ctx->pings = 2;
-            ngx_http_finalize_request(r, NGX_DONE);
-            return;
-        }
-    }
-
-    ngx_http_finalize_request(r, ngx_http_ragnx_ask_send_health(r,
-                                 ctx->pongs == 1 + (alcf->cache
-                                                    != alcf->queue)));
-}
-
-
-/* up: 0 down, 1 up, 2 no Redis configured */
-
-static ngx_int_t
-ngx_http_ragnx_ask_send_health(ngx_http_request_t *r, ngx_uint_t up)
-{
-    json_t     *body;
-    ngx_int_t   rc;
-
-    body = json_pack("{s:s, s:I}", "status", up ? "ok" : "degraded",
-                     "uptime",
-                     (json_int_t) (ngx_time() - ngx_http_ragnx_ask_started));
-    if (body == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (up != 2) {
-        json_object_set_new(body, "redis", json_string(up ? "ok" : "down"));
-    }
-
-    rc = ngx_http_ragnx_send_json(r, up ? NGX_HTTP_OK
-                                        : NGX_HTTP_SERVICE_UNAVAILABLE,
-                                  body);
-    json_decref(body);
-
-    return rc;
-}
-
-
 /* helpers */
 
 
-static ngx_http_ragnx_ask_ctx_t *
-ngx_http_ragnx_ask_ctx(ngx_http_request_t *r)
-{
-    ngx_http_ragnx_ask_ctx_t  *ctx;
+/* the handler's own ctx: ngx_http_ragnx_ask_ctx_t or _status_ctx_t */
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ragnx_ask_ctx_t));
+static void *
+ngx_http_ragnx_ask_ctx(ngx_http_request_t *r, size_t size)
+{
+    void  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, size);
     if (ctx == NULL) {
         return NULL;
     }
@@ -1681,23 +1595,6 @@ ngx_http_ragnx_ask_header(ngx_http_request_t *r, const char *name,
      */
 
     return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_ragnx_ask_not_allowed(ngx_http_request_t *r, const char *allow)
-{
-    ngx_str_t  value;
-
-    value.data = (u_char *) allow;
-    value.len = ngx_strlen(allow);
-
-    if (ngx_http_ragnx_ask_header(r, "Allow", &value) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ngx_http_ragnx_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                     "Method not allowed", NULL);
 }
 
 
@@ -1864,15 +1761,6 @@ ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
-static ngx_int_t
-ngx_http_ragnx_ask_init_module(ngx_cycle_t *cycle)
-{
-    ngx_http_ragnx_ask_started = ngx_time();
-
-    return NGX_OK;
-}
-
-
 static char *
 ngx_http_ragnx_ask(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -1917,23 +1805,12 @@ ngx_http_ragnx_ask(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     /*
      * A question and a job belong to the token's subject; a question is
-     * the validated body; status and health answer GET only.
+     * the validated body; status answers GET only.
      */
 
-    switch (alcf->type) {
-
-    case NGX_HTTP_RAGNX_ASK_SUBMIT:
-        needs = NGX_HTTP_RAGNX_NEEDS_SUBJECT|NGX_HTTP_RAGNX_NEEDS_BODY;
-        break;
-
-    case NGX_HTTP_RAGNX_ASK_STATUS:
-        needs = NGX_HTTP_RAGNX_NEEDS_SUBJECT|NGX_HTTP_RAGNX_NO_BODY;
-        break;
-
-    default: /* NGX_HTTP_RAGNX_ASK_HEALTH */
-        needs = NGX_HTTP_RAGNX_NO_BODY;
-        break;
-    }
+    needs = NGX_HTTP_RAGNX_NEEDS_SUBJECT
+            | (alcf->type == NGX_HTTP_RAGNX_ASK_SUBMIT
+               ? NGX_HTTP_RAGNX_NEEDS_BODY : NGX_HTTP_RAGNX_NO_BODY);
 
     return ngx_http_ragnx_handler(cf, &cmd->name, ngx_http_ragnx_ask_handler,
                                   needs|NGX_HTTP_RAGNX_NEEDS_REDIS);

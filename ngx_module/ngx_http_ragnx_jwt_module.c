@@ -22,6 +22,7 @@
 #include <openssl/x509.h>
 
 #include "ngx_http_ragnx.h"
+#include "ragnx_keyfile.h"
 
 
 /* a token longer than this is refused before anything is decoded */
@@ -1324,36 +1325,19 @@ ngx_http_ragnx_jwt_check_key(ngx_conf_t *cf,
     ngx_http_ragnx_jwt_loc_conf_t *jlcf)
 {
     int                        type;
-    BIO                       *bio;
-    EVP_PKEY                  *pkey;
     ngx_uint_t                 bits;
-    const u_char              *p;
+    ragnx_keyfile_t            kf;
     ngx_http_ragnx_jwt_alg_t  *alg;
 
     alg = jlcf->alg;
 
+    if (ragnx_keyfile_classify(jlcf->key.data, jlcf->key.len, &kf) != 0) {
+        return NGX_CONF_ERROR;
+    }
+
     if (alg->key_type == NGX_HTTP_RAGNX_JWT_HMAC) {
 
-        p = jlcf->key.data;
-        pkey = d2i_PUBKEY(NULL, &p, (long) jlcf->key.len);
-
-        if (pkey == NULL) {
-            bio = BIO_new_mem_buf(jlcf->key.data, (int) jlcf->key.len);
-            if (bio == NULL) {
-                return NGX_CONF_ERROR;
-            }
-
-            pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
-            BIO_free(bio);
-        }
-
-        ERR_clear_error();
-
-        if (pkey != NULL
-            || ngx_strnstr(jlcf->key.data, "-----BEGIN ", jlcf->key.len))
-        {
-            EVP_PKEY_free(pkey);
-
+        if (kf.kind != RAGNX_KEYFILE_SECRET) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "\"ragnx_jwt_key_file\" \"%V\" holds a key, not an "
                           "HMAC secret for \"ragnx_jwt_alg %V\" in %s:%ui",
@@ -1375,17 +1359,11 @@ ngx_http_ragnx_jwt_check_key(ngx_conf_t *cf,
         return NGX_CONF_OK;
     }
 
-    bio = BIO_new_mem_buf(jlcf->key.data, (int) jlcf->key.len);
-    if (bio == NULL) {
-        return NGX_CONF_ERROR;
-    }
+    /* a PEM public key: a DER one or a private key will not do */
 
-    pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
-    BIO_free(bio);
-
-    ERR_clear_error();
-
-    if (pkey == NULL) {
+    if (kf.kind != RAGNX_KEYFILE_PUBLIC
+        || ngx_strnstr(jlcf->key.data, "-----BEGIN ", jlcf->key.len) == NULL)
+    {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"ragnx_jwt_key_file\" \"%V\" is not a PEM public "
                       "key, required by \"ragnx_jwt_alg %V\" in %s:%ui",
@@ -1394,10 +1372,9 @@ ngx_http_ragnx_jwt_check_key(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    type = EVP_PKEY_base_id(pkey);
-    bits = EVP_PKEY_bits(pkey);
-
-    EVP_PKEY_free(pkey);
+    type = kf.type == RAGNX_KEYFILE_RSA ? EVP_PKEY_RSA
+           : kf.type == RAGNX_KEYFILE_EC ? EVP_PKEY_EC : EVP_PKEY_NONE;
+    bits = kf.bits;
 
     if (type != alg->key_type) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,

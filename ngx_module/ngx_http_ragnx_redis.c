@@ -414,6 +414,10 @@ ngx_http_ragnx_redis_flush_handler(ngx_event_t *ev)
         return;
     }
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, rc->log, 0,
+                   "ragnx redis \"%V\" flush, %ui pending",
+                   &rc->srv->name, rc->pending);
+
     /* an unfinished write now asks for a real write event */
     rc->flushing = 1;
     redisAsyncHandleWrite(rc->ac);
@@ -483,6 +487,10 @@ ngx_http_ragnx_redis_connect(ngx_http_ragnx_redis_conn_t *rc)
 
     srv = rc->srv;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, rc->log, 0,
+                   "ragnx redis \"%V\" connect%s", &srv->name,
+                   rc->sub ? " (subscriber)" : "");
+
     if (srv->path) {
         ac = redisAsyncConnectUnix(srv->path);
 
@@ -542,6 +550,10 @@ ngx_http_ragnx_redis_schedule(ngx_http_ragnx_redis_conn_t *rc)
 
     delay = rc->backoff / 2 + (ngx_msec_t) ngx_random() % (rc->backoff / 2);
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, rc->log, 0,
+                   "ragnx redis \"%V\" reconnect in %M ms (backoff %M ms)",
+                   &rc->srv->name, delay, rc->backoff);
+
     ngx_add_timer(&rc->timer, delay);
 }
 
@@ -595,6 +607,10 @@ ngx_http_ragnx_redis_on_connect(const redisAsyncContext *ac, int status)
     if (rc->backoff) {
         ngx_log_error(NGX_LOG_NOTICE, rc->log, 0,
                       "ragnx redis \"%V\" connected", &srv->name);
+
+    } else {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rc->log, 0,
+                       "ragnx redis \"%V\" connected", &srv->name);
     }
 
     rc->state = NGX_HTTP_RAGNX_REDIS_READY;
@@ -645,6 +661,10 @@ ngx_http_ragnx_redis_on_connect(const redisAsyncContext *ac, int status)
         if (srv->path == NULL) {
             (void) redisEnableKeepAlive((redisContext *) &ac->c);
         }
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, rc->log, 0,
+                       "ragnx redis \"%V\" subscribing to \"%V\"",
+                       &srv->name, &rc->sub->channel);
 
         argv[0] = "SUBSCRIBE";
         argvlen[0] = 9;
@@ -862,6 +882,10 @@ ngx_http_ragnx_redis_call(ngx_http_request_t *r,
 
     r->main->count++;
 
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx redis \"%V\" call \"%*s\" queued, %ui pending",
+                   &srv->name, argvlen[0], argv[0], rc->pending);
+
     return NGX_OK;
 }
 
@@ -915,6 +939,11 @@ ngx_http_ragnx_redis_send_cmd(ngx_http_ragnx_redis_srv_t *srv,
 
     cmd->done = done;
     cmd->data = data;
+
+    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, rc->log, 0,
+                   "ragnx redis \"%V\" command \"%*s\" queued%s, "
+                   "%ui pending", &srv->name, argvlen[0], argv[0],
+                   later ? " for later" : "", rc->pending);
 
     return NGX_OK;
 }
@@ -1049,6 +1078,11 @@ ngx_http_ragnx_redis_reply(redisAsyncContext *ac, void *reply,
 
     rc = cmd->conn;
 
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, rc->log, 0,
+                   "ragnx redis \"%V\" reply type:%d, %ui pending%s",
+                   &rc->srv->name, rr ? rr->type : 0, rc->pending,
+                   cmd->wait || cmd->done ? "" : ", no one waits");
+
     if (rr) {
         rc->last_read = ngx_current_msec;
 
@@ -1099,6 +1133,10 @@ ngx_http_ragnx_redis_cmd_timeout(ngx_event_t *ev)
                                        NGX_HTTP_RAGNX_REDIS_TIMEOUT);
 
     } else if (cmd->done) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rc->log, 0,
+                       "ragnx redis \"%V\" command timed out",
+                       &rc->srv->name);
+
         cmd->done(cmd->data, NULL);
         cmd->done = NULL;
     }
@@ -1132,6 +1170,9 @@ ngx_http_ragnx_redis_wait_done(ngx_http_ragnx_redis_wait_t *w,
     w->cmd = NULL;
     w->rc = rc;
 
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, w->event.log, 0,
+                   "ragnx redis reply for request, rc:%i", rc);
+
     w->reply(w->request, reply, rc);
 
     ngx_post_event(&w->event, &ngx_posted_events);
@@ -1149,6 +1190,9 @@ ngx_http_ragnx_redis_wait_handler(ngx_event_t *ev)
     r = w->request;
     c = r->connection;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "ragnx redis resume \"%V\", rc:%i", &r->uri, w->rc);
+
     w->resume(r);
 
     ngx_http_run_posted_requests(c);
@@ -1161,6 +1205,9 @@ ngx_http_ragnx_redis_wait_cleanup(void *data)
     ngx_http_ragnx_redis_wait_t  *w = data;
 
     if (w->cmd) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, w->event.log, 0,
+                       "ragnx redis request gone, reply detached");
+
         /* the reply, when it comes, finds no request */
         w->cmd->wait = NULL;
         w->cmd = NULL;
@@ -1222,6 +1269,10 @@ ngx_http_ragnx_redis_sub_reply(redisAsyncContext *ac, void *reply,
         msg.data = (u_char *) payload->str;
         msg.len = payload->len;
 
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, rc->log, 0,
+                       "ragnx redis \"%V\" message on \"%V\", %uz bytes",
+                       &rc->srv->name, &sub->channel, msg.len);
+
         sub->handler(&msg, sub->data);
         return;
     }
@@ -1245,6 +1296,9 @@ static void
 ngx_http_ragnx_redis_sub_lost(ngx_http_ragnx_redis_sub_t *sub)
 {
     if (!sub->subscribed) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, sub->conn->log, 0,
+                       "ragnx redis \"%V\" subscription to \"%V\" "
+                       "not held", &sub->srv->name, &sub->channel);
         return;
     }
 

@@ -102,8 +102,6 @@ static ngx_int_t ngx_http_ragnx_rpc_respond(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ragnx_rpc_finish(ngx_http_request_t *r,
     ngx_http_ragnx_rpc_ctx_t *ctx);
 static void ngx_http_ragnx_rpc_cleanup(void *data);
-static ngx_int_t ngx_http_ragnx_rpc_not_allowed(ngx_http_request_t *r,
-    const char *allow);
 
 static void *ngx_http_ragnx_rpc_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_ragnx_rpc_create_loc_conf(ngx_conf_t *cf);
@@ -196,11 +194,11 @@ ngx_http_ragnx_rpc_handler(ngx_http_request_t *r)
         || rlcf->method == RAGNX_RPC_LOGIN)
     {
         if (r->method != NGX_HTTP_POST) {
-            return ngx_http_ragnx_rpc_not_allowed(r, "POST");
+            return ngx_http_ragnx_send_not_allowed(r, "POST");
         }
 
     } else if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return ngx_http_ragnx_rpc_not_allowed(r, "GET, HEAD");
+        return ngx_http_ragnx_send_not_allowed(r, "GET, HEAD");
     }
 
     ngx_str_null(&sub);
@@ -707,6 +705,10 @@ ngx_http_ragnx_rpc_sent_resume(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_rpc_module);
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx_rpc call %s queued, rc:%i%s", ctx->id,
+                   ctx->wait.rc, ctx->done ? ", already answered" : "");
+
     if (ctx->wait.rc != NGX_OK && !ctx->done) {
         ngx_http_ragnx_rpc_unlink(ctx);
         ctx->done = 1;
@@ -741,6 +743,9 @@ ngx_http_ragnx_rpc_message(ngx_str_t *msg, void *data)
     ngx_http_ragnx_rpc_ctx_t  *ctx;
 
     if (msg == NULL) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "ragnx_rpc subscription lost, failing pending calls");
+
         while (ngx_http_ragnx_rpc_pending.root
                != ngx_http_ragnx_rpc_pending.sentinel)
         {
@@ -777,6 +782,10 @@ ngx_http_ragnx_rpc_message(ngx_str_t *msg, void *data)
     }
 
     r = ctx->request;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx_rpc reply to \"%V\", status %ui", &id,
+                   (ngx_uint_t) rep.status);
 
     if (rep.status == 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -852,6 +861,10 @@ ngx_http_ragnx_rpc_resolve(ngx_http_ragnx_rpc_ctx_t *ctx, ngx_uint_t status,
     const char *error)
 {
     ngx_http_ragnx_rpc_unlink(ctx);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
+                   "ragnx_rpc call %s resolved: %ui%s", ctx->id, status,
+                   ctx->sent ? "" : ", before its XADD's answer");
 
     ctx->done = 1;
     ctx->status = status;
@@ -938,6 +951,11 @@ ngx_http_ragnx_rpc_cleanup(void *data)
 {
     ngx_http_ragnx_rpc_ctx_t  *ctx = data;
 
+    if (!ctx->done) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
+                       "ragnx_rpc request gone, call %s detached", ctx->id);
+    }
+
     ngx_http_ragnx_rpc_unlink(ctx);
 
     if (ctx->event.posted) {
@@ -947,26 +965,6 @@ ngx_http_ragnx_rpc_cleanup(void *data)
     if (ctx->sealed) {
         sodium_memzero(ctx->key, RAGNX_SEAL_KEY_BYTES);
     }
-}
-
-
-static ngx_int_t
-ngx_http_ragnx_rpc_not_allowed(ngx_http_request_t *r, const char *allow)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Allow");
-    h->value.data = (u_char *) allow;
-    h->value.len = ngx_strlen(allow);
-
-    return ngx_http_ragnx_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                     "Method not allowed", NULL);
 }
 
 

@@ -54,6 +54,8 @@
 #define RAGNX_KEY_GEN            RAGNX_KEY_PREFIX "gen"
 #define RAGNX_KEY_CACHE          RAGNX_KEY_PREFIX "cache:"
 #define RAGNX_KEY_INFLIGHT       RAGNX_KEY_PREFIX "inflight"
+/* "<digest>:<gen>": a field of {ragnx}:inflight, the tail of a cache key */
+#define RAGNX_KEY_GEN_SEP        ":"
 #define RAGNX_KEY_FOLLOWERS      ":followers"
 #define RAGNX_KEY_CHAT           RAGNX_KEY_PREFIX "chat:"
 

@@ -191,22 +191,45 @@ ragnx_query_digest(const unsigned char *norm, size_t len, char *hex)
 
 
 size_t
-ragnx_cache_key(const char *digest, const char *gen, size_t genlen,
+ragnx_inflight_field(const char *digest, const char *gen, size_t genlen,
     char *out, size_t size)
 {
-    size_t  len;
+    char    *p;
+    size_t   len;
 
-    len = sizeof(RAGNX_KEY_CACHE) - 1 + RAGNX_DIGEST_LEN + 1 + genlen;
+    len = RAGNX_DIGEST_LEN + sizeof(RAGNX_KEY_GEN_SEP) - 1 + genlen;
 
     if (len + 1 > size) {
         return 0;
     }
 
-    memcpy(out, RAGNX_KEY_CACHE, sizeof(RAGNX_KEY_CACHE) - 1);
-    memcpy(out + sizeof(RAGNX_KEY_CACHE) - 1, digest, RAGNX_DIGEST_LEN);
-    out[len - genlen - 1] = ':';
-    memcpy(out + len - genlen, gen, genlen);
-    out[len] = '\0';
+    p = out;
+    memcpy(p, digest, RAGNX_DIGEST_LEN);
+    p += RAGNX_DIGEST_LEN;
+    memcpy(p, RAGNX_KEY_GEN_SEP, sizeof(RAGNX_KEY_GEN_SEP) - 1);
+    p += sizeof(RAGNX_KEY_GEN_SEP) - 1;
+    memcpy(p, gen, genlen);
+    p[genlen] = '\0';
 
     return len;
+}
+
+
+size_t
+ragnx_cache_key(const char *digest, const char *gen, size_t genlen,
+    char *out, size_t size)
+{
+    size_t  n;
+
+    if (size < sizeof(RAGNX_KEY_CACHE)) {
+        return 0;
+    }
+
+    memcpy(out, RAGNX_KEY_CACHE, sizeof(RAGNX_KEY_CACHE) - 1);
+
+    n = ragnx_inflight_field(digest, gen, genlen,
+                             out + sizeof(RAGNX_KEY_CACHE) - 1,
+                             size - (sizeof(RAGNX_KEY_CACHE) - 1));
+
+    return n ? sizeof(RAGNX_KEY_CACHE) - 1 + n : 0;
 }

@@ -26,10 +26,15 @@ size_t ragnx_query_normalize(const unsigned char *in, size_t len,
 int ragnx_query_digest(const unsigned char *norm, size_t len, char *hex);
 
 /*
- * Write "{ragnx}:cache:<digest>:<gen>" into out (size bytes); returns
- * the length, or 0 when it does not fit.  The Lua script in the module
- * builds the same string.
+ * Write the in-flight field "<digest>:<gen>" (digest: RAGNX_DIGEST_LEN
+ * hex digits) into out (size bytes), NUL-terminated; returns the length,
+ * or 0 when it does not fit.  The ask script in the module builds the
+ * same string in Lua from the same macros (t/keys.t compares the two).
  */
+size_t ragnx_inflight_field(const char *digest, const char *gen,
+    size_t genlen, char *out, size_t size);
+
+/* the same for the cache key: "{ragnx}:cache:" and the in-flight field */
 size_t ragnx_cache_key(const char *digest, const char *gen, size_t genlen,
     char *out, size_t size);
 

@@ -25,6 +25,7 @@
 #include <sodium.h>
 
 #include "ragnx_worker.h"
+#include "ragnx_keyfile.h"
 #include "ragnx_seal.h"
 #include "ragnx_utf8.h"
 
@@ -583,13 +584,12 @@ ragnx_conf_free(ragnx_conf_t *conf)
 static int
 ragnx_conf_jwt_key(ragnx_conf_t *conf, char *err, size_t errlen)
 {
-    int            ok, bits;
-    FILE          *f;
-    BIO           *bio;
-    size_t         n;
-    const char    *env;
-    EVP_PKEY      *pkey;
-    unsigned char  buf[65536];
+    int              ok;
+    FILE            *f;
+    size_t           n;
+    const char      *env;
+    unsigned char    buf[65536];
+    ragnx_keyfile_t  kf;
 
     if (conf->jwt_key_file) {
         f = fopen(conf->jwt_key_file, "r");
@@ -623,18 +623,12 @@ ragnx_conf_jwt_key(ragnx_conf_t *conf, char *err, size_t errlen)
     }
 
     ok = 0;
-    pkey = NULL;
 
-    bio = BIO_new_mem_buf(buf, (int) n);
-    if (bio) {
-        pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
-        BIO_free(bio);
-    }
+    if (ragnx_keyfile_classify(buf, n, &kf) != 0) {
+        snprintf(err, errlen, "out of memory");
 
-    ERR_clear_error();
-
-    if (conf->jwt_alg == RAGNX_JWT_HS256) {
-        if (pkey || memmem(buf, n, "-----BEGIN ", 11)) {
+    } else if (conf->jwt_alg == RAGNX_JWT_HS256) {
+        if (kf.kind != RAGNX_KEYFILE_SECRET) {
             snprintf(err, errlen, "jwt_key_file: holds a PEM key, not an "
                      "HS256 secret");
 
@@ -646,31 +640,25 @@ ragnx_conf_jwt_key(ragnx_conf_t *conf, char *err, size_t errlen)
             ok = 1;
         }
 
-    } else if (pkey == NULL) {
+    } else if (kf.kind != RAGNX_KEYFILE_PRIVATE) {
         snprintf(err, errlen, "jwt_key_file: not a PEM private key for %s",
                  conf->jwt_alg == RAGNX_JWT_RS256 ? "RS256" : "ES256");
 
-    } else {
-        bits = EVP_PKEY_get_bits(pkey);
-
-        if (conf->jwt_alg == RAGNX_JWT_RS256) {
-            if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA || bits < 2048) {
-                snprintf(err, errlen, "jwt_key_file: RS256 needs an RSA "
-                         "private key of 2048 bits or more");
-            } else {
-                ok = 1;
-            }
-
-        } else if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_EC || bits != 256) {
-            snprintf(err, errlen, "jwt_key_file: ES256 needs a P-256 EC "
-                     "private key");
-
+    } else if (conf->jwt_alg == RAGNX_JWT_RS256) {
+        if (kf.type != RAGNX_KEYFILE_RSA || kf.bits < 2048) {
+            snprintf(err, errlen, "jwt_key_file: RS256 needs an RSA "
+                     "private key of 2048 bits or more");
         } else {
             ok = 1;
         }
-    }
 
-    EVP_PKEY_free(pkey);
+    } else if (kf.type != RAGNX_KEYFILE_EC || kf.bits != 256) {
+        snprintf(err, errlen, "jwt_key_file: ES256 needs a P-256 EC "
+                 "private key");
+
+    } else {
+        ok = 1;
+    }
 
     if (ok) {
         conf->jwt_key = malloc(n);

@@ -20,6 +20,7 @@
 
 #include "ragnx_worker.h"
 #include "ragnx_keys.h"
+#include "ragnx_query.h"
 #include "ragnx_uuid.h"
 
 
@@ -486,12 +487,18 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
     json_t      *res;
     redisReply  *reply;
 
+    if (ragnx_inflight_field(job->digest, job->gen, strlen(job->gen),
+                             inflight, sizeof(inflight)) == 0
+        || ragnx_cache_key(job->digest, job->gen, strlen(job->gen), cache,
+                           sizeof(cache)) == 0)
+    {
+        ragnx_log(RAGNX_LOG_ERROR, "job %s: generation too long", job->id);
+        return RAGNX_ERROR;
+    }
+
     snprintf(key, sizeof(key), RAGNX_KEY_JOB "%s", job->id);
-    snprintf(inflight, sizeof(inflight), "%s:%s", job->digest, job->gen);
     snprintf(followers, sizeof(followers),
              RAGNX_KEY_JOB "%s" RAGNX_KEY_FOLLOWERS, job->id);
-    snprintf(cache, sizeof(cache), RAGNX_KEY_CACHE "%s:%s", job->digest,
-             job->gen);
     snprintf(now, sizeof(now), "%lld", ragnx_now_ms());
     snprintf(ret, sizeof(ret), "%ld", ragnx_conf->job_retention);
 
@@ -598,9 +605,12 @@ ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
     snprintf(followers, sizeof(followers),
              RAGNX_KEY_JOB "%s" RAGNX_KEY_FOLLOWERS, valid ? e->id : "-");
 
-    if (job) {
-        snprintf(inflight, sizeof(inflight), "%s:%s", job->digest, job->gen);
-    } else {
+    /* too long a generation leaves the field to the sweep, as no job */
+
+    if (job == NULL
+        || ragnx_inflight_field(job->digest, job->gen, strlen(job->gen),
+                                inflight, sizeof(inflight)) == 0)
+    {
         inflight[0] = '\0';
     }
 

@@ -1,7 +1,7 @@
 
 /*
  * ragnx: unit tests of the shared contract: UTF-8, normalisation, cache
- * keys, UUIDs and the job payload.
+ * keys, UUIDs, the job payload and what a JWT key file holds.
  */
 
 
@@ -10,8 +10,13 @@
 #include <unistd.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include "tap.h"
 #include "ragnx_job.h"
+#include "ragnx_keyfile.h"
 #include "ragnx_keys.h"
 #include "ragnx_query.h"
 #include "ragnx_utf8.h"
@@ -123,6 +128,110 @@ test_cache_key(void)
     ok(strcmp(k1, k3) != 0, "model switch changes the key");
 
     ok(ragnx_cache_key(d, "m@1", 3, k3, 20) == 0, "too small buffer refused");
+}
+
+
+static void
+test_inflight_field(void)
+{
+    char   d[RAGNX_DIGEST_LEN + 1], f[256], k[256];
+    size_t n, m;
+
+    ragnx_query_digest(U "what is ragnx", 13, d);
+
+    n = ragnx_inflight_field(d, "m@1", 3, f, sizeof(f));
+    ok(n == RAGNX_DIGEST_LEN + 4 && n == strlen(f),
+       "in-flight field is digest, separator and generation");
+    ok(strncmp(f, d, RAGNX_DIGEST_LEN) == 0 && strcmp(f + n - 4, ":m@1") == 0,
+       "in-flight field is <digest>:<gen>");
+
+    m = ragnx_cache_key(d, "m@1", 3, k, sizeof(k));
+    ok(m == sizeof(RAGNX_KEY_CACHE) - 1 + n
+           && strncmp(k, RAGNX_KEY_CACHE, sizeof(RAGNX_KEY_CACHE) - 1) == 0
+           && strcmp(k + sizeof(RAGNX_KEY_CACHE) - 1, f) == 0,
+       "cache key is the cache prefix and the in-flight field");
+
+    ok(ragnx_inflight_field(d, "m@1", 3, f, n) == 0,
+       "in-flight field: no room for the NUL refused");
+    ok(ragnx_inflight_field(d, "m@1", 3, f, n + 1) == n,
+       "in-flight field: an exact fit accepted");
+    ok(ragnx_cache_key(d, "m@1", 3, k, 5) == 0,
+       "cache key: no room for the prefix refused");
+}
+
+
+/* pkey written as a PEM private (1) or public (0) key, or DER public (2) */
+static int
+keyfile_of(EVP_PKEY *pkey, int how, ragnx_keyfile_t *kf)
+{
+    int            rc, n;
+    BIO           *bio;
+    char          *data;
+    unsigned char *der, *p;
+
+    if (how == 2) {
+        n = i2d_PUBKEY(pkey, NULL);
+        der = malloc(n);
+        p = der;
+        i2d_PUBKEY(pkey, &p);
+        rc = ragnx_keyfile_classify(der, n, kf);
+        free(der);
+        return rc;
+    }
+
+    bio = BIO_new(BIO_s_mem());
+    if (how == 1) {
+        PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL);
+    } else {
+        PEM_write_bio_PUBKEY(bio, pkey);
+    }
+
+    n = (int) BIO_get_mem_data(bio, &data);
+    rc = ragnx_keyfile_classify((unsigned char *) data, n, kf);
+    BIO_free(bio);
+
+    return rc;
+}
+
+
+static void
+test_keyfile(void)
+{
+    EVP_PKEY       *rsa, *ec;
+    ragnx_keyfile_t kf;
+    const char     *secret = "0123456789abcdef0123456789abcdef";
+    const char     *armour = "-----BEGIN PUBLIC KEY-----\nnot base64\n";
+
+    ok(ragnx_keyfile_classify((const unsigned char *) secret, 32, &kf) == 0
+           && kf.kind == RAGNX_KEYFILE_SECRET && kf.type == 0 && kf.bits == 0,
+       "keyfile: plain bytes are a secret");
+    ok(ragnx_keyfile_classify((const unsigned char *) armour, strlen(armour),
+                              &kf)
+               == 0
+           && kf.kind == RAGNX_KEYFILE_PEM,
+       "keyfile: PEM armour around no key is not a secret");
+
+    rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) 2048);
+    ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+
+    ok(keyfile_of(rsa, 1, &kf) == 0 && kf.kind == RAGNX_KEYFILE_PRIVATE
+           && kf.type == RAGNX_KEYFILE_RSA && kf.bits == 2048,
+       "keyfile: RSA private key, 2048 bits");
+    ok(keyfile_of(rsa, 0, &kf) == 0 && kf.kind == RAGNX_KEYFILE_PUBLIC
+           && kf.type == RAGNX_KEYFILE_RSA && kf.bits == 2048,
+       "keyfile: RSA public key, 2048 bits");
+    ok(keyfile_of(ec, 1, &kf) == 0 && kf.kind == RAGNX_KEYFILE_PRIVATE
+           && kf.type == RAGNX_KEYFILE_EC && kf.bits == 256,
+       "keyfile: EC private key, 256 bits");
+    ok(keyfile_of(ec, 0, &kf) == 0 && kf.kind == RAGNX_KEYFILE_PUBLIC
+           && kf.type == RAGNX_KEYFILE_EC && kf.bits == 256,
+       "keyfile: EC public key, 256 bits");
+    ok(keyfile_of(ec, 2, &kf) == 0 && kf.kind == RAGNX_KEYFILE_PUBLIC
+           && kf.type == RAGNX_KEYFILE_EC && kf.bits == 256,
+       "keyfile: DER public key is a key, not a secret");
+
+    EVP_PKEY_free(rsa);
+    EVP_PKEY_free(ec);
 }
 
 
@@ -339,6 +448,8 @@ main(void)
     test_utf8();
     test_normalize();
     test_cache_key();
+    test_inflight_field();
+    test_keyfile();
     test_uuid();
     test_chat_id();
     test_job();

@@ -19,13 +19,19 @@ use Ragnx::Test qw(slurp);
 
 our @EXPORT_OK = qw(uuid);
 
-my %MACRO = (
-    RAGNX_GEN_DEFAULT  => 'default@0',
-    RAGNX_KEY_CACHE    => '{ragnx}:cache:',
-    RAGNX_KEY_INFLIGHT => '{ragnx}:inflight',
-    RAGNX_KEY_JOB      => '{ragnx}:job:',
-    RAGNX_KEY_FOLLOWERS => ':followers',
-);
+# The string macros of shared/ragnx_keys.h, as the C compiler joins them
+# (a definition made of "..." literals and earlier macros).
+my %MACRO;
+for my $line (split /\n/, slurp('shared/ragnx_keys.h')) {
+    next unless $line =~ /^#define\s+(RAGNX_\w+)\s+(.*?)\s*$/;
+    my ($name, $def) = ($1, $2);
+    next unless $def =~ /^(?:\s*(?:"[^"\\]*"|[A-Z_]+))+$/;
+    my $v = '';
+    while ($def =~ /\G\s*(?:"([^"\\]*)"|([A-Z_]+))/gc) {
+        $v .= defined $1 ? $1 : $MACRO{$2} // die "unknown macro $2";
+    }
+    $MACRO{$name} = $v;
+}
 
 sub worker_bin {
     my $b = ($ENV{RAGNX_BUILD} || 'build') . '/workers/ragnx-worker';
