@@ -37,7 +37,7 @@ WORKER_CFLAGS = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -pthread -Ishared \
 WORKER_LIBS = -lhiredis -lpq -lcurl -ljansson -ljwt -lsodium -lcrypto -pthread
 
 .PHONY: all module unit worker test test-asan lint run reset deps clean \
-        bench bench-pool
+        bench bench-pool mutate
 
 all: module unit worker
 
@@ -100,6 +100,11 @@ test-asan: deps
 	$(MAKE) BUILD=build-asan SAN=1 all
 	RAGNX_MODULE=$(abspath build-asan)/nginx/objs/ngx_http_ragnx_module.so \
 	RAGNX_BUILD=$(abspath build-asan) RAGNX_SANITIZE=1 ./scripts/prove
+
+# Plausible bugs (t/mutants.txt) applied one at a time to a scratch copy:
+# each must make its tests fail.  Not part of `make test`: it takes a while.
+mutate: deps
+	./scripts/mutate
 
 run: deps
 	$(MAKE) all

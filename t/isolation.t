@@ -265,6 +265,15 @@ $r = ask(user3 => { query => 'Who assigns them?',
                     chatId => $r->{j}{chatId} });
 is($r->{status}, 404, '... and nobody else\'s');
 
+# a question in a chat whose context-free answer is in the cache (bob's,
+# above): still the chat's own job, never the shared answer
+
+($r, $j) = answer(alice => { query => 'What is my locker code?',
+                             chatId => $chat });
+is($r->{status}, 202, 'alice in her chat, the question cached for others: '
+                      . 'queued, not served from the cache');
+like($j->{answer}, qr/4821/, '... answered from her history');
+
 # owners whose names are prefixes of each other: "ali" is not "alice", in
 # either direction, wherever an owner is compared
 
