@@ -171,6 +171,8 @@ test_uuid(void)
        "mixed case accepted");
     ok(!ragnx_uuid_valid("123e4567-e89b-12d3-a456-42661417400", 35),
        "short refused");
+    ok(!ragnx_uuid_valid("123e4567-e89b-12d3-a456-4266141740001", 37),
+       "a hex digit after a uuid is refused");
     ok(!ragnx_uuid_valid("123e4567xe89b-12d3-a456-426614174000", 36),
        "bad separator refused");
     ok(!ragnx_uuid_valid("123e4567-e89b-12d3-a456-42661417400g", 36),
