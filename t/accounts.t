@@ -225,6 +225,10 @@ is($t->psql("SELECT count(*) FROM users"), 1, 'no user from bad input');
     like($m // '',
          qr/^\Q$id\E 400 \{"error":"Validation failed","details":\{"password":/,
          'the pool checks the password length itself');
+    $m = $reply->('{"email":"b@b.example","password":"' . ('p' x 129) . '"}');
+    like($m // '',
+         qr/^\Q$id\E 400 \{"error":"Validation failed","details":\{"password":/,
+         'the pool bounds the password length itself (129 characters)');
     $m = $reply->('{"email":"b@@b.example","password":"long enough"}');
     like($m // '',
          qr/^\Q$id\E 400 \{"error":"Validation failed","details":\{"email":/,
