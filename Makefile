@@ -38,7 +38,7 @@ WORKER_CFLAGS = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -pthread -Ishared \
 WORKER_LIBS = -lhiredis -lpq -lcurl -ljansson -ljwt -lsodium -lcrypto -pthread
 
 .PHONY: all module unit worker test test-asan test-debug lint run reset deps \
-        clean bench bench-pool
+        clean bench bench-pool mutate
 
 all: module unit worker
 
@@ -114,6 +114,11 @@ test-debug: deps
 	    $(DEBUG_BUILD)/nginx/objs/ngx_auto_config.h
 	RAGNX_DEBUG_MODULE=$(DEBUG_BUILD)/nginx/objs/ngx_http_ragnx_module.so \
 	RAGNX_BUILD=$(DEBUG_BUILD) prove t/debug.t
+
+# Plausible bugs (t/mutants.txt) applied one at a time to a scratch copy:
+# each must make its tests fail.  Not part of `make test`: it takes a while.
+mutate: deps
+	./scripts/mutate
 
 run: deps
 	$(MAKE) all

@@ -225,6 +225,10 @@ is($t->psql("SELECT count(*) FROM users"), 1, 'no user from bad input');
     like($m // '',
          qr/^\Q$id\E 400 \{"error":"Validation failed","details":\{"password":/,
          'the pool checks the password length itself');
+    $m = $reply->('{"email":"b@b.example","password":"' . ('p' x 129) . '"}');
+    like($m // '',
+         qr/^\Q$id\E 400 \{"error":"Validation failed","details":\{"password":/,
+         'the pool bounds the password length itself (129 characters)');
     $m = $reply->('{"email":"b@@b.example","password":"long enough"}');
     like($m // '',
          qr/^\Q$id\E 400 \{"error":"Validation failed","details":\{"email":/,
@@ -265,6 +269,11 @@ is_deeply($r->{json}{user}, $alice, '... the user');
 my $login_token = $r->{json}{token};
 
 my (@unknown, @wrong);
+my $dummy = sub {
+    my @n = $p->worker_log =~ /login: verified against the dummy hash/g;
+    return scalar @n;
+};
+my $dummy0 = $dummy->();
 for (1 .. 3) {
     my $u = call(POST => '/api/auth/login',
         body => { email => 'nobody@example.com', password => 'whatever1' });
@@ -278,6 +287,8 @@ is($wrong[0]{status}, 401, 'wrong password: 401');
 is($unknown[0]{body}, $wrong[0]{body}, '... the same body');
 is_deeply($wrong[0]{json}, { error => 'Invalid email or password' },
           '... the documented one');
+is($dummy->() - $dummy0, 3,
+   '... each unknown email verified against the dummy hash, once');
 {
     my ($su, $sw) = (0, 0);
     $su += $_->{elapsed} for @unknown;

@@ -499,7 +499,9 @@ ok($took >= 0.25 && $took < 1, "after the 300 ms timeout ($took s)");
 ok($fast, "Redis stopped: nginx answers in < 50 ms ($times)");
 $t->signal('redis', 'CONT');
 
-# clients that go away while their reply is pending
+# clients that go away while their reply is pending: Redis is stopped
+# while 100 clients send a question and leave, so their commands wait for
+# replies that come after the requests are gone
 
 $ok = 0;
 for (1 .. 100) {
@@ -507,8 +509,16 @@ for (1 .. 100) {
     if ($r->{status} == 202) { $ok = 1; last }
     sleep 0.05;
 }
-system("redis-cli -p $rp DEBUG SLEEP 0.5 >/dev/null &");
-sleep 0.05;
+my $log0 = length $t->error_log;
+my @nginx_workers = sort { $a <=> $b } Ragnx::Test::children($t->{pids}{nginx});
+my $redis_calls = sub {
+    my $st = $t->redis('INFO', 'commandstats');
+    my $n = 0;
+    $n += $1 while $st =~ /cmdstat_(?:get|evalsha):calls=(\d+)/g;
+    return $n;
+};
+my $calls0 = $redis_calls->();
+$t->signal('redis', 'STOP');
 for my $i (1 .. 100) {
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
                                   PeerPort => $t->port, Proto => 'tcp');
@@ -519,13 +529,23 @@ for my $i (1 .. 100) {
         body => $body);
     close $s;
 }
-sleep 0.8;
+$t->signal('redis', 'CONT');
+# every abandoned question reached Redis and was answered (to nobody)
+my $deadline = time + 10;
+sleep 0.02 while $redis_calls->() < $calls0 + 100 && time < $deadline;
+cmp_ok($redis_calls->() - $calls0, '>=', 100,
+       'aborted clients: their commands all reached Redis');
 for (1 .. 100) {
     $r = ask(alice => { query => 'after the aborts' });
     last if $r->{status} == 202;
     sleep 0.05;
 }
 is($r->{status}, 202, 'aborted clients: service goes on');
+my $since = substr($t->error_log, $log0);
+unlike($since, qr/\[(alert|crit|emerg)\]/,
+       '... with no alert in the error log') or diag($since);
+is_deeply([ sort { $a <=> $b } Ragnx::Test::children($t->{pids}{nginx}) ],
+          \@nginx_workers, '... and the same nginx workers');
 
 # Graceful shutdown (nginx -s quit) waits for Redis's replies: a request
 # waiting on a slow Redis is answered, and a hit's record (written with

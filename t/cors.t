@@ -198,6 +198,9 @@ for my $o ('https://example.org',            # the apex is not a subdomain
            'https://a..example.org',
            'http://localhost',
            'http://localhost:3001',
+           'https://localhost:3000',          # scheme, the port explicit
+           'http://app.example.com:443',      # scheme, the default https port
+           'http://a.example.org:443',        # the same, for a wildcard
            'null',
            'app.example.com',
            '*',

@@ -56,6 +56,10 @@ $t->start_nginx(
             ragnx_jwt on;
             ragnx_ask_status;
         }
+        location ~ ^/api/chats/[^/]+/messages/?\$ {
+            ragnx_jwt on;
+            ragnx_rpc messages;
+        }
 EOF
 
 my $json = JSON::PP->new->canonical;
@@ -260,6 +264,90 @@ is($r->{status}, 202, '... and a follow-up in its chat is the caller\'s');
 $r = ask(user3 => { query => 'Who assigns them?',
                     chatId => $r->{j}{chatId} });
 is($r->{status}, 404, '... and nobody else\'s');
+
+# a question in a chat whose context-free answer is in the cache (bob's,
+# above): still the chat's own job, never the shared answer
+
+($r, $j) = answer(alice => { query => 'What is my locker code?',
+                             chatId => $chat });
+is($r->{status}, 202, 'alice in her chat, the question cached for others: '
+                      . 'queued, not served from the cache');
+like($j->{answer}, qr/4821/, '... answered from her history');
+
+# owners whose names are prefixes of each other: "ali" is not "alice", in
+# either direction, wherever an owner is compared
+
+$tok{ali} = Ragnx::Test::jwt_hs256($secret, { sub => 'ali', exp => time + 600 });
+
+sub poll {
+    my ($who, $id) = @_;
+    return $t->request(GET => "/api/ask/$id",
+                       headers => [ Authorization => "Bearer $tok{$who}" ]);
+}
+
+sub history {
+    my ($who, $c) = @_;
+    return $t->request(GET => "/api/chats/$c/messages",
+                       headers => [ Authorization => "Bearer $tok{$who}" ]);
+}
+
+{
+    my $ra = ask(alice => { query => 'Prefix owners: whose job is this?' });
+    my $rb = ask(ali => { query => 'Prefix owners: and whose is that?' });
+    is($ra->{status}, 202, 'prefix owners: alice queued');
+    is($rb->{status}, 202, '... ali queued');
+    my ($ja, $jb) = ($ra->{j}{jobId}, $rb->{j}{jobId});
+    is(done(alice => $ja)->{status}, 'completed', '... alice\'s job done');
+    is(done(ali => $jb)->{status}, 'completed', '... ali\'s job done');
+
+    for ([ ali => $ja, 'ali polls alice\'s job' ],
+         [ alice => $jb, 'alice polls ali\'s job' ])
+    {
+        my $r = poll($_->[0], $_->[1]);
+        is($r->{status}, 404, "$_->[2]: 404");
+        is_deeply(Ragnx::Test::json_body($r), { error => 'Job not found' },
+                  "$_->[2]: the API's error");
+    }
+
+    my ($ca, $cb) = ($ra->{j}{chatId}, $rb->{j}{chatId});
+    my $n = { $ca => $msgs->($ca), $cb => $msgs->($cb) };
+    my $xlen = $added->();
+
+    # each chat: its history, then a question in it, first with Redis not
+    # knowing the owner (the pool is asked), then with Redis knowing
+    for ([ ali => $ca, 'alice' ], [ alice => $cb, 'ali' ]) {
+        my ($who, $c, $owner) = @$_;
+        my $r = history($who, $c);
+        is($r->{status}, 404, "$who reads $owner\'s messages: 404");
+        $t->redis('DEL', "{ragnx}:chat:$c");
+        $r = ask($who => { query => 'Prefix owners: my chat?', chatId => $c });
+        is($r->{status}, 404, "$who asks in $owner\'s chat, owner unknown "
+                              . 'to Redis: 404');
+        is($t->redis('GET', "{ragnx}:chat:$c"), $owner,
+           '... the pool put the owner in Redis');
+        $r = ask($who => { query => 'Prefix owners: my chat?', chatId => $c });
+        is($r->{status}, 404, "$who asks in $owner\'s chat, owner known to "
+                              . 'Redis: 404');
+        is($msgs->($c), $n->{$c}, "... nothing written into $owner\'s chat");
+        is(history($owner, $c)->{status}, 200, "... $owner reads it: 200");
+    }
+    is($added->(), $xlen, 'prefix owners: nothing enqueued');
+
+    # a chat made before ids were bound to owners: only the pool knows
+    for ([ ali => 'alice' ], [ alice => 'ali' ]) {
+        my ($who, $owner) = @$_;
+        my $c = uuid();
+        $t->psql("INSERT INTO chats (id, owner, title) VALUES ('$c', "
+                 . "'$owner', 'prefix')");
+        my $r = ask($who => { query => 'Prefix owners: old chat?',
+                              chatId => $c });
+        is($r->{status}, 404, "$who asks in $owner\'s old chat: 404");
+        $r = ask($who => { query => 'Prefix owners: old chat?',
+                           chatId => $c });
+        is($r->{status}, 404, '... again, Redis knowing its owner: 404');
+        is(history($who, $c)->{status}, 404, '... and its messages: 404');
+    }
+}
 
 $p->stop;
 $t->done;

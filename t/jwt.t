@@ -13,6 +13,7 @@ use Digest::SHA qw(hmac_sha256 hmac_sha384 hmac_sha512);
 use IO::Socket::INET;
 use JSON::PP;
 use MIME::Base64 qw(encode_base64url);
+use POSIX ();
 
 my $t = Ragnx::Test->new;
 my $d = $t->dir;
@@ -509,6 +510,13 @@ invalid(get('/hs', jwt(header => { alg => 'HS384', typ => 'JWT' },
 invalid(get('/hs', jwt(header => { alg => 'hs256', typ => 'JWT' })),
         'alg in lower case', "header \"alg\" is not the configured");
 
+# a configured name that is a prefix of the header's: the whole name must
+# match, not its first bytes (libjwt would refuse it too, for another reason)
+invalid(get('/hs', jwt(header => { alg => 'HS256x', typ => 'JWT' })),
+        'alg with a suffix', "header \"alg\" is not the configured");
+invalid(get('/hs', jwt(header => { alg => 'HS25', typ => 'JWT' })),
+        'alg cut short', "header \"alg\" is not the configured");
+
 invalid(get('/hs', jwt(header => { typ => 'JWT' })), 'header alg missing',
         "header \"alg\" is missing");
 
@@ -801,6 +809,10 @@ refused(get('/leeway0', hs(exp => time - 2)), 'token expired',
             'empty aud array');
     refused(get('/iss', hs(%ok, aud => 'ragnx-api2')), 'invalid audience',
             'aud with a suffix');
+    refused(get('/iss', hs(%ok, aud => ['ragnx-api2'])), 'invalid audience',
+            'aud array holding the audience with a suffix');
+    refused(get('/iss', hs(%ok, aud => ['ragnx-ap'])), 'invalid audience',
+            'aud array holding a prefix of the audience');
     refused(get('/iss', hs(iss => $ok{iss})), 'invalid audience',
             'aud missing');
     refused(get('/iss', hs(%ok, aud => { x => 'ragnx-api' })),
@@ -879,14 +891,63 @@ conf_fails("ragnx_jwt_key_file $d/keydir;",
            qr/"ragnx_jwt_key_file" "\Q$d\E\/keydir" is not a regular file/,
            'key file is a directory');
 
-SKIP: {
-    skip 'root reads any file', 3 if $> == 0;
-    $t->file('unreadable.key', $HS);
-    chmod 0, "$d/unreadable.key";
-    conf_fails("ragnx_jwt_key_file $d/unreadable.key;",
-               qr/"ragnx_jwt_key_file" cannot open .*unreadable\.key.*denied/,
-               'unreadable key file');
+# Root reads any file: as root, nginx -t runs as nobody in a directory of
+# its own, so the check runs wherever the suite does (CI runs as root).
+sub conf_fails_unprivileged {
+    my ($conf, $re, $name) = @_;
+    return conf_fails($conf, $re, $name) unless $> == 0;
+    my ($uid, $gid) = (getpwnam('nobody'))[2, 3];
+    my $u = "$d/unprivileged";
+    mkdir $u;
+    mkdir "$u/logs";
+    chown $uid, $gid, $u, "$u/logs";
+    my $module = Ragnx::Test::module_path();
+    my $port = Ragnx::Test::free_port();
+    my $file = $t->file('unprivileged.conf', <<"EOF");
+load_module $module;
+error_log $u/error.log info;
+pid $u/nginx.pid;
+events { worker_connections 16; }
+http {
+    access_log off;
+    client_body_temp_path $u/body;
+    proxy_temp_path $u/proxy;
+    fastcgi_temp_path $u/fastcgi;
+    uwsgi_temp_path $u/uwsgi;
+    scgi_temp_path $u/scgi;
+    server {
+        listen 127.0.0.1:$port;
+        $conf
+    }
 }
+EOF
+    pipe(my $rd, my $wr) or die "pipe: $!";
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        close $rd;
+        open STDOUT, '>&', $wr;
+        open STDERR, '>&', $wr;
+        POSIX::setgid($gid);
+        $) = "$gid $gid";
+        POSIX::setuid($uid) or POSIX::_exit(126);
+        exec('/usr/sbin/nginx', '-t', '-p', $u, '-c', $file)
+            or POSIX::_exit(127);
+    }
+    close $wr;
+    my $out = do { local $/; <$rd> } // '';
+    waitpid $pid, 0;
+    my $rc = $? >> 8;
+    ok($? != 0 && $rc != 126 && $rc != 127,
+       "nginx -t fails: $name (as nobody)");
+    like($out, $re, "nginx -t names it: $name (as nobody)");
+    unlike($out, qr/\[(alert|crit)\]/, "nginx -t no alert: $name (as nobody)");
+}
+
+$t->file('unreadable.key', $HS);
+chmod 0, "$d/unreadable.key";
+conf_fails_unprivileged("ragnx_jwt_key_file $d/unreadable.key;",
+           qr/"ragnx_jwt_key_file" cannot open .*unreadable\.key.*denied/,
+           'unreadable key file');
 
 conf_fails("ragnx_jwt_key_file $d/empty.key;",
            qr/"ragnx_jwt_key_file" "\Q$d\E\/empty\.key" is empty/,

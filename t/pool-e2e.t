@@ -68,8 +68,19 @@ EOF2
         }
 EOF2
 
-# let every nginx worker see the pool's cache generation
-sleep 0.4;
+# let every nginx worker see the pool's cache generation: each reads it
+# with a GET every 100 ms, and nothing else sends a GET yet (a worker
+# that alone made all four would have taken 400 ms, the other's first
+# refresh comes within 100 ms of its start)
+{
+    my $gets = sub {
+        my ($n) = $t->redis('INFO', 'commandstats') =~ /cmdstat_get:calls=(\d+)/;
+        return $n || 0;
+    };
+    my $deadline = time + 10;
+    sleep 0.02 while $gets->() < 4 && time < $deadline;
+    cmp_ok($gets->(), '>=', 4, 'the nginx workers read the generation');
+}
 
 my %auth = map { $_ => Ragnx::Test::jwt_hs256($secret,
                         { sub => $_, exp => time + 3600 }) } qw(alice bob);

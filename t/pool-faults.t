@@ -33,6 +33,20 @@ sub messages {
     return $t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'");
 }
 
+# wait (at most $timeout s) until $cond is true; returns it
+sub wait_for {
+    my ($cond, $timeout) = @_;
+    my $deadline = time + ($timeout || 10);
+    until ($cond->()) {
+        return 0 if time > $deadline;
+        sleep 0.02;
+    }
+    return 1;
+}
+
+# the worker log written since $from (a length)
+sub log_since { substr($p->worker_log, $_[0]) }
+
 sub pending {
     return (split /\n/, $t->redis('XPENDING', '{ragnx}:jobs', 'pool'))[0];
 }
@@ -52,9 +66,11 @@ unlike($p->worker_log, qr/requeued/, 'nothing requeued');
 
 {
     my ($kid) = $p->children;
+    my $n1 = $mock->stats->{requests};
     ($id) = $p->ask(query => 'a question for a doomed worker');
     ok($p->wait_status($id, 'active'), 'job active');
-    sleep 0.3;
+    ok(wait_for(sub { $mock->stats->{requests} > $n1 }),
+       '... and waiting for the LLM');
     kill 'KILL', $kid;
     my $deadline = time + 5;
     sleep 0.05 while time < $deadline
@@ -103,7 +119,9 @@ unlike($p->worker_log, qr/requeued/, 'nothing requeued');
     ok($p->wait_status($id, 'active'), 'job active');
     $t->stop_postgres;
     ok($p->wait_status($id, 'delayed', 10), 'database gone: job delayed');
-    sleep 1;
+    ok(wait_for(sub { ($p->job($id)->{attempts} || 0) >= 2
+                      && $p->job($id)->{status} eq 'delayed' }),
+       '... and again on its next attempt');
     $t->start_postgres;
     $j = $p->wait_job($id, 30);
     is($j->{status}, 'completed', 'completed after the database returned');
@@ -117,8 +135,10 @@ unlike($p->worker_log, qr/requeued/, 'nothing requeued');
     $mock->set(delay_ms => 1500);
     ($id) = $p->ask(query => 'a question while redis restarts');
     ok($p->wait_status($id, 'active'), 'job active');
+    my $log0 = length $p->worker_log;
     $t->stop_redis;
-    sleep 0.5;
+    ok(wait_for(sub { log_since($log0) =~ /redis: |redis connect to/ }),
+       'the pool saw Redis go');
     $t->start_redis(appendonly => 1);
     is($t->redis('HGET', "{ragnx}:job:$id", 'status'), 'active',
        'job state survived the restart (AOF)');
@@ -138,8 +158,10 @@ unlike($p->worker_log, qr/requeued/, 'nothing requeued');
     ($id) = $p->ask(query => 'a question for an impatient operator');
     ok($p->wait_status($id, 'active'), 'job active');
     my $pid = $p->pid;
+    my $log0 = length $p->worker_log;
     kill 'TERM', $pid;
-    sleep 0.3;
+    ok(wait_for(sub { log_since($log0) =~ /draining/ }),
+       'first SIGTERM: draining');
     my $t0 = time;
     my $st = $p->stop('TERM', 10);
     cmp_ok(time - $t0, '<', 3, 'second SIGTERM: exits without waiting');

@@ -72,6 +72,70 @@ is(scalar @{ $req->{messages} }, 3, 'previous exchange sent as history');
 is($req->{messages}[0]{content}, 'How long are answers cached?',
    'history starts with the first question');
 
+# the stream's pending entries (delivered, not yet acknowledged)
+sub pending {
+    return (split /\n/, $t->redis('XPENDING', '{ragnx}:jobs', 'pool'))[0]
+           // 0;
+}
+
+# wait until the mock has had $n requests more than $n0
+sub llm_requests {
+    my ($n0, $n) = @_;
+    my $deadline = time + 10;
+    sleep 0.02 while $mock->stats->{requests} < $n0 + $n && time < $deadline;
+    return $mock->stats->{requests} - $n0;
+}
+
+# an ask job delivered twice at once (redelivered while its first delivery
+# still waits for the LLM): neither saw a stored answer, so both write the
+# exchange; the second writes nothing, and completes without a retry
+
+{
+    $mock->set(delay_ms => 400);
+    my $n0 = $mock->stats->{requests};
+    my $log0 = length $p->worker_log;
+    my ($rid) = $p->ask(query => 'Is an exchange written only once?');
+    $t->redis('XADD', '{ragnx}:jobs', '*', 'id', $rid, 'job',
+              $p->payload($rid));
+    is(llm_requests($n0, 2), 2, 'delivered twice at once: two LLM calls');
+    my $deadline = time + 15;
+    sleep 0.05 while ($t->redis('XLEN', '{ragnx}:jobs') || pending())
+                     && time < $deadline;
+    is($t->redis('XLEN', '{ragnx}:jobs') . ' ' . pending(), '0 0',
+       '... both entries acknowledged');
+    $j = $p->wait_job($rid);
+    is($j->{status}, 'completed', '... completed');
+    is($t->psql("SELECT string_agg(role, ',' ORDER BY seq) FROM messages "
+                . "WHERE job_id = '$rid'"), 'user,assistant',
+       '... each message stored once');
+    my $log = substr($p->worker_log, $log0);
+    unlike($log, qr/job \Q$rid\E: .*retry/, '... and neither was retried')
+        or diag($log);
+    $mock->set(delay_ms => 0);
+}
+
+# a chat with the job's id made by someone else while the job waits for
+# the LLM: the exchange writes nothing into it, and the job fails as if
+# the chat were another user's
+
+{
+    $mock->set(delay_ms => 600);
+    my $n0 = $mock->stats->{requests};
+    my ($sid, undef, undef, $schat) =
+        $p->ask(query => 'Whose chat will this be?', owner => 'alice');
+    is(llm_requests($n0, 1), 1, 'a chat taken while the LLM runs: asked');
+    $t->psql("INSERT INTO chats (id, owner, title) VALUES ('$schat', "
+             . "'mallory', 'taken')");
+    $j = $p->wait_job($sid);
+    is($j->{status}, 'failed', '... the job failed');
+    is($j->{error}, 'chat not found', '... "chat not found"');
+    is($t->psql("SELECT count(*) FROM messages WHERE chat_id = '$schat' "
+                . "OR job_id = '$sid'"), 0, '... and nothing was written');
+    is($t->psql("SELECT owner FROM chats WHERE id = '$schat'"), 'mallory',
+       '... into a chat that stays mallory\'s');
+    $mock->set(delay_ms => 0);
+}
+
 # the request body is JSON whatever the text holds: quotes, backslashes,
 # control characters and multi-byte UTF-8 arrive as they were sent
 
@@ -155,8 +219,11 @@ $mock->set(script => ['429:2']);
 my $t0 = time;
 ($id) = $p->ask(query => 'a rate limited question');
 ok($p->wait_status($id, 'delayed'), '429: delayed');
-sleep 1.2;
-is($p->job($id)->{status}, 'delayed', 'still delayed after 1.2 s');
+{
+    my $due = $t->redis('ZSCORE', '{ragnx}:delayed', $id);
+    cmp_ok($due, '>=', int($t0 * 1000) + 2000,
+           'its retry is due after Retry-After, not retry_max');
+}
 $j = $p->wait_job($id);
 is($j->{status}, 'completed', 'then completed');
 cmp_ok(time - $t0, '>=', 2, 'not before Retry-After');

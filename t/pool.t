@@ -323,6 +323,26 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
        'still exactly two messages');
 }
 
+# redelivery of a record job whose messages are stored, its hash lost (a
+# record has no stored-answer short cut: it writes its exchange again,
+# which must change nothing and complete on this delivery)
+
+{
+    my $rec = substr($p->payload($id2), 0, -length('ask"}'))
+              . 'record","result":' . $t->redis('GET', $ckey) . '}';
+    my $log0 = length $p->worker_log;
+    $t->redis('DEL', "{ragnx}:job:$id2");
+    $t->redis('XADD', '{ragnx}:jobs', '*', 'id', $id2, 'job', $rec);
+    $j = $p->wait_job($id2);
+    is($j->{status}, 'completed', 'redelivered record job completes');
+    is($j->{attempts}, 1, '... on its first attempt');
+    is($t->psql("SELECT string_agg(role, ',' ORDER BY seq) FROM messages "
+                . "WHERE job_id = '$id2'"), 'user,assistant',
+       '... each message stored once');
+    unlike(substr($p->worker_log, $log0), qr/job \Q$id2\E: .*retry/,
+           '... without a retry');
+}
+
 # single flight: a leader and two followers, in their own chats
 
 {

@@ -342,6 +342,11 @@ ragnx_account_login(ragnx_thread_t *t, const ragnx_call_t *c, char **body)
 
     ok = crypto_pwhash_str_verify(hash, password, plen) == 0 && found;
 
+    if (!found) {
+        /* the tests count these: no timing is needed to see it happen */
+        ragnx_log(RAGNX_LOG_DEBUG, "login: verified against the dummy hash");
+    }
+
     /* parameters changed since this hash was made: store a new one */
 
     rc = -1;

@@ -186,7 +186,7 @@ static void
 test_seal(void)
 {
     char dir[] = "/tmp/ragnx-seal-XXXXXX", priv[64], pub[64], err[256], *c, *b,
-         json[256], out[256];
+         *b2, json[256], out[256];
     long          n;
     size_t        len;
     unsigned char pk[32], pk2[32], sk[32], key[32], got[32], other[32];
@@ -248,6 +248,10 @@ test_seal(void)
            && b[0] == RAGNX_SEAL_MARK,
        "a reply is sealed, marked");
     ok(strstr(b, "token") == NULL, "no trace of the token in it");
+    b2 = malloc(len);
+    ragnx_seal_reply(key, body, strlen(body), b2, len);
+    ok(strcmp(b, b2) != 0, "sealed twice, it differs (a fresh nonce)");
+    free(b2);
     n = ragnx_seal_reply_open(key, b, strlen(b), out);
     ok(n == (long) strlen(body) && memcmp(out, body, n) == 0,
        "the caller opens it");

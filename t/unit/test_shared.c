@@ -280,6 +280,8 @@ test_uuid(void)
        "mixed case accepted");
     ok(!ragnx_uuid_valid("123e4567-e89b-12d3-a456-42661417400", 35),
        "short refused");
+    ok(!ragnx_uuid_valid("123e4567-e89b-12d3-a456-4266141740001", 37),
+       "a hex digit after a uuid is refused");
     ok(!ragnx_uuid_valid("123e4567xe89b-12d3-a456-426614174000", 36),
        "bad separator refused");
     ok(!ragnx_uuid_valid("123e4567-e89b-12d3-a456-42661417400g", 36),
@@ -329,6 +331,22 @@ test_chat_id(void)
     memcpy(b, a, 37);
     b[0] = b[0] == '0' ? '1' : '0';
     ok(!ragnx_chat_id_owned(b, "alice", 5), "nor a changed nonce");
+
+    /* the whole tag counts: each of its digits, its lowest bit flipped */
+
+    for (i = 19, good = 1; i < 36; i++) {
+        if (a[i] == '-') {
+            continue;
+        }
+
+        memcpy(b, a, 37);
+        b[i] = "1032547698badcfe"[(a[i] & 0xf) + (a[i] > '9' ? 9 : 0)];
+
+        if (ragnx_chat_id_owned(b, "alice", 5)) {
+            good = 0;
+        }
+    }
+    ok(good, "a change in any digit of the tag is not hers");
 }
 
 
