@@ -927,6 +927,11 @@ EOF
         close $rd;
         open STDOUT, '>&', $wr;
         open STDERR, '>&', $wr;
+        # under the sanitizers, their runtimes first, as for every nginx
+        # of the suite (reports go where nobody may write)
+        my %env = $t->preload_env;
+        s{log_path=[^:]*/}{log_path=$u/} for values %env;
+        $ENV{$_} = $env{$_} for keys %env;
         POSIX::setgid($gid);
         $) = "$gid $gid";
         POSIX::setuid($uid) or POSIX::_exit(126);
