@@ -102,6 +102,10 @@ typedef struct {
 } ngx_http_ragnx_ask_status_ctx_t;
 
 
+/*
+ * The paths a question takes; what each costs Redis, and why each stays,
+ * is the table "The modes" in docs/ARCHITECTURE.md.
+ */
 #define NGX_HTTP_RAGNX_ASK_ALL      0   /* lookup + enqueue, one server */
 #define NGX_HTTP_RAGNX_ASK_LOOKUP   1   /* separate cache server: lookup */
 #define NGX_HTTP_RAGNX_ASK_ENQUEUE  2   /* ... then enqueue on the queue */
