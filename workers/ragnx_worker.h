@@ -13,7 +13,9 @@
  *   ragnx_maint.c         the maintenance thread: readiness, heartbeats
  *   ragnx_work.c          one job: retrieval, LLM, persistence, completion
  *   ragnx_calls.c         synchronous calls from nginx
- *   ragnx_accounts.c      register, login, me, chats, messages
+ *   ragnx_accounts.c      register, login, me: argon2id, token signing;
+ *                         the helpers the calls answer with
+ *   ragnx_chats.c         chats, messages, chat: history, paging, owner
  *   ragnx_db.c            PostgreSQL: the connection pool
  *   ragnx_db_pipeline.c   the job threads' requests, run in pipelines
  *   ragnx_migrate.c       the migrations and the schema check
@@ -331,7 +333,7 @@ int ragnx_maint_ready(void);
 void *ragnx_maint_thread(void *data);
 
 
-/* calls from nginx (shared/ragnx_rpc.h): ragnx_calls.c, ragnx_accounts.c */
+/* calls from nginx (shared/ragnx_rpc.h): ragnx_calls.c */
 
 typedef struct {
     char              id[40];
@@ -359,12 +361,35 @@ void ragnx_call_append(ragnx_redis_t *r, const char *fmt, ...);
 typedef int (*ragnx_call_pt)(ragnx_thread_t *t, const ragnx_call_t *c,
     char **body);
 
+
+/* accounts: ragnx_accounts.c */
+
+/* timestamps as the API shows them: ISO 8601, UTC, milliseconds */
+#define RAGNX_TS(col)                                                         \
+    "to_char(" col " AT TIME ZONE 'UTC', "                                    \
+    "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
 int ragnx_accounts_init(void);
 int ragnx_account_register(ragnx_thread_t *t, const ragnx_call_t *c,
     char **body);
 int ragnx_account_login(ragnx_thread_t *t, const ragnx_call_t *c,
     char **body);
 int ragnx_account_me(ragnx_thread_t *t, const ragnx_call_t *c, char **body);
+
+/* what the calls of ragnx_accounts.c and ragnx_chats.c answer with */
+const char *ragnx_acc_string(const ragnx_call_t *c, const char *name,
+    size_t *len);
+int ragnx_acc_db(ragnx_thread_t *t, const ragnx_call_t *c, PGconn **conn,
+    char **body);
+int ragnx_acc_failed(ragnx_thread_t *t, PGconn *conn, PGresult *res,
+    const char *what, char **body);
+int ragnx_acc_error(int status, const char *msg, char **body);
+int ragnx_acc_invalid(const char *field, const char *msg, char **body);
+char *ragnx_acc_dump(json_t *v);
+
+
+/* chat history: ragnx_chats.c */
+
 int ragnx_account_chats(ragnx_thread_t *t, const ragnx_call_t *c,
     char **body);
 int ragnx_account_messages(ragnx_thread_t *t, const ragnx_call_t *c,
