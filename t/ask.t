@@ -280,6 +280,15 @@ for my $body ({}, { query => 42 }, { query => '' }) {
                 details => { query => ['must be a non-empty string'] } },
               'loose schema: error body');
 }
+# a chatId that is no chat id: refused, never taken for a new chat
+for my $chat (42, 'nope', '') {
+    $r = ask(alice => { query => 'hello', chatId => $chat }, '/api/ask-loose');
+    is($r->{status}, 400, "loose schema, chatId \"$chat\": 400");
+    is_deeply(Ragnx::Test::json_body($r),
+              { error => 'Validation failed',
+                details => { chatId => ['must be a UUID'] } },
+              '... error body');
+}
 is(xlen(), $before, 'loose schema: nothing enqueued');
 
 # a given chat id is kept: the caller's chat (its owner in Redis)
