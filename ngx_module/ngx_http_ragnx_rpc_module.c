@@ -826,8 +826,17 @@ ngx_http_ragnx_rpc_message(ngx_str_t *msg, void *data)
                                    "Bad gateway");
         return;
 
+    } else if (ctx->sealed && rep.status < NGX_HTTP_BAD_REQUEST) {
+        /* a token in the clear: it crossed Redis, never pass it on */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "ragnx_rpc reply %ui to sealed call \"%V\" not "
+                      "sealed", (ngx_uint_t) rep.status, &id);
+        ngx_http_ragnx_rpc_resolve(ctx, NGX_HTTP_BAD_GATEWAY,
+                                   "Bad gateway");
+        return;
+
     } else {
-        /* a plain JSON error: the pool could not open the call */
+        /* plain JSON, or an error from a pool that could not open it */
         ngx_memcpy(ctx->body.data, rep.body, rep.body_len);
         ctx->body.len = rep.body_len;
     }

@@ -227,7 +227,9 @@ sub standin_answer {
         ($status, $body) = (404, { error => 'Chat not found' });
     }
     my $b = $json->encode($body);
-    $b = Ragnx::Test::seal_tool('seal', $key, $b) if $sealed;
+    # mode clear: a pool that answers a sealed call in the clear
+    $b = Ragnx::Test::seal_tool('seal', $key, $b)
+        if $sealed && ($f->{mode} // '') ne 'clear';
     return "$f->{id} $status $b";
 }
 
@@ -289,7 +291,7 @@ sub standin_loop {
                            [ $f{reply}, "$f{id} abc {}" ];
                 next;
             }
-            push @out, [ $f{reply}, standin_answer(\%f) ];
+            push @out, [ $f{reply}, standin_answer({ %f, mode => $mode }) ];
         }
         if ($mode eq 'late') {
             push @due, map { [ time + $o{delay}, @$_ ] } @out;
@@ -584,6 +586,22 @@ is($r->{status}, 502, 'a malformed reply to our id: 502');
 is_deeply(body($r), { error => 'Bad gateway' }, '502 JSON');
 like($t->error_log, qr/ragnx_rpc reply without a call id dropped/,
      'a reply without an id is logged');
+
+# a sealed call answered in the clear: its token crossed Redis, so the
+# reply is refused (an error in the clear, from a pool that could not
+# open the call, still passes: it carries no secret)
+
+start_standin(mode => 'clear');
+$r = post('/api/auth/login', { email => 'ann@example.com',
+                               password => 'correct horse' });
+is($r->{status}, 502, 'a sealed call answered 200 in the clear: 502');
+is_deeply(body($r), { error => 'Bad gateway' }, '... JSON');
+unlike($r->{body}, qr/correct horse/, '... and nothing of it passed on');
+like($t->error_log, qr/reply 200 to sealed call "[0-9a-f-]{36}" not sealed/,
+     '... logged');
+$r = post('/api/auth/login', { email => 'ann@example.com',
+                               password => 'wrong' });
+is($r->{status}, 401, 'an error in the clear still passes');
 
 # 200 concurrent calls: each gets its own reply
 
