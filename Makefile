@@ -19,8 +19,14 @@ ABS_BUILD   = $(abspath $(BUILD))
 NGX_BUILD   = $(ABS_BUILD)/nginx
 MODULE      = $(NGX_BUILD)/objs/ngx_http_ragnx_module.so
 
+# the Lua scripts, embedded as C string macros by scripts/embed-lua: one
+# generated header per side
+GEN         = $(ABS_BUILD)/gen
+MODULE_LUA  = $(GEN)/ragnx_lua_module.h
+WORKER_LUA  = $(GEN)/ragnx_lua_workers.h
+
 MODULE_SRCS = config $(wildcard ngx_module/*.c ngx_module/*.h) \
-              $(wildcard shared/*.c shared/*.h)
+              $(wildcard shared/*.c shared/*.h) $(MODULE_LUA)
 SHARED_SRCS = $(wildcard shared/*.c)
 UNIT_SRCS   = $(wildcard t/unit/*.c)
 UNIT_BINS   = $(patsubst t/unit/%.c,$(ABS_BUILD)/unit/%,$(UNIT_SRCS))
@@ -34,7 +40,8 @@ WORKER_OBJS = $(patsubst workers/%.c,$(ABS_BUILD)/workers/%.o,$(WORKER_SRCS)) \
               $(patsubst shared/%.c,$(ABS_BUILD)/workers/shared_%.o,$(SHARED_SRCS)) \
               $(ABS_BUILD)/workers/ragnx_migrations.o
 WORKER_CFLAGS = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -pthread -Ishared \
-              -Iworkers -I/usr/include/postgresql -I/usr/include/hiredis
+              -Iworkers -I$(GEN) -I/usr/include/postgresql \
+              -I/usr/include/hiredis
 WORKER_LIBS = -lhiredis -lpq -lcurl -ljansson -ljwt -lsodium -lcrypto -pthread
 
 .PHONY: all module unit worker test test-asan test-debug lint run reset deps \
@@ -47,7 +54,8 @@ worker: $(WORKER)
 $(WORKER): $(WORKER_OBJS)
 	$(CC) $(SANFLAGS) -o $@ $^ $(WORKER_LIBS)
 
-$(ABS_BUILD)/workers/%.o: workers/%.c $(wildcard workers/*.h shared/*.h)
+$(ABS_BUILD)/workers/%.o: workers/%.c $(wildcard workers/*.h shared/*.h) \
+                          $(WORKER_LUA)
 	@mkdir -p $(dir $@)
 	$(CC) $(WORKER_CFLAGS) -c -o $@ $<
 
@@ -62,6 +70,20 @@ $(ABS_BUILD)/workers/ragnx_migrations.c: scripts/embed-sql $(wildcard sql/*.sql)
 $(ABS_BUILD)/workers/ragnx_migrations.o: $(ABS_BUILD)/workers/ragnx_migrations.c
 	$(CC) $(WORKER_CFLAGS) -c -o $@ $<
 
+$(MODULE_LUA): scripts/embed-lua shared/ragnx_keys.h \
+               $(wildcard ngx_module/lua/*.lua)
+	@mkdir -p $(dir $@)
+	./scripts/embed-lua shared/ragnx_keys.h \
+	    $(sort $(wildcard ngx_module/lua/*.lua)) > $@.tmp
+	mv $@.tmp $@
+
+$(WORKER_LUA): scripts/embed-lua shared/ragnx_keys.h \
+               $(wildcard workers/lua/*.lua)
+	@mkdir -p $(dir $@)
+	./scripts/embed-lua shared/ragnx_keys.h \
+	    $(sort $(wildcard workers/lua/*.lua)) > $@.tmp
+	mv $@.tmp $@
+
 deps:
 	@./scripts/deps
 
@@ -69,12 +91,14 @@ module: $(MODULE)
 
 # Build against the distro's nginx source with its own configure flags so
 # the result loads into /usr/sbin/nginx (same --with-compat signature).
+# config finds the generated header of the Lua scripts in RAGNX_GEN.
 $(NGX_BUILD)/objs/Makefile: config
 	rm -rf $(NGX_BUILD)
 	mkdir -p $(ABS_BUILD)
 	cp -r $(NGX_SRC) $(NGX_BUILD)
 	cd $(NGX_BUILD) && source ./conf_flags \
-	    && ./configure "$${NGX_CONF_FLAGS[@]}" $(NGX_CONF_EXTRA) \
+	    && RAGNX_GEN=$(GEN) \
+	       ./configure "$${NGX_CONF_FLAGS[@]}" $(NGX_CONF_EXTRA) \
 	       --with-cc-opt="$(OPT) -fPIC $(WARN) $(SANFLAGS)" \
 	       --with-ld-opt="$(SANFLAGS)" \
 	       --add-dynamic-module=$(CURDIR) > configure.log \

@@ -15,6 +15,7 @@
 #include "ngx_http_ragnx_rpc.h"
 #include "ragnx_job.h"
 #include "ragnx_keys.h"
+#include "ragnx_lua_module.h"
 #include "ragnx_query.h"
 #include "ragnx_rpc.h"
 #include "ragnx_uuid.h"
@@ -245,130 +246,13 @@ ngx_module_t  ngx_http_ragnx_ask_module = {
 
 
 /*
- * One round trip per question.  Mode "all": read the cache generation,
- * look the answer up, and on a hit enqueue a "record" job (the exchange
- * still lands in the chat) or on a miss create the job and enqueue it,
- * unless an identical question is already being answered: then the new
- * job follows that leader and the LLM runs once.  Mode "ask" is the same
- * with the worker's generation (already checked to need no JSON
- * escaping).  With a separate cache server, "lookup" runs there and
- * "enqueue" on the queue server; "enqueue" also follows a plain GET that
- * missed.
- *
- * Mode "chat" is a question asked in an existing chat.  Its answer may
- * draw on the chat's history, so it is never looked up in the cache,
- * never leads nor follows another job, and is enqueued on its own.  The
- * chat is the caller's: "verified" when its id is bound to the caller
- * (ragnx_chat_id_owned()) or the pool said so, else by the owner the
- * pool left in {ragnx}:chat:<id> ("foreign" when another's, "unknown"
- * when Redis does not know it: the module then asks the pool).  Every
- * other mode makes a new chat, with an id bound to the caller.
- *
- * KEYS: gen, jobs stream, job hash, chat.  ARGV: digest, job id, payload,
- * owner, chatId, now ms, queue max, job ttl s, mode, [gen ("ask",
- * "enqueue", "chat": '' when unknown), cached value ("enqueue") or
- * verified ("chat")].  The payload is the complete "ask" job (ending in
- * "type":"ask"}) when the module knows the generation, else without type
- * and gen ("all", "lookup", "chat" without gen).
- * Returns {outcome, gen, cached|leader}.
- *
- * Lua hashes every string it makes, byte by byte, so the script builds
- * as few as it can: the payload comes ready, and a record job is the
- * payload with its type swapped for "record" and the cached value.  The
- * payload travels in the stream entry; only a follower keeps it in its
- * hash (the pool turns it into a record job when the leader finishes).
- * Record jobs have no hash: nobody polls them.
- *
- * The cache key and the in-flight field are ragnx_cache_key()'s and
- * ragnx_inflight_field()'s, built here from the same macros (t/keys.t
- * runs this script and compares).
- *
- * Single-flight: the question is claimed with one HSETNX of its field in
- * the in-flight hash; for a new question that is the only single-flight
- * command.  A field already there names a leader, followed while it is
- * pending and younger than ragnx_ask_job_ttl, else taken over.  The pool
- * removes the field when the leader ends, and sweeps fields of leaders
- * no longer pending.  A key per question with its own TTL cost Redis
- * about 2 us more per new question: a new key and an entry in the
- * expires table.
- *
- * A new job's hash holds only what a poll needs (the pool adds attempts
- * and updatedAt when it starts the job) and has no TTL: its entry in the
- * stream, which ragnx_ask_queue_max bounds, is what keeps it, and every
- * way the pool ends a job sets the retention.  A follower's hash and list
- * are not in the stream: they expire after ragnx_ask_job_ttl.
+ * The ask script, ngx_module/lua/ask.lua (its modes, keys and arguments
+ * are written there), embedded at build time by scripts/embed-lua: one
+ * round trip per question looks the answer up, and enqueues the job or
+ * makes it follow an identical question already pending.
  */
 
-static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(
-"local mode, gen, cached, p = ARGV[9], ARGV[10], false, ARGV[3]\n"
-"local chat = mode == 'chat'\n"
-"if chat then\n"
-"  if ARGV[11] ~= '1' then\n"
-"    local o = redis.call('GET', KEYS[4])\n"
-"    if not o then return {'unknown', '', ''} end\n"
-"    if o ~= ARGV[4] then return {'foreign', '', ''} end\n"
-"  end\n"
-"  if gen == '' then\n"
-"    mode = 'all'\n"
-"    gen = redis.call('GET', KEYS[1]) or '" RAGNX_GEN_DEFAULT "'\n"
-"  end\n"
-"elseif mode == 'enqueue' then\n"
-"  if ARGV[11] ~= '' then cached = ARGV[11] end\n"
-"else\n"
-"  if mode ~= 'ask' then\n"
-"    gen = redis.call('GET', KEYS[1]) or '" RAGNX_GEN_DEFAULT "'\n"
-"  end\n"
-"  cached = redis.call('GET', '" RAGNX_KEY_CACHE "' .. ARGV[1]\n"
-"    .. '" RAGNX_KEY_GEN_SEP "' .. gen)\n"
-"  if mode == 'lookup' then return {'lookup', gen, cached or ''} end\n"
-"end\n"
-"if mode == 'all' then\n"
-"  local g = gen\n"
-"  if string.find(gen, '[%c\"\\\\]') then\n"
-"    g = string.sub(cjson.encode(gen), 2, -2)\n"
-"  end\n"
-"  p = string.sub(p, 1, -2) .. ',\"gen\":\"' .. g .. '\",\"type\":\"ask\"}'\n"
-"end\n"
-"local max, ttl = tonumber(ARGV[7]), ARGV[8]\n"
-"local len = redis.call('XLEN', KEYS[2])\n"
-"if cached then\n"
-"  if len >= max + math.ceil(max / 10) then\n"
-"    return {'hit-unrecorded', gen, cached}\n"
-"  end\n"
-"  redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job',\n"
-"    string.sub(p, 1, -6) .. 'record\",\"result\":' .. cached .. '}')\n"
-"  return {'hit', gen, cached}\n"
-"end\n"
-"if len >= max then return {'full', gen, ''} end\n"
-"local inflight = ARGV[1] .. '" RAGNX_KEY_GEN_SEP "' .. gen\n"
-"if not chat\n"
-"   and redis.call('HSETNX', '" RAGNX_KEY_INFLIGHT "', inflight, ARGV[2])\n"
-"       == 0\n"
-"then\n"
-"  local leader = redis.call('HGET', '" RAGNX_KEY_INFLIGHT "', inflight)\n"
-"  local lk = '" RAGNX_KEY_JOB "' .. leader\n"
-"  local l = redis.call('HMGET', lk, 'status', 'createdAt')\n"
-"  local st, age = l[1], tonumber(ARGV[6]) - (tonumber(l[2]) or 0)\n"
-"  if (st == 'waiting' or st == 'active' or st == 'delayed')\n"
-"     and age < tonumber(ttl) * 1000\n"
-"  then\n"
-"    redis.call('HSET', KEYS[3], 'status', 'waiting', 'owner', ARGV[4],\n"
-"      'chatId', ARGV[5], 'createdAt', ARGV[6], 'leader', leader,\n"
-"      'payload', p)\n"
-"    redis.call('EXPIRE', KEYS[3], ttl)\n"
-"    local fk = lk .. '" RAGNX_KEY_FOLLOWERS "'\n"
-"    if redis.call('RPUSH', fk, ARGV[2]) == 1 then\n"
-"      redis.call('EXPIRE', fk, ttl)\n"
-"    end\n"
-"    return {'follower', gen, leader}\n"
-"  end\n"
-"  redis.call('HSET', '" RAGNX_KEY_INFLIGHT "', inflight, ARGV[2])\n"
-"end\n"
-"redis.call('HSET', KEYS[3], 'status', 'waiting', 'owner', ARGV[4],\n"
-"  'chatId', ARGV[5], 'createdAt', ARGV[6])\n"
-"redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job', p)\n"
-"return {'queued', gen, ''}\n"
-);
+static ngx_str_t  ngx_http_ragnx_ask_script = ngx_string(RAGNX_LUA_ASK);
 
 
 /* the script's mode of each step (a GET step runs no script) */

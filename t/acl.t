@@ -189,12 +189,12 @@ unlike($t->error_log, qr/authentication as user/,
        'no authentication failure in the error log');
 
 # every command a side sends or its scripts call is allowed to its user
-# in scripts/redis-users.acl: read from the sources, so a new command
-# fails here, not in production (ACL GETUSER would show the rules
-# rewritten into categories)
+# in scripts/redis-users.acl: read from the sources and the Lua scripts,
+# so a new command fails here, not in production (ACL GETUSER would show
+# the rules rewritten into categories)
 
-my %sources = ('ragnx-nginx' => [glob('ngx_module/*.c')],
-               'ragnx-pool' => [glob('workers/*.c')]);
+my %sources = ('ragnx-nginx' => [glob('ngx_module/*.c ngx_module/lua/*.lua')],
+               'ragnx-pool' => [glob('workers/*.c workers/lua/*.lua')]);
 for my $u (sort keys %sources) {
     my %cmd;
     for my $f (@{ $sources{$u} }) {

@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 # One definition of a question's cache key and in-flight field: what the
-# module's ask script writes in Redis (its Lua, read out of the C source
-# and run with EVAL) is what the C code of both sides builds
+# module's ask script writes in Redis (ngx_module/lua/ask.lua, run with
+# EVAL) is what the C code of both sides builds
 # (ragnx_cache_key(), ragnx_inflight_field(), via build/unit/keys_tool).
 
 use strict;

@@ -15,21 +15,9 @@
 
 #include "ragnx_worker.h"
 #include "ragnx_keys.h"
+#include "ragnx_lua_workers.h"
 #include "ragnx_uuid.h"
 
-
-/*
- * KEYS: job hash, jobs stream, dead stream.
- * ARGV: dead entry, job id, now, payload, retention.
- */
-
-static const char  ragnx_script_requeue[] =
-"redis.call('HSET', KEYS[1], 'status', 'waiting', 'attempts', 0,\n"
-"  'updatedAt', ARGV[3], 'payload', ARGV[4])\n"
-"redis.call('HDEL', KEYS[1], 'error')\n"
-"redis.call('EXPIRE', KEYS[1], ARGV[5])\n"
-"redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job', ARGV[4])\n"
-"return redis.call('XDEL', KEYS[3], ARGV[1])\n";
 
 static int ragnx_jobs_find_dead(ragnx_redis_t *r, const char *id,
     char *entry, size_t size, char **payload);
@@ -127,8 +115,9 @@ ragnx_jobs_cli(int argc, char **argv)
         snprintf(now, sizeof(now), "%lld", ragnx_now_ms());
 
         if (argv[0][0] == 'r') {
+            /* workers/lua/requeue.lua: the job back to the stream */
             reply = ragnx_redis_command(&r, "EVAL %s 3 %s %s %s %s %s %s "
-                                        "%s %ld", ragnx_script_requeue, key,
+                                        "%s %ld", RAGNX_LUA_REQUEUE, key,
                                         RAGNX_KEY_JOBS, RAGNX_KEY_DEAD,
                                         entry, argv[1], now,
                                         payload ? payload : "",

@@ -20,6 +20,7 @@
 
 #include "ragnx_worker.h"
 #include "ragnx_keys.h"
+#include "ragnx_lua_workers.h"
 #include "ragnx_query.h"
 #include "ragnx_uuid.h"
 
@@ -27,252 +28,41 @@
 static void ragnx_queue_entry(ragnx_entry_t *e, redisReply *entry);
 
 
+/*
+ * The queue's scripts: one file each in workers/lua/, where their keys
+ * and arguments are written, embedded at build time by scripts/embed-lua
+ * and run by EVALSHA (ragnx_redis_eval()).
+ */
+
 /* a job starts: its attempt number, or -1 when it already finished */
+static ragnx_script_t  ragnx_script_start = { RAGNX_LUA_START, "" };
 
-#define RAGNX_LUA_START                                                       \
-"local function start(k, now, ret)\n"                                         \
-"  local st = redis.call('HGET', k, 'status')\n"                              \
-"  if st == 'completed' or st == 'failed' then return -1 end\n"               \
-"  redis.call('HSET', k, 'status', 'active', 'updatedAt', now)\n"             \
-"  if redis.call('TTL', k) < 0 then redis.call('EXPIRE', k, ret) end\n"       \
-"  return redis.call('HINCRBY', k, 'attempts', 1)\n"                          \
-"end\n"
+/* a job ends: cache, hash, entry, followers; and the thread's next entry */
+static ragnx_script_t  ragnx_script_complete = { RAGNX_LUA_COMPLETE, "" };
 
+/* a job waits for a retry in the delayed set */
+static ragnx_script_t  ragnx_script_retry = { RAGNX_LUA_RETRY, "" };
 
-/* KEYS: job hash; ARGV: now, retention */
+/* a job fails for good: dead-lettered, with its followers */
+static ragnx_script_t  ragnx_script_fail = { RAGNX_LUA_FAIL, "" };
 
-static const char  ragnx_script_start_text[] =
-RAGNX_LUA_START
-"return start(KEYS[1], ARGV[1], ARGV[2])\n";
+/* due retries back to the stream */
+static ragnx_script_t  ragnx_script_promote = { RAGNX_LUA_PROMOTE, "" };
 
+/* entries of a dead worker back to the stream */
+static ragnx_script_t  ragnx_script_reclaim = { RAGNX_LUA_RECLAIM, "" };
 
-/*
- * KEYS: job hash, jobs stream, inflight hash, followers, cache key.
- * ARGV: entry, now, answer, sources, retention, job id, result JSON,
- * cache ttl (0: no cache SET), consumer ('' : read nothing), inflight
- * field.
- * Followers get a "record" job carrying the result, through the stream.
- * Returns {followers, next, attempts}: with a consumer, the thread's next
- * entry is read here (XREADGROUP without BLOCK, as a script may) and,
- * when its id field is a UUID (as ragnx_uuid_valid() checks), started as
- * the start script would; a busy thread saves two round trips per job.
- * next is nil when the stream is empty (or the read failed: the thread
- * then reads as usual, and sees why).
- */
+/* an entry read while draining back to the stream for others */
+static ragnx_script_t  ragnx_script_release = { RAGNX_LUA_RELEASE, "" };
 
-static const char  ragnx_script_complete_text[] =
-RAGNX_LUA_START
-"local now = ARGV[2]\n"
-"if tonumber(ARGV[8]) > 0 then\n"
-"  redis.call('SET', KEYS[5], ARGV[7], 'EX', ARGV[8])\n"
-"end\n"
+/* an entry acknowledged and deleted */
+static ragnx_script_t  ragnx_script_ack = { RAGNX_LUA_ACK, "" };
 
-"redis.call('HSET', KEYS[1], 'status', 'completed', 'answer', ARGV[3],\n"
-"  'sources', ARGV[4], 'updatedAt', now)\n"
-"redis.call('HDEL', KEYS[1], 'error')\n"
-"redis.call('EXPIRE', KEYS[1], ARGV[5])\n"
-"if ARGV[1] ~= '' then\n"
-"  redis.call('XACK', KEYS[2], '" RAGNX_GROUP "', ARGV[1])\n"
-"  redis.call('XDEL', KEYS[2], ARGV[1])\n"
-"end\n"
-"if redis.call('HGET', KEYS[3], ARGV[10]) == ARGV[6] then\n"
-"  redis.call('HDEL', KEYS[3], ARGV[10])\n"
-"end\n"
-"local fs = redis.call('LRANGE', KEYS[4], 0, -1)\n"
-"redis.call('DEL', KEYS[4])\n"
-"for _, f in ipairs(fs) do\n"
-"  local fk = '" RAGNX_KEY_JOB "' .. f\n"
-"  local p = redis.call('HGET', fk, 'payload')\n"
-"  local ok, j = false, nil\n"
-"  if p then ok, j = pcall(cjson.decode, p) end\n"
-"  if ok and type(j) == 'table' and j['id'] == f then\n"
-"    j['type'] = 'record'\n"
-"    j['result'] = nil\n"
-"    local s = cjson.encode(j)\n"
-"    s = string.sub(s, 1, -2) .. ',\"result\":' .. ARGV[7] .. '}'\n"
-"    redis.call('HSET', fk, 'payload', s, 'updatedAt', now)\n"
-"    redis.call('XADD', KEYS[2], '*', 'id', f, 'job', s)\n"
-"  elseif p then\n"
-"    redis.call('HSET', fk, 'status', 'failed', 'error', 'internal error',\n"
-"      'updatedAt', now)\n"
-"    redis.call('EXPIRE', fk, ARGV[5])\n"
-"  end\n"
-"end\n"
-"if ARGV[9] == '' then return {#fs} end\n"
-"local n = redis.pcall('XREADGROUP', 'GROUP', '" RAGNX_GROUP "', ARGV[9],\n"
-"  'COUNT', 1, 'STREAMS', KEYS[2], '>')\n"
-"if type(n) ~= 'table' or n['err'] then return {#fs} end\n"
-"local f, id = n[1][2][1][2], nil\n"
-"for i = 1, #f - 1, 2 do\n"
-"  if f[i] == 'id' then id = f[i + 1] break end\n"
-"end\n"
-"if id and string.match(id, '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-'\n"
-"  .. '%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$') then\n"
-"  return {#fs, n, start('" RAGNX_KEY_JOB "' .. id, now, ARGV[5])}\n"
-"end\n"
-"return {#fs, n}\n";
+/* consumers of workers gone out of the group */
+static ragnx_script_t  ragnx_script_forget = { RAGNX_LUA_FORGET, "" };
 
-
-/*
- * KEYS: job hash, jobs stream, delayed set.
- * ARGV: entry, now, due, error, payload, job id.
- */
-
-static const char  ragnx_script_retry_text[] =
-"redis.call('HSET', KEYS[1], 'status', 'delayed', 'error', ARGV[4],\n"
-"  'updatedAt', ARGV[2], 'payload', ARGV[5])\n"
-"redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6])\n"
-"redis.call('XACK', KEYS[2], '" RAGNX_GROUP "', ARGV[1])\n"
-"redis.call('XDEL', KEYS[2], ARGV[1])\n"
-"return 1\n";
-
-
-/*
- * KEYS: job hash, jobs stream, dead stream, inflight hash, followers.
- * ARGV: entry, now, error, retention, job id, payload, dead max,
- * "1" when the job hash keys are valid (else only dead-letter), inflight
- * field ('' when the job could not be decoded).
- */
-
-static const char  ragnx_script_fail_text[] =
-"local now = ARGV[2]\n"
-"redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'id', ARGV[5],\n"
-"  'job', ARGV[6], 'error', ARGV[3], 'failedAt', now)\n"
-"redis.call('XACK', KEYS[2], '" RAGNX_GROUP "', ARGV[1])\n"
-"redis.call('XDEL', KEYS[2], ARGV[1])\n"
-"if ARGV[8] ~= '1' then return 0 end\n"
-"redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[3],\n"
-"  'updatedAt', now)\n"
-"redis.call('EXPIRE', KEYS[1], ARGV[4])\n"
-"if redis.call('HGET', KEYS[4], ARGV[9]) == ARGV[5] then\n"
-"  redis.call('HDEL', KEYS[4], ARGV[9])\n"
-"end\n"
-"local fs = redis.call('LRANGE', KEYS[5], 0, -1)\n"
-"redis.call('DEL', KEYS[5])\n"
-"for _, f in ipairs(fs) do\n"
-"  local fk = '" RAGNX_KEY_JOB "' .. f\n"
-"  if redis.call('EXISTS', fk) == 1 then\n"
-"    redis.call('HSET', fk, 'status', 'failed', 'error', ARGV[3],\n"
-"      'updatedAt', now)\n"
-"    redis.call('EXPIRE', fk, ARGV[4])\n"
-"  end\n"
-"end\n"
-"return #fs\n";
-
-
-/* KEYS: delayed set, jobs stream; ARGV: now, limit */
-
-static const char  ragnx_script_promote_text[] =
-"local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1],\n"
-"  'LIMIT', 0, ARGV[2])\n"
-"for _, id in ipairs(ids) do\n"
-"  redis.call('ZREM', KEYS[1], id)\n"
-"  local k = '" RAGNX_KEY_JOB "' .. id\n"
-"  local p = redis.call('HGET', k, 'payload')\n"
-"  if p then\n"
-"    redis.call('HSET', k, 'status', 'waiting', 'updatedAt', ARGV[1])\n"
-"    redis.call('XADD', KEYS[2], '*', 'id', id, 'job', p)\n"
-"  end\n"
-"end\n"
-"return #ids\n";
-
-
-/*
- * KEYS: jobs stream; ARGV: consumer, min idle ms.  Entries idle that long
- * belong to a dead worker (live ones are renewed by heartbeats): put them
- * back at the end of the stream as new entries.
- */
-
-static const char  ragnx_script_reclaim_text[] =
-"local r = redis.call('XAUTOCLAIM', KEYS[1], '" RAGNX_GROUP "', ARGV[1],\n"
-"  ARGV[2], '0-0', 'COUNT', 100)\n"
-"local n = 0\n"
-"for _, e in ipairs(r[2]) do\n"
-"  redis.call('XACK', KEYS[1], '" RAGNX_GROUP "', e[1])\n"
-"  redis.call('XDEL', KEYS[1], e[1])\n"
-"  if type(e[2]) == 'table' and #e[2] > 0 then\n"
-"    redis.call('XADD', KEYS[1], '*', unpack(e[2]))\n"
-"    n = n + 1\n"
-"  end\n"
-"end\n"
-"return n\n";
-
-
-/*
- * KEYS: a stream (jobs or calls); ARGV: idle ms.  Consumers of workers gone
- * (nothing pending, idle that long) are removed from the group, so
- * restarts do not grow it without bound.
- */
-
-static const char  ragnx_script_forget_text[] =
-"local n = 0\n"
-"for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1],\n"
-"                              '" RAGNX_GROUP "')) do\n"
-"  local f = {}\n"
-"  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end\n"
-"  if f['pending'] == 0 and f['idle'] > tonumber(ARGV[1]) then\n"
-"    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], '" RAGNX_GROUP "',\n"
-"               f['name'])\n"
-"    n = n + 1\n"
-"  end\n"
-"end\n"
-"return n\n";
-
-
-/*
- * KEYS: inflight hash; ARGV: cursor.  One HSCAN step over the in-flight
- * fields: a field whose leader is no longer pending (its hash gone, or
- * an end that could not name the field, such as an undecodable entry)
- * is removed.  A finished leader's own script removes its field; this
- * catches the rest.  Returns the next cursor.
- */
-
-static const char  ragnx_script_sweep_text[] =
-"local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', 100)\n"
-"local f = r[2]\n"
-"for i = 1, #f - 1, 2 do\n"
-"  local st = redis.call('HGET', '" RAGNX_KEY_JOB "' .. f[i + 1], 'status')\n"
-"  if st ~= 'waiting' and st ~= 'active' and st ~= 'delayed' then\n"
-"    redis.call('HDEL', KEYS[1], f[i])\n"
-"  end\n"
-"end\n"
-"return r[1]\n";
-
-
-/* KEYS: jobs stream; ARGV: entry, job id, payload */
-
-static const char  ragnx_script_release_text[] =
-"if redis.call('XACK', KEYS[1], '" RAGNX_GROUP "', ARGV[1]) == 1 then\n"
-"  redis.call('XDEL', KEYS[1], ARGV[1])\n"
-"  redis.call('XADD', KEYS[1], '*', 'id', ARGV[2], 'job', ARGV[3])\n"
-"end\n"
-"return 1\n";
-
-
-/* KEYS: jobs stream; ARGV: entry */
-
-static const char  ragnx_script_ack_text[] =
-"redis.call('XACK', KEYS[1], '" RAGNX_GROUP "', ARGV[1])\n"
-"return redis.call('XDEL', KEYS[1], ARGV[1])\n";
-
-
-/* run by EVALSHA (ragnx_redis_eval()) */
-
-static ragnx_script_t  ragnx_script_start = { ragnx_script_start_text, "" };
-static ragnx_script_t  ragnx_script_complete = { ragnx_script_complete_text,
-                                                 "" };
-static ragnx_script_t  ragnx_script_retry = { ragnx_script_retry_text, "" };
-static ragnx_script_t  ragnx_script_fail = { ragnx_script_fail_text, "" };
-static ragnx_script_t  ragnx_script_promote = { ragnx_script_promote_text,
-                                                "" };
-static ragnx_script_t  ragnx_script_reclaim = { ragnx_script_reclaim_text,
-                                                "" };
-static ragnx_script_t  ragnx_script_release = { ragnx_script_release_text,
-                                                "" };
-static ragnx_script_t  ragnx_script_ack = { ragnx_script_ack_text, "" };
-static ragnx_script_t  ragnx_script_forget = { ragnx_script_forget_text,
-                                               "" };
-static ragnx_script_t  ragnx_script_sweep = { ragnx_script_sweep_text, "" };
+/* in-flight fields of leaders no longer pending removed */
+static ragnx_script_t  ragnx_script_sweep = { RAGNX_LUA_SWEEP, "" };
 
 static ragnx_script_t  *ragnx_scripts[] = {
     &ragnx_script_start, &ragnx_script_complete, &ragnx_script_retry,

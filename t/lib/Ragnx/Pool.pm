@@ -2,9 +2,8 @@ package Ragnx::Pool;
 
 # Test helpers for the worker pool: its config file, starting and stopping
 # the daemon, running its CLI, and enqueueing jobs exactly as the nginx
-# module does: the module's own ask script is read out of
-# ngx_module/ngx_http_ragnx_ask_module.c and run with EVAL, with the same
-# keys and arguments.
+# module does: the module's own ask script, ngx_module/lua/ask.lua, is run
+# with EVAL, with the same keys and arguments.
 
 use strict;
 use warnings;
@@ -48,27 +47,12 @@ sub uuid {
                      substr($h, 16, 4), substr($h, 20, 12);
 }
 
-# the ask script, as the module sends it
+# the ask script, as the module sends it (scripts/embed-lua): @NAME@ is
+# the string NAME of shared/ragnx_keys.h, "--@include f" the file f
 sub ask_script {
-    my $src = slurp('ngx_module/ngx_http_ragnx_ask_module.c');
-    my ($body) = $src =~ /ngx_http_ragnx_ask_script = ngx_string\(\n(.*?)\n\);/s
-        or die "ask script not found";
-    my $lua = '';
-    for my $line (split /\n/, $body) {
-        # a line is a sequence of "..." literals and macro names
-        while ($line =~ /\G\s*(?:"((?:[^"\\]|\\.)*)"|([A-Z_]+))/gc) {
-            if (defined $1) {
-                my $s = $1;
-                $s =~ s/\\n/\n/g;
-                $s =~ s/\\"/"/g;
-                $s =~ s/\\\\/\\/g;
-                $lua .= $s;
-            } else {
-                defined $MACRO{$2} or die "unknown macro $2";
-                $lua .= $MACRO{$2};
-            }
-        }
-    }
+    my $lua = slurp('ngx_module/lua/ask.lua');
+    1 while $lua =~ s{^--\@include\s+(\S+)\s*\n}{slurp("ngx_module/lua/$1")}me;
+    $lua =~ s{\@(\w+)\@}{$MACRO{$1} // die "unknown macro $1"}ge;
     return $lua;
 }
 

@@ -1,0 +1,62 @@
+-- A job ends: the cache, its hash, its entry and its followers.
+-- KEYS: job hash, jobs stream, inflight hash, followers, cache key.
+-- ARGV: entry, now, answer, sources, retention, job id, result JSON,
+-- cache ttl (0: no cache SET), consumer ('' : read nothing), inflight
+-- field.
+-- Followers get a "record" job carrying the result, through the stream.
+-- Returns {followers, next, attempts}: with a consumer, the thread's next
+-- entry is read here (XREADGROUP without BLOCK, as a script may) and,
+-- when its id field is a UUID (as ragnx_uuid_valid() checks), started as
+-- the start script would; a busy thread saves two round trips per job.
+-- next is nil when the stream is empty (or the read failed: the thread
+-- then reads as usual, and sees why).
+--@include start_fn.lua
+local now = ARGV[2]
+if tonumber(ARGV[8]) > 0 then
+  redis.call('SET', KEYS[5], ARGV[7], 'EX', ARGV[8])
+end
+
+redis.call('HSET', KEYS[1], 'status', 'completed', 'answer', ARGV[3],
+  'sources', ARGV[4], 'updatedAt', now)
+redis.call('HDEL', KEYS[1], 'error')
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+if ARGV[1] ~= '' then
+  redis.call('XACK', KEYS[2], '@RAGNX_GROUP@', ARGV[1])
+  redis.call('XDEL', KEYS[2], ARGV[1])
+end
+if redis.call('HGET', KEYS[3], ARGV[10]) == ARGV[6] then
+  redis.call('HDEL', KEYS[3], ARGV[10])
+end
+local fs = redis.call('LRANGE', KEYS[4], 0, -1)
+redis.call('DEL', KEYS[4])
+for _, f in ipairs(fs) do
+  local fk = '@RAGNX_KEY_JOB@' .. f
+  local p = redis.call('HGET', fk, 'payload')
+  local ok, j = false, nil
+  if p then ok, j = pcall(cjson.decode, p) end
+  if ok and type(j) == 'table' and j['id'] == f then
+    j['type'] = 'record'
+    j['result'] = nil
+    local s = cjson.encode(j)
+    s = string.sub(s, 1, -2) .. ',"result":' .. ARGV[7] .. '}'
+    redis.call('HSET', fk, 'payload', s, 'updatedAt', now)
+    redis.call('XADD', KEYS[2], '*', 'id', f, 'job', s)
+  elseif p then
+    redis.call('HSET', fk, 'status', 'failed', 'error', 'internal error',
+      'updatedAt', now)
+    redis.call('EXPIRE', fk, ARGV[5])
+  end
+end
+if ARGV[9] == '' then return {#fs} end
+local n = redis.pcall('XREADGROUP', 'GROUP', '@RAGNX_GROUP@', ARGV[9],
+  'COUNT', 1, 'STREAMS', KEYS[2], '>')
+if type(n) ~= 'table' or n['err'] then return {#fs} end
+local f, id = n[1][2][1][2], nil
+for i = 1, #f - 1, 2 do
+  if f[i] == 'id' then id = f[i + 1] break end
+end
+if id and string.match(id, '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-'
+  .. '%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$') then
+  return {#fs, n, start('@RAGNX_KEY_JOB@' .. id, now, ARGV[5])}
+end
+return {#fs, n}

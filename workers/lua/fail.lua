@@ -1,0 +1,29 @@
+-- A job fails for good: its entry dead-lettered, its hash and its
+-- followers' marked failed.
+-- KEYS: job hash, jobs stream, dead stream, inflight hash, followers.
+-- ARGV: entry, now, error, retention, job id, payload, dead max,
+-- "1" when the job hash keys are valid (else only dead-letter), inflight
+-- field ('' when the job could not be decoded).
+local now = ARGV[2]
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'id', ARGV[5],
+  'job', ARGV[6], 'error', ARGV[3], 'failedAt', now)
+redis.call('XACK', KEYS[2], '@RAGNX_GROUP@', ARGV[1])
+redis.call('XDEL', KEYS[2], ARGV[1])
+if ARGV[8] ~= '1' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[3],
+  'updatedAt', now)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+if redis.call('HGET', KEYS[4], ARGV[9]) == ARGV[5] then
+  redis.call('HDEL', KEYS[4], ARGV[9])
+end
+local fs = redis.call('LRANGE', KEYS[5], 0, -1)
+redis.call('DEL', KEYS[5])
+for _, f in ipairs(fs) do
+  local fk = '@RAGNX_KEY_JOB@' .. f
+  if redis.call('EXISTS', fk) == 1 then
+    redis.call('HSET', fk, 'status', 'failed', 'error', ARGV[3],
+      'updatedAt', now)
+    redis.call('EXPIRE', fk, ARGV[4])
+  end
+end
+return #fs
