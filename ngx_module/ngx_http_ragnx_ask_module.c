@@ -25,17 +25,15 @@
 #define NGX_HTTP_RAGNX_ASK_STATUS   2
 
 #define NGX_HTTP_RAGNX_ASK_HIT      "{\"source\":\"cache\",\"chatId\":\""
-#define NGX_HTTP_RAGNX_ASK_GEN      ",\"gen\":\""
-#define NGX_HTTP_RAGNX_ASK_RECORD   "\",\"type\":\"record\",\"result\":"
 #define NGX_HTTP_RAGNX_ASK_QUEUED                                            \
     "{\"jobId\":\"%V\",\"status\":\"queued\",\"chatId\":\"%V"
-#define NGX_HTTP_RAGNX_ASK_TYPE     "\",\"type\":\"ask\"}"
 
 
 typedef struct {
     ngx_uint_t                    type;
     ngx_http_complex_value_t     *id;
     ngx_uint_t                    queue_max;
+    ngx_uint_t                    record_max;
     time_t                        job_ttl;
     ngx_uint_t                    retry_after;
     ngx_http_ragnx_redis_srv_t   *queue;
@@ -66,7 +64,9 @@ typedef struct {
     size_t                        gen_len;
     ngx_msec_t                    gen_updated;
     ngx_uint_t                    gen_known;
-    ngx_uint_t                    queue_len;
+    ngx_uint_t                    records_len;   /* XLEN, + sent since */
+    ngx_uint_t                    refused;       /* hits, not logged yet */
+    ngx_msec_t                    refused_logged;
     ngx_uint_t                    misses;
     ngx_event_t                   timer;
 } ngx_http_ragnx_ask_worker_t;
@@ -133,6 +133,8 @@ static void ngx_http_ragnx_ask_learn(ngx_uint_t miss);
 static void ngx_http_ragnx_ask_record(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
 static void ngx_http_ragnx_ask_record_done(void *data, redisReply *reply);
+static void ngx_http_ragnx_ask_refused(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_loc_conf_t *alcf);
 static ngx_int_t ngx_http_ragnx_ask_whose_chat(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
 static ngx_int_t ngx_http_ragnx_ask_chat_checked(ngx_http_request_t *r,
@@ -187,6 +189,13 @@ static ngx_command_t  ngx_http_ragnx_ask_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ragnx_ask_loc_conf_t, queue_max),
+      &ngx_http_ragnx_positive_num_p },
+
+    { ngx_string("ragnx_ask_record_max"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragnx_ask_loc_conf_t, record_max),
       &ngx_http_ragnx_positive_num_p },
 
     { ngx_string("ragnx_ask_job_ttl"),
@@ -487,16 +496,14 @@ static ngx_int_t
 ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf)
 {
-    int                          n;
     u_char                      *key, *chat, *p;
-    size_t                       lens[16];
-    ngx_str_t                    job;
-    ngx_uint_t                   complete;
-    const char                  *argv[16];
+    size_t                       lens[18];
+    ngx_int_t                    rc;
+    const char                  *argv[18];
     ngx_time_t                  *tp;
     ngx_http_ragnx_redis_srv_t  *srv;
     u_char                       now[NGX_INT64_LEN], max[NGX_INT_T_LEN],
-                                 ttl[NGX_TIME_T_LEN];
+                                 ttl[NGX_TIME_T_LEN], rmax[NGX_INT_T_LEN];
 
     key = ngx_pnalloc(r->pool, sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN
                                + sizeof(RAGNX_KEY_CHAT) - 1 + RAGNX_UUID_LEN);
@@ -510,82 +517,54 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     p = ngx_cpymem(p, RAGNX_KEY_CHAT, sizeof(RAGNX_KEY_CHAT) - 1);
     ngx_memcpy(p, ctx->chat_id.data, RAGNX_UUID_LEN);
 
-    job = ctx->payload;
+    /* the payload goes as it is: the generation is a field beside it */
 
-    complete = ctx->step == NGX_HTTP_RAGNX_ASK_ENQUEUE
-               || ctx->step == NGX_HTTP_RAGNX_ASK_ASK
-               || (ctx->step == NGX_HTTP_RAGNX_ASK_CHAT && ctx->gen.len);
-
-    if (complete) {
-        /* the complete job: the script passes it on as it is */
-
-        job.data = ngx_pnalloc(r->pool, ctx->payload.len
-                                        + sizeof(NGX_HTTP_RAGNX_ASK_GEN)
-                                        + 6 * ctx->gen.len
-                                        + sizeof(NGX_HTTP_RAGNX_ASK_TYPE));
-        if (job.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        p = ngx_cpymem(job.data, ctx->payload.data, ctx->payload.len - 1);
-        p = ngx_cpymem(p, NGX_HTTP_RAGNX_ASK_GEN,
-                       sizeof(NGX_HTTP_RAGNX_ASK_GEN) - 1);
-        p += ragnx_json_escape((char *) ctx->gen.data, ctx->gen.len,
-                               (char *) p);
-        p = ngx_cpymem(p, NGX_HTTP_RAGNX_ASK_TYPE,
-                       sizeof(NGX_HTTP_RAGNX_ASK_TYPE) - 1);
-        job.len = p - job.data;
-    }
-
-    argv[0] = "4";
+    argv[0] = "5";
     argv[1] = RAGNX_KEY_GEN;
     argv[2] = RAGNX_KEY_JOBS;
     argv[3] = (const char *) key;
     argv[4] = (const char *) chat;
-    argv[5] = (const char *) ctx->digest.data;
-    argv[6] = (const char *) ctx->job_id.data;
-    argv[7] = (const char *) job.data;
-    argv[8] = (const char *) ctx->owner.data;
-    argv[9] = (const char *) ctx->chat_id.data;
-    argv[10] = (const char *) now;
-    argv[11] = (const char *) max;
-    argv[12] = (const char *) ttl;
-    argv[13] = ngx_http_ragnx_ask_modes[ctx->step];
+    argv[5] = RAGNX_KEY_RECORDS;
+    argv[6] = (const char *) ctx->digest.data;
+    argv[7] = (const char *) ctx->job_id.data;
+    argv[8] = (const char *) ctx->payload.data;
+    argv[9] = (const char *) ctx->owner.data;
+    argv[10] = (const char *) ctx->chat_id.data;
+    argv[11] = (const char *) now;
+    argv[12] = (const char *) max;
+    argv[13] = (const char *) ttl;
+    argv[14] = ngx_http_ragnx_ask_modes[ctx->step];
+    argv[15] = ctx->gen.len ? (const char *) ctx->gen.data : "";
 
     lens[0] = 1;
     lens[1] = sizeof(RAGNX_KEY_GEN) - 1;
     lens[2] = sizeof(RAGNX_KEY_JOBS) - 1;
     lens[3] = sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN;
     lens[4] = sizeof(RAGNX_KEY_CHAT) - 1 + RAGNX_UUID_LEN;
-    lens[5] = RAGNX_DIGEST_LEN;
-    lens[6] = RAGNX_UUID_LEN;
-    lens[7] = job.len;
-    lens[8] = ctx->owner.len;
-    lens[9] = RAGNX_UUID_LEN;
+    lens[5] = sizeof(RAGNX_KEY_RECORDS) - 1;
+    lens[6] = RAGNX_DIGEST_LEN;
+    lens[7] = RAGNX_UUID_LEN;
+    lens[8] = ctx->payload.len;
+    lens[9] = ctx->owner.len;
+    lens[10] = RAGNX_UUID_LEN;
     tp = ngx_timeofday();
-    lens[10] = ngx_sprintf(now, "%T%03M", tp->sec, tp->msec) - now;
-    lens[11] = ngx_sprintf(max, "%ui", alcf->queue_max) - max;
-    lens[12] = ngx_sprintf(ttl, "%T", alcf->job_ttl) - ttl;
-    lens[13] = ngx_strlen(ngx_http_ragnx_ask_modes[ctx->step]);
-
-    n = 14;
-
-    if (complete || ctx->step == NGX_HTTP_RAGNX_ASK_CHAT) {
-        argv[14] = ctx->gen.len ? (const char *) ctx->gen.data : "";
-        lens[14] = ctx->gen.len;
-        n = 15;
-    }
+    lens[11] = ngx_sprintf(now, "%T%03M", tp->sec, tp->msec) - now;
+    lens[12] = ngx_sprintf(max, "%ui", alcf->queue_max) - max;
+    lens[13] = ngx_sprintf(ttl, "%T", alcf->job_ttl) - ttl;
+    lens[14] = ngx_strlen(ngx_http_ragnx_ask_modes[ctx->step]);
+    lens[15] = ctx->gen.len;
 
     if (ctx->step == NGX_HTTP_RAGNX_ASK_ENQUEUE) {
-        argv[15] = ctx->cached.len ? (const char *) ctx->cached.data : "";
-        lens[15] = ctx->cached.len;
-        n = 16;
+        argv[16] = ctx->cached.len ? (const char *) ctx->cached.data : "";
+        lens[16] = ctx->cached.len;
 
-    } else if (ctx->step == NGX_HTTP_RAGNX_ASK_CHAT) {
-        argv[15] = ctx->verified ? "1" : "";
-        lens[15] = ctx->verified;
-        n = 16;
+    } else {
+        argv[16] = ctx->verified ? "1" : "";
+        lens[16] = ctx->verified;
     }
+
+    argv[17] = (const char *) rmax;
+    lens[17] = ngx_sprintf(rmax, "%ui", alcf->record_max) - rmax;
 
     srv = (ctx->step == NGX_HTTP_RAGNX_ASK_LOOKUP) ? alcf->cache
                                                   : alcf->queue;
@@ -593,16 +572,16 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     ctx->wait.reply = ngx_http_ragnx_ask_script_reply;
     ctx->wait.resume = ngx_http_ragnx_ask_script_resume;
 
-    n = ngx_http_ragnx_redis_eval(r, &ctx->wait, srv,
-                                  ngx_http_ragnx_ask_script_index, n, argv,
-                                  lens);
+    rc = ngx_http_ragnx_redis_eval(r, &ctx->wait, srv,
+                                   ngx_http_ragnx_ask_script_index, 18, argv,
+                                   lens);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ragnx ask: job %V, script mode \"%s\", chat %V",
                    &ctx->job_id, ngx_http_ragnx_ask_modes[ctx->step],
                    &ctx->chat_id);
 
-    return n;
+    return rc;
 }
 
 
@@ -813,8 +792,26 @@ static ngx_int_t
 ngx_http_ragnx_ask_send_get(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf)
 {
-    size_t       lens[2];
-    const char  *argv[2];
+    size_t                           lens[2];
+    const char                      *argv[2];
+    ngx_http_ragnx_ask_main_conf_t  *amcf;
+
+    /*
+     * The records stream's length first, in the same pipeline: its reply
+     * comes before the GET's, so a hit checks its bound against a length
+     * one round trip old (ngx_http_ragnx_ask_record()).
+     */
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_ragnx_ask_module);
+
+    argv[0] = "XLEN";
+    lens[0] = 4;
+    argv[1] = RAGNX_KEY_RECORDS;
+    lens[1] = sizeof(RAGNX_KEY_RECORDS) - 1;
+
+    (void) ngx_http_ragnx_redis_send(amcf->queue,
+                                     ngx_http_ragnx_ask_xlen_done, NULL, 2,
+                                     argv, lens);
 
     argv[0] = "GET";
     lens[0] = 3;
@@ -894,55 +891,37 @@ ngx_http_ragnx_ask_learn(ngx_uint_t miss)
 
 /*
  * A hit found with a plain GET: the exchange still goes to the chat
- * history as a "record" job, XADDed without waiting for the answer (the
- * client gets its answer either way; a failure is logged).  The payload is
- * the one the enqueue script would build.  The worker's view of the queue
- * length (refreshed with the generation) keeps records within 10% above
- * the queue limit, as the script does.
+ * history, appended to the records stream without waiting for the answer
+ * (the client gets its answer either way; a failure is logged), the
+ * payload as it is and the cached value beside it.  The stream's length
+ * is bounded by ragnx_ask_record_max: the GET went out behind an XLEN of
+ * the stream, whose reply came first, so the length is one round trip
+ * old and the bound holds to within the hits in flight at once.  A hit
+ * past it is refused, never answered unrecorded.
  */
 
 static void
 ngx_http_ragnx_ask_record(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf)
 {
-    u_char                          *p, *job;
-    size_t                           lens[7];
-    const char                      *argv[7];
+    size_t                           lens[9];
+    const char                      *argv[9];
+    ngx_http_ragnx_ask_worker_t     *w;
     ngx_http_ragnx_ask_main_conf_t  *amcf;
+
+    w = &ngx_http_ragnx_ask_worker;
+
+    if (w->records_len >= alcf->record_max) {
+        ngx_str_set(&ctx->outcome, "hit-full");
+        return;
+    }
 
     ngx_str_set(&ctx->outcome, "hit-unrecorded");
 
-    if (ngx_http_ragnx_ask_worker.queue_len
-        >= alcf->queue_max + (alcf->queue_max + 9) / 10)
-    {
-        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "ragnx ask: job %V, hit not recorded, queue length %ui",
-                       &ctx->job_id, ngx_http_ragnx_ask_worker.queue_len);
-        return;
-    }
-
-    job = ngx_pnalloc(r->pool, ctx->payload.len + sizeof(NGX_HTTP_RAGNX_ASK_GEN)
-                               + sizeof(NGX_HTTP_RAGNX_ASK_RECORD)
-                               + ctx->gen.len + ctx->cached.len);
-    if (job == NULL) {
-        return;
-    }
-
-    /* the generation was checked for JSON-safe characters when read */
-
-    p = ngx_cpymem(job, ctx->payload.data, ctx->payload.len - 1);
-    p = ngx_cpymem(p, NGX_HTTP_RAGNX_ASK_GEN,
-                   sizeof(NGX_HTTP_RAGNX_ASK_GEN) - 1);
-    p = ngx_cpymem(p, ctx->gen.data, ctx->gen.len);
-    p = ngx_cpymem(p, NGX_HTTP_RAGNX_ASK_RECORD,
-                   sizeof(NGX_HTTP_RAGNX_ASK_RECORD) - 1);
-    p = ngx_cpymem(p, ctx->cached.data, ctx->cached.len);
-    *p++ = '}';
-
     argv[0] = "XADD";
     lens[0] = 4;
-    argv[1] = RAGNX_KEY_JOBS;
-    lens[1] = sizeof(RAGNX_KEY_JOBS) - 1;
+    argv[1] = RAGNX_KEY_RECORDS;
+    lens[1] = sizeof(RAGNX_KEY_RECORDS) - 1;
     argv[2] = "*";
     lens[2] = 1;
     argv[3] = "id";
@@ -951,21 +930,29 @@ ngx_http_ragnx_ask_record(ngx_http_request_t *r,
     lens[4] = RAGNX_UUID_LEN;
     argv[5] = "job";
     lens[5] = 3;
-    argv[6] = (const char *) job;
-    lens[6] = p - job;
+    argv[6] = (const char *) ctx->payload.data;
+    lens[6] = ctx->payload.len;
+    argv[7] = "result";
+    lens[7] = 6;
+    argv[8] = (const char *) ctx->cached.data;
+    lens[8] = ctx->cached.len;
 
     amcf = ngx_http_get_module_main_conf(r, ngx_http_ragnx_ask_module);
 
     if (ngx_http_ragnx_redis_send_later(amcf->queue,
                                         ngx_http_ragnx_ask_record_done, NULL,
-                                        7, argv, lens)
-        == NGX_OK)
+                                        9, argv, lens)
+        != NGX_OK)
     {
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "ragnx ask: job %V, hit record queued", &ctx->job_id);
-
-        ngx_str_set(&ctx->outcome, "hit");
+        return;
     }
+
+    w->records_len++;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx ask: job %V, hit record queued", &ctx->job_id);
+
+    ngx_str_set(&ctx->outcome, "hit");
 }
 
 
@@ -981,7 +968,47 @@ ngx_http_ragnx_ask_record_done(void *data, redisReply *reply)
 }
 
 
-/* per worker: refresh the cache generation and the queue length */
+/*
+ * A hit refused because the records stream is at its bound: counted in
+ * Redis ({ragnx}:stats, which /health shows) and logged at most once a
+ * second per worker, with how many.
+ */
+
+static void
+ngx_http_ragnx_ask_refused(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_loc_conf_t *alcf)
+{
+    size_t                        lens[4];
+    const char                   *argv[4];
+    ngx_http_ragnx_ask_worker_t  *w;
+
+    w = &ngx_http_ragnx_ask_worker;
+    w->refused++;
+
+    argv[0] = "HINCRBY";
+    lens[0] = 7;
+    argv[1] = RAGNX_KEY_STATS;
+    lens[1] = sizeof(RAGNX_KEY_STATS) - 1;
+    argv[2] = "records-refused";
+    lens[2] = sizeof("records-refused") - 1;
+    argv[3] = "1";
+    lens[3] = 1;
+
+    (void) ngx_http_ragnx_redis_send_later(alcf->queue, NULL, NULL, 4, argv,
+                                           lens);
+
+    if (ngx_current_msec - w->refused_logged >= 1000) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "ragnx ask: %ui cache hits refused (503): chat history "
+                      "records at ragnx_ask_record_max %ui", w->refused,
+                      alcf->record_max);
+        w->refused = 0;
+        w->refused_logged = ngx_current_msec;
+    }
+}
+
+
+/* per worker: refresh the cache generation and the records' length */
 
 static void
 ngx_http_ragnx_ask_refresh(ngx_event_t *ev)
@@ -999,7 +1026,7 @@ ngx_http_ragnx_ask_refresh(ngx_event_t *ev)
     }
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ev->log, 0,
-                   "ragnx ask: refreshing the generation and queue length");
+                   "ragnx ask: refreshing the generation and records length");
 
     argv[0] = "GET";
     lens[0] = 3;
@@ -1011,8 +1038,8 @@ ngx_http_ragnx_ask_refresh(ngx_event_t *ev)
 
     argv[0] = "XLEN";
     lens[0] = 4;
-    argv[1] = RAGNX_KEY_JOBS;
-    lens[1] = sizeof(RAGNX_KEY_JOBS) - 1;
+    argv[1] = RAGNX_KEY_RECORDS;
+    lens[1] = sizeof(RAGNX_KEY_RECORDS) - 1;
 
     (void) ngx_http_ragnx_redis_send(amcf->queue,
                                      ngx_http_ragnx_ask_xlen_done, NULL, 2,
@@ -1025,7 +1052,7 @@ ngx_http_ragnx_ask_refresh(ngx_event_t *ev)
 static void
 ngx_http_ragnx_ask_gen_done(void *data, redisReply *reply)
 {
-    size_t                        i, len;
+    size_t                        len;
     const char                   *gen;
     ngx_http_ragnx_ask_worker_t  *w;
 
@@ -1049,23 +1076,12 @@ ngx_http_ragnx_ask_gen_done(void *data, redisReply *reply)
         return;
     }
 
-    /*
-     * Only a generation that needs no JSON escaping is used on the fast
-     * path; anything else leaves it to the script, which encodes it.
-     */
+    /* a generation too long for the worker is left to the script */
 
     w->gen_known = 0;
 
     if (len == 0 || len > sizeof(w->gen)) {
         return;
-    }
-
-    for (i = 0; i < len; i++) {
-        if (gen[i] < 0x20 || gen[i] > 0x7e || gen[i] == '"'
-            || gen[i] == '\\')
-        {
-            return;
-        }
     }
 
     ngx_memcpy(w->gen, gen, len);
@@ -1082,11 +1098,11 @@ static void
 ngx_http_ragnx_ask_xlen_done(void *data, redisReply *reply)
 {
     if (reply && reply->type == REDIS_REPLY_INTEGER) {
-        ngx_http_ragnx_ask_worker.queue_len = (ngx_uint_t) reply->integer;
+        ngx_http_ragnx_ask_worker.records_len = (ngx_uint_t) reply->integer;
 
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                       "ragnx ask: queue length %ui",
-                       ngx_http_ragnx_ask_worker.queue_len);
+                       "ragnx ask: records length %ui",
+                       ngx_http_ragnx_ask_worker.records_len);
     }
 }
 
@@ -1099,14 +1115,24 @@ ngx_http_ragnx_ask_answer(ngx_http_request_t *r,
     ngx_buf_t     *b;
     ngx_str_t      loc, retry;
 
-    if (ngx_strncmp(ctx->outcome.data, "hit", 3) == 0) {
+    if (ctx->outcome.len == 8
+        && ngx_strncmp(ctx->outcome.data, "hit-full", 8) == 0)
+    {
+        /* the exchange could not be recorded: refused as a full queue */
+        ngx_http_ragnx_ask_refused(r, alcf);
+        ngx_str_set(&ctx->outcome, "full");
 
-        if (ctx->outcome.len > 3) {
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "ragnx ask: cache hit of job %V not recorded "
-                          "in chat history (queue full or unavailable)",
-                          &ctx->job_id);
-        }
+    } else if (ctx->outcome.len > 3
+               && ngx_strncmp(ctx->outcome.data, "hit-", 4) == 0)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "ragnx ask: cache hit of job %V refused: its record "
+                      "could not be sent to redis", &ctx->job_id);
+        return ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "queue unavailable", NULL);
+    }
+
+    if (ngx_strncmp(ctx->outcome.data, "hit", 3) == 0) {
 
         /*
          * The pool stores {"answer":...,"sources":[...]} (jansson, compact):
@@ -1583,6 +1609,7 @@ ngx_http_ragnx_ask_create_loc_conf(ngx_conf_t *cf)
      */
 
     conf->queue_max = NGX_CONF_UNSET_UINT;
+    conf->record_max = NGX_CONF_UNSET_UINT;
     conf->job_ttl = NGX_CONF_UNSET;
     conf->retry_after = NGX_CONF_UNSET_UINT;
 
@@ -1600,6 +1627,7 @@ ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ragnx_ask_main_conf_t  *amcf;
 
     ngx_conf_merge_uint_value(conf->queue_max, prev->queue_max, 10000);
+    ngx_conf_merge_uint_value(conf->record_max, prev->record_max, 100000);
     ngx_conf_merge_sec_value(conf->job_ttl, prev->job_ttl, 86400);
     ngx_conf_merge_uint_value(conf->retry_after, prev->retry_after, 1);
 

@@ -1,8 +1,10 @@
 
 /*
- * ragnx health: GET /health ("ragnx_health"), a PING to the queue server
- * (and to a separate cache server) through the non-blocking Redis pool,
- * answered with {"status", "redis", "uptime"}.
+ * ragnx health: GET /health ("ragnx_health"), through the non-blocking
+ * Redis pool: the health script on the queue server (the records lane's
+ * backlog and the hits refused at its bound; any answer says Redis is
+ * up) and a PING to a separate cache server, answered with {"status",
+ * "redis", "uptime", "records"}.
  */
 
 
@@ -12,6 +14,8 @@
 
 #include "ngx_http_ragnx.h"
 #include "ngx_http_ragnx_redis.h"
+#include "ragnx_keys.h"
+#include "ragnx_lua_module.h"
 
 
 /* what ngx_http_ragnx_health_send() is told */
@@ -31,6 +35,9 @@ typedef struct {
     ngx_http_ragnx_redis_wait_t   wait;
     ngx_uint_t                    pings;
     ngx_uint_t                    pongs;
+    ngx_uint_t                    records;   /* the lane was read */
+    int64_t                       backlog;
+    int64_t                       refused;
 } ngx_http_ragnx_health_ctx_t;
 
 
@@ -95,12 +102,17 @@ ngx_module_t  ngx_http_ragnx_health_module = {
 
 static time_t  ngx_http_ragnx_health_started;
 
+static ngx_str_t  ngx_http_ragnx_health_script =
+    ngx_string(RAGNX_LUA_HEALTH);
+
+static ngx_int_t  ngx_http_ragnx_health_script_index;
+
 
 static ngx_int_t
 ngx_http_ragnx_health_handler(ngx_http_request_t *r)
 {
-    size_t                             len;
-    const char                        *argv;
+    size_t                             lens[3];
+    const char                        *argv[3];
     ngx_http_ragnx_health_ctx_t       *ctx;
     ngx_http_ragnx_health_loc_conf_t  *hlcf;
 
@@ -124,13 +136,19 @@ ngx_http_ragnx_health_handler(ngx_http_request_t *r)
     /* notice a client that goes away while the reply is pending */
     r->read_event_handler = ngx_http_test_reading;
 
-    argv = "PING";
-    len = 4;
+    argv[0] = "2";
+    lens[0] = 1;
+    argv[1] = RAGNX_KEY_RECORDS;
+    lens[1] = sizeof(RAGNX_KEY_RECORDS) - 1;
+    argv[2] = RAGNX_KEY_STATS;
+    lens[2] = sizeof(RAGNX_KEY_STATS) - 1;
 
     ctx->wait.reply = ngx_http_ragnx_health_reply;
     ctx->wait.resume = ngx_http_ragnx_health_resume;
 
-    if (ngx_http_ragnx_redis_call(r, &ctx->wait, hlcf->queue, 1, &argv, &len)
+    if (ngx_http_ragnx_redis_eval(r, &ctx->wait, hlcf->queue,
+                                  ngx_http_ragnx_health_script_index, 3,
+                                  argv, lens)
         != NGX_OK)
     {
         return ngx_http_ragnx_health_send(r, NGX_HTTP_RAGNX_HEALTH_DOWN);
@@ -152,8 +170,21 @@ ngx_http_ragnx_health_reply(ngx_http_request_t *r, redisReply *reply,
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_health_module);
 
-    if (rc == NGX_OK && reply->type == REDIS_REPLY_STATUS) {
+    if (rc != NGX_OK) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_STATUS) {
         ctx->pongs++;
+
+    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+               && reply->element[0]->type == REDIS_REPLY_INTEGER
+               && reply->element[1]->type == REDIS_REPLY_INTEGER)
+    {
+        ctx->pongs++;
+        ctx->records = 1;
+        ctx->backlog = reply->element[0]->integer;
+        ctx->refused = reply->element[1]->integer;
     }
 }
 
@@ -202,8 +233,9 @@ ngx_http_ragnx_health_resume(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_ragnx_health_send(ngx_http_request_t *r, ngx_uint_t up)
 {
-    json_t     *body;
-    ngx_int_t   rc;
+    json_t                       *body;
+    ngx_int_t                     rc;
+    ngx_http_ragnx_health_ctx_t  *ctx;
 
     body = json_pack("{s:s, s:I}", "status", up ? "ok" : "degraded",
                      "uptime",
@@ -214,6 +246,17 @@ ngx_http_ragnx_health_send(ngx_http_request_t *r, ngx_uint_t up)
 
     if (up != NGX_HTTP_RAGNX_HEALTH_NO_REDIS) {
         json_object_set_new(body, "redis", json_string(up ? "ok" : "down"));
+    }
+
+    /* hits answered from the cache not written yet, and those refused */
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_health_module);
+
+    if (ctx && ctx->records) {
+        json_object_set_new(body, "records",
+                            json_pack("{s:I, s:I}",
+                                      "backlog", (json_int_t) ctx->backlog,
+                                      "refused", (json_int_t) ctx->refused));
     }
 
     rc = ngx_http_ragnx_send_json(r, up ? NGX_HTTP_OK
@@ -304,6 +347,13 @@ ngx_http_ragnx_health(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     hlcf->enable = 1;
+
+    ngx_http_ragnx_health_script_index =
+        ngx_http_ragnx_redis_script(cf, &ngx_http_ragnx_health_script);
+
+    if (ngx_http_ragnx_health_script_index == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
 
     /* no token needed, no body taken: GET only */
 

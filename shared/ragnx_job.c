@@ -16,13 +16,6 @@ static const char *ragnx_job_string(json_t *root, const char *name,
     int required, char *err, size_t errlen);
 
 
-const char *
-ragnx_job_type_name(int type)
-{
-    return type == RAGNX_JOB_RECORD ? "record" : "ask";
-}
-
-
 json_t *
 ragnx_job_encode(const ragnx_job_t *job)
 {
@@ -44,19 +37,6 @@ ragnx_job_encode(const ragnx_job_t *job)
 
     if (job->chat_scope) {
         rc |= json_object_set_new(o, "scope", json_string("chat"));
-    }
-
-    if (job->type) {
-        rc |= json_object_set_new(o, "type",
-                                  json_string(ragnx_job_type_name(job->type)));
-    }
-
-    if (job->gen) {
-        rc |= json_object_set_new(o, "gen", json_string(job->gen));
-    }
-
-    if (job->result) {
-        rc |= json_object_set(o, "result", job->result);
     }
 
     if (rc != 0) {
@@ -208,7 +188,6 @@ ragnx_job_decode(const char *data, size_t len, ragnx_job_t *job, char *err,
     size_t errlen)
 {
     json_t        *root, *v;
-    const char    *type;
     json_error_t   e;
 
     memset(job, 0, sizeof(ragnx_job_t));
@@ -233,22 +212,6 @@ ragnx_job_decode(const char *data, size_t len, ragnx_job_t *job, char *err,
         goto failed;
     }
 
-    type = ragnx_job_string(root, "type", 1, err, errlen);
-    if (type == NULL) {
-        goto failed;
-    }
-
-    if (strcmp(type, "ask") == 0) {
-        job->type = RAGNX_JOB_ASK;
-
-    } else if (strcmp(type, "record") == 0) {
-        job->type = RAGNX_JOB_RECORD;
-
-    } else {
-        snprintf(err, errlen, "unknown job type");
-        goto failed;
-    }
-
     if ((job->id = ragnx_job_string(root, "id", 1, err, errlen)) == NULL
         || (job->owner = ragnx_job_string(root, "owner", 1, err, errlen))
            == NULL
@@ -257,8 +220,6 @@ ragnx_job_decode(const char *data, size_t len, ragnx_job_t *job, char *err,
         || (job->query = ragnx_job_string(root, "query", 1, err, errlen))
            == NULL
         || (job->digest = ragnx_job_string(root, "digest", 1, err, errlen))
-           == NULL
-        || (job->gen = ragnx_job_string(root, "gen", 1, err, errlen))
            == NULL)
     {
         goto failed;
@@ -291,24 +252,6 @@ ragnx_job_decode(const char *data, size_t len, ragnx_job_t *job, char *err,
         }
 
         job->chat_scope = 1;
-    }
-
-    if (job->type == RAGNX_JOB_RECORD) {
-        job->result = json_object_get(root, "result");
-        job->sources = json_object_get(job->result, "sources");
-
-        if (!json_is_object(job->result)
-            || (job->answer = ragnx_job_string(job->result, "answer", 1, err,
-                                               errlen))
-               == NULL
-            || !json_is_array(job->sources))
-        {
-            if (err[0] == '\0') {
-                snprintf(err, errlen, "record without a valid result");
-            }
-
-            goto failed;
-        }
     }
 
     return 0;

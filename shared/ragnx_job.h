@@ -2,16 +2,19 @@
 /*
  * ragnx: the job payload carried in the stream entry (field "job").
  *
- *   {"v":1, "id", "owner", "chatId", "query", "digest", "createdAt",
- *    "scope":"chat", "type":"ask"|"record", "gen",
- *    "result":{"answer","sources"}}
+ *   {"v":2, "id", "owner", "chatId", "query", "digest", "createdAt",
+ *    "scope":"chat"}
  *
- * The module encodes the fields it knows and, when it knows the cache
- * generation, "gen" and "type" too; otherwise the enqueue script appends
- * them (reading "gen" itself).  For a cache hit the cached value itself
- * goes in as "result".
- * "ask" jobs run retrieval and the LLM; "record" jobs only write an
- * exchange answered from the cache into the user's chat.
+ * The payload is immutable: written once, by ragnx_job_write() in the
+ * module, and read once, by ragnx_job_decode() in the pool; no script
+ * splices or re-encodes it.  What is known only later, or differs between
+ * the lanes, travels as stream-entry fields beside it
+ * (shared/ragnx_keys.h): an ask job's cache generation ("gen", when the
+ * module does not know it the script reads it), a record's cached value
+ * ("result").  Which lane an entry is in says what it is: {ragnx}:jobs
+ * holds ask jobs (retrieval and the LLM), {ragnx}:records the exchanges
+ * answered from the cache (hits, and followers of a single-flight
+ * leader), only to be written into the asker's chat.
  *
  * Scope (the trust boundary between chats): a question asked in an
  * existing chat carries "scope":"chat".  Only such a job reads the
@@ -32,38 +35,27 @@
 #include <jansson.h>
 
 
-#define RAGNX_JOB_ASK     1
-#define RAGNX_JOB_RECORD  2
-
-
 typedef struct {
-    int          type;
     const char  *id;
     const char  *owner;
     const char  *chat_id;
     const char  *query;
     const char  *digest;
-    const char  *gen;
+    const char  *gen;          /* the entry's "gen" field, not the payload */
     int          chat_scope;   /* "scope":"chat": may read history */
-    json_t      *result;       /* record only: the cached value */
-    const char  *answer;       /* record only, from result */
-    json_t      *sources;      /* record only, from result */
     long long    created;      /* ms since the epoch */
     json_t      *root;         /* decoded payload; owns the strings */
 } ragnx_job_t;
 
 
-/*
- * The payload as a new JSON object, NULL on allocation failure; "type",
- * "gen" and "result" only when set (type 0, NULL).
- */
+/* the payload as a new JSON object, NULL on allocation failure */
 json_t *ragnx_job_encode(const ragnx_job_t *job);
 
 /*
- * The module-side payload (no "type", "gen" or "result"; "scope" when
- * set) written straight into buf, without building JSON objects: the ask
- * path makes one per question.  Returns its length, or 0 when it does not
- * fit; size RAGNX_JOB_MAX(query, owner) always does.
+ * The payload ("scope" when set) written straight into buf, without
+ * building JSON objects: the ask path makes one per question.  Returns
+ * its length, or 0 when it does not fit; size RAGNX_JOB_MAX(query,
+ * owner) always does.
  */
 size_t ragnx_job_write(const ragnx_job_t *job, char *buf, size_t size);
 
@@ -73,16 +65,15 @@ size_t ragnx_job_write(const ragnx_job_t *job, char *buf, size_t size);
 size_t ragnx_json_escape(const char *s, size_t len, char *out);
 
 /*
- * Parse and check a payload: version, type, UUID ids, required fields.
- * On success the strings point into job->root; free with ragnx_job_free().
- * On failure returns -1 with a reason in err.
+ * Parse and check a payload: version, UUID ids, required fields.  On
+ * success the strings point into job->root (job->gen is left NULL: it is
+ * the entry's); free with ragnx_job_free().  On failure returns -1 with a
+ * reason in err.
  */
 int ragnx_job_decode(const char *data, size_t len, ragnx_job_t *job,
     char *err, size_t errlen);
 
 void ragnx_job_free(ragnx_job_t *job);
-
-const char *ragnx_job_type_name(int type);
 
 
 #endif /* RAGNX_JOB_H */

@@ -5,8 +5,13 @@
  * Every key carries the hash tag {ragnx}, so all of them live in one slot
  * and the Lua scripts work on Redis Cluster as on a single server.
  *
- *   {ragnx}:jobs            stream, consumer group "pool": ask/record jobs,
- *                           entry fields "id" <job id>, "job" <payload>
+ *   {ragnx}:jobs            stream, consumer group "pool": ask jobs, entry
+ *                           fields "id" <job id>, "job" <payload>
+ *                           (ragnx_job.h), "gen" <cache generation>
+ *   {ragnx}:records         stream, consumer group "pool": exchanges
+ *                           answered from the cache (hits, followers),
+ *                           written to PostgreSQL in batches; fields
+ *                           "id", "job" <payload>, "result" <cached value>
  *   {ragnx}:rpc             stream read before jobs: synchronous calls,
  *                           entry fields id, method, reply, deadline, sub,
  *                           params (see ragnx_rpc.h)
@@ -19,6 +24,9 @@
  *                           createdAt, updatedAt, answer, sources, error,
  *                           leader (single-flight followers)
  *   {ragnx}:job:<id>:followers  list of follower job ids of a leader
+ *   {ragnx}:stats           hash of counters: "records-refused" (cache
+ *                           hits refused with 503 because the records
+ *                           stream was at its bound)
  *   {ragnx}:gen             cache generation "<model>@<corpus version>",
  *                           set by the pool at start and on ingest
  *   {ragnx}:cache:<digest>:<gen>     JSON {"answer","sources"}, with TTL
@@ -46,6 +54,8 @@
 
 #define RAGNX_KEY_PREFIX         "{ragnx}:"
 #define RAGNX_KEY_JOBS           RAGNX_KEY_PREFIX "jobs"
+#define RAGNX_KEY_RECORDS        RAGNX_KEY_PREFIX "records"
+#define RAGNX_KEY_STATS          RAGNX_KEY_PREFIX "stats"
 #define RAGNX_KEY_RPC            RAGNX_KEY_PREFIX "rpc"
 #define RAGNX_KEY_REPLY          RAGNX_KEY_PREFIX "reply:"
 #define RAGNX_KEY_DELAYED        RAGNX_KEY_PREFIX "delayed"
@@ -65,7 +75,7 @@
 #define RAGNX_GROUP              "pool"
 #define RAGNX_GEN_DEFAULT        "default@0"
 
-#define RAGNX_JOB_VERSION        1
+#define RAGNX_JOB_VERSION        2
 
 /* lengths of the fixed-size parts */
 #define RAGNX_UUID_LEN           36

@@ -95,8 +95,7 @@ sub llm_requests {
     my $n0 = $mock->stats->{requests};
     my $log0 = length $p->worker_log;
     my ($rid) = $p->ask(query => 'Is an exchange written only once?');
-    $t->redis('XADD', '{ragnx}:jobs', '*', 'id', $rid, 'job',
-              $p->payload($rid));
+    $t->redis('XADD', '{ragnx}:jobs', '*', $p->fields($rid));
     is(llm_requests($n0, 2), 2, 'delivered twice at once: two LLM calls');
     my $deadline = time + 15;
     sleep 0.05 while ($t->redis('XLEN', '{ragnx}:jobs') || pending())

@@ -78,11 +78,12 @@ ragnx_jobs_cli(int argc, char **argv)
     const char     *id, *err;
     redisReply     *reply, *e, *f;
     ragnx_redis_t   r;
-    long long       n[4];
+    long long       n[5];
     const char     *cmds[] = { "XLEN " RAGNX_KEY_JOBS,
                                "XPENDING " RAGNX_KEY_JOBS " " RAGNX_GROUP,
                                "ZCARD " RAGNX_KEY_DELAYED,
-                               "XLEN " RAGNX_KEY_DEAD };
+                               "XLEN " RAGNX_KEY_DEAD,
+                               "XLEN " RAGNX_KEY_RECORDS };
 
     memset(&r, 0, sizeof(ragnx_redis_t));
 
@@ -115,13 +116,12 @@ ragnx_jobs_cli(int argc, char **argv)
         snprintf(now, sizeof(now), "%lld", ragnx_now_ms());
 
         if (argv[0][0] == 'r') {
-            /* workers/lua/requeue.lua: the job back to the stream */
-            reply = ragnx_redis_command(&r, "EVAL %s 3 %s %s %s %s %s %s "
+            /* workers/lua/requeue.lua: the entry back to its lane */
+            reply = ragnx_redis_command(&r, "EVAL %s 4 %s %s %s %s %s %s "
                                         "%s %ld", RAGNX_LUA_REQUEUE, key,
                                         RAGNX_KEY_JOBS, RAGNX_KEY_DEAD,
-                                        entry, argv[1], now,
-                                        payload ? payload : "",
-                                        ragnx_conf->job_retention);
+                                        RAGNX_KEY_RECORDS, entry, argv[1],
+                                        now, ragnx_conf->job_retention);
         } else {
             reply = ragnx_redis_command(&r, "XDEL %s %s", RAGNX_KEY_DEAD,
                                         entry);
@@ -145,7 +145,7 @@ ragnx_jobs_cli(int argc, char **argv)
         return 2;
     }
 
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < 5; i++) {
         reply = ragnx_redis_command(&r, cmds[i]);
         if (reply == NULL) {
             return 1;
@@ -165,8 +165,9 @@ ragnx_jobs_cli(int argc, char **argv)
         freeReplyObject(reply);
     }
 
-    printf("queued %lld\npending %lld\ndelayed %lld\ndead %lld\n",
-           n[0] - n[1], n[1], n[2], n[3]);
+    /* records: exchanges answered from the cache, not yet written */
+    printf("queued %lld\npending %lld\ndelayed %lld\ndead %lld\n"
+           "records %lld\n", n[0] - n[1], n[1], n[2], n[3], n[4]);
 
     reply = ragnx_redis_command(&r, "XREVRANGE %s + - COUNT 20",
                                 RAGNX_KEY_DEAD);

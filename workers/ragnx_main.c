@@ -63,8 +63,6 @@ static pid_t ragnx_spawn(int index);
 static void ragnx_worker_process(int index);
 static void *ragnx_job_thread(void *data);
 static void *ragnx_call_thread(void *data);
-static int ragnx_may_read(long *backoff, int rc);
-static void ragnx_thread_exit(ragnx_thread_t *t);
 static int ragnx_cmd_migrate(void);
 
 
@@ -469,7 +467,8 @@ ragnx_worker_signal(int signo)
 static void
 ragnx_worker_process(int index)
 {
-    int               i, n, m, size, rc;
+    int               i, n, m, k, size, rc;
+    void           *(*run)(void *);
     char              name[32], host[64];
     pthread_t         tid;
     pthread_attr_t    attr;
@@ -499,6 +498,7 @@ ragnx_worker_process(int index)
 
     n = (int) ragnx_conf->concurrency;
     m = (int) ragnx_conf->rpc_concurrency;
+    k = (int) ragnx_conf->record_concurrency;
 
     if (ragnx_accounts_init() != RAGNX_OK) {
         _exit(2);
@@ -517,8 +517,8 @@ ragnx_worker_process(int index)
     db = ragnx_db_pool_create(ragnx_conf->database,
                               ragnx_conf->database_password, size,
                               ragnx_conf->db_timeout);
-    /* job threads, the maintenance thread, call threads */
-    threads = calloc(n + 1 + m, sizeof(ragnx_thread_t));
+    /* job threads, the maintenance thread, call threads, record threads */
+    threads = calloc(n + 1 + m + k, sizeof(ragnx_thread_t));
 
     if (db == NULL || threads == NULL || ragnx_maint_init(n) != RAGNX_OK) {
         ragnx_log(RAGNX_LOG_ERROR, "out of memory");
@@ -535,9 +535,9 @@ ragnx_worker_process(int index)
     pthread_attr_setstacksize(&attr, 256 * 1024);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 
-    ragnx_running = n + m;
+    ragnx_running = n + m + k;
 
-    for (i = 0; i <= n + m; i++) {
+    for (i = 0; i <= n + m + k; i++) {
         threads[i].index = i;
         threads[i].db = db;
         snprintf(threads[i].redis.consumer, sizeof(threads[i].redis.consumer),
@@ -553,19 +553,21 @@ ragnx_worker_process(int index)
             }
         }
 
-        rc = pthread_create(&tid, &attr,
-                            i < n ? ragnx_job_thread
-                                  : i == n ? ragnx_maint_thread
-                                           : ragnx_call_thread,
-                            &threads[i]);
+        run = i < n ? ragnx_job_thread
+                    : i == n ? ragnx_maint_thread
+                             : i <= n + m ? ragnx_call_thread
+                                          : ragnx_record_thread;
+
+        rc = pthread_create(&tid, &attr, run, &threads[i]);
         if (rc != 0) {
             ragnx_log(RAGNX_LOG_ERROR, "pthread_create: %s", strerror(rc));
             _exit(2);
         }
     }
 
-    ragnx_log(RAGNX_LOG_INFO, "%d job threads, %d call threads, up to %d "
-              "postgres connections", n, m, size);
+    ragnx_log(RAGNX_LOG_INFO, "%d job threads, %d call threads, %d record "
+              "threads, up to %d postgres connections (and one per record "
+              "thread)", n, m, k, size);
 
     /* wait for SIGTERM, then for the job threads, up to drain_timeout */
 
@@ -709,7 +711,7 @@ ragnx_call_thread(void *data)
  * exponentially with jitter up to 5 s; else 1, and the backoff resets.
  */
 
-static int
+int
 ragnx_may_read(long *backoff, int rc)
 {
     if (!ragnx_maint_ready()) {
@@ -731,7 +733,7 @@ ragnx_may_read(long *backoff, int rc)
 
 /* a job or call thread is done: the draining process counts them */
 
-static void
+void
 ragnx_thread_exit(ragnx_thread_t *t)
 {
     ragnx_redis_close(&t->redis);

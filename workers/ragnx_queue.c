@@ -102,7 +102,8 @@ ragnx_queue_setup(ragnx_redis_t *r)
     }
 
     freeReplyObject(reply);
-    return RAGNX_OK;
+
+    return ragnx_records_setup(r);
 }
 
 
@@ -123,6 +124,7 @@ void
 ragnx_entry_free(ragnx_entry_t *e)
 {
     free(e->payload);
+    free(e->gen);
     memset(e, 0, sizeof(ragnx_entry_t));
 }
 
@@ -199,6 +201,9 @@ ragnx_queue_entry(ragnx_entry_t *e, redisReply *entry)
                 e->payload[v->len] = '\0';
                 e->len = v->len;
             }
+
+        } else if (strcmp(f->str, "gen") == 0 && e->gen == NULL) {
+            e->gen = strndup(v->str, v->len);
         }
     }
 }
@@ -220,10 +225,10 @@ ragnx_queue_release(ragnx_redis_t *r, const ragnx_entry_t *e)
 {
     redisReply  *reply;
 
-    reply = ragnx_redis_eval(r, &ragnx_script_release, "1 %s %s %s %b",
+    reply = ragnx_redis_eval(r, &ragnx_script_release, "1 %s %s %s %b %s",
                              RAGNX_KEY_JOBS, e->entry, e->id,
                              e->payload ? e->payload : "",
-                             e->payload ? e->len : 0);
+                             e->payload ? e->len : 0, e->gen ? e->gen : "");
 
     return ragnx_reply_ok(r, reply, "release script");
 }
@@ -292,14 +297,10 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
     snprintf(now, sizeof(now), "%lld", ragnx_now_ms());
     snprintf(ret, sizeof(ret), "%ld", ragnx_conf->job_retention);
 
-    /*
-     * Only answers computed here are cached (a record job's came from the
-     * cache), and only those no chat history went into: a contextual
-     * answer is its chat's alone.
-     */
+    /* only answers no chat history went into: a contextual one is its
+     * chat's alone */
     snprintf(ttl, sizeof(ttl), "%ld",
-             job->type == RAGNX_JOB_ASK && !ans->contextual
-             ? ragnx_conf->cache_ttl : 0);
+             ans->contextual ? 0 : ragnx_conf->cache_ttl);
 
     res = json_pack("{s:s,s:O}", "answer", ans->answer, "sources",
                     ans->sources);
@@ -313,10 +314,11 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
         return RAGNX_ERROR;
     }
 
-    reply = ragnx_redis_eval(r, &ragnx_script_complete, "5 %s %s %s %s %s "
-                                "%s %s %s %s %s %s %s %s %s %s", key,
+    reply = ragnx_redis_eval(r, &ragnx_script_complete, "6 %s %s %s %s %s "
+                                "%s %s %s %s %s %s %s %s %s %s %s", key,
                                 RAGNX_KEY_JOBS, RAGNX_KEY_INFLIGHT, followers,
-                                cache, e->entry, now, ans->answer, sources,
+                                cache, RAGNX_KEY_RECORDS, e->entry, now,
+                                ans->answer, sources,
                                 ret, job->id, result, ttl,
                                 next ? r->consumer : "", inflight);
     free(result);
@@ -368,9 +370,10 @@ ragnx_queue_retry(ragnx_redis_t *r, const ragnx_entry_t *e,
     snprintf(due, sizeof(due), "%lld", t + delay_ms);
 
     reply = ragnx_redis_eval(r, &ragnx_script_retry, "3 %s %s %s %s %s %s %s "
-                                "%b %s", key, RAGNX_KEY_JOBS,
+                                "%b %s %s", key, RAGNX_KEY_JOBS,
                                 RAGNX_KEY_DELAYED, e->entry, now, due, error,
-                                e->payload, e->len, e->id);
+                                e->payload, e->len, e->id,
+                                e->gen ? e->gen : "");
 
     return ragnx_reply_ok(r, reply, "retry script");
 }
@@ -412,11 +415,12 @@ ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
     len = e->payload ? e->len : 0;
 
     reply = ragnx_redis_eval(r, &ragnx_script_fail, "5 %s %s %s %s %s %s %s "
-                                "%s %s %s %b %s %s %s", key,
+                                "%s %s %s %b %s %s %s %s", key,
                                 RAGNX_KEY_JOBS, RAGNX_KEY_DEAD,
                                 RAGNX_KEY_INFLIGHT, followers, e->entry, now,
                                 error, ret, e->id, payload, len, max,
-                                valid ? "1" : "0", inflight);
+                                valid ? "1" : "0", inflight,
+                                e->gen ? e->gen : "");
 
     return ragnx_reply_ok(r, reply, "fail script");
 }
@@ -428,9 +432,14 @@ ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
 static char  ragnx_sweep_cursor[32] = "0";
 
 
+/* the streams consumed by the group, each requeued when idle too long */
+static const char  *ragnx_lanes[] = { RAGNX_KEY_JOBS, RAGNX_KEY_RECORDS };
+
+
 int
 ragnx_queue_maintain(ragnx_redis_t *r)
 {
+    int          i;
     char         now[32], idle[32];
     redisReply  *reply;
 
@@ -458,26 +467,34 @@ ragnx_queue_maintain(ragnx_redis_t *r)
 
     snprintf(idle, sizeof(idle), "%ld", ragnx_conf->visibility_timeout);
 
-    reply = ragnx_redis_eval(r, &ragnx_script_reclaim, "1 %s %s %s",
-                             RAGNX_KEY_JOBS, r->consumer, idle);
-    if (reply == NULL) {
-        return RAGNX_ERROR;
+    /* both lanes: the records are written again, changing nothing */
+
+    for (i = 0; i < 2; i++) {
+        reply = ragnx_redis_eval(r, &ragnx_script_reclaim, "1 %s %s %s",
+                                 ragnx_lanes[i], r->consumer, idle);
+        if (reply == NULL) {
+            return RAGNX_ERROR;
+        }
+
+        if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
+            ragnx_log(RAGNX_LOG_WARN, "requeued %lld entries of %s idle for "
+                      "over %ld ms (a worker died)", reply->integer,
+                      ragnx_lanes[i], ragnx_conf->visibility_timeout);
+        }
+
+        if (reply->type == REDIS_REPLY_ERROR
+            && strstr(reply->str, "NOGROUP") != NULL)
+        {
+            freeReplyObject(reply);
+            return ragnx_queue_setup(r);
+        }
+
+        if (ragnx_reply_ok(r, reply, "reclaim script") != RAGNX_OK) {
+            return RAGNX_ERROR;
+        }
     }
 
-    if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
-        ragnx_log(RAGNX_LOG_WARN, "requeued %lld entries idle for over "
-                  "%ld ms (a worker died)", reply->integer,
-                  ragnx_conf->visibility_timeout);
-    }
-
-    if (reply->type == REDIS_REPLY_ERROR
-        && strstr(reply->str, "NOGROUP") != NULL)
-    {
-        freeReplyObject(reply);
-        return ragnx_queue_setup(r);
-    }
-
-    return ragnx_reply_ok(r, reply, "reclaim script");
+    return RAGNX_OK;
 }
 
 
@@ -489,11 +506,12 @@ ragnx_queue_forget(ragnx_redis_t *r, long idle_ms)
     int          i, rc;
     redisReply  *reply;
 
-    static const char  *streams[] = { RAGNX_KEY_JOBS, RAGNX_KEY_RPC };
+    static const char  *streams[] = { RAGNX_KEY_JOBS, RAGNX_KEY_RECORDS,
+                                      RAGNX_KEY_RPC };
 
     rc = RAGNX_OK;
 
-    for (i = 0; i < 2; i++) {
+    for (i = 0; i < 3; i++) {
         reply = ragnx_redis_eval(r, &ragnx_script_forget, "1 %s %ld",
                                  streams[i], idle_ms);
 

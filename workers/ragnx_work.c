@@ -1,13 +1,16 @@
 
 /*
- * ragnx worker pool: one job, from its stream entry to its acknowledgement.
+ * ragnx worker pool: one ask job, from its stream entry to its
+ * acknowledgement (exchanges answered from the cache take the records
+ * lane, ragnx_records.c).
  *
  *   decode -> start (status active, attempts + 1) -> chat (create or check
  *   the owner) -> an earlier delivery already committed?  use its answer
  *   -> retrieval + history (a chat-scope job's only) -> LLM (no Postgres
  *   connection held) ->
  *   user + assistant messages in one transaction -> one script: cache SET,
- *   job completed, followers handed their record jobs, XACK + XDEL, and
+ *   job completed, followers answered (their exchanges on the records
+ *   lane), XACK + XDEL, and
  *   the thread's next entry read and started (a busy queue costs a job
  *   one Redis round trip, not three).
  *
@@ -84,6 +87,17 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
         return;
     }
 
+    /* the generation the answer is cached under: the entry's, beside */
+    job.gen = e->gen;
+
+    if (job.gen == NULL || job.gen[0] == '\0') {
+        ragnx_log(RAGNX_LOG_ERROR, "entry %s (job \"%s\"): no gen field: "
+                  "dead-lettered", e->entry, e->id);
+        ragnx_queue_fail(&t->redis, e, NULL, "invalid job");
+        ragnx_job_free(&job);
+        return;
+    }
+
     if (strcmp(job.id, e->id) != 0) {
         ragnx_log(RAGNX_LOG_ERROR, "entry %s: id field \"%s\" differs from "
                   "the payload's: dead-lettered", e->entry, e->id);
@@ -110,8 +124,7 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
         return;
     }
 
-    ragnx_log(RAGNX_LOG_DEBUG, "job %s: %s, attempt %ld", job.id,
-              ragnx_job_type_name(job.type), attempts);
+    ragnx_log(RAGNX_LOG_DEBUG, "job %s: attempt %ld", job.id, attempts);
 
     if (attempts > ragnx_conf->max_attempts) {
         /* delivered again and again without finishing: a poison job */
@@ -175,35 +188,6 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
      * that the pool's connections run with other threads' (see
      * ragnx_db_submit), none across the LLM call.
      */
-
-    if (job->type == RAGNX_JOB_RECORD) {
-        rc = ragnx_store_chat(t->db, job, &created, ans, err, errlen);
-        if (rc != RAGNX_OK) {
-            return rc;
-        }
-
-        if (ans->answer == NULL) {
-            ans->answer = strdup(job->answer);
-            ans->sources = json_incref(job->sources);
-            ans->input_tokens = -1;
-            ans->output_tokens = -1;
-            ans->model = "cache";
-
-            if (ans->answer == NULL) {
-                ragnx_answer_free(ans);
-                snprintf(err, errlen, "out of memory");
-                return RAGNX_AGAIN;
-            }
-        }
-
-        rc = ragnx_store_exchange(t->db, job, ans, err, errlen);
-
-        if (rc != RAGNX_OK) {
-            ragnx_answer_free(ans);
-        }
-
-        return rc;
-    }
 
     /*
      * Chat check, passages and history in one round trip.  Only a job

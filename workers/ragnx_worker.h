@@ -12,6 +12,8 @@
  *   ragnx_jobs.c          the "jobs" command: queue depths, dead letters
  *   ragnx_maint.c         the maintenance thread: readiness, heartbeats
  *   ragnx_work.c          one job: retrieval, LLM, persistence, completion
+ *   ragnx_records.c       the records lane: exchanges answered from the
+ *                         cache, written in batches
  *   ragnx_calls.c         synchronous calls from nginx
  *   ragnx_accounts.c      register, login, me: argon2id, token signing;
  *                         the helpers the calls answer with
@@ -101,6 +103,8 @@ typedef struct {
     long          dead_max;
     long          drain_timeout;         /* ms */
     long          rpc_concurrency;       /* call threads per process */
+    long          record_concurrency;    /* record threads per process */
+    long          record_batch;          /* records per read and write */
     long          hash_concurrency;      /* argon2id hashes at once */
     long          password_opslimit;
     long          password_memlimit;     /* KiB */
@@ -286,6 +290,7 @@ typedef struct {
     char           id[40];              /* job id field */
     char          *payload;             /* job field */
     size_t         len;
+    char          *gen;                 /* gen field */
     int            started;             /* started by the script that */
     long           attempts;            /* read it: its attempt number */
 } ragnx_entry_t;
@@ -321,6 +326,14 @@ typedef struct {
 } ragnx_thread_t;
 
 void ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next);
+
+/* the records lane: ragnx_records.c */
+int ragnx_records_setup(ragnx_redis_t *r);
+void *ragnx_record_thread(void *data);
+
+/* for the reading threads: ragnx_main.c */
+int ragnx_may_read(long *backoff, int rc);
+void ragnx_thread_exit(ragnx_thread_t *t);
 
 
 /* the maintenance thread and the heartbeats: ragnx_maint.c */

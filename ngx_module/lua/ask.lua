@@ -3,14 +3,13 @@
 -- name between two @ is that string of shared/ragnx_keys.h.
 --
 -- One round trip per question.  Mode "all": read the cache generation,
--- look the answer up, and on a hit enqueue a "record" job (the exchange
--- still lands in the chat) or on a miss create the job and enqueue it,
--- unless an identical question is already being answered: then the new
--- job follows that leader and the LLM runs once.  Mode "ask" is the same
--- with the worker's generation (already checked to need no JSON
--- escaping).  With a separate cache server, "lookup" runs there and
--- "enqueue" on the queue server; "enqueue" also follows a plain GET that
--- missed.
+-- look the answer up, and on a hit append the exchange to the records
+-- stream (it still lands in the chat) or on a miss create the job and
+-- enqueue it, unless an identical question is already being answered:
+-- then the new job follows that leader and the LLM runs once.  Mode
+-- "ask" is the same with the worker's generation.  With a separate cache
+-- server, "lookup" runs there and "enqueue" on the queue server;
+-- "enqueue" also follows a plain GET that missed.
 --
 -- Mode "chat" is a question asked in an existing chat.  Its answer may
 -- draw on the chat's history, so it is never looked up in the cache,
@@ -21,20 +20,17 @@
 -- when Redis does not know it: the module then asks the pool).  Every
 -- other mode makes a new chat, with an id bound to the caller.
 --
--- KEYS: gen, jobs stream, job hash, chat.  ARGV: digest, job id, payload,
--- owner, chatId, now ms, queue max, job ttl s, mode, [gen ("ask",
--- "enqueue", "chat": '' when unknown), cached value ("enqueue") or
--- verified ("chat")].  The payload is the complete "ask" job (ending in
--- "type":"ask"}) when the module knows the generation, else without type
--- and gen ("all", "lookup", "chat" without gen).
+-- KEYS: gen, jobs stream, job hash, chat, records stream.
+-- ARGV: digest, job id, payload, owner, chatId, now ms, queue max, job
+-- ttl s, mode, gen ('' when unknown), cached value ("enqueue") or
+-- verified ("chat"), records max.
 -- Returns {outcome, gen, cached|leader}.
 --
--- Lua hashes every string it makes, byte by byte, so the script builds
--- as few as it can: the payload comes ready, and a record job is the
--- payload with its type swapped for "record" and the cached value.  The
--- payload travels in the stream entry; only a follower keeps it in its
--- hash (the pool turns it into a record job when the leader finishes).
--- Record jobs have no hash: nobody polls them.
+-- The payload (ragnx_job.h) is immutable: it goes into the stream entry,
+-- or a follower's hash, as the module wrote it, with the generation (a
+-- job) or the cached value (a record) as fields beside it.  A hit is
+-- refused ("hit-full") when the records stream holds records max entries:
+-- never answered without its record.
 --
 -- The cache key and the in-flight field are ragnx_cache_key()'s and
 -- ragnx_inflight_field()'s, built here from the same macros (t/keys.t
@@ -62,10 +58,6 @@ if chat then
     if not o then return {'unknown', '', ''} end
     if o ~= ARGV[4] then return {'foreign', '', ''} end
   end
-  if gen == '' then
-    mode = 'all'
-    gen = redis.call('GET', KEYS[1]) or '@RAGNX_GEN_DEFAULT@'
-  end
 elseif mode == 'enqueue' then
   if ARGV[11] ~= '' then cached = ARGV[11] end
 else
@@ -76,24 +68,21 @@ else
     .. '@RAGNX_KEY_GEN_SEP@' .. gen)
   if mode == 'lookup' then return {'lookup', gen, cached or ''} end
 end
-if mode == 'all' then
-  local g = gen
-  if string.find(gen, '[%c"\\]') then
-    g = string.sub(cjson.encode(gen), 2, -2)
-  end
-  p = string.sub(p, 1, -2) .. ',"gen":"' .. g .. '","type":"ask"}'
+if gen == '' then
+  gen = redis.call('GET', KEYS[1]) or '@RAGNX_GEN_DEFAULT@'
 end
-local max, ttl = tonumber(ARGV[7]), ARGV[8]
-local len = redis.call('XLEN', KEYS[2])
 if cached then
-  if len >= max + math.ceil(max / 10) then
-    return {'hit-unrecorded', gen, cached}
+  if redis.call('XLEN', KEYS[5]) >= tonumber(ARGV[12]) then
+    return {'hit-full', gen, cached}
   end
-  redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job',
-    string.sub(p, 1, -6) .. 'record","result":' .. cached .. '}')
+  redis.call('XADD', KEYS[5], '*', 'id', ARGV[2], 'job', p, 'result',
+    cached)
   return {'hit', gen, cached}
 end
-if len >= max then return {'full', gen, ''} end
+local ttl = ARGV[8]
+if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[7]) then
+  return {'full', gen, ''}
+end
 local inflight = ARGV[1] .. '@RAGNX_KEY_GEN_SEP@' .. gen
 if not chat
    and redis.call('HSETNX', '@RAGNX_KEY_INFLIGHT@', inflight, ARGV[2])
@@ -120,5 +109,5 @@ then
 end
 redis.call('HSET', KEYS[3], 'status', 'waiting', 'owner', ARGV[4],
   'chatId', ARGV[5], 'createdAt', ARGV[6])
-redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job', p)
+redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'job', p, 'gen', gen)
 return {'queued', gen, ''}

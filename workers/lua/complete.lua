@@ -1,9 +1,12 @@
 -- A job ends: the cache, its hash, its entry and its followers.
--- KEYS: job hash, jobs stream, inflight hash, followers, cache key.
+-- KEYS: job hash, jobs stream, inflight hash, followers, cache key,
+-- records stream.
 -- ARGV: entry, now, answer, sources, retention, job id, result JSON,
 -- cache ttl (0: no cache SET), consumer ('' : read nothing), inflight
 -- field.
--- Followers get a "record" job carrying the result, through the stream.
+-- Followers are answered at once, as a cache hit is; their exchanges go
+-- to the records stream, their payloads as the module wrote them, with
+-- the result beside.
 -- Returns {followers, next, attempts}: with a consumer, the thread's next
 -- entry is read here (XREADGROUP without BLOCK, as a script may) and,
 -- when its id field is a UUID (as ragnx_uuid_valid() checks), started as
@@ -32,19 +35,12 @@ redis.call('DEL', KEYS[4])
 for _, f in ipairs(fs) do
   local fk = '@RAGNX_KEY_JOB@' .. f
   local p = redis.call('HGET', fk, 'payload')
-  local ok, j = false, nil
-  if p then ok, j = pcall(cjson.decode, p) end
-  if ok and type(j) == 'table' and j['id'] == f then
-    j['type'] = 'record'
-    j['result'] = nil
-    local s = cjson.encode(j)
-    s = string.sub(s, 1, -2) .. ',"result":' .. ARGV[7] .. '}'
-    redis.call('HSET', fk, 'payload', s, 'updatedAt', now)
-    redis.call('XADD', KEYS[2], '*', 'id', f, 'job', s)
-  elseif p then
-    redis.call('HSET', fk, 'status', 'failed', 'error', 'internal error',
-      'updatedAt', now)
+  if p then
+    redis.call('HSET', fk, 'status', 'completed', 'answer', ARGV[3],
+      'sources', ARGV[4], 'updatedAt', now)
+    redis.call('HDEL', fk, 'payload')
     redis.call('EXPIRE', fk, ARGV[5])
+    redis.call('XADD', KEYS[6], '*', 'id', f, 'job', p, 'result', ARGV[7])
   end
 end
 if ARGV[9] == '' then return {#fs} end

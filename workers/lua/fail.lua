@@ -1,12 +1,13 @@
--- A job fails for good: its entry dead-lettered, its hash and its
+-- A job fails for good: its entry dead-lettered (with its generation, so
+-- "ragnx-worker jobs retry" can put it back), its hash and its
 -- followers' marked failed.
 -- KEYS: job hash, jobs stream, dead stream, inflight hash, followers.
 -- ARGV: entry, now, error, retention, job id, payload, dead max,
 -- "1" when the job hash keys are valid (else only dead-letter), inflight
--- field ('' when the job could not be decoded).
+-- field ('' when the job could not be decoded), gen.
 local now = ARGV[2]
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'id', ARGV[5],
-  'job', ARGV[6], 'error', ARGV[3], 'failedAt', now)
+  'job', ARGV[6], 'gen', ARGV[10], 'error', ARGV[3], 'failedAt', now)
 redis.call('XACK', KEYS[2], '@RAGNX_GROUP@', ARGV[1])
 redis.call('XDEL', KEYS[2], ARGV[1])
 if ARGV[8] ~= '1' then return 0 end

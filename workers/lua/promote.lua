@@ -5,10 +5,11 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1],
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   local k = '@RAGNX_KEY_JOB@' .. id
-  local p = redis.call('HGET', k, 'payload')
-  if p then
+  local j = redis.call('HMGET', k, 'payload', 'gen')
+  if j[1] then
     redis.call('HSET', k, 'status', 'waiting', 'updatedAt', ARGV[1])
-    redis.call('XADD', KEYS[2], '*', 'id', id, 'job', p)
+    redis.call('XADD', KEYS[2], '*', 'id', id, 'job', j[1], 'gen',
+      j[2] or '')
   end
 end
 return #ids

@@ -1,8 +1,9 @@
--- A job waits for a retry in the delayed set.
+-- A job waits for a retry in the delayed set, its payload and generation
+-- kept in its hash for the promote script.
 -- KEYS: job hash, jobs stream, delayed set.
--- ARGV: entry, now, due, error, payload, job id.
+-- ARGV: entry, now, due, error, payload, job id, gen.
 redis.call('HSET', KEYS[1], 'status', 'delayed', 'error', ARGV[4],
-  'updatedAt', ARGV[2], 'payload', ARGV[5])
+  'updatedAt', ARGV[2], 'payload', ARGV[5], 'gen', ARGV[7])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6])
 redis.call('XACK', KEYS[2], '@RAGNX_GROUP@', ARGV[1])
 redis.call('XDEL', KEYS[2], ARGV[1])

@@ -181,24 +181,32 @@ sub ask {
     # the module would have; verified => 0 leaves the check to the script)
     my $in_chat = ($a{scope} || '') eq 'chat';
     my $payload = JSON::PP->new->canonical->encode({
-        v => 1, id => $id, owner => $owner, chatId => $chat,
+        v => 2, id => $id, owner => $owner, chatId => $chat,
         query => $query, digest => $digest, createdAt => $now,
         $in_chat ? (scope => 'chat') : () });
     my @mode = $in_chat ? ('chat', '', ($a{verified} // 1) ? '1' : '')
-                        : ('all');
-    my $out = $t->redis('EVAL', $SCRIPT, 4, '{ragnx}:gen', '{ragnx}:jobs',
-                        "{ragnx}:job:$id", "{ragnx}:chat:$chat", $digest, $id,
-                        $payload, $owner, $chat, $now, $a{max} || 100000,
-                        $a{ttl} || 3600, @mode);
+                        : ('all', '', '');
+    my $out = $t->redis('EVAL', $SCRIPT, 5, '{ragnx}:gen', '{ragnx}:jobs',
+                        "{ragnx}:job:$id", "{ragnx}:chat:$chat",
+                        '{ragnx}:records', $digest, $id, $payload, $owner,
+                        $chat, $now, $a{max} || 100000, $a{ttl} || 3600,
+                        @mode, $a{records_max} || 100000);
     my ($outcome, $gen) = split /\n/, $out;
-    # the stream entry's payload, as the script completes it
-    (my $full = $payload) =~ s/\}$/,"gen":"$gen","type":"ask"}/;
-    $self->{payloads}{$id} = $full if defined $gen;
+    # the payload is immutable: the stream entry carries it as it is
+    $self->{payloads}{$id} = $payload if defined $gen;
+    $self->{gens}{$id} = $gen if defined $gen;
     return wantarray ? ($id, $outcome, $gen, $chat) : $id;
 }
 
 # the payload a job was enqueued with (leaders keep it only in the stream)
 sub payload { $_[0]{payloads}{$_[1]} }
+
+# the fields of a job's stream entry, for XADD: as the script wrote them
+sub fields {
+    my ($self, $id) = @_;
+    return ('id', $id, 'job', $self->{payloads}{$id}, 'gen',
+            $self->{gens}{$id});
+}
 
 sub job {
     my ($self, $id) = @_;

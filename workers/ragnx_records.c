@@ -1,0 +1,689 @@
+
+/*
+ * ragnx worker pool: the records lane.
+ *
+ * An exchange answered from the cache (a hit, or a follower of a
+ * single-flight leader) only has to be written into the asker's chat.
+ * The module appends it to {ragnx}:records; record threads (record_
+ * concurrency per process) read up to record_batch entries with one
+ * XREADGROUP, write the whole batch with one statement on a PostgreSQL
+ * connection of their own (the chats it makes and both messages of every
+ * exchange, one commit), then acknowledge and delete the batch with one
+ * XACK and one XDEL.  Job threads and their connection pool never see a
+ * record: a burst of hits does not delay an LLM answer, and LLM work
+ * does not delay the chat history.
+ *
+ * Exactly once in PostgreSQL: chats are inserted ON CONFLICT DO NOTHING
+ * and messages are unique on (job_id, role), so a batch delivered again
+ * (a thread that died before its XACK; entries idle longer than
+ * visibility_timeout are requeued by the maintenance thread) writes
+ * nothing twice.  A record that cannot be written (a malformed entry, a
+ * chat of someone else) goes to the dead-letter stream with the reason;
+ * one bad record never holds back the others.  A database that is down
+ * keeps the batch in the thread, retried with backoff, unacknowledged.
+ */
+
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ragnx_db.h"
+#include "ragnx_keys.h"
+
+
+/*
+ * $1: [[payload, result, time], ...], a batch in stream order.  A chat
+ * and its messages are given the time of the record's stream entry (the
+ * entry id, "<ms>-<seq>", as microseconds: ms * 1000 + seq), when the
+ * question was answered, in the order of the stream: a user's chat
+ * list keeps the order of the questions whatever order batches commit
+ * in (up to 1,000 hits in one millisecond).  As ragnx_exchange does,
+ * messages go only into a chat this statement made or found and locked
+ * FOR KEY SHARE (sql/004_messages_chat_lock.sql).  Returns the records
+ * not written: their ordinal, and whether the chat was not found at all
+ * (made by a transaction that committed after this statement began: run
+ * again) or is someone else's.
+ */
+
+static const char  ragnx_records_sql[] =
+    "WITH v AS (SELECT (x->0->>'chatId')::uuid AS chat, "
+    "x->0->>'owner' AS owner, (x->0->>'id')::uuid AS job, "
+    "x->0->>'query' AS q, timestamptz 'epoch' + "
+    "(x->>2)::bigint * interval '1 microsecond' AS t, "
+    "x->1->>'answer' AS a, x->1->'sources' AS s, n "
+    "FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e (x, n)), "
+    "nc AS (INSERT INTO chats (id, owner, title, created_at, updated_at) "
+    "SELECT DISTINCT ON (chat) chat, owner, left(q, 80), t, t "
+    "FROM v ORDER BY chat, n ON CONFLICT (id) DO NOTHING "
+    "RETURNING id, owner), "
+    "ec AS (SELECT id, owner FROM chats "
+    "WHERE id IN (SELECT chat FROM v) FOR KEY SHARE), "
+    "o AS (SELECT id, owner FROM nc UNION ALL SELECT id, owner FROM ec), "
+    "m AS (INSERT INTO messages (chat_id, job_id, role, content, sources, "
+    "model, created_at) "
+    "SELECT v.chat, v.job, r.role, r.content, r.sources, r.model, v.t "
+    "FROM v JOIN o ON o.id = v.chat AND o.owner = v.owner "
+    "CROSS JOIN LATERAL (VALUES (1, 'user', v.q, NULL::jsonb, NULL), "
+    "(2, 'assistant', v.a, v.s, 'cache')) r (k, role, content, sources, "
+    "model) ORDER BY v.n, r.k "
+    "ON CONFLICT (job_id, role) DO NOTHING RETURNING chat_id), "
+    "u AS (UPDATE chats SET updated_at = now() "
+    "WHERE id IN (SELECT chat_id FROM m)) "
+    "SELECT v.n, o.owner IS NULL FROM v LEFT JOIN o ON o.id = v.chat "
+    "WHERE o.owner IS DISTINCT FROM v.owner";
+
+
+/* compared by address: only a missing chat is worth a second run */
+static const char  ragnx_records_not_found[] = "chat not found";
+
+
+typedef struct {
+    char          entry[64];
+    char          time[24];         /* the entry id in microseconds */
+    char          id[40];
+    const char   *payload;          /* into the batch's reply */
+    size_t        len;
+    const char   *result;
+    size_t        rlen;
+    const char   *error;            /* not written: dead-lettered */
+} ragnx_record_t;
+
+
+typedef struct {
+    PGconn          *conn;
+    int              prepared;
+    ragnx_record_t  *recs;
+    int              n;
+    redisReply      *reply;         /* the read: owns the strings */
+    char            *buf;           /* the statement's parameter */
+    size_t           size;
+} ragnx_records_t;
+
+
+static int ragnx_records_read(ragnx_thread_t *t, ragnx_records_t *b,
+    int block_ms);
+static void ragnx_records_check(ragnx_record_t *rec);
+static int ragnx_records_write(ragnx_records_t *b);
+static int ragnx_records_exec(ragnx_records_t *b, int from, int to,
+    int *missing);
+static int ragnx_records_ack(ragnx_thread_t *t, ragnx_records_t *b);
+static void ragnx_records_clear(ragnx_records_t *b);
+
+
+int
+ragnx_records_setup(ragnx_redis_t *r)
+{
+    redisReply  *reply;
+
+    reply = ragnx_redis_command(r, "XGROUP CREATE %s %s 0 MKSTREAM",
+                                RAGNX_KEY_RECORDS, RAGNX_GROUP);
+    if (reply == NULL) {
+        return RAGNX_ERROR;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR
+        && strncmp(reply->str, "BUSYGROUP", 9) != 0)
+    {
+        ragnx_log(RAGNX_LOG_ERROR, "redis XGROUP CREATE: %s", reply->str);
+        freeReplyObject(reply);
+        return RAGNX_ERROR;
+    }
+
+    freeReplyObject(reply);
+    return RAGNX_OK;
+}
+
+
+void *
+ragnx_record_thread(void *data)
+{
+    int               rc;
+    long              backoff, wait;
+    ragnx_thread_t   *t = data;
+    ragnx_records_t   b;
+
+    memset(&b, 0, sizeof(ragnx_records_t));
+    backoff = 100;
+
+    b.recs = calloc(ragnx_conf->record_batch, sizeof(ragnx_record_t));
+    if (b.recs == NULL) {
+        ragnx_log(RAGNX_LOG_ERROR, "out of memory");
+        ragnx_thread_exit(t);
+        return NULL;
+    }
+
+    while (!ragnx_quit) {
+        if (!ragnx_may_read(&backoff, RAGNX_OK)) {
+            continue;
+        }
+
+        rc = ragnx_records_read(t, &b, 1000);
+
+        if (!ragnx_may_read(&backoff, rc) || rc == RAGNX_AGAIN) {
+            continue;
+        }
+
+        /*
+         * Written until it is, the batch kept here: a database that is
+         * down loses nothing and reorders nothing.  Left unacknowledged
+         * when the process must stop; the entries are requeued.
+         */
+
+        wait = 100;
+
+        while ((rc = ragnx_records_write(&b)) == RAGNX_AGAIN && !ragnx_quit)
+        {
+            ragnx_sleep_ms(wait + random() % (wait / 2 + 1));
+            wait = wait < 5000 ? wait * 2 : 5000;
+        }
+
+        if (rc == RAGNX_OK) {
+            (void) ragnx_records_ack(t, &b);
+        }
+
+        ragnx_records_clear(&b);
+    }
+
+    if (b.conn) {
+        PQfinish(b.conn);
+    }
+
+    free(b.recs);
+    free(b.buf);
+    ragnx_thread_exit(t);
+
+    return NULL;
+}
+
+
+/* RAGNX_OK with b->n > 0 records, RAGNX_AGAIN, or RAGNX_ERROR */
+
+static int
+ragnx_records_read(ragnx_thread_t *t, ragnx_records_t *b, int block_ms)
+{
+    size_t               i, j;
+    redisReply          *reply, *entries, *e, *f, *v;
+    ragnx_record_t      *rec;
+    unsigned long long   ms, seq;
+
+    reply = ragnx_redis_command(&t->redis, "XREADGROUP GROUP %s %s COUNT %ld "
+                                "BLOCK %d STREAMS %s >", RAGNX_GROUP,
+                                t->redis.consumer, ragnx_conf->record_batch,
+                                block_ms, RAGNX_KEY_RECORDS);
+    if (reply == NULL) {
+        return RAGNX_ERROR;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (strncmp(reply->str, "NOGROUP", 7) == 0) {
+            freeReplyObject(reply);
+            ragnx_log(RAGNX_LOG_WARN, "records group missing: creating it");
+            return ragnx_records_setup(&t->redis) == RAGNX_OK
+                   ? RAGNX_AGAIN : RAGNX_ERROR;
+        }
+
+        ragnx_log(RAGNX_LOG_ERROR, "redis XREADGROUP %s: %s",
+                  RAGNX_KEY_RECORDS, reply->str);
+        freeReplyObject(reply);
+        return RAGNX_ERROR;
+    }
+
+    /* [[stream, [[entry id, [field, value, ...]], ...]]] */
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1
+        || reply->element[0]->type != REDIS_REPLY_ARRAY
+        || reply->element[0]->elements != 2
+        || reply->element[0]->element[1]->type != REDIS_REPLY_ARRAY
+        || reply->element[0]->element[1]->elements == 0)
+    {
+        freeReplyObject(reply);
+        return RAGNX_AGAIN;
+    }
+
+    entries = reply->element[0]->element[1];
+    b->reply = reply;
+    b->n = 0;
+
+    for (i = 0; i < entries->elements
+                && b->n < ragnx_conf->record_batch; i++)
+    {
+        e = entries->element[i];
+
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2
+            || e->element[0]->type != REDIS_REPLY_STRING
+            || e->element[0]->len >= sizeof(rec->entry))
+        {
+            continue;
+        }
+
+        rec = &b->recs[b->n++];
+        memset(rec, 0, sizeof(ragnx_record_t));
+        memcpy(rec->entry, e->element[0]->str, e->element[0]->len);
+
+        ms = 0;
+        seq = 0;
+
+        if (sscanf(rec->entry, "%llu-%llu", &ms, &seq) != 2) {
+            ms = (unsigned long long) ragnx_now_ms();
+        }
+
+        /* past 1,000 hits in one millisecond they share its last one */
+        if (seq > 999) {
+            seq = 999;
+        }
+
+        snprintf(rec->time, sizeof(rec->time), "%llu", ms * 1000 + seq);
+
+        /* a deleted entry still pending comes back without fields */
+
+        if (e->element[1]->type != REDIS_REPLY_ARRAY) {
+            rec->error = "entry without fields";
+            continue;
+        }
+
+        for (j = 0; j + 1 < e->element[1]->elements; j += 2) {
+            f = e->element[1]->element[j];
+            v = e->element[1]->element[j + 1];
+
+            if (f->type != REDIS_REPLY_STRING
+                || v->type != REDIS_REPLY_STRING)
+            {
+                continue;
+            }
+
+            if (strcmp(f->str, "id") == 0) {
+                snprintf(rec->id, sizeof(rec->id), "%.*s", (int) v->len,
+                         v->str);
+
+            } else if (strcmp(f->str, "job") == 0) {
+                rec->payload = v->str;
+                rec->len = v->len;
+
+            } else if (strcmp(f->str, "result") == 0) {
+                rec->result = v->str;
+                rec->rlen = v->len;
+            }
+        }
+
+        ragnx_records_check(rec);
+    }
+
+    return RAGNX_OK;
+}
+
+
+/*
+ * What PostgreSQL cannot check for us before the whole batch fails: the
+ * payload is a job (ragnx_job_decode()) with the entry's id, the result
+ * the pool's own {"answer":...} object.  The statement reads the fields
+ * from the JSON itself.
+ */
+
+static void
+ragnx_records_check(ragnx_record_t *rec)
+{
+    char          err[256];
+    ragnx_job_t   job;
+
+    if (rec->payload == NULL || rec->result == NULL) {
+        rec->error = "entry without a job or result field";
+        return;
+    }
+
+    if (ragnx_job_decode(rec->payload, rec->len, &job, err, sizeof(err))
+        != 0)
+    {
+        ragnx_log(RAGNX_LOG_ERROR, "record %s: bad payload: %s",
+                  rec->entry, err);
+        rec->error = "invalid job";
+        return;
+    }
+
+    if (strcmp(job.id, rec->id) != 0) {
+        rec->error = "id field differs from the payload's";
+    }
+
+    ragnx_job_free(&job);
+
+    if (rec->error == NULL
+        && (rec->rlen < sizeof("{\"answer\":\"\"}") - 1
+            || memcmp(rec->result, "{\"answer\":", 10) != 0
+            || rec->result[rec->rlen - 1] != '}'))
+    {
+        rec->error = "invalid result";
+    }
+}
+
+
+/*
+ * The batch in one statement.  A batch PostgreSQL refuses for its data
+ * (a malformed result that is no JSON, say) is written a record at a
+ * time, so that only the bad ones are dead-lettered.  RAGNX_AGAIN when
+ * the database is unavailable: nothing is acknowledged.
+ */
+
+static int
+ragnx_records_write(ragnx_records_t *b)
+{
+    int  i, rc, missing;
+
+    if (b->conn == NULL) {
+        b->conn = ragnx_db_connect(ragnx_conf->database,
+                                   ragnx_conf->database_password);
+        b->prepared = 0;
+
+        if (b->conn == NULL) {
+            return RAGNX_AGAIN;
+        }
+    }
+
+    if (!b->prepared) {
+        if (ragnx_db_ok(b->conn,
+                        PQprepare(b->conn, "ragnx_records",
+                                  ragnx_records_sql, 1, NULL),
+                        PGRES_COMMAND_OK, "prepare records")
+            != RAGNX_OK)
+        {
+            PQfinish(b->conn);
+            b->conn = NULL;
+            return RAGNX_AGAIN;
+        }
+
+        b->prepared = 1;
+    }
+
+    rc = ragnx_records_exec(b, 0, b->n, &missing);
+
+    if (rc == RAGNX_OK && missing) {
+        /*
+         * Chats made by a transaction that committed after the statement
+         * began: once more for those records, with a new snapshot.
+         */
+        for (i = 0; i < b->n; i++) {
+            if (b->recs[i].error == ragnx_records_not_found) {
+                b->recs[i].error = NULL;
+            }
+        }
+
+        rc = ragnx_records_exec(b, 0, b->n, &missing);
+    }
+
+    if (rc != RAGNX_DECLINED) {
+        return rc;
+    }
+
+    for (i = 0; i < b->n; i++) {
+        if (b->recs[i].error) {
+            continue;
+        }
+
+        rc = ragnx_records_exec(b, i, i + 1, &missing);
+
+        if (rc == RAGNX_DECLINED) {
+            ragnx_log(RAGNX_LOG_ERROR, "record %s (job %s) refused by the "
+                      "database: dead-lettered", b->recs[i].entry,
+                      b->recs[i].id);
+            b->recs[i].error = "invalid record";
+
+        } else if (rc != RAGNX_OK) {
+            return rc;
+        }
+    }
+
+    return RAGNX_OK;
+}
+
+
+/*
+ * Records from .. to - 1 that are still to be written.  RAGNX_DECLINED
+ * when PostgreSQL refused their data; *missing counts those whose chat
+ * was not found (others' chats are marked).
+ */
+
+static int
+ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
+{
+    int               i, k, rows, n, *index;
+    char             *p, *nb;
+    size_t            need;
+    const char       *param, *state;
+    PGresult         *res;
+    ragnx_record_t   *rec;
+
+    *missing = 0;
+    need = 3;
+
+    for (i = from; i < to; i++) {
+        if (b->recs[i].error == NULL) {
+            need += b->recs[i].len + b->recs[i].rlen + 30;
+        }
+    }
+
+    if (need > b->size) {
+        nb = realloc(b->buf, need);
+        if (nb == NULL) {
+            ragnx_log(RAGNX_LOG_ERROR, "out of memory");
+            return RAGNX_AGAIN;
+        }
+
+        b->buf = nb;
+        b->size = need;
+    }
+
+    index = malloc((to - from) * sizeof(int));
+    if (index == NULL) {
+        ragnx_log(RAGNX_LOG_ERROR, "out of memory");
+        return RAGNX_AGAIN;
+    }
+
+    /* [[payload,result,time],...]: JSON already, nothing to escape */
+
+    p = b->buf;
+    *p++ = '[';
+    n = 0;
+
+    for (i = from; i < to; i++) {
+        rec = &b->recs[i];
+
+        if (rec->error) {
+            continue;
+        }
+
+        if (n) {
+            *p++ = ',';
+        }
+
+        index[n++] = i;
+        *p++ = '[';
+        p = memcpy(p, rec->payload, rec->len);
+        p += rec->len;
+        *p++ = ',';
+        p = memcpy(p, rec->result, rec->rlen);
+        p += rec->rlen;
+        *p++ = ',';
+        p = stpcpy(p, rec->time);
+        *p++ = ']';
+    }
+
+    *p++ = ']';
+    *p = '\0';
+
+    if (n == 0) {
+        free(index);
+        return RAGNX_OK;
+    }
+
+    param = b->buf;
+    res = PQexecPrepared(b->conn, "ragnx_records", 1, &param, NULL, NULL, 0);
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+        /* classes 22 and 23: the data, not the database */
+
+        if (PQstatus(b->conn) == CONNECTION_OK && state
+            && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0))
+        {
+            ragnx_log(n > 1 ? RAGNX_LOG_WARN : RAGNX_LOG_ERROR,
+                      "records: %s", PQresultErrorMessage(res));
+            PQclear(res);
+            free(index);
+            return RAGNX_DECLINED;
+        }
+
+        ragnx_log(RAGNX_LOG_ERROR, "records: %s",
+                  res ? PQresultErrorMessage(res) : PQerrorMessage(b->conn));
+        PQclear(res);
+        free(index);
+
+        if (PQstatus(b->conn) != CONNECTION_OK) {
+            PQfinish(b->conn);
+            b->conn = NULL;
+        }
+
+        return RAGNX_AGAIN;
+    }
+
+    rows = PQntuples(res);
+
+    for (i = 0; i < rows; i++) {
+        k = atoi(PQgetvalue(res, i, 0)) - 1;
+
+        if (k < 0 || k >= n) {
+            continue;
+        }
+
+        rec = &b->recs[index[k]];
+
+        if (PQgetvalue(res, i, 1)[0] == 't') {
+            (*missing)++;
+            rec->error = ragnx_records_not_found;
+
+        } else {
+            ragnx_log(RAGNX_LOG_WARN, "record %s: chat of another owner",
+                      rec->id);
+            rec->error = "chat not found";
+        }
+    }
+
+    PQclear(res);
+    free(index);
+
+    return RAGNX_OK;
+}
+
+
+/*
+ * Dead letters first, then one XACK and one XDEL for the whole batch, in
+ * one pipeline: a failure leaves the entries pending, to be requeued and
+ * written again (changing nothing).
+ */
+
+static int
+ragnx_records_ack(ragnx_thread_t *t, ragnx_records_t *b)
+{
+    int               i, k, argc, rc, dead;
+    char              now[32], max[32];
+    size_t           *lens;
+    const char      **argv;
+    redisReply       *reply;
+    ragnx_record_t   *rec;
+
+    argv = malloc((b->n + 3) * sizeof(char *));
+    lens = malloc((b->n + 3) * sizeof(size_t));
+
+    if (argv == NULL || lens == NULL) {
+        free(argv);
+        free(lens);
+        ragnx_log(RAGNX_LOG_ERROR, "out of memory");
+        return RAGNX_ERROR;
+    }
+
+    if (t->redis.ctx == NULL && ragnx_redis_connect(&t->redis) != RAGNX_OK) {
+        free(argv);
+        free(lens);
+        return RAGNX_ERROR;
+    }
+
+    snprintf(now, sizeof(now), "%lld", ragnx_now_ms());
+    snprintf(max, sizeof(max), "%ld", ragnx_conf->dead_max);
+    dead = 0;
+
+    for (i = 0; i < b->n; i++) {
+        rec = &b->recs[i];
+
+        if (rec->error == NULL) {
+            continue;
+        }
+
+        ragnx_log(RAGNX_LOG_WARN, "record %s (job \"%s\"): %s: "
+                  "dead-lettered", rec->entry, rec->id, rec->error);
+
+        /* with its result: "jobs retry" puts it back on this lane */
+        redisAppendCommand(t->redis.ctx, "XADD %s MAXLEN ~ %s * id %s "
+                           "job %b result %b error %s failedAt %s",
+                           RAGNX_KEY_DEAD, max, rec->id,
+                           rec->payload ? rec->payload : "",
+                           rec->payload ? rec->len : 0,
+                           rec->result ? rec->result : "",
+                           rec->result ? rec->rlen : 0, rec->error, now);
+        dead++;
+    }
+
+    for (k = 0; k < 2; k++) {
+        argc = 0;
+        argv[argc] = k ? "XDEL" : "XACK";
+        lens[argc++] = 4;
+        argv[argc] = RAGNX_KEY_RECORDS;
+        lens[argc++] = sizeof(RAGNX_KEY_RECORDS) - 1;
+
+        if (k == 0) {
+            argv[argc] = RAGNX_GROUP;
+            lens[argc++] = sizeof(RAGNX_GROUP) - 1;
+        }
+
+        for (i = 0; i < b->n; i++) {
+            argv[argc] = b->recs[i].entry;
+            lens[argc++] = strlen(b->recs[i].entry);
+        }
+
+        redisAppendCommandArgv(t->redis.ctx, argc, argv, lens);
+    }
+
+    free(argv);
+    free(lens);
+
+    rc = RAGNX_OK;
+
+    for (i = 0; i < dead + 2; i++) {
+        if (redisGetReply(t->redis.ctx, (void **) &reply) != REDIS_OK) {
+            ragnx_log(RAGNX_LOG_ERROR, "redis: %s", t->redis.ctx->errstr);
+            ragnx_redis_close(&t->redis);
+            return RAGNX_ERROR;
+        }
+
+        if (ragnx_reply_ok(&t->redis, reply, "records ack") != RAGNX_OK) {
+            rc = RAGNX_ERROR;
+        }
+    }
+
+    if (rc == RAGNX_OK) {
+        ragnx_log(RAGNX_LOG_DEBUG, "%d records written, %d dead letters",
+                  b->n - dead, dead);
+    }
+
+    return rc;
+}
+
+
+static void
+ragnx_records_clear(ragnx_records_t *b)
+{
+    if (b->reply) {
+        freeReplyObject(b->reply);
+        b->reply = NULL;
+    }
+
+    b->n = 0;
+}
