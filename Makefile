@@ -45,7 +45,7 @@ WORKER_CFLAGS = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -pthread -Ishared \
 WORKER_LIBS = -lhiredis -lpq -lcurl -ljansson -ljwt -lsodium -lcrypto -pthread
 
 .PHONY: all module unit worker test test-asan test-debug lint run reset deps \
-        clean bench bench-pool mutate
+        clean bench bench-pool bench-stack mutate
 
 all: module unit worker
 
@@ -165,6 +165,12 @@ bench: deps all
 bench-pool: deps worker
 	@./scripts/deps --bench
 	RAGNX_BUILD=$(ABS_BUILD) ./bench/pool
+
+# bench/stack: the stack as make run starts it (scripts/run) under cache
+# hits, and bench/pool's drain with its reference
+bench-stack: deps all
+	@./scripts/deps --bench
+	RAGNX_BUILD=$(ABS_BUILD) ./bench/stack
 
 clean:
 	rm -rf build build-asan build-debug
