@@ -367,8 +367,14 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* a time-ordered job id: cheap to index (ragnx_uuid_v7()) */
+
+    tp = ngx_timeofday();
+
     if (ragnx_query_digest(norm, len, (char *) ctx->digest.data) != 0
-        || ragnx_uuid_v4((char *) ctx->job_id.data) != 0)
+        || ragnx_uuid_v7((char *) ctx->job_id.data,
+                         (long long) tp->sec * 1000 + tp->msec)
+           != 0)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -429,7 +435,6 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
     job.query = json_string_value(json_object_get(body, "query"));
     job.digest = (char *) ctx->digest.data;
     job.chat_scope = ctx->chat;
-    tp = ngx_timeofday();
     job.created = (long long) tp->sec * 1000 + tp->msec;
 
     len = RAGNX_JOB_MAX(ngx_strlen(job.query), sub.len);

@@ -101,6 +101,30 @@ ragnx_uuid_v4(char *out)
 }
 
 
+int
+ragnx_uuid_v7(char *out, long long ms)
+{
+    int            i;
+    unsigned char  b[16];
+
+    if (ragnx_random(b + 6, sizeof(b) - 6) != 0) {
+        return -1;
+    }
+
+    for (i = 5; i >= 0; i--) {
+        b[i] = (unsigned char) (ms & 0xff);
+        ms >>= 8;
+    }
+
+    b[6] = (b[6] & 0x0f) | 0x70;
+    b[8] = (b[8] & 0x3f) | 0x80;
+
+    ragnx_uuid_text(b, out);
+
+    return 0;
+}
+
+
 static void
 ragnx_uuid_text(const unsigned char *b, char *out)
 {

@@ -13,7 +13,7 @@ use JSON::PP;
 use Time::HiRes qw(time sleep);
 use Ragnx::Test;
 
-my $UUID = qr/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+my $UUID = qr/^[0-9a-f]{8}-[0-9a-f]{4}-[47][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 my $root = getcwd();
 my $t = Ragnx::Test->new;
 my $rp = $t->start_redis;
@@ -125,7 +125,7 @@ sleep $settle;
 my $r = ask(alice => { query => 'What is ragnx?' });
 is($r->{status}, 202, 'miss: 202');
 my $j = Ragnx::Test::json_body($r);
-like($j->{jobId}, $UUID, 'miss: a v4 job id');
+like($j->{jobId}, qr/^[0-9a-f]{8}-[0-9a-f]{4}-7/, 'miss: a v7 job id');
 is($j->{status}, 'queued', 'miss: status queued');
 like($j->{chatId}, $UUID, 'miss: a new chat id');
 is($r->{headers}{location}, "/api/ask/$j->{jobId}", 'Location header');

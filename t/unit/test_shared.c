@@ -255,6 +255,17 @@ test_uuid(void)
     }
     ok(good, "1000 more uuids are valid and differ");
 
+    ok(ragnx_uuid_v7(u, 1733480000123LL) == 0
+           && ragnx_uuid_v7(v, 1733480000124LL) == 0,
+       "v7 uuids generated");
+    ok(ragnx_uuid_valid(u, 36) && u[14] == '7' && strchr("89ab", u[19]),
+       "v7: well formed, version 7, the RFC 4122 variant");
+    ok(strncmp(u, "01939b75-aa7b", 13) == 0,
+       "v7: the time in the first 48 bits (%.13s)", u);
+    ok(strcmp(u, v) < 0, "v7: a later id sorts after");
+    ragnx_uuid_v7(v, 1733480000123LL);
+    ok(strcmp(u + 15, v + 15) != 0, "v7: the rest is random");
+
     {
         int   fds[2], st;
         char  child[37], parent[37];
