@@ -17,7 +17,7 @@ use JSON::PP;
 use POSIX ();
 use Time::HiRes qw(sleep time);
 use Ragnx::Test;
-use Ragnx::Pool qw(uuid);
+use Ragnx::Pool qw(uuid uuid7);
 use Ragnx::MockLLM;
 
 my $root = getcwd();
@@ -208,7 +208,7 @@ is_deeply([ map { $_->{title} } @$chats ], [ reverse @q ],
 
 my $good = sub {
     my ($owner) = @_;
-    my ($id, $chat) = (uuid(), uuid());
+    my ($id, $chat) = (uuid7(), uuid());
     my $payload = $json->encode({ v => 2, id => $id, owner => $owner,
         chatId => $chat, query => 'Are towels free?', digest => 'a' x 64,
         createdAt => int(time * 1000) });

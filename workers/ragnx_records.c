@@ -69,7 +69,7 @@ static const char  ragnx_records_sql[] =
     "model) ORDER BY v.n, r.k "
     "ON CONFLICT (job_id, role) DO NOTHING RETURNING chat_id), "
     "u AS (UPDATE chats SET updated_at = now() "
-    "WHERE id IN (SELECT chat_id FROM m)) "
+    "WHERE id IN (SELECT id FROM ec) AND id IN (SELECT chat_id FROM m)) "
     "SELECT v.n, o.owner IS NULL FROM v LEFT JOIN o ON o.id = v.chat "
     "WHERE o.owner IS DISTINCT FROM v.owner";
 

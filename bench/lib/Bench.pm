@@ -449,19 +449,18 @@ sub enqueue {
         return $s;
     };
     for my $i (1 .. $n) {
-        my $id = Ragnx::Pool::uuid();
+        my $id = Ragnx::Pool::uuid7();
         my $q = "How does topic $i of run $tag use the cache and workers?";
         my $payload = JSON::PP->new->canonical->encode({
-            v => 1, id => $id, owner => "user" . ($i % 100),
+            v => 2, id => $id, owner => "user" . ($i % 100),
             chatId => Ragnx::Pool::uuid(), query => $q,
-            digest => sha256_hex(lc $q), createdAt => $now, gen => $gen,
-            type => 'ask' });
+            digest => sha256_hex(lc $q), createdAt => $now });
         $buf .= $proto->('HSET', "{ragnx}:job:$id", 'status', 'waiting',
                          'type', 'ask', 'owner', "user" . ($i % 100),
                          'chatId', 'x', 'attempts', 0, 'createdAt', $now,
                          'updatedAt', $now, 'payload', $payload);
         $buf .= $proto->('XADD', '{ragnx}:jobs', '*', 'id', $id, 'job',
-                         $payload);
+                         $payload, 'gen', $gen);
     }
     open my $fh, '|-', 'redis-cli', '-p', $t->redis_port, '--pipe'
         or die "redis-cli: $!";

@@ -16,7 +16,7 @@ use Time::HiRes qw(sleep time);
 use Test::More;
 use Ragnx::Test qw(slurp);
 
-our @EXPORT_OK = qw(uuid);
+our @EXPORT_OK = qw(uuid uuid7);
 
 # The string macros of shared/ragnx_keys.h, as the C compiler joins them
 # (a definition made of "..." literals and earlier macros).
@@ -36,6 +36,16 @@ sub worker_bin {
     my $b = ($ENV{RAGNX_BUILD} || 'build') . '/workers/ragnx-worker';
     -x $b or BAIL_OUT("$b not built: run the suite with make test");
     return $b;
+}
+
+# a job id as the module makes one: v7, the time in its first 48 bits
+sub uuid7 {
+    my $u = uuid();
+    my $h = sprintf '%012x', int(time * 1000);
+    substr($u, 0, 8) = substr($h, 0, 8);
+    substr($u, 9, 4) = substr($h, 8, 4);
+    substr($u, 14, 1) = '7';
+    return $u;
 }
 
 sub uuid {
@@ -168,7 +178,7 @@ sub ask {
     my ($self, %a) = @_;
     my $t = $self->{t};
     $SCRIPT ||= ask_script();
-    my $id = $a{id} || uuid();
+    my $id = $a{id} || uuid7();
     my $chat = $a{chat} || uuid();
     my $owner = $a{owner} || 'alice';
     my $query = $a{query};
