@@ -292,6 +292,9 @@ ok($pending > 0, "a batch read ($pending pending) and its statement "
 kill 'KILL', $p->children, $p->pid;
 waitpid($p->pid, 0);
 delete $t->{pids}{worker};
+# the locker's backend sleeps on after its client is gone: end it
+$t->psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+         . "WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()");
 kill 'TERM', $locker;
 waitpid($locker, 0);
 $p->start;
