@@ -228,6 +228,47 @@ is($j->{status}, 'completed', 'then completed');
 cmp_ok(time - $t0, '>=', 2, 'not before Retry-After');
 is($j->{attempts}, 2, 'on the second attempt');
 
+# a Retry-After beyond half the retention is cut to it, and the delayed
+# job's hash lives through its delay: it ends, never vanishes
+
+$mock->set(script => ['429:100000']);
+$t0 = time;
+($id) = $p->ask(query => 'a question rate limited for a day');
+ok($p->wait_status($id, 'delayed'), 'Retry-After of a day: delayed');
+{
+    my $due = $t->redis('ZSCORE', '{ragnx}:delayed', $id);
+    cmp_ok($due, '<=', int(time * 1000) + 1800 * 1000,
+           '... due within half of job_retention (1,800 s)');
+    cmp_ok($t->redis('TTL', "{ragnx}:job:$id"), '>', 3600,
+           '... its hash kept for the delay and the retention after it');
+    $t->redis('ZREM', '{ragnx}:delayed', $id);
+}
+
+# a delayed job whose hash is gone is dead-lettered, not dropped
+
+{
+    my $lost = uuid();
+    my $dead0 = $t->redis('XLEN', '{ragnx}:dead');
+    $t->redis('ZADD', '{ragnx}:delayed', 0, $lost);
+    my $deadline = time + 10;
+    sleep 0.05 while $t->redis('XLEN', '{ragnx}:dead') == $dead0
+                     && time < $deadline;
+    like($t->redis('XREVRANGE', '{ragnx}:dead', '+', '-', 'COUNT', 1),
+         qr/\Q$lost\E.*job lost while delayed/s,
+         'a delayed job without its hash: dead-lettered with the reason');
+    is($t->redis('ZSCORE', '{ragnx}:delayed', $lost), '',
+       '... and out of the delayed set');
+}
+
+# retry_max must leave the job its hash
+
+$p->configure(%anthropic, retry_max => 1800001);
+($rc, $out) = $p->cli('jobs');
+isnt($rc, 0, 'retry_max above half of job_retention: refused');
+like($out, qr/retry_max: must not be above half of job_retention/,
+     '... saying why');
+$p->configure(%anthropic);
+
 # malformed JSON, and a server that never answers
 
 $mock->set(script => ['malformed']);

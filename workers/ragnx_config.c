@@ -523,6 +523,13 @@ ragnx_conf_load(const char *path, char *err, size_t errlen)
         goto failed;
     }
 
+    /* a job waiting for its retry must not outlive its hash */
+    if (conf->retry_max > conf->job_retention * 1000 / 2) {
+        snprintf(err, errlen, "retry_max: must not be above half of "
+                 "job_retention (%ld ms)", conf->job_retention * 1000 / 2);
+        goto failed;
+    }
+
     return conf;
 
 failed:

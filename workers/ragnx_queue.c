@@ -370,10 +370,11 @@ ragnx_queue_retry(ragnx_redis_t *r, const ragnx_entry_t *e,
     snprintf(due, sizeof(due), "%lld", t + delay_ms);
 
     reply = ragnx_redis_eval(r, &ragnx_script_retry, "3 %s %s %s %s %s %s %s "
-                                "%b %s %s", key, RAGNX_KEY_JOBS,
+                                "%b %s %s %ld", key, RAGNX_KEY_JOBS,
                                 RAGNX_KEY_DELAYED, e->entry, now, due, error,
                                 e->payload, e->len, e->id,
-                                e->gen ? e->gen : "");
+                                e->gen ? e->gen : "",
+                                ragnx_conf->job_retention);
 
     return ragnx_reply_ok(r, reply, "retry script");
 }
@@ -445,8 +446,15 @@ ragnx_queue_maintain(ragnx_redis_t *r)
 
     snprintf(now, sizeof(now), "%lld", ragnx_now_ms());
 
-    reply = ragnx_redis_eval(r, &ragnx_script_promote, "2 %s %s %s 500",
-                             RAGNX_KEY_DELAYED, RAGNX_KEY_JOBS, now);
+    reply = ragnx_redis_eval(r, &ragnx_script_promote, "3 %s %s %s %s 500 "
+                             "%ld", RAGNX_KEY_DELAYED, RAGNX_KEY_JOBS,
+                             RAGNX_KEY_DEAD, now, ragnx_conf->dead_max);
+
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
+        ragnx_log(RAGNX_LOG_WARN, "%lld delayed jobs had lost their hash: "
+                  "dead-lettered", reply->integer);
+    }
+
     if (ragnx_reply_ok(r, reply, "promote script") != RAGNX_OK) {
         return RAGNX_ERROR;
     }

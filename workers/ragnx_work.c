@@ -51,9 +51,17 @@ ragnx_work_backoff(long attempts, long retry_after)
     /* full jitter over the upper half: d/2 .. d */
     d = d / 2 + (long long) (random() % (d / 2 + 1));
 
-    /* the provider's Retry-After wins when it asks for longer */
+    /*
+     * The provider's Retry-After wins when it asks for longer, up to half
+     * the job's retention: a job waits for its retry while its hash
+     * lives, and ends, never vanishes.
+     */
     if (retry_after > d) {
         d = retry_after;
+    }
+
+    if (d > ragnx_conf->job_retention * 1000 / 2) {
+        d = ragnx_conf->job_retention * 1000 / 2;
     }
 
     return d;
