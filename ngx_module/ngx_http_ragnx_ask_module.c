@@ -99,6 +99,7 @@ typedef struct {
     ngx_str_t                     answer;
     ngx_str_t                     sources;
     ngx_str_t                     error;
+    ngx_str_t                     truncated;
     ngx_uint_t                    found;
 } ngx_http_ragnx_ask_status_ctx_t;
 
@@ -1346,6 +1347,9 @@ ngx_http_ragnx_ask_status_reply(ngx_http_request_t *r, redisReply *reply,
         } else if (ngx_http_ragnx_ask_field("error")) {
             dst = &ctx->error;
 
+        } else if (ngx_http_ragnx_ask_field("truncated")) {
+            dst = &ctx->truncated;
+
         } else {
             continue;
         }
@@ -1423,6 +1427,11 @@ ngx_http_ragnx_ask_status_resume(ngx_http_request_t *r)
                             json_stringn((char *) ctx->answer.data,
                                          ctx->answer.len));
         json_object_set_new(body, "sources", sources);
+
+        /* cut at the LLM's token limit: said, not hidden */
+        if (ctx->truncated.len) {
+            json_object_set_new(body, "truncated", json_true());
+        }
 
     } else if (ctx->status.len == 6
                && ngx_strncmp(ctx->status.data, "failed", 6) == 0)

@@ -178,6 +178,10 @@ is_deeply(Ragnx::Test::json_body($r),
             answer => "It is \"ragnx\" \x{e9}",
             sources => ['README.md', 'docs/a.md'] },
           'poll: completed with answer and sources');
+$t->redis('HSET', "{ragnx}:job:$id", 'truncated', '1');
+is(Ragnx::Test::json_body(poll(alice => $id))->{truncated}, JSON::PP::true,
+   'poll: an answer cut at the token limit says so');
+$t->redis('HDEL', "{ragnx}:job:$id", 'truncated');
 
 $t->redis('HSET', "{ragnx}:job:$id", 'status', 'failed', 'error',
           'LLM unavailable');

@@ -212,6 +212,24 @@ is($j->{error}, 'LLM rejected the request', 'error');
     $mock->set(delay_ms => 0);
 }
 
+# an answer cut at the token limit (anthropic): stored and marked, never
+# cached
+
+{
+    $mock->set(script => ['truncated']);
+    my ($tid) = $p->ask(query => 'A question answered at anthropic length?');
+    my $tj = $p->wait_job($tid);
+    is($tj->{status}, 'completed', 'anthropic, cut at max_tokens: completed');
+    is($tj->{truncated}, '1', '... marked truncated in the job');
+    is($t->psql("SELECT truncated FROM messages WHERE job_id = '$tid' "
+                . "AND role = 'assistant'"), 't', '... and in its message');
+    my ($again, $out) = $p->ask(query => 'a question answered at anthropic '
+                                         . 'length?');
+    is($out, 'queued', '... and not cached: asked again, it is a miss');
+    is($p->wait_job($again)->{truncated}, undef,
+       '... whose whole answer is not marked');
+}
+
 # 429 with Retry-After: 2 s, more than retry_max (400 ms)
 
 $mock->set(script => ['429:2']);
@@ -322,6 +340,24 @@ $req = decode_json($last->{body});
 is($req->{messages}[0]{role}, 'system', 'system message first');
 is($req->{model}, 'gpt-mock', 'new model');
 isnt(join(',', sort $p->children), join(',', @kids), 'workers replaced');
+
+# an answer cut at the token limit (openai): stored and marked, never
+# cached
+
+{
+    $mock->set(script => ['truncated']);
+    my ($tid) = $p->ask(query => 'A question answered at openai length?');
+    my $tj = $p->wait_job($tid);
+    is($tj->{status}, 'completed', 'openai, cut at max_tokens: completed');
+    is($tj->{truncated}, '1', '... marked truncated in the job');
+    is($t->psql("SELECT truncated FROM messages WHERE job_id = '$tid' "
+                . "AND role = 'assistant'"), 't', '... and in its message');
+    my ($again, $out) = $p->ask(query => 'a question answered at openai '
+                                         . 'length?');
+    is($out, 'queued', '... and not cached: asked again, it is a miss');
+    is($p->wait_job($again)->{truncated}, undef,
+       '... whose whole answer is not marked');
+}
 
 # ranking: the pool's cover density count orders the passages exactly as
 # ts_rank_cd does, for plain questions, and ts_rank_cd itself still ranks

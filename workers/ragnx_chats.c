@@ -36,7 +36,7 @@ static const char  ragnx_sql_chat_owner[] =
 /* the newest page before the cursor, put oldest first by the caller */
 static const char  ragnx_sql_messages[] =
     "SELECT seq, id, role, content, coalesce(sources, '[]'), "
-    RAGNX_TS("created_at") " FROM messages WHERE chat_id = $1 "
+    RAGNX_TS("created_at") ", truncated FROM messages WHERE chat_id = $1 "
     "AND ($2::bigint IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3";
 
 
@@ -213,6 +213,12 @@ ragnx_account_messages(ragnx_thread_t *t, const ragnx_call_t *c, char **body)
                         (size_t) PQgetlength(res, i, 3),
                         "sources", sources ? sources : json_array(),
                         "createdAt", PQgetvalue(res, i, 5));
+
+        /* an answer cut at the LLM's token limit says so */
+        if (msg && PQgetvalue(res, i, 6)[0] == 't') {
+            json_object_set_new(msg, "truncated", json_true());
+        }
+
         json_array_append_new(list, msg);
     }
 

@@ -98,6 +98,11 @@ ragnx_anthropic_response(json_t *res, ragnx_answer_t *ans)
 
     ans->answer = s;
 
+    /* cut at max_tokens: an answer, but not one to cache */
+    v = json_object_get(res, "stop_reason");
+    ans->truncated = json_is_string(v)
+                     && strcmp(json_string_value(v), "max_tokens") == 0;
+
     usage = json_object_get(res, "usage");
     v = json_object_get(usage, "input_tokens");
     ans->input_tokens = json_is_integer(v) ? (long) json_integer_value(v)

@@ -62,9 +62,14 @@ ragnx_openai_response(json_t *res, ragnx_answer_t *ans)
 {
     json_t  *v, *usage;
 
-    v = json_object_get(json_array_get(json_object_get(res, "choices"), 0),
-                        "message");
-    v = json_object_get(v, "content");
+    v = json_array_get(json_object_get(res, "choices"), 0);
+
+    /* cut at max_tokens: an answer, but not one to cache */
+    usage = json_object_get(v, "finish_reason");
+    ans->truncated = json_is_string(usage)
+                     && strcmp(json_string_value(usage), "length") == 0;
+
+    v = json_object_get(json_object_get(v, "message"), "content");
 
     if (!json_is_string(v) || json_string_length(v) == 0) {
         return RAGNX_ERROR;

@@ -300,10 +300,16 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
     /* only answers no chat history went into: a contextual one is its
      * chat's alone */
     snprintf(ttl, sizeof(ttl), "%ld",
-             ans->contextual ? 0 : ragnx_conf->cache_ttl);
+             ans->contextual || ans->truncated ? 0 : ragnx_conf->cache_ttl);
 
     res = json_pack("{s:s,s:O}", "answer", ans->answer, "sources",
                     ans->sources);
+
+    /* never cached (above): a follower's record keeps the mark */
+    if (res && ans->truncated) {
+        json_object_set_new(res, "truncated", json_true());
+    }
+
     result = res ? json_dumps(res, JSON_COMPACT) : NULL;
     sources = json_dumps(ans->sources, JSON_COMPACT);
     json_decref(res);
@@ -315,12 +321,13 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
     }
 
     reply = ragnx_redis_eval(r, &ragnx_script_complete, "6 %s %s %s %s %s "
-                                "%s %s %s %s %s %s %s %s %s %s %s", key,
+                                "%s %s %s %s %s %s %s %s %s %s %s %s", key,
                                 RAGNX_KEY_JOBS, RAGNX_KEY_INFLIGHT, followers,
                                 cache, RAGNX_KEY_RECORDS, e->entry, now,
                                 ans->answer, sources,
                                 ret, job->id, result, ttl,
-                                next ? r->consumer : "", inflight);
+                                next ? r->consumer : "", inflight,
+                                ans->truncated ? "1" : "");
     free(result);
     free(sources);
 

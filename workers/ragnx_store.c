@@ -82,18 +82,19 @@ const ragnx_db_stmt_t  ragnx_statements[] = {
      * the commit and its trigger then removes them too.
      */
 
-    { "ragnx_exchange", 10,
+    { "ragnx_exchange", 11,
       "WITH c AS (INSERT INTO chats (id, owner, title) "
       "VALUES ($1, $9, $10) ON CONFLICT (id) DO NOTHING RETURNING owner), "
       "e AS (SELECT owner FROM chats WHERE id = $1 FOR KEY SHARE), "
       "o AS (SELECT owner FROM c UNION ALL SELECT owner FROM e LIMIT 1), "
       "m AS (INSERT INTO messages (chat_id, job_id, role, content, "
-      "sources, model, input_tokens, output_tokens) "
-      "SELECT $1, $2, v.r, v.t, v.s, v.m, v.i, v.o FROM (VALUES "
+      "sources, model, input_tokens, output_tokens, truncated) "
+      "SELECT $1, $2, v.r, v.t, v.s, v.m, v.i, v.o, v.x FROM (VALUES "
       "('user', $3, NULL::jsonb, NULL::text, NULL::integer, "
-      "NULL::integer), "
-      "('assistant', $4, $5::jsonb, $6, $7::integer, $8::integer)) "
-      "v (r, t, s, m, i, o) WHERE (SELECT owner FROM o) = $9 "
+      "NULL::integer, false), "
+      "('assistant', $4, $5::jsonb, $6, $7::integer, $8::integer, "
+      "$11::boolean)) "
+      "v (r, t, s, m, i, o, x) WHERE (SELECT owner FROM o) = $9 "
       "ON CONFLICT (job_id, role) DO NOTHING RETURNING 1), "
       "u AS (UPDATE chats SET updated_at = now() WHERE id = $1 "
       "AND owner = $9 AND EXISTS (SELECT 1 FROM m) RETURNING 1) "
@@ -505,7 +506,7 @@ ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
     int              rc;
     char            *sources, in[24], out[24], title[400];
     size_t           n;
-    const char      *params[10];
+    const char      *params[11];
     PGresult        *res;
     ragnx_db_req_t   req;
     static const int stmts[1] = { RAGNX_STMT_EXCHANGE };
@@ -540,6 +541,7 @@ ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
     snprintf(title, sizeof(title), "%.*s", (int) n, job->query);
     params[8] = job->owner;
     params[9] = title;
+    params[10] = ans->truncated ? "t" : "f";
 
     req.n = 1;
     req.stmts = stmts;

@@ -205,6 +205,7 @@ typedef struct {
     long          output_tokens;
     const char   *model;
     int           contextual;           /* chat history went into it */
+    int           truncated;            /* cut at llm_max_tokens */
 } ragnx_answer_t;
 
 

@@ -3,7 +3,7 @@
 -- records stream.
 -- ARGV: entry, now, answer, sources, retention, job id, result JSON,
 -- cache ttl (0: no cache SET), consumer ('' : read nothing), inflight
--- field.
+-- field, '1' when the answer was cut at the token limit.
 -- Followers are answered at once, as a cache hit is; their exchanges go
 -- to the records stream, their payloads as the module wrote them, with
 -- the result beside.
@@ -22,6 +22,7 @@ end
 redis.call('HSET', KEYS[1], 'status', 'completed', 'answer', ARGV[3],
   'sources', ARGV[4], 'updatedAt', now)
 redis.call('HDEL', KEYS[1], 'error')
+if ARGV[11] == '1' then redis.call('HSET', KEYS[1], 'truncated', '1') end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 if ARGV[1] ~= '' then
   redis.call('XACK', KEYS[2], '@RAGNX_GROUP@', ARGV[1])
@@ -39,6 +40,7 @@ for _, f in ipairs(fs) do
     redis.call('HSET', fk, 'status', 'completed', 'answer', ARGV[3],
       'sources', ARGV[4], 'updatedAt', now)
     redis.call('HDEL', fk, 'payload')
+    if ARGV[11] == '1' then redis.call('HSET', fk, 'truncated', '1') end
     redis.call('EXPIRE', fk, ARGV[5])
     redis.call('XADD', KEYS[6], '*', 'id', f, 'job', p, 'result', ARGV[7])
   end

@@ -10,6 +10,7 @@ package Ragnx::MockLLM;
 #
 # Each LLM request takes the next MODE of the script, else the default:
 # ok, 500, 400, 429:<retry-after seconds>, hang (never answers),
+# truncated (an answer cut at max_tokens),
 # malformed (200 with a body that is not JSON), echo (ok, and the answer
 # also repeats every earlier turn it was sent: what history went in).
 #
@@ -240,7 +241,8 @@ sub handle {
                     id => 'msg_mock', type => 'message', role => 'assistant',
                     model => $req->{model},
                     content => [{ type => 'text', text => $answer }],
-                    stop_reason => 'end_turn',
+                    stop_reason => $mode eq 'truncated' ? 'max_tokens'
+                                                        : 'end_turn',
                     usage => { input_tokens => length($body) >> 2,
                                output_tokens => 7 } }));
             }
@@ -248,7 +250,9 @@ sub handle {
             $resp = response(200, $json->encode({
                 id => 'chatcmpl-mock', object => 'chat.completion',
                 model => $req->{model},
-                choices => [{ index => 0, finish_reason => 'stop',
+                choices => [{ index => 0,
+                              finish_reason => $mode eq 'truncated'
+                                               ? 'length' : 'stop',
                               message => { role => 'assistant',
                                            content => $answer } }],
                 usage => { prompt_tokens => length($body) >> 2,
