@@ -398,6 +398,40 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
        'nothing written');
 }
 
+# two transactions making one new chat at once: the exchange waits for
+# the other's insert, then writes into the chat it made, never failing
+# with "chat not found"
+
+{
+    my $made = uuid();
+    my $log0 = length $p->worker_log;
+    my $maker = fork() // die "fork: $!";
+    if ($maker == 0) {
+        exec(($ENV{RAGNX_PGBIN} || '/usr/lib/postgresql/15/bin') . '/psql',
+             '-h', '127.0.0.1', '-p', $t->pg_port, '-U', 'ragnx', '-d',
+             'ragnx', '-XAtq', '-c', "BEGIN; INSERT INTO chats (id, owner, "
+             . "title) VALUES ('$made', 'alice', 'made elsewhere'); "
+             . 'SELECT pg_sleep(1.5); COMMIT;')
+            or POSIX::_exit(127);
+    }
+    for (1 .. 200) {
+        last if $t->psql("SELECT count(*) FROM pg_stat_activity "
+                         . "WHERE query LIKE '%pg_sleep(1.5)%' "
+                         . 'AND pid <> pg_backend_pid()') > 0;
+        sleep 0.02;
+    }
+    my ($mid) = $p->ask(query => 'Is one chat ever made twice at once?',
+                        chat => $made);
+    my $mj = $p->wait_job($mid, 15);
+    waitpid($maker, 0);
+    is($mj->{status}, 'completed',
+       'a chat made by another transaction meanwhile: the job completes');
+    is($t->psql("SELECT count(*) FROM messages WHERE chat_id = '$made'"), 2,
+       '... its exchange in that chat');
+    like(substr($p->worker_log, $log0), qr/made meanwhile by another/,
+         '... written again with a new snapshot');
+}
+
 # poisoned entries are dead-lettered; the pool keeps serving
 
 {

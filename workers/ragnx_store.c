@@ -503,7 +503,7 @@ int
 ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
     const ragnx_answer_t *ans, char *err, size_t errlen)
 {
-    int              rc;
+    int              rc, attempt;
     char            *sources, in[24], out[24], title[400];
     size_t           n;
     const char      *params[11];
@@ -543,18 +543,44 @@ ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
     params[9] = title;
     params[10] = ans->truncated ? "t" : "f";
 
-    req.n = 1;
-    req.stmts = stmts;
-    req.params[0] = params;
+    /*
+     * No owner at all: the chat was made by a transaction that committed
+     * after the statement began (its insert waited for it, then did
+     * nothing, and the statement's snapshot cannot see the row).  Once
+     * more, with a new snapshot; still none is a transient error, never
+     * "chat not found".
+     */
 
-    rc = ragnx_db_submit(pool, &req);
-    res = req.res[0];
+    for (attempt = 0; attempt < 2; attempt++) {
+        req.n = 1;
+        req.stmts = stmts;
+        req.params[0] = params;
+
+        rc = ragnx_db_submit(pool, &req);
+        res = req.res[0];
+
+        if (rc != RAGNX_OK || PQntuples(res) != 1) {
+            PQclear(res);
+            free(sources);
+            snprintf(err, errlen, "database error");
+            return RAGNX_AGAIN;
+        }
+
+        if (!PQgetisnull(res, 0, 0)) {
+            break;
+        }
+
+        PQclear(res);
+        res = NULL;
+        ragnx_log(RAGNX_LOG_INFO, "job %s: chat %s made meanwhile by "
+                  "another transaction: writing again", job->id,
+                  job->chat_id);
+    }
 
     free(sources);
 
-    if (rc != RAGNX_OK || PQntuples(res) != 1) {
-        PQclear(res);
-        snprintf(err, errlen, "database error");
+    if (res == NULL) {
+        snprintf(err, errlen, "chat being created elsewhere");
         return RAGNX_AGAIN;
     }
 
