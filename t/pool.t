@@ -47,6 +47,21 @@ $p->configure(llm_model => 'extractive');
     $out = `env -u RAGNX_LLM_API_KEY $ENV{RAGNX_BUILD}/workers/ragnx-worker -t -c $bad 2>&1`;
     like($out, qr/llm_api_key_file: required/, 'anthropic needs a key');
 
+    # heartbeats every third of it, at 200 ms turns: 500 ms lets live jobs
+    # be stolen
+    $bad = $t->file('bad5.conf', "visibility_timeout = 500\n");
+    $out = `$ENV{RAGNX_BUILD}/workers/ragnx-worker -t -c $bad 2>&1`;
+    isnt($? >> 8, 0, '-t fails on a visibility_timeout the heartbeats '
+         . 'cannot keep');
+    like($out, qr/visibility_timeout: 500 is out of range 1000\.\./,
+         'naming the setting and its minimum');
+
+    my $ok = $t->file('ok5.conf', "visibility_timeout = 1000\n"
+                      . "drain_timeout = 1000\nllm_timeout = 60000\n");
+    $out = `$ENV{RAGNX_BUILD}/workers/ragnx-worker -t -c $ok 2>&1`;
+    is($? >> 8, 0, '-t accepts the minimum visibility_timeout and a drain '
+       . 'shorter than llm_timeout') or diag($out);
+
     my ($rc, $o) = $p->cli('-t');
     is($rc, 0, '-t accepts the test config') or diag($o);
 }

@@ -176,7 +176,7 @@ ragnx_maint_thread(void *data)
         }
 
         ragnx_queue_maintain(&t->redis);
-        ragnx_sleep_ms(200);
+        ragnx_sleep_ms(RAGNX_MAINT_TURN);
     }
 
     ragnx_redis_close(&t->redis);

@@ -50,6 +50,10 @@
 #define RAGNX_AGAIN             -2     /* transient: retry later */
 #define RAGNX_DECLINED          -3     /* permanent: fail the job */
 
+/* the maintenance loop's turn, and the visibility timeout it can keep */
+#define RAGNX_MAINT_TURN        200
+#define RAGNX_VISIBILITY_MIN    (3 * RAGNX_MAINT_TURN + 2 * RAGNX_MAINT_TURN)
+
 
 /* config: ragnx_config.c */
 
