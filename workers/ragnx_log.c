@@ -2,12 +2,16 @@
 /*
  * ragnx worker pool: logging.  One write(2) per line on an O_APPEND
  * descriptor, so lines of threads and processes never interleave.  And
- * the clock: now, deadlines, sleeping.
+ * the clocks: the wall clock for what is stored or compared with other
+ * hosts (createdAt, due times, call deadlines), the monotonic clock for
+ * intervals, timeouts and deadlines of waits, which a step of the wall
+ * clock (NTP, an operator) must not stretch or cut short.
  */
 
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -97,6 +101,8 @@ ragnx_log(int level, const char *fmt, ...)
 }
 
 
+/* wall time in ms since the epoch: for what is stored or sent */
+
 long long
 ragnx_now_ms(void)
 {
@@ -108,12 +114,42 @@ ragnx_now_ms(void)
 }
 
 
-/* now + ms on CLOCK_REALTIME, as pthread_cond_timedwait() takes it */
+/* monotonic time in ms: for intervals, never stored */
+
+long long
+ragnx_mono_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+/* a condition variable whose timed waits take ragnx_deadline()'s clock */
+
+void
+ragnx_cond_init(pthread_cond_t *cond)
+{
+    pthread_condattr_t  attr;
+
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(cond, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+
+/*
+ * now + ms on CLOCK_MONOTONIC, for pthread_cond_timedwait() on a
+ * condition variable made by ragnx_cond_init()
+ */
 
 void
 ragnx_deadline(struct timespec *ts, long ms)
 {
-    clock_gettime(CLOCK_REALTIME, ts);
+    clock_gettime(CLOCK_MONOTONIC, ts);
     ts->tv_sec += ms / 1000;
     ts->tv_nsec += (ms % 1000) * 1000000;
 

@@ -52,7 +52,7 @@ static volatile sig_atomic_t  ragnx_terms;
 static ragnx_proc_t     ragnx_procs[RAGNX_MAX_WORKERS * 2];
 static int              ragnx_running;
 static pthread_mutex_t  ragnx_running_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t   ragnx_running_cond = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t   ragnx_running_cond;
 
 
 static void ragnx_usage(void);
@@ -298,7 +298,7 @@ ragnx_supervise(void)
     n = (int) ragnx_conf->workers;
     for (i = 0; i < n; i++) {
         ragnx_procs[i].pid = ragnx_spawn(i);
-        ragnx_procs[i].started = ragnx_now_ms();
+        ragnx_procs[i].started = ragnx_mono_ms();
     }
 
     forwarded = 0;
@@ -336,12 +336,12 @@ ragnx_supervise(void)
                     }
 
                     /* a crash: restart, not faster than once a second */
-                    if (ragnx_now_ms() - ragnx_procs[i].started < 1000) {
+                    if (ragnx_mono_ms() - ragnx_procs[i].started < 1000) {
                         ragnx_sleep_ms(1000);
                     }
 
                     ragnx_procs[i].pid = ragnx_spawn(i);
-                    ragnx_procs[i].started = ragnx_now_ms();
+                    ragnx_procs[i].started = ragnx_mono_ms();
                     break;
                 }
             }
@@ -400,7 +400,7 @@ ragnx_supervise(void)
             for (i = 0; i < ragnx_conf->workers; i++) {
                 if (ragnx_procs[i].pid == 0) {
                     ragnx_procs[i].pid = ragnx_spawn(i);
-                    ragnx_procs[i].started = ragnx_now_ms();
+                    ragnx_procs[i].started = ragnx_mono_ms();
                 }
             }
         }
@@ -490,6 +490,7 @@ ragnx_worker_process(int index)
     signal(SIGCHLD, SIG_DFL);
 
     ragnx_quit = 0;
+    ragnx_cond_init(&ragnx_running_cond);
 
     sigemptyset(&mask);
     sigprocmask(SIG_SETMASK, &mask, NULL);

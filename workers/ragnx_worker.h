@@ -154,6 +154,8 @@ void ragnx_log_set_prefix(const char *prefix);
 /* the clock: ragnx_log.c */
 
 long long ragnx_now_ms(void);
+long long ragnx_mono_ms(void);
+void ragnx_cond_init(pthread_cond_t *cond);
 void ragnx_deadline(struct timespec *ts, long ms);
 void ragnx_sleep_ms(long ms);
 
