@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -23,6 +24,7 @@
 
 
 static int    ragnx_log_fd = 2;
+static char  *ragnx_log_path;           /* log_file as opened at start */
 static char   ragnx_log_prefix[64] = "ragnx";
 static const char  *ragnx_log_levels[] = { "error", "warn", "info", "debug" };
 
@@ -41,6 +43,9 @@ ragnx_log_open(const char *path)
         return RAGNX_ERROR;
     }
 
+    free(ragnx_log_path);
+    ragnx_log_path = strdup(path);
+
     if (ragnx_log_fd != 2) {
         close(ragnx_log_fd);
     }
@@ -48,6 +53,47 @@ ragnx_log_open(const char *path)
     ragnx_log_fd = fd;
 
     return RAGNX_OK;
+}
+
+
+/*
+ * SIGHUP: log_file opened again by its name, so a file moved away (by
+ * logrotate) stops growing.  dup2() swaps the descriptor in one step:
+ * a thread writing meanwhile writes whole to the old file or the new,
+ * never to a closed or reused descriptor.
+ */
+
+int
+ragnx_log_reopen(void)
+{
+    int  fd;
+
+    if (ragnx_log_path == NULL) {
+        return RAGNX_OK;
+    }
+
+    fd = open(ragnx_log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+              0644);
+    if (fd == -1) {
+        return RAGNX_ERROR;
+    }
+
+    if (dup2(fd, ragnx_log_fd) == -1) {
+        close(fd);
+        return RAGNX_ERROR;
+    }
+
+    close(fd);
+    fcntl(ragnx_log_fd, F_SETFD, FD_CLOEXEC);
+
+    return RAGNX_OK;
+}
+
+
+const char *
+ragnx_log_file(void)
+{
+    return ragnx_log_path;
 }
 
 

@@ -146,6 +146,8 @@ void ragnx_conf_dump(const ragnx_conf_t *conf);
 #define RAGNX_LOG_DEBUG   3
 
 int ragnx_log_open(const char *path);
+int ragnx_log_reopen(void);
+const char *ragnx_log_file(void);
 void ragnx_log(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void ragnx_log_set_prefix(const char *prefix);
