@@ -173,4 +173,73 @@ unlike($p->worker_log, qr/requeued/, 'nothing requeued');
        'and is completed by the next pool');
 }
 
+# an entry read ahead (and started) by the completing script as SIGTERM
+# drains goes back to the stream with its start undone: it runs later as
+# its first attempt
+
+{
+    $p->stop('TERM');
+    $p->configure(%conf, concurrency => 1);
+    $p->start;
+    $mock->set(delay_ms => 1500);
+    my $n1 = $mock->stats->{requests};
+    my ($first) = $p->ask(query => 'the job the drain waits for');
+    ok(wait_for(sub { $mock->stats->{requests} > $n1 }),
+       'one job at the LLM');
+    my ($ahead) = $p->ask(query => 'a job read ahead as the pool drains');
+    my $entries = sub { join ',', grep { /^\d+-\d+$/ }
+                        split /\n/, $t->redis('XRANGE', '{ragnx}:jobs', '-',
+                                              '+') };
+    my $before = $entries->();
+    is($p->stop('TERM'), 0, 'SIGTERM: drained, exit 0');
+    is($p->job($first)->{status}, 'completed', 'the job in flight finished');
+    isnt($entries->(), $before, 'the next was read ahead and put back');
+    is($p->job($ahead)->{status}, 'waiting', 'its start undone: waiting');
+    is($p->job($ahead)->{attempts} || 0, 0, 'no attempt counted');
+    $mock->set(delay_ms => 0);
+    $p->start;
+    $j = $p->wait_job($ahead, 20);
+    is($j->{status}, 'completed', 'completed by the next pool');
+    is($j->{attempts}, 1, 'as its first attempt');
+}
+
+# the wall clock stepped back an hour mid-job (NTP, an operator): the
+# heartbeats and the drain are timed on the monotonic clock, so the job
+# is neither taken from its live worker nor cut short by SIGTERM
+
+{
+    $p->stop('TERM');
+    my $shim = "$t->{dir}/clock_shift.so";
+    system('cc', '-shared', '-fPIC', '-o', $shim, 't/lib/clock_shift.c',
+           '-ldl') == 0 or BAIL_OUT('cannot build t/lib/clock_shift.c');
+    my $shift = "$t->{dir}/clock_shift";
+    unlink $shift;
+    $p->configure(%conf);
+    $p->start(preload => $shim, env => { RAGNX_CLOCK_SHIFT => $shift });
+
+    $mock->set(delay_ms => 3500);
+    my $n1 = $mock->stats->{requests};
+    ($id) = $p->ask(query => 'a question as the clock steps back');
+    ok(wait_for(sub { $mock->stats->{requests} > $n1 }),
+       'job waiting for the LLM');
+    $t->file('clock_shift.new', "-3600000\n");   # whole, for the shim
+    rename "$shift.new", $shift or die "rename: $!";
+    $j = $p->wait_job($id, 20);
+    is($j->{status}, 'completed', 'clock stepped back: job completed');
+    is($j->{attempts}, 1, 'heartbeats went on: one attempt');
+    is($mock->stats->{requests} - $n1, 1, 'the LLM was called once');
+
+    $mock->set(delay_ms => 1500);
+    my $n2 = $mock->stats->{requests};
+    ($id) = $p->ask(query => 'a question drained as the clock steps back');
+    ok(wait_for(sub { $mock->stats->{requests} > $n2 }),
+       'job waiting for the LLM');
+    my $log0 = length $p->worker_log;
+    is($p->stop('TERM'), 0, 'SIGTERM: drained, exit 0');
+    unlike(log_since($log0), qr/drain timeout/, 'no drain timeout');
+    is($p->job($id)->{status}, 'completed', 'the job in flight finished');
+    is(messages($id), 2, 'and was stored');
+    $mock->set(delay_ms => 0);
+}
+
 $p->finish;

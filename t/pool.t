@@ -47,6 +47,21 @@ $p->configure(llm_model => 'extractive');
     $out = `env -u RAGNX_LLM_API_KEY $ENV{RAGNX_BUILD}/workers/ragnx-worker -t -c $bad 2>&1`;
     like($out, qr/llm_api_key_file: required/, 'anthropic needs a key');
 
+    # heartbeats every third of it, at 200 ms turns: 500 ms lets live jobs
+    # be stolen
+    $bad = $t->file('bad5.conf', "visibility_timeout = 500\n");
+    $out = `$ENV{RAGNX_BUILD}/workers/ragnx-worker -t -c $bad 2>&1`;
+    isnt($? >> 8, 0, '-t fails on a visibility_timeout the heartbeats '
+         . 'cannot keep');
+    like($out, qr/visibility_timeout: 500 is out of range 1000\.\./,
+         'naming the setting and its minimum');
+
+    my $ok = $t->file('ok5.conf', "visibility_timeout = 1000\n"
+                      . "drain_timeout = 1000\nllm_timeout = 60000\n");
+    $out = `$ENV{RAGNX_BUILD}/workers/ragnx-worker -t -c $ok 2>&1`;
+    is($? >> 8, 0, '-t accepts the minimum visibility_timeout and a drain '
+       . 'shorter than llm_timeout') or diag($out);
+
     my ($rc, $o) = $p->cli('-t');
     is($rc, 0, '-t accepts the test config') or diag($o);
 }
@@ -825,6 +840,58 @@ sub drain_shared {
 # SIGTERM with nothing in flight: exit 0
 
 is($p->stop('TERM'), 0, 'SIGTERM: exit 0');
+
+# SIGHUP opens log_file again (logrotate moves it, then signals), in the
+# supervisor and in workers that a bad reload leaves running; at exit the
+# pool removes its own pid file, never one a reload named
+
+{
+    my $log = "$t->{dir}/pool.log";
+    my $pidf = "$t->{dir}/pool.pid";
+    my $other = "$t->{dir}/other.pid";
+    my $conf = $p->configure(log_file => $log, pid_file => $pidf);
+    my %env = $t->preload_env;
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        $ENV{$_} = $env{$_} for keys %env;
+        open STDOUT, '>>', "$t->{dir}/worker.log";
+        open STDERR, '>&', \*STDOUT;
+        exec(Ragnx::Pool::worker_bin(), '-c', $conf) or POSIX::_exit(127);
+    }
+    $t->{pids}{worker} = $pid;
+    my $until = sub {
+        my ($cond) = @_;
+        for (1 .. 400) { return 1 if $cond->(); sleep 0.025 }
+        return 0;
+    };
+    my $in = sub { -e $_[0] ? Ragnx::Test::slurp($_[0]) : '' };
+    ok($until->(sub { $in->($log) =~ /cache generation/ }),
+       'log_file: the pool logs there') or diag($in->($log));
+    is($in->($pidf), "$pid\n", 'pid_file written');
+
+    rename $log, "$log.1" or die "rename: $!";
+    $t->file('worker.conf', $in->($conf) . "top_k = 0\n");
+    kill 'HUP', $pid;
+    ok($until->(sub { $in->($log) =~ /reload failed/ }),
+       'SIGHUP: the supervisor logs to a new file at log_file');
+    ok($until->(sub { $in->($log) =~ /worker 0 \d+: log_file reopened/ }),
+       '... and so does the worker it kept');
+    my ($id) = $p->ask(query => 'logged after the rotation?');
+    is($p->wait_job($id)->{status}, 'completed', 'a job after the rotation');
+    like($in->($log), qr/job \Q$id\E: attempt 1/,
+         'the workers log to the new file too');
+    unlike($in->("$log.1"), qr/\Q$id\E/, 'and not to the moved one');
+
+    $p->configure(log_file => $log, pid_file => $other);
+    $t->file('other.pid', "12345\n");
+    kill 'HUP', $pid;
+    ok($until->(sub { $in->($log) =~ /reloading: replacing the workers/ }),
+       'reloaded with another pid_file');
+    is($p->stop('TERM'), 0, 'SIGTERM: exit 0');
+    is($in->($other), "12345\n",
+       'a pid file the pool never wrote is left alone');
+    ok(!-e $pidf, 'its own pid file removed');
+}
 
 # TRUNCATE chats takes the messages along too (with the foreign key it
 # was refused)

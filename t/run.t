@@ -3,7 +3,8 @@
 # printed walkthrough, follow it as printed (register, login, profile,
 # ask, poll, chats, messages), ask the same question again (from the
 # cache, recorded in the chat), check Redis's ACL users (passwords in
-# var/secrets, mode 0600; the default user off), then Ctrl-C (SIGINT to the process group,
+# var/secrets, mode 0600; the default user off), kill -9 Redis (started
+# again, the stack answers again), then Ctrl-C (SIGINT to the process group,
 # as a terminal sends it) and check that nothing is left running.  A second
 # `make run` on the same var directory while one runs refuses to start.
 
@@ -206,6 +207,56 @@ is(scalar @{ $msgs->{messages} || [] }, 2, 'messages: question and answer');
     }
     ok($done && $? != 0, 'a second make run exits with an error');
     like(slurp("$t->{dir}/run2.out"), qr/already running/, '... saying so');
+}
+
+# Redis killed (kill -9): make run says so, starts it again, and the
+# stack answers again, a new question included
+{
+    my ($rport) = slurp("$var/worker.conf") =~ /^redis_port = (\d+)$/m;
+    my $redis = sub {
+        map { (split ' ')[0] } grep { /redis-server \S*:\Q$rport\E\b/ }
+            split /\n/, `ps -eo pid=,args=`;
+    };
+    my ($old) = $redis->();
+    ok($old, "redis-server of the stack (pid $old)");
+    kill 'KILL', $old;
+    my ($new, $said);
+    for (1 .. 200) {
+        ($new) = grep { $_ != $old } $redis->();
+        $said = slurp($out) =~ /ragnx: redis exited .*starting it again/;
+        last if $new && $said;
+        sleep 0.05;
+    }
+    ok($said, 'make run says Redis exited and starts it again');
+    ok($new, "a new redis-server runs (pid " . ($new // '-') . ")");
+    my ($health, $ask, $poll) = ({}, {}, {});
+    for (1 .. 200) {
+        $health = eval { $json->decode($shell->(
+            "curl -s http://127.0.0.1:$port/health")) } || {};
+        last if ($health->{redis} // '') eq 'ok';
+        sleep 0.05;
+    }
+    is($health->{redis}, 'ok', 'health: redis ok again');
+    for (1 .. 100) {
+        $ask = eval { $json->decode($shell->(
+            "curl -s -X POST http://127.0.0.1:$port/api/ask "
+            . "-H \"Authorization: Bearer \$TOKEN\" "
+            . "-H 'Content-Type: application/json' "
+            . "-d '{\"query\":\"How does the pool drain?\"}'")) } || {};
+        last if $ask->{jobId};
+        sleep 0.1;
+    }
+    ok($ask->{jobId}, 'ask after the restart: queued');
+    for (1 .. 200) {
+        last unless $ask->{jobId};
+        $poll = eval { $json->decode($shell->(
+            "curl -s http://127.0.0.1:$port/api/ask/$ask->{jobId} "
+            . "-H \"Authorization: Bearer \$TOKEN\"")) } || {};
+        last if ($poll->{status} // '') =~ /completed|failed/;
+        sleep 0.1;
+    }
+    is($poll->{status}, 'completed', '... and answered by the pool')
+        or diag_logs();
 }
 
 # Ctrl-C: everything stops

@@ -328,14 +328,16 @@ ragnx_call_serve(ragnx_thread_t *t, ragnx_call_t *c)
 {
     int          status;
     char        *body;
-    long long    start;
+    long long    now, start;
 
-    start = ragnx_now_ms();
+    /* the deadline is nginx's wall clock; the time taken is an interval */
+    now = ragnx_now_ms();
+    start = ragnx_mono_ms();
 
-    if (ragnx_rpc_expired(c->deadline, start)) {
+    if (ragnx_rpc_expired(c->deadline, now)) {
         ragnx_log(RAGNX_LOG_INFO, "call %s (%s) expired %lld ms ago: "
                   "skipped", c->id, ragnx_rpc_method_name(c->method),
-                  start - c->deadline);
+                  now - c->deadline);
         return;
     }
 
@@ -358,7 +360,7 @@ ragnx_call_serve(ragnx_thread_t *t, ragnx_call_t *c)
 
     ragnx_log(RAGNX_LOG_DEBUG, "call %s (%s): %d in %lld ms", c->id,
               ragnx_rpc_method_name(c->method), status,
-              ragnx_now_ms() - start);
+              ragnx_mono_ms() - start);
 
     free(body);
 }

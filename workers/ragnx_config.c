@@ -102,8 +102,14 @@ static const ragnx_setting_t  ragnx_settings[] = {
       "1000", 1, NULL, 0 },
     { "retry_max", RAGNX_SET_INT, RAGNX_OFF(retry_max), 1, 86400000,
       "60000", 1, NULL, 0 },
+    /*
+     * heartbeats run every visibility_timeout / 3, but only at a turn of
+     * the maintenance loop (RAGNX_MAINT_TURN, 200 ms): 1 s leaves a beat
+     * 2 turns of slack (a slow Redis command, a busy machine) before a
+     * live job's entry looks idle for the whole timeout
+     */
     { "visibility_timeout", RAGNX_SET_INT, RAGNX_OFF(visibility_timeout),
-      500, 86400000, "30000", 1, NULL, 0 },
+      RAGNX_VISIBILITY_MIN, 86400000, "30000", 1, NULL, 0 },
     { "job_retention", RAGNX_SET_INT, RAGNX_OFF(job_retention), 1, 31536000,
       "3600", 1, NULL, 0 },
     { "cache_ttl", RAGNX_SET_INT, RAGNX_OFF(cache_ttl), 1, 31536000, "3600",

@@ -118,7 +118,7 @@ ragnx_db_pool_create(const char *conninfo, const char *password, int size,
     pool->timeout = timeout_ms;
     pool->tail = &pool->head;
     pthread_mutex_init(&pool->lock, NULL);
-    pthread_cond_init(&pool->cond, NULL);
+    ragnx_cond_init(&pool->cond);
 
     return pool;
 }

@@ -80,7 +80,7 @@ ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req)
         req->res[i] = NULL;
     }
 
-    pthread_cond_init(&req->cond, NULL);
+    ragnx_cond_init(&req->cond);
 
     pthread_mutex_lock(&pool->lock);
 

@@ -2,14 +2,19 @@
 /*
  * ragnx worker pool: logging.  One write(2) per line on an O_APPEND
  * descriptor, so lines of threads and processes never interleave.  And
- * the clock: now, deadlines, sleeping.
+ * the clocks: the wall clock for what is stored or compared with other
+ * hosts (createdAt, due times, call deadlines), the monotonic clock for
+ * intervals, timeouts and deadlines of waits, which a step of the wall
+ * clock (NTP, an operator) must not stretch or cut short.
  */
 
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -19,6 +24,7 @@
 
 
 static int    ragnx_log_fd = 2;
+static char  *ragnx_log_path;           /* log_file as opened at start */
 static char   ragnx_log_prefix[64] = "ragnx";
 static const char  *ragnx_log_levels[] = { "error", "warn", "info", "debug" };
 
@@ -37,6 +43,9 @@ ragnx_log_open(const char *path)
         return RAGNX_ERROR;
     }
 
+    free(ragnx_log_path);
+    ragnx_log_path = strdup(path);
+
     if (ragnx_log_fd != 2) {
         close(ragnx_log_fd);
     }
@@ -44,6 +53,47 @@ ragnx_log_open(const char *path)
     ragnx_log_fd = fd;
 
     return RAGNX_OK;
+}
+
+
+/*
+ * SIGHUP: log_file opened again by its name, so a file moved away (by
+ * logrotate) stops growing.  dup2() swaps the descriptor in one step:
+ * a thread writing meanwhile writes whole to the old file or the new,
+ * never to a closed or reused descriptor.
+ */
+
+int
+ragnx_log_reopen(void)
+{
+    int  fd;
+
+    if (ragnx_log_path == NULL) {
+        return RAGNX_OK;
+    }
+
+    fd = open(ragnx_log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+              0644);
+    if (fd == -1) {
+        return RAGNX_ERROR;
+    }
+
+    if (dup2(fd, ragnx_log_fd) == -1) {
+        close(fd);
+        return RAGNX_ERROR;
+    }
+
+    close(fd);
+    fcntl(ragnx_log_fd, F_SETFD, FD_CLOEXEC);
+
+    return RAGNX_OK;
+}
+
+
+const char *
+ragnx_log_file(void)
+{
+    return ragnx_log_path;
 }
 
 
@@ -97,6 +147,8 @@ ragnx_log(int level, const char *fmt, ...)
 }
 
 
+/* wall time in ms since the epoch: for what is stored or sent */
+
 long long
 ragnx_now_ms(void)
 {
@@ -108,12 +160,42 @@ ragnx_now_ms(void)
 }
 
 
-/* now + ms on CLOCK_REALTIME, as pthread_cond_timedwait() takes it */
+/* monotonic time in ms: for intervals, never stored */
+
+long long
+ragnx_mono_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+/* a condition variable whose timed waits take ragnx_deadline()'s clock */
+
+void
+ragnx_cond_init(pthread_cond_t *cond)
+{
+    pthread_condattr_t  attr;
+
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(cond, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+
+/*
+ * now + ms on CLOCK_MONOTONIC, for pthread_cond_timedwait() on a
+ * condition variable made by ragnx_cond_init()
+ */
 
 void
 ragnx_deadline(struct timespec *ts, long ms)
 {
-    clock_gettime(CLOCK_REALTIME, ts);
+    clock_gettime(CLOCK_MONOTONIC, ts);
     ts->tv_sec += ms / 1000;
     ts->tv_nsec += (ms % 1000) * 1000000;
 

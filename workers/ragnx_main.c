@@ -46,19 +46,23 @@ typedef struct {
 
 volatile sig_atomic_t  ragnx_quit;
 volatile sig_atomic_t  ragnx_reload;
+static volatile sig_atomic_t  ragnx_reopen;
 static volatile sig_atomic_t  ragnx_child;
 static volatile sig_atomic_t  ragnx_terms;
 
 static ragnx_proc_t     ragnx_procs[RAGNX_MAX_WORKERS * 2];
+static char            *ragnx_pid_file;     /* the pid file written */
 static int              ragnx_running;
 static pthread_mutex_t  ragnx_running_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t   ragnx_running_cond = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t   ragnx_running_cond;
 
 
 static void ragnx_usage(void);
 static void ragnx_signal(int signo);
 static void ragnx_worker_signal(int signo);
 static int ragnx_supervise(void);
+static int ragnx_pid_write(const char *path);
+static void ragnx_pid_remove(void);
 static pid_t ragnx_spawn(int index);
 static void ragnx_worker_process(int index);
 static void *ragnx_job_thread(void *data);
@@ -245,7 +249,6 @@ ragnx_supervise(void)
     char              err[1024];
     pid_t             pid;
     sigset_t          mask, old;
-    FILE             *f;
     ragnx_conf_t     *conf, *current;
     struct sigaction  sa;
 
@@ -273,16 +276,10 @@ ragnx_supervise(void)
         return 1;
     }
 
-    if (ragnx_conf->pid_file) {
-        f = fopen(ragnx_conf->pid_file, "w");
-        if (f == NULL) {
-            ragnx_log(RAGNX_LOG_ERROR, "pid_file: cannot write \"%s\": %s",
-                      ragnx_conf->pid_file, strerror(errno));
-            return 1;
-        }
-
-        fprintf(f, "%d\n", (int) getpid());
-        fclose(f);
+    if (ragnx_conf->pid_file
+        && ragnx_pid_write(ragnx_conf->pid_file) != RAGNX_OK)
+    {
+        return 1;
     }
 
     if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK) {
@@ -298,7 +295,7 @@ ragnx_supervise(void)
     n = (int) ragnx_conf->workers;
     for (i = 0; i < n; i++) {
         ragnx_procs[i].pid = ragnx_spawn(i);
-        ragnx_procs[i].started = ragnx_now_ms();
+        ragnx_procs[i].started = ragnx_mono_ms();
     }
 
     forwarded = 0;
@@ -336,12 +333,12 @@ ragnx_supervise(void)
                     }
 
                     /* a crash: restart, not faster than once a second */
-                    if (ragnx_now_ms() - ragnx_procs[i].started < 1000) {
+                    if (ragnx_mono_ms() - ragnx_procs[i].started < 1000) {
                         ragnx_sleep_ms(1000);
                     }
 
                     ragnx_procs[i].pid = ragnx_spawn(i);
-                    ragnx_procs[i].started = ragnx_now_ms();
+                    ragnx_procs[i].started = ragnx_mono_ms();
                     break;
                 }
             }
@@ -349,6 +346,25 @@ ragnx_supervise(void)
 
         if (ragnx_reload && !ragnx_quit) {
             ragnx_reload = 0;
+
+            /*
+             * log_file again by its name (logrotate moves it, then sends
+             * SIGHUP), here and in the workers, whether the new
+             * configuration turns out valid or not
+             */
+            if (ragnx_log_reopen() != RAGNX_OK) {
+                ragnx_log(RAGNX_LOG_ERROR, "log_file: cannot reopen "
+                          "\"%s\": %s", ragnx_log_file(), strerror(errno));
+
+            } else if (ragnx_log_file()) {
+                ragnx_log(RAGNX_LOG_INFO, "log_file reopened");
+            }
+
+            for (i = 0; i < RAGNX_MAX_WORKERS * 2; i++) {
+                if (ragnx_procs[i].pid) {
+                    kill(ragnx_procs[i].pid, SIGHUP);
+                }
+            }
 
             conf = ragnx_conf_load(ragnx_conf->config_file, err,
                                    sizeof(err));
@@ -400,7 +416,7 @@ ragnx_supervise(void)
             for (i = 0; i < ragnx_conf->workers; i++) {
                 if (ragnx_procs[i].pid == 0) {
                     ragnx_procs[i].pid = ragnx_spawn(i);
-                    ragnx_procs[i].started = ragnx_now_ms();
+                    ragnx_procs[i].started = ragnx_mono_ms();
                 }
             }
         }
@@ -436,14 +452,71 @@ ragnx_supervise(void)
 
     ragnx_log(RAGNX_LOG_INFO, "exiting");
 
-    if (ragnx_conf->pid_file) {
-        unlink(ragnx_conf->pid_file);
-    }
+    ragnx_pid_remove();
 
     curl_global_cleanup();
     ragnx_conf_free(ragnx_conf);
 
     return forwarded > 1 ? 1 : 0;
+}
+
+
+/*
+ * The pid file: written at start; removed at exit only if it is the one
+ * this process wrote and still holds its pid.  pid_file takes a restart
+ * to change, so a reload that sets or changes it must not make the exit
+ * remove a file this process never wrote (another instance's, say).
+ */
+
+static int
+ragnx_pid_write(const char *path)
+{
+    FILE  *f;
+
+    f = fopen(path, "w");
+    if (f == NULL) {
+        ragnx_log(RAGNX_LOG_ERROR, "pid_file: cannot write \"%s\": %s",
+                  path, strerror(errno));
+        return RAGNX_ERROR;
+    }
+
+    fprintf(f, "%d\n", (int) getpid());
+
+    if (fclose(f) != 0) {
+        ragnx_log(RAGNX_LOG_ERROR, "pid_file: cannot write \"%s\": %s",
+                  path, strerror(errno));
+        unlink(path);
+        return RAGNX_ERROR;
+    }
+
+    ragnx_pid_file = strdup(path);
+
+    return RAGNX_OK;
+}
+
+
+static void
+ragnx_pid_remove(void)
+{
+    int    pid;
+    FILE  *f;
+
+    if (ragnx_pid_file == NULL) {
+        return;
+    }
+
+    f = fopen(ragnx_pid_file, "r");
+
+    if (f) {
+        if (fscanf(f, "%d", &pid) == 1 && pid == (int) getpid()) {
+            unlink(ragnx_pid_file);
+        }
+
+        fclose(f);
+    }
+
+    free(ragnx_pid_file);
+    ragnx_pid_file = NULL;
 }
 
 
@@ -453,6 +526,11 @@ ragnx_supervise(void)
 static void
 ragnx_worker_signal(int signo)
 {
+    if (signo == SIGHUP) {
+        ragnx_reopen = 1;
+        return;
+    }
+
     if (signo == SIGTERM || signo == SIGINT) {
         if (ragnx_quit) {
             /* the second one: jobs in flight will be reclaimed */
@@ -486,12 +564,17 @@ ragnx_worker_process(int index)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    signal(SIGHUP, SIG_IGN);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGCHLD, SIG_DFL);
 
     ragnx_quit = 0;
+    ragnx_reopen = 0;
+    ragnx_cond_init(&ragnx_running_cond);
 
+    /* SIGHUP (reopen the log) only to this thread: the others block it */
     sigemptyset(&mask);
+    sigaddset(&mask, SIGHUP);
     sigprocmask(SIG_SETMASK, &mask, NULL);
 
     srandom((unsigned) (getpid() ^ ragnx_now_ms()));
@@ -569,9 +652,24 @@ ragnx_worker_process(int index)
               "threads, up to %d postgres connections (and one per record "
               "thread)", n, m, k, size);
 
+    sigemptyset(&mask);
+    pthread_sigmask(SIG_SETMASK, &mask, NULL);
+
     /* wait for SIGTERM, then for the job threads, up to drain_timeout */
 
     while (!ragnx_quit) {
+        if (ragnx_reopen) {
+            ragnx_reopen = 0;
+
+            if (ragnx_log_reopen() != RAGNX_OK) {
+                ragnx_log(RAGNX_LOG_ERROR, "log_file: cannot reopen "
+                          "\"%s\": %s", ragnx_log_file(), strerror(errno));
+
+            } else if (ragnx_log_file()) {
+                ragnx_log(RAGNX_LOG_INFO, "log_file reopened");
+            }
+        }
+
         ragnx_sleep_ms(100);
     }
 

@@ -100,14 +100,15 @@ ragnx_maint_thread(void *data)
     redisReply      *reply;
     ragnx_thread_t  *t = data;
 
-    beat = 0;
-    gen = 0;
-    forget = ragnx_now_ms();
+    /* the monotonic clock may start near 0: make the first turn do all */
+    forget = ragnx_mono_ms();
+    beat = forget - 86400000;
+    gen = beat;
     ready = 0;
     n = (int) ragnx_conf->concurrency;
 
     while (!ragnx_quit) {
-        now = ragnx_now_ms();
+        now = ragnx_mono_ms();
 
         if (now - gen >= 5000) {
 
@@ -176,7 +177,7 @@ ragnx_maint_thread(void *data)
         }
 
         ragnx_queue_maintain(&t->redis);
-        ragnx_sleep_ms(200);
+        ragnx_sleep_ms(RAGNX_MAINT_TURN);
     }
 
     ragnx_redis_close(&t->redis);

@@ -223,12 +223,17 @@ ragnx_queue_ack(ragnx_redis_t *r, const ragnx_entry_t *e)
 int
 ragnx_queue_release(ragnx_redis_t *r, const ragnx_entry_t *e)
 {
+    char         key[128];
     redisReply  *reply;
 
-    reply = ragnx_redis_eval(r, &ragnx_script_release, "1 %s %s %s %b %s",
-                             RAGNX_KEY_JOBS, e->entry, e->id,
+    snprintf(key, sizeof(key), RAGNX_KEY_JOB "%s", e->id);
+
+    /* a start by the completing script (attempts -1: none) is undone */
+    reply = ragnx_redis_eval(r, &ragnx_script_release, "2 %s %s %s %s %b %s "
+                             "%s", RAGNX_KEY_JOBS, key, e->entry, e->id,
                              e->payload ? e->payload : "",
-                             e->payload ? e->len : 0, e->gen ? e->gen : "");
+                             e->payload ? e->len : 0, e->gen ? e->gen : "",
+                             e->started && e->attempts > 0 ? "1" : "0");
 
     return ragnx_reply_ok(r, reply, "release script");
 }

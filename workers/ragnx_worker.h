@@ -50,6 +50,10 @@
 #define RAGNX_AGAIN             -2     /* transient: retry later */
 #define RAGNX_DECLINED          -3     /* permanent: fail the job */
 
+/* the maintenance loop's turn, and the visibility timeout it can keep */
+#define RAGNX_MAINT_TURN        200
+#define RAGNX_VISIBILITY_MIN    (3 * RAGNX_MAINT_TURN + 2 * RAGNX_MAINT_TURN)
+
 
 /* config: ragnx_config.c */
 
@@ -142,6 +146,8 @@ void ragnx_conf_dump(const ragnx_conf_t *conf);
 #define RAGNX_LOG_DEBUG   3
 
 int ragnx_log_open(const char *path);
+int ragnx_log_reopen(void);
+const char *ragnx_log_file(void);
 void ragnx_log(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void ragnx_log_set_prefix(const char *prefix);
@@ -150,6 +156,8 @@ void ragnx_log_set_prefix(const char *prefix);
 /* the clock: ragnx_log.c */
 
 long long ragnx_now_ms(void);
+long long ragnx_mono_ms(void);
+void ragnx_cond_init(pthread_cond_t *cond);
 void ragnx_deadline(struct timespec *ts, long ms);
 void ragnx_sleep_ms(long ms);
 

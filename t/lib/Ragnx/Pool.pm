@@ -130,6 +130,11 @@ sub start {
     my $pid = fork() // die "fork: $!";
     if ($pid == 0) {
         $ENV{$_} = $env{$_} for keys %env;
+        $ENV{$_} = $a{env}{$_} for keys %{ $a{env} || {} };
+        # a test's library goes after the sanitizers', which must be first
+        $ENV{LD_PRELOAD} = join ':', grep { $_ } $env{LD_PRELOAD},
+                                                 $a{preload}
+            if $a{preload};
         open STDOUT, '>>', "$t->{dir}/worker.log";
         open STDERR, '>>', "$t->{dir}/worker.log";
         exec(worker_bin(), '-c', $conf) or POSIX::_exit(127);
