@@ -160,9 +160,24 @@ FUZZ_SRCS   = $(wildcard t/fuzz/fuzz_*.c)
 FUZZ_BINS   = $(patsubst t/fuzz/%.c,$(ABS_BUILD)/fuzz/%,$(FUZZ_SRCS))
 FUZZ_LIBS   = -ljansson -lsodium -lcrypto
 
-# each target's sources besides its own file and shared/
+# each target's sources besides its own file and shared/, and its flags:
+# module code links nginx's few core functions from t/fuzz/ngx_shim.c
+# (nginx-dev ships headers only) and takes the configured tree's headers
 FUZZ_config = workers/ragnx_config.c
+FUZZ_NGX    = t/fuzz/ngx_shim.c
+FUZZ_NGX_CFLAGS = -Ingx_module -I$(NGX_BUILD)/objs -I$(NGX_SRC)/src/core \
+              -I$(NGX_SRC)/src/event -I$(NGX_SRC)/src/event/modules \
+              -I$(NGX_SRC)/src/os/unix -I$(NGX_SRC)/src/http \
+              -I$(NGX_SRC)/src/http/modules
+FUZZ_schema = ngx_module/ngx_http_ragnx_schema.c $(FUZZ_NGX)
+FUZZ_CFLAGS_schema = $(FUZZ_NGX_CFLAGS) \
+              -DRAGNX_ROOT='"$(CURDIR)"'
+FUZZ_LIBS_schema = -lpcre2-8
+
 $(ABS_BUILD)/fuzz/fuzz_config: $(FUZZ_config)
+$(ABS_BUILD)/fuzz/fuzz_schema: $(FUZZ_schema) $(NGX_BUILD)/objs/Makefile \
+                               $(wildcard schemas/*.json t/fuzz/schemas/*.json \
+                                          ngx_module/*.h)
 
 fuzz-build: $(FUZZ_BINS)
 
@@ -171,7 +186,8 @@ $(ABS_BUILD)/fuzz/fuzz_%: t/fuzz/fuzz_%.c $(SHARED_SRCS) \
 	@command -v $(FUZZ_CC) >/dev/null \
 	    || { echo "$(FUZZ_CC) not found: run scripts/deps" >&2; exit 1; }
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_$*) $(SHARED_SRCS) $(FUZZ_LIBS)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_CFLAGS_$*) -o $@ $< $(FUZZ_$*) \
+	    $(SHARED_SRCS) $(FUZZ_LIBS) $(FUZZ_LIBS_$*)
 
 fuzz: deps fuzz-build
 	RAGNX_BUILD=$(ABS_BUILD) ./scripts/fuzz $(FUZZ_TIME) $(FUZZ_RUNS) \

@@ -1,0 +1,320 @@
+
+/*
+ * ragnx: the few nginx core functions the fuzz targets of module code
+ * call, for a target linked without nginx (nginx-dev ships headers only).
+ * Pools are malloc() lists, so that ASan sees every allocation on its own;
+ * ngx_sprintf knows the conversions the module uses; logging goes nowhere.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+volatile ngx_cycle_t *ngx_cycle;
+
+
+typedef struct ngx_shim_block_s ngx_shim_block_t;
+
+struct ngx_shim_block_s {
+    ngx_shim_block_t *next;
+    max_align_t       data[];
+};
+
+
+ngx_pool_t *
+ngx_create_pool(size_t size, ngx_log_t *log)
+{
+    ngx_pool_t *p;
+
+    p = calloc(1, sizeof(ngx_pool_t));
+    if (p != NULL) {
+        p->log = log;
+    }
+
+    return p;
+}
+
+
+void
+ngx_destroy_pool(ngx_pool_t *pool)
+{
+    ngx_pool_cleanup_t *c;
+    ngx_shim_block_t   *b, *next;
+
+    for (c = pool->cleanup; c; c = c->next) {
+        if (c->handler) {
+            c->handler(c->data);
+        }
+    }
+
+    for (b = (ngx_shim_block_t *) pool->large; b; b = next) {
+        next = b->next;
+        free(b);
+    }
+
+    free(pool);
+}
+
+
+void *
+ngx_palloc(ngx_pool_t *pool, size_t size)
+{
+    ngx_shim_block_t *b;
+
+    b = malloc(sizeof(ngx_shim_block_t) + size);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    b->next = (ngx_shim_block_t *) pool->large;
+    pool->large = (ngx_pool_large_t *) b;
+
+    return b->data;
+}
+
+
+void *
+ngx_pnalloc(ngx_pool_t *pool, size_t size)
+{
+    return ngx_palloc(pool, size);
+}
+
+
+void *
+ngx_pcalloc(ngx_pool_t *pool, size_t size)
+{
+    void *p;
+
+    p = ngx_palloc(pool, size);
+    if (p) {
+        memset(p, 0, size);
+    }
+
+    return p;
+}
+
+
+ngx_pool_cleanup_t *
+ngx_pool_cleanup_add(ngx_pool_t *p, size_t size)
+{
+    ngx_pool_cleanup_t *c;
+
+    c = ngx_palloc(p, sizeof(ngx_pool_cleanup_t));
+    if (c == NULL) {
+        return NULL;
+    }
+
+    c->data = size ? ngx_palloc(p, size) : NULL;
+    c->handler = NULL;
+    c->next = p->cleanup;
+    p->cleanup = c;
+
+    return c;
+}
+
+
+void *
+ngx_array_push(ngx_array_t *a)
+{
+    void *elts;
+
+    if (a->nelts == a->nalloc) {
+        elts = ngx_palloc(a->pool, 2 * a->nalloc * a->size + a->size);
+        if (elts == NULL) {
+            return NULL;
+        }
+
+        memcpy(elts, a->elts, a->nelts * a->size);
+        a->elts = elts;
+        a->nalloc = 2 * a->nalloc + 1;
+    }
+
+    return (u_char *) a->elts + a->size * a->nelts++;
+}
+
+
+/* %V, %s, %i, %ui, %uL, %d, %Z and %%: what the module's formats use */
+
+u_char *
+ngx_vslprintf(u_char *buf, u_char *last, const char *fmt, va_list args)
+{
+    int         n;
+    size_t      len;
+    ngx_str_t  *v;
+    const char *s;
+
+    while (*fmt && buf < last) {
+        if (*fmt != '%') {
+            *buf++ = *fmt++;
+            continue;
+        }
+
+        fmt++;
+        len = 0;
+        n = 0;
+
+        switch (*fmt++) {
+        case 'V':
+            v = va_arg(args, ngx_str_t *);
+            len = ngx_min((size_t) (last - buf), v->len);
+            memcpy(buf, v->data, len);
+            break;
+        case 's':
+            s = va_arg(args, const char *);
+            len = ngx_min((size_t) (last - buf), strlen(s));
+            memcpy(buf, s, len);
+            break;
+        case 'i':
+            n = snprintf((char *) buf, last - buf, "%ld",
+                         (long) va_arg(args, ngx_int_t));
+            break;
+        case 'd':
+            n = snprintf((char *) buf, last - buf, "%d", va_arg(args, int));
+            break;
+        case 'u':
+            if (*fmt == 'L') {
+                n = snprintf((char *) buf, last - buf, "%llu",
+                             (unsigned long long) va_arg(args, uint64_t));
+            } else {
+                n = snprintf((char *) buf, last - buf, "%lu",
+                             (unsigned long) va_arg(args, ngx_uint_t));
+            }
+            fmt++;
+            break;
+        case 'Z':
+            *buf = '\0';
+            len = 1;
+            break;
+        case '%':
+            *buf = '%';
+            len = 1;
+            break;
+        default:
+            abort(); /* a conversion the shim does not know */
+        }
+
+        buf += len + ngx_min((size_t) n, (size_t) (last - buf - len));
+    }
+
+    return buf;
+}
+
+
+u_char *ngx_cdecl
+ngx_sprintf(u_char *buf, const char *fmt, ...)
+{
+    u_char *p;
+    va_list args;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(buf, (void *) -1, fmt, args);
+    va_end(args);
+
+    return p;
+}
+
+
+u_char *ngx_cdecl
+ngx_snprintf(u_char *buf, size_t max, const char *fmt, ...)
+{
+    u_char *p;
+    va_list args;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(buf, buf + max, fmt, args);
+    va_end(args);
+
+    return p;
+}
+
+
+void ngx_cdecl
+ngx_conf_log_error(ngx_uint_t level, ngx_conf_t *cf, ngx_err_t err,
+                   const char *fmt, ...)
+{
+    u_char  errstr[NGX_MAX_CONF_ERRSTR];
+    va_list args;
+
+    va_start(args, fmt);
+    ngx_vslprintf(errstr, errstr + sizeof(errstr), fmt, args);
+    va_end(args);
+}
+
+
+void ngx_cdecl
+ngx_log_error_core(ngx_uint_t level, ngx_log_t *log, ngx_err_t err,
+                   const char *fmt, ...)
+{
+    u_char  errstr[NGX_MAX_ERROR_STR];
+    va_list args;
+
+    va_start(args, fmt);
+    ngx_vslprintf(errstr, errstr + sizeof(errstr), fmt, args);
+    va_end(args);
+}
+
+
+/* insertion sort, as nginx's own */
+
+void
+ngx_sort(void *base, size_t n, size_t size,
+         ngx_int_t (*cmp)(const void *, const void *))
+{
+    u_char *p1, *p2, *p;
+
+    p = malloc(size);
+    if (p == NULL) {
+        abort();
+    }
+
+    for (p1 = (u_char *) base + size; p1 < (u_char *) base + n * size;
+         p1 += size) {
+        memcpy(p, p1, size);
+
+        for (p2 = p1; p2 > (u_char *) base && cmp(p2 - size, p) > 0;
+             p2 -= size) {
+            memcpy(p2, p2 - size, size);
+        }
+
+        memcpy(p2, p, size);
+    }
+
+    free(p);
+}
+
+
+ngx_int_t
+ngx_regex_compile(ngx_regex_compile_t *rc)
+{
+    int        errcode;
+    PCRE2_SIZE erroff;
+
+    rc->regex = pcre2_compile(rc->pattern.data, rc->pattern.len, 0, &errcode,
+                              &erroff, NULL);
+    if (rc->regex == NULL) {
+        rc->err.len
+            = pcre2_get_error_message(errcode, rc->err.data, rc->err.len);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_regex_exec(ngx_regex_t *re, ngx_str_t *s, int *captures, ngx_uint_t size)
+{
+    int               rc;
+    pcre2_match_data *md;
+
+    md = pcre2_match_data_create_from_pattern(re, NULL);
+    if (md == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = pcre2_match(re, s->data, s->len, 0, 0, md, NULL);
+    pcre2_match_data_free(md);
+
+    return rc;
+}
