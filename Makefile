@@ -168,13 +168,19 @@ FUZZ_NGX    = t/fuzz/ngx_shim.c
 FUZZ_NGX_CFLAGS = -Ingx_module -I$(NGX_BUILD)/objs -I$(NGX_SRC)/src/core \
               -I$(NGX_SRC)/src/event -I$(NGX_SRC)/src/event/modules \
               -I$(NGX_SRC)/src/os/unix -I$(NGX_SRC)/src/http \
-              -I$(NGX_SRC)/src/http/modules
+              -I$(NGX_SRC)/src/http/modules -I$(NGX_SRC)/src/http/v2 -I$(GEN)
 FUZZ_schema = ngx_module/ngx_http_ragnx_schema.c $(FUZZ_NGX)
 FUZZ_CFLAGS_schema = $(FUZZ_NGX_CFLAGS) \
               -DRAGNX_ROOT='"$(CURDIR)"'
 FUZZ_LIBS_schema = -lpcre2-8
+# a module file included whole: its static functions are the target
+FUZZ_cors   = $(FUZZ_NGX)
+FUZZ_CFLAGS_cors = $(FUZZ_NGX_CFLAGS)
+FUZZ_LIBS_cors = -lpcre2-8
 
 $(ABS_BUILD)/fuzz/fuzz_config: $(FUZZ_config)
+$(ABS_BUILD)/fuzz/fuzz_cors: ngx_module/ngx_http_ragnx_cors_module.c \
+                             $(FUZZ_NGX) $(NGX_BUILD)/objs/Makefile
 $(ABS_BUILD)/fuzz/fuzz_schema: $(FUZZ_schema) $(NGX_BUILD)/objs/Makefile \
                                $(wildcard schemas/*.json t/fuzz/schemas/*.json \
                                           ngx_module/*.h)

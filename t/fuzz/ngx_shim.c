@@ -9,9 +9,16 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_ragnx.h"
 
 
 volatile ngx_cycle_t *ngx_cycle;
+
+/* what a module file included whole refers to, never reached: see below */
+ngx_module_t                     ngx_http_core_module;
+ngx_http_output_header_filter_pt ngx_http_top_header_filter;
 
 
 typedef struct ngx_shim_block_s ngx_shim_block_t;
@@ -255,6 +262,34 @@ ngx_log_error_core(ngx_uint_t level, ngx_log_t *log, ngx_err_t err,
 }
 
 
+ngx_int_t
+ngx_strncasecmp(u_char *s1, u_char *s2, size_t n)
+{
+    return strncasecmp((char *) s1, (char *) s2, n);
+}
+
+
+ngx_int_t
+ngx_atoi(u_char *line, size_t n)
+{
+    ngx_int_t value;
+
+    if (n == 0) {
+        return NGX_ERROR;
+    }
+
+    for (value = 0; n--; line++) {
+        if (*line < '0' || *line > '9' || value >= NGX_MAX_INT_T_VALUE / 10) {
+            return NGX_ERROR;
+        }
+
+        value = value * 10 + (*line - '0');
+    }
+
+    return value;
+}
+
+
 /* insertion sort, as nginx's own */
 
 void
@@ -317,4 +352,67 @@ ngx_regex_exec(ngx_regex_t *re, ngx_str_t *s, int *captures, ngx_uint_t size)
     pcre2_match_data_free(md);
 
     return rc;
+}
+
+
+/*
+ * A target that includes a whole module file links its request handlers
+ * and directive handlers too; they are never called, and abort if they
+ * are.
+ */
+
+void
+ngx_http_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
+{
+    abort();
+}
+
+
+ngx_int_t
+ngx_http_send_header(ngx_http_request_t *r)
+{
+    abort();
+}
+
+
+ngx_int_t
+ngx_http_discard_request_body(ngx_http_request_t *r)
+{
+    abort();
+}
+
+
+ngx_int_t
+ngx_http_ragnx_finish_error(ngx_http_request_t *r, ngx_uint_t status,
+                            const char *error, json_t *details)
+{
+    abort();
+}
+
+
+void *
+ngx_list_push(ngx_list_t *l)
+{
+    abort();
+}
+
+
+ngx_array_t *
+ngx_array_create(ngx_pool_t *p, ngx_uint_t n, size_t size)
+{
+    abort();
+}
+
+
+char *
+ngx_conf_set_flag_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    abort();
+}
+
+
+char *
+ngx_conf_set_sec_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    abort();
 }
