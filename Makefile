@@ -177,10 +177,15 @@ FUZZ_LIBS_schema = -lpcre2-8
 FUZZ_cors   = $(FUZZ_NGX)
 FUZZ_CFLAGS_cors = $(FUZZ_NGX_CFLAGS)
 FUZZ_LIBS_cors = -lpcre2-8
+FUZZ_jwt    = $(FUZZ_NGX)
+FUZZ_CFLAGS_jwt = $(FUZZ_NGX_CFLAGS)
+FUZZ_LIBS_jwt = -lpcre2-8 -ljwt
 
 $(ABS_BUILD)/fuzz/fuzz_config: $(FUZZ_config)
 $(ABS_BUILD)/fuzz/fuzz_cors: ngx_module/ngx_http_ragnx_cors_module.c \
                              $(FUZZ_NGX) $(NGX_BUILD)/objs/Makefile
+$(ABS_BUILD)/fuzz/fuzz_jwt: ngx_module/ngx_http_ragnx_jwt_module.c \
+                            $(FUZZ_NGX) $(NGX_BUILD)/objs/Makefile
 $(ABS_BUILD)/fuzz/fuzz_schema: $(FUZZ_schema) $(NGX_BUILD)/objs/Makefile \
                                $(wildcard schemas/*.json t/fuzz/schemas/*.json \
                                           ngx_module/*.h)

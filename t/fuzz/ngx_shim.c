@@ -15,6 +15,7 @@
 
 
 volatile ngx_cycle_t *ngx_cycle;
+volatile ngx_time_t  *ngx_cached_time;
 
 /* what a module file included whole refers to, never reached: see below */
 ngx_module_t                     ngx_http_core_module;
@@ -27,6 +28,27 @@ struct ngx_shim_block_s {
     ngx_shim_block_t *next;
     max_align_t       data[];
 };
+
+
+void *
+ngx_alloc(size_t size, ngx_log_t *log)
+{
+    return malloc(size);
+}
+
+
+void *
+ngx_calloc(size_t size, ngx_log_t *log)
+{
+    return calloc(1, size);
+}
+
+
+void
+ngx_explicit_memzero(void *buf, size_t n)
+{
+    explicit_bzero(buf, n);
+}
 
 
 ngx_pool_t *
@@ -290,6 +312,82 @@ ngx_atoi(u_char *line, size_t n)
 }
 
 
+/* base64url without padding, as nginx's own */
+
+static const u_char ngx_shim_b64url[]
+    = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+
+void
+ngx_encode_base64url(ngx_str_t *dst, ngx_str_t *src)
+{
+    u_char *d, *s;
+    size_t  len;
+
+    len = src->len;
+    s = src->data;
+    d = dst->data;
+
+    while (len > 2) {
+        *d++ = ngx_shim_b64url[(s[0] >> 2) & 0x3f];
+        *d++ = ngx_shim_b64url[((s[0] & 3) << 4) | (s[1] >> 4)];
+        *d++ = ngx_shim_b64url[((s[1] & 0x0f) << 2) | (s[2] >> 6)];
+        *d++ = ngx_shim_b64url[s[2] & 0x3f];
+        s += 3;
+        len -= 3;
+    }
+
+    if (len) {
+        *d++ = ngx_shim_b64url[(s[0] >> 2) & 0x3f];
+
+        if (len == 1) {
+            *d++ = ngx_shim_b64url[(s[0] & 3) << 4];
+
+        } else {
+            *d++ = ngx_shim_b64url[((s[0] & 3) << 4) | (s[1] >> 4)];
+            *d++ = ngx_shim_b64url[(s[1] & 0x0f) << 2];
+        }
+    }
+
+    dst->len = d - dst->data;
+}
+
+
+ngx_int_t
+ngx_decode_base64url(ngx_str_t *dst, ngx_str_t *src)
+{
+    size_t  i, n, bits;
+    u_char *d, *c;
+
+    d = dst->data;
+    n = 0;
+    bits = 0;
+
+    if (src->len % 4 == 1) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < src->len; i++) {
+        c = (u_char *) strchr((char *) ngx_shim_b64url, src->data[i]);
+        if (src->data[i] == '\0' || c == NULL) {
+            return NGX_ERROR;
+        }
+
+        bits = (bits << 6) | (size_t) (c - ngx_shim_b64url);
+        n += 6;
+
+        if (n >= 8) {
+            n -= 8;
+            *d++ = (u_char) (bits >> n);
+        }
+    }
+
+    dst->len = d - dst->data;
+
+    return NGX_OK;
+}
+
+
 /* insertion sort, as nginx's own */
 
 void
@@ -413,6 +511,56 @@ ngx_conf_set_flag_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 char *
 ngx_conf_set_sec_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    abort();
+}
+
+
+uint32_t
+ngx_murmur_hash2(u_char *data, size_t len)
+{
+    abort();
+}
+
+
+u_char *
+ngx_strnstr(u_char *s1, char *s2, size_t n)
+{
+    abort();
+}
+
+
+ssize_t
+ngx_read_file(ngx_file_t *file, u_char *buf, size_t size, off_t offset)
+{
+    abort();
+}
+
+
+ngx_int_t
+ngx_conf_full_name(ngx_cycle_t *cycle, ngx_str_t *name, ngx_uint_t conf_prefix)
+{
+    abort();
+}
+
+
+char *
+ngx_conf_set_str_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    abort();
+}
+
+
+ngx_http_variable_t *
+ngx_http_add_variable(ngx_conf_t *cf, ngx_str_t *name, ngx_uint_t flags)
+{
+    abort();
+}
+
+
+ngx_int_t
+ngx_http_parse_multi_header_lines(ngx_array_t *headers, ngx_str_t *name,
+                                  ngx_str_t *value)
 {
     abort();
 }
