@@ -45,7 +45,7 @@ WORKER_CFLAGS = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -pthread -Ishared \
 WORKER_LIBS = -lhiredis -lpq -lcurl -ljansson -ljwt -lsodium -lcrypto -pthread
 
 .PHONY: all module unit worker test test-asan test-debug lint run reset deps \
-        clean bench bench-pool bench-stack mutate
+        clean bench bench-pool bench-stack mutate fuzz fuzz-build
 
 all: module unit worker
 
@@ -114,7 +114,7 @@ $(ABS_BUILD)/unit/%: t/unit/%.c $(SHARED_SRCS) $(wildcard shared/*.h)
 	$(CC) $(CFLAGS_C) -o $@ $< $(SHARED_SRCS) -ljansson -lsodium -lcrypto
 
 test: deps
-	$(MAKE) all
+	$(MAKE) all fuzz-build
 	$(MAKE) lint
 	RAGNX_MODULE=$(MODULE) RAGNX_BUILD=$(ABS_BUILD) ./scripts/prove
 
@@ -122,7 +122,7 @@ test: deps
 # nginx is not instrumented, so the sanitizer runtimes are preloaded; the
 # harness fails a test on any sanitizer report or [alert] in the logs.
 test-asan: deps
-	$(MAKE) BUILD=build-asan SAN=1 all
+	$(MAKE) BUILD=build-asan SAN=1 all fuzz-build
 	RAGNX_MODULE=$(abspath build-asan)/nginx/objs/ngx_http_ragnx_module.so \
 	RAGNX_BUILD=$(abspath build-asan) RAGNX_SANITIZE=1 ./scripts/prove
 
@@ -143,6 +143,66 @@ test-debug: deps
 # each must make its tests fail.  Not part of `make test`: it takes a while.
 mutate: deps
 	./scripts/mutate
+
+# libFuzzer targets (t/fuzz/fuzz_<name>.c), built with clang-14 against
+# the project's own sources.  `make test` replays each over its seed corpus
+# (t/fuzz.t); `make fuzz` runs each for FUZZ_TIME seconds or FUZZ_RUNS
+# executions, growing a corpus under $(BUILD)/fuzz/corpus.  Not part of
+# `make test`: it takes a while.
+FUZZ_CC     ?= clang-14
+FUZZ_TIME   ?= 60
+FUZZ_RUNS   ?= -1
+FUZZ_FLAGS  = -std=gnu11 -g -O1 -fno-omit-frame-pointer $(WARN) \
+              -fsanitize=fuzzer,address,undefined \
+              -fno-sanitize-recover=undefined -Ishared -Iworkers \
+              -I/usr/include/postgresql -I/usr/include/hiredis
+FUZZ_SRCS   = $(wildcard t/fuzz/fuzz_*.c)
+FUZZ_BINS   = $(patsubst t/fuzz/%.c,$(ABS_BUILD)/fuzz/%,$(FUZZ_SRCS))
+FUZZ_LIBS   = -ljansson -lsodium -lcrypto
+
+# each target's sources besides its own file and shared/, and its flags:
+# module code links nginx's few core functions from t/fuzz/ngx_shim.c
+# (nginx-dev ships headers only) and takes the configured tree's headers
+FUZZ_config = workers/ragnx_config.c
+FUZZ_NGX    = t/fuzz/ngx_shim.c
+FUZZ_NGX_CFLAGS = -Ingx_module -I$(NGX_BUILD)/objs -I$(NGX_SRC)/src/core \
+              -I$(NGX_SRC)/src/event -I$(NGX_SRC)/src/event/modules \
+              -I$(NGX_SRC)/src/os/unix -I$(NGX_SRC)/src/http \
+              -I$(NGX_SRC)/src/http/modules -I$(NGX_SRC)/src/http/v2 -I$(GEN)
+FUZZ_schema = ngx_module/ngx_http_ragnx_schema.c $(FUZZ_NGX)
+FUZZ_CFLAGS_schema = $(FUZZ_NGX_CFLAGS) \
+              -DRAGNX_ROOT='"$(CURDIR)"'
+FUZZ_LIBS_schema = -lpcre2-8
+# a module file included whole: its static functions are the target
+FUZZ_cors   = $(FUZZ_NGX)
+FUZZ_CFLAGS_cors = $(FUZZ_NGX_CFLAGS)
+FUZZ_LIBS_cors = -lpcre2-8
+FUZZ_jwt    = $(FUZZ_NGX)
+FUZZ_CFLAGS_jwt = $(FUZZ_NGX_CFLAGS)
+FUZZ_LIBS_jwt = -lpcre2-8 -ljwt
+
+$(ABS_BUILD)/fuzz/fuzz_config: $(FUZZ_config)
+$(ABS_BUILD)/fuzz/fuzz_cors: ngx_module/ngx_http_ragnx_cors_module.c \
+                             $(FUZZ_NGX) $(NGX_BUILD)/objs/Makefile
+$(ABS_BUILD)/fuzz/fuzz_jwt: ngx_module/ngx_http_ragnx_jwt_module.c \
+                            $(FUZZ_NGX) $(NGX_BUILD)/objs/Makefile
+$(ABS_BUILD)/fuzz/fuzz_schema: $(FUZZ_schema) $(NGX_BUILD)/objs/Makefile \
+                               $(wildcard schemas/*.json t/fuzz/schemas/*.json \
+                                          ngx_module/*.h)
+
+fuzz-build: $(FUZZ_BINS)
+
+$(ABS_BUILD)/fuzz/fuzz_%: t/fuzz/fuzz_%.c $(SHARED_SRCS) \
+                          $(wildcard shared/*.h workers/*.h)
+	@command -v $(FUZZ_CC) >/dev/null \
+	    || { echo "$(FUZZ_CC) not found: run scripts/deps" >&2; exit 1; }
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_CFLAGS_$*) -o $@ $< $(FUZZ_$*) \
+	    $(SHARED_SRCS) $(FUZZ_LIBS) $(FUZZ_LIBS_$*)
+
+fuzz: deps fuzz-build
+	RAGNX_BUILD=$(ABS_BUILD) ./scripts/fuzz $(FUZZ_TIME) $(FUZZ_RUNS) \
+	    $(patsubst t/fuzz/fuzz_%.c,%,$(FUZZ_SRCS))
 
 run: deps
 	$(MAKE) all

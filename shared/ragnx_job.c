@@ -232,8 +232,13 @@ ragnx_job_decode(const char *data, size_t len, ragnx_job_t *job, char *err,
         goto failed;
     }
 
-    if (strlen(job->digest) != RAGNX_DIGEST_LEN || job->owner[0] == '\0'
-        || job->query[0] == '\0')
+    /*
+     * the digest is what ragnx_query_digest() writes: ragnx_job_write()
+     * copies it unescaped, and the pool makes cache keys of it
+     */
+    if (strlen(job->digest) != RAGNX_DIGEST_LEN
+        || strspn(job->digest, "0123456789abcdef") != RAGNX_DIGEST_LEN
+        || job->owner[0] == '\0' || job->query[0] == '\0')
     {
         snprintf(err, errlen, "empty owner or query, or bad digest");
         goto failed;

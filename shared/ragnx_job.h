@@ -65,10 +65,10 @@ size_t ragnx_job_write(const ragnx_job_t *job, char *buf, size_t size);
 size_t ragnx_json_escape(const char *s, size_t len, char *out);
 
 /*
- * Parse and check a payload: version, UUID ids, required fields.  On
- * success the strings point into job->root (job->gen is left NULL: it is
- * the entry's); free with ragnx_job_free().  On failure returns -1 with a
- * reason in err.
+ * Parse and check a payload: version, UUID ids, a lower-case hex digest,
+ * required fields.  On success the strings point into job->root (job->gen
+ * is left NULL: it is the entry's); free with ragnx_job_free().  On
+ * failure returns -1 with a reason in err.
  */
 int ragnx_job_decode(const char *data, size_t len, ragnx_job_t *job,
     char *err, size_t errlen);

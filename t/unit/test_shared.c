@@ -455,6 +455,18 @@ test_job(void)
         "\"digest\":\"ba7816bf8f01cfea414140de5dae2223"
         "b00361a396177a9cb410ff61f20015ad\",\"scope\":\"all\"}",
         "unknown scope refused");
+    BAD("{\"v\":2,\"id\":"
+        "\"2f1c5d2e-8b7a-4c1d-9e3f-0a1b2c3d4e5f\",\"owner\":\"u\","
+        "\"chatId\":\"6a0b4c3d-2e1f-4a5b-8c7d-9e0f1a2b3c4d\",\"query\":\"q\","
+        "\"digest\":\"ba7816bf8f01cfea414140de5dae2223"
+        "b00361a396177a9cb410ff61f200\\f5ad\"}",
+        "a digest of 64 characters but not hex refused (written unescaped)");
+    BAD("{\"v\":2,\"id\":"
+        "\"2f1c5d2e-8b7a-4c1d-9e3f-0a1b2c3d4e5f\",\"owner\":\"u\","
+        "\"chatId\":\"6a0b4c3d-2e1f-4a5b-8c7d-9e0f1a2b3c4d\",\"query\":\"q\","
+        "\"digest\":\"BA7816BF8F01CFEA414140DE5DAE2223"
+        "B00361A396177A9CB410FF61F20015AD\"}",
+        "an upper-case digest refused (not a cache key the module makes)");
 }
 
 
