@@ -82,13 +82,26 @@ ragnx_queue_init(void)
 
 
 
+/* the group "pool" on both lanes, jobs and records */
+
 int
 ragnx_queue_setup(ragnx_redis_t *r)
 {
+    if (ragnx_queue_group(r, RAGNX_KEY_JOBS) != RAGNX_OK) {
+        return RAGNX_ERROR;
+    }
+
+    return ragnx_queue_group(r, RAGNX_KEY_RECORDS);
+}
+
+
+int
+ragnx_queue_group(ragnx_redis_t *r, const char *stream)
+{
     redisReply  *reply;
 
-    reply = ragnx_redis_command(r, "XGROUP CREATE %s %s 0 MKSTREAM",
-                                RAGNX_KEY_JOBS, RAGNX_GROUP);
+    reply = ragnx_redis_command(r, "XGROUP CREATE %s %s 0 MKSTREAM", stream,
+                                RAGNX_GROUP);
     if (reply == NULL) {
         return RAGNX_ERROR;
     }
@@ -96,14 +109,14 @@ ragnx_queue_setup(ragnx_redis_t *r)
     if (reply->type == REDIS_REPLY_ERROR
         && strncmp(reply->str, "BUSYGROUP", 9) != 0)
     {
-        ragnx_log(RAGNX_LOG_ERROR, "redis XGROUP CREATE: %s", reply->str);
+        ragnx_log(RAGNX_LOG_ERROR, "redis XGROUP CREATE %s: %s", stream,
+                  reply->str);
         freeReplyObject(reply);
         return RAGNX_ERROR;
     }
 
     freeReplyObject(reply);
-
-    return ragnx_records_setup(r);
+    return RAGNX_OK;
 }
 
 

@@ -112,30 +112,6 @@ static int ragnx_records_ack(ragnx_thread_t *t, ragnx_records_t *b);
 static void ragnx_records_clear(ragnx_records_t *b);
 
 
-int
-ragnx_records_setup(ragnx_redis_t *r)
-{
-    redisReply  *reply;
-
-    reply = ragnx_redis_command(r, "XGROUP CREATE %s %s 0 MKSTREAM",
-                                RAGNX_KEY_RECORDS, RAGNX_GROUP);
-    if (reply == NULL) {
-        return RAGNX_ERROR;
-    }
-
-    if (reply->type == REDIS_REPLY_ERROR
-        && strncmp(reply->str, "BUSYGROUP", 9) != 0)
-    {
-        ragnx_log(RAGNX_LOG_ERROR, "redis XGROUP CREATE: %s", reply->str);
-        freeReplyObject(reply);
-        return RAGNX_ERROR;
-    }
-
-    freeReplyObject(reply);
-    return RAGNX_OK;
-}
-
-
 void *
 ragnx_record_thread(void *data)
 {
@@ -220,7 +196,7 @@ ragnx_records_read(ragnx_thread_t *t, ragnx_records_t *b, int block_ms)
         if (strncmp(reply->str, "NOGROUP", 7) == 0) {
             freeReplyObject(reply);
             ragnx_log(RAGNX_LOG_WARN, "records group missing: creating it");
-            return ragnx_records_setup(&t->redis) == RAGNX_OK
+            return ragnx_queue_group(&t->redis, RAGNX_KEY_RECORDS) == RAGNX_OK
                    ? RAGNX_AGAIN : RAGNX_ERROR;
         }
 

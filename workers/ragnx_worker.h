@@ -307,6 +307,7 @@ typedef struct {
 
 void ragnx_queue_init(void);
 int ragnx_queue_setup(ragnx_redis_t *r);
+int ragnx_queue_group(ragnx_redis_t *r, const char *stream);
 int ragnx_queue_set_gen(ragnx_redis_t *r, long long version);
 int ragnx_queue_read(ragnx_redis_t *r, ragnx_entry_t *e, int block_ms);
 void ragnx_entry_free(ragnx_entry_t *e);
@@ -337,7 +338,6 @@ typedef struct {
 void ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next);
 
 /* the records lane: ragnx_records.c */
-int ragnx_records_setup(ragnx_redis_t *r);
 void *ragnx_record_thread(void *data);
 
 /* for the reading threads: ragnx_main.c */
