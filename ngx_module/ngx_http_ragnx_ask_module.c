@@ -42,8 +42,9 @@ typedef struct {
 
 
 /*
- * Per worker: the cache generation and the queue length, refreshed every
- * ragnx_ask_gen_refresh.  With a fresh generation a question that is
+ * Per worker: the cache generation, refreshed every
+ * ragnx_ask_gen_refresh, and the records stream's length, read before
+ * every likely hit.  With a fresh generation a question that is
  * likely to hit is one plain GET of its cache key, and a hit's
  * chat-history record one XADD, instead of a script call; a question that
  * is likely to miss goes straight to the script (mode "ask"), so a miss
@@ -1014,7 +1015,10 @@ ngx_http_ragnx_ask_refused(ngx_http_request_t *r,
 }
 
 
-/* per worker: refresh the cache generation and the records' length */
+/*
+ * per worker: refresh the cache generation (the records' length needs no
+ * refresh: every likely hit reads it, ngx_http_ragnx_ask_send_get())
+ */
 
 static void
 ngx_http_ragnx_ask_refresh(ngx_event_t *ev)
@@ -1032,7 +1036,7 @@ ngx_http_ragnx_ask_refresh(ngx_event_t *ev)
     }
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ev->log, 0,
-                   "ragnx ask: refreshing the generation and records length");
+                   "ragnx ask: refreshing the generation");
 
     argv[0] = "GET";
     lens[0] = 3;
@@ -1041,15 +1045,6 @@ ngx_http_ragnx_ask_refresh(ngx_event_t *ev)
 
     (void) ngx_http_ragnx_redis_send(amcf->cache, ngx_http_ragnx_ask_gen_done,
                                      NULL, 2, argv, lens);
-
-    argv[0] = "XLEN";
-    lens[0] = 4;
-    argv[1] = RAGNX_KEY_RECORDS;
-    lens[1] = sizeof(RAGNX_KEY_RECORDS) - 1;
-
-    (void) ngx_http_ragnx_redis_send(amcf->queue,
-                                     ngx_http_ragnx_ask_xlen_done, NULL, 2,
-                                     argv, lens);
 
     ngx_add_timer(ev, amcf->gen_refresh);
 }

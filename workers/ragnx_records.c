@@ -286,6 +286,11 @@ ragnx_records_read(ragnx_thread_t *t, ragnx_records_t *b, int block_ms)
         ragnx_records_check(rec);
     }
 
+    if (b->n == 0) {
+        ragnx_records_clear(b);
+        return RAGNX_AGAIN;
+    }
+
     return RAGNX_OK;
 }
 
