@@ -36,9 +36,11 @@ const ragnx_db_stmt_t  ragnx_statements[] = {
       "AND m.role = 'assistant'"
     },
 
+    /* with the exchange a chat's row holds (sql/007_record_chats.sql) */
+
     { "ragnx_history", 2,
       "SELECT role, content FROM (SELECT role, "
-      "content, seq FROM messages WHERE chat_id = $1 "
+      "content, seq FROM chat_messages WHERE chat_id = $1 "
       "ORDER BY seq DESC LIMIT $2) m ORDER BY seq"
     },
 
