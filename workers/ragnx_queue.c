@@ -64,11 +64,14 @@ static ragnx_script_t  ragnx_script_forget = { RAGNX_LUA_FORGET, "" };
 /* in-flight fields of leaders no longer pending removed */
 static ragnx_script_t  ragnx_script_sweep = { RAGNX_LUA_SWEEP, "" };
 
+/* a dead worker process's entries back to the stream, by its consumers */
+static ragnx_script_t  ragnx_script_handover = { RAGNX_LUA_HANDOVER, "" };
+
 static ragnx_script_t  *ragnx_scripts[] = {
     &ragnx_script_start, &ragnx_script_complete, &ragnx_script_retry,
     &ragnx_script_fail, &ragnx_script_promote, &ragnx_script_reclaim,
     &ragnx_script_release, &ragnx_script_ack, &ragnx_script_forget,
-    &ragnx_script_sweep, NULL
+    &ragnx_script_sweep, &ragnx_script_handover, NULL
 };
 
 
@@ -561,4 +564,41 @@ ragnx_queue_forget(ragnx_redis_t *r, long idle_ms)
     }
 
     return rc;
+}
+
+
+/*
+ * The supervisor's: the entries held by the consumers "<prefix><index>"
+ * of a worker process it has reaped go back to the end of their streams,
+ * jobs and records, as new entries; the consumers leave the group.
+ */
+
+int
+ragnx_queue_handover(ragnx_redis_t *r, const char *prefix)
+{
+    redisReply  *reply;
+
+    reply = ragnx_redis_eval(r, &ragnx_script_handover, "2 %s %s %s",
+                             RAGNX_KEY_JOBS, RAGNX_KEY_RECORDS, prefix);
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+        && reply->element[0]->type == REDIS_REPLY_INTEGER
+        && reply->element[1]->type == REDIS_REPLY_INTEGER)
+    {
+        if (reply->element[0]->integer + reply->element[1]->integer > 0) {
+            ragnx_log(RAGNX_LOG_WARN, "handed over %lld jobs and %lld "
+                      "records held by %s* (the process is gone)",
+                      reply->element[0]->integer, reply->element[1]->integer,
+                      prefix);
+        }
+
+        freeReplyObject(reply);
+        return RAGNX_OK;
+    }
+
+    if (ragnx_reply_ok(r, reply, "handover script") == RAGNX_OK) {
+        ragnx_log(RAGNX_LOG_ERROR, "handover script: unexpected reply");
+    }
+
+    return RAGNX_ERROR;
 }

@@ -66,6 +66,17 @@ sub ask_script {
     return $lua;
 }
 
+# any script of ngx_module/lua/ or workers/lua/, as scripts/embed-lua
+# embeds it
+sub lua_script {
+    my ($file) = @_;
+    (my $dir = $file) =~ s{/[^/]+\z}{};
+    my $lua = slurp($file);
+    1 while $lua =~ s{^--\@include\s+(\S+)\s*\n}{slurp("$dir/$1")}me;
+    $lua =~ s{\@(\w+)\@}{$MACRO{$1} // die "unknown macro $1"}ge;
+    return $lua;
+}
+
 my $SCRIPT;
 
 sub new {
