@@ -220,7 +220,9 @@ $p->configure(%conf, visibility_timeout => 1500);
 $p->start;
 
 {
-    $mock->set(delay_ms => 1000);
+    # stopped while the job waits for the LLM: the pooled connections
+    # are idle, and the periodic check takes one
+    $mock->set(delay_ms => 9000);
     my $n0 = requests();
     my ($id) = $p->ask(query => 'a question as the database stalls');
     ok(wait_for(sub { requests() > $n0 }), 'job at the LLM');

@@ -46,6 +46,7 @@ typedef struct {
 
 volatile sig_atomic_t  ragnx_quit;
 volatile sig_atomic_t  ragnx_reload;
+int                    ragnx_gen_claim;
 static volatile sig_atomic_t  ragnx_reopen;
 static volatile sig_atomic_t  ragnx_child;
 static volatile sig_atomic_t  ragnx_terms;
@@ -294,11 +295,20 @@ ragnx_supervise(void)
               ragnx_conf->concurrency, ragnx_conf->llm_provider,
               ragnx_conf->llm_model);
 
+    /*
+     * workers started with the pool or a reload claim the cache
+     * generation for their model; one restarted after a crash does not
+     * take it from another model's pools
+     */
+    ragnx_gen_claim = 1;
+
     n = (int) ragnx_conf->workers;
     for (i = 0; i < n; i++) {
         ragnx_procs[i].pid = ragnx_spawn(i);
         ragnx_procs[i].started = ragnx_mono_ms();
     }
+
+    ragnx_gen_claim = 0;
 
     forwarded = 0;
 
@@ -419,12 +429,16 @@ ragnx_supervise(void)
             ragnx_conf_free(ragnx_conf);
             ragnx_conf = conf;
 
+            ragnx_gen_claim = 1;
+
             for (i = 0; i < ragnx_conf->workers; i++) {
                 if (ragnx_procs[i].pid == 0) {
                     ragnx_procs[i].pid = ragnx_spawn(i);
                     ragnx_procs[i].started = ragnx_mono_ms();
                 }
             }
+
+            ragnx_gen_claim = 0;
         }
 
         if (ragnx_quit) {

@@ -174,16 +174,18 @@ ragnx_maint_thread(void *data)
 
 /*
  * Every 5 s, in a thread of its own: the schema check and the cache
- * generation from the corpus version, in case Redis lost it or an ingest
- * could not set it.  Its connect and queries may block as long as
- * PostgreSQL stalls; only readiness and the generation wait for them.
+ * generation from the corpus version (gen.lua: written only when it
+ * changes, and only while this model's pools hold it), in case Redis
+ * lost it or an ingest could not set it.  Its connect and queries may
+ * block as long as PostgreSQL stalls; only readiness and the generation
+ * wait for them.
  */
 
 void *
 ragnx_check_thread(void *data)
 {
-    int              ready;
-    char             err[256];
+    int              ready, how;
+    char             err[256], cur[256];
     PGconn          *conn;
     long long        now, gen, v;
     ragnx_thread_t  *t = data;
@@ -191,10 +193,13 @@ ragnx_check_thread(void *data)
     gen = ragnx_mono_ms() - 86400000;
     ready = 0;
 
+    /* a pool started or reloaded claims the generation, once */
+    how = ragnx_gen_claim ? RAGNX_GEN_CLAIM : RAGNX_GEN_REFRESH;
+
     while (!ragnx_quit) {
         now = ragnx_mono_ms();
 
-        if (now - gen < 5000) {
+        if (now - gen < RAGNX_CHECK_PERIOD) {
             ragnx_sleep_ms(RAGNX_MAINT_TURN);
             continue;
         }
@@ -204,7 +209,8 @@ ragnx_check_thread(void *data)
          * one more (under the bound) only a second late.  A connection
          * that could not be opened is tried again in 5 s.
          */
-        conn = ragnx_db_get_idle(t->db, now - gen >= 6000);
+        conn = ragnx_db_get_idle(t->db,
+                                 now - gen >= RAGNX_CHECK_PERIOD + 1000);
 
         if (conn || !ragnx_db_busy(t->db)) {
             gen = now;
@@ -220,13 +226,18 @@ ragnx_check_thread(void *data)
 
             if (v >= 0 && ragnx_queue_setup(&t->redis) == RAGNX_OK
                 && ragnx_call_setup(&t->redis) == RAGNX_OK
-                && ragnx_queue_set_gen(&t->redis, v) == RAGNX_OK
-                && !ready)
+                && ragnx_queue_set_gen(&t->redis, v, how, cur, sizeof(cur))
+                   == RAGNX_OK)
             {
-                ragnx_log(RAGNX_LOG_INFO, "cache generation %s@%lld",
-                          ragnx_conf->llm_model, v);
-                ready = 1;
-                __atomic_store_n(&ragnx_ready, 1, __ATOMIC_RELEASE);
+                how = RAGNX_GEN_REFRESH;
+
+                if (!ready) {
+                    ragnx_log(RAGNX_LOG_INFO, "cache generation %s (model "
+                              "%s, corpus version %lld)", cur,
+                              ragnx_conf->llm_model, v);
+                    ready = 1;
+                    __atomic_store_n(&ragnx_ready, 1, __ATOMIC_RELEASE);
+                }
             }
         }
 

@@ -51,6 +51,15 @@
 #define RAGNX_AGAIN             -2     /* transient: retry later */
 #define RAGNX_DECLINED          -3     /* permanent: fail the job */
 
+/* the check thread's period, and the lease of the generation it renews */
+#define RAGNX_CHECK_PERIOD      5000
+#define RAGNX_GEN_LEASE         (3 * RAGNX_CHECK_PERIOD)
+
+/* how ragnx_queue_set_gen() writes the generation (workers/lua/gen.lua) */
+#define RAGNX_GEN_REFRESH       0      /* only when this model holds it */
+#define RAGNX_GEN_CLAIM         1      /* a pool started or reloaded */
+#define RAGNX_GEN_BUMP          2      /* an ingest: the version only */
+
 /* the maintenance loop's turn, and the visibility timeout it can keep */
 #define RAGNX_MAINT_TURN        200
 #define RAGNX_VISIBILITY_MIN    (3 * RAGNX_MAINT_TURN + 2 * RAGNX_MAINT_TURN)
@@ -309,7 +318,8 @@ typedef struct {
 void ragnx_queue_init(void);
 int ragnx_queue_setup(ragnx_redis_t *r);
 int ragnx_queue_group(ragnx_redis_t *r, const char *stream);
-int ragnx_queue_set_gen(ragnx_redis_t *r, long long version);
+int ragnx_queue_set_gen(ragnx_redis_t *r, long long version, int how,
+    char *gen, size_t len);
 int ragnx_queue_read(ragnx_redis_t *r, ragnx_entry_t *e, int block_ms);
 void ragnx_entry_free(ragnx_entry_t *e);
 int ragnx_queue_release(ragnx_redis_t *r, const ragnx_entry_t *e);
@@ -433,6 +443,7 @@ int ragnx_ingest(int argc, char **argv);
 
 extern volatile sig_atomic_t  ragnx_quit;       /* drain */
 extern volatile sig_atomic_t  ragnx_reload;
+extern int                    ragnx_gen_claim;  /* started, not restarted */
 
 
 #endif /* RAGNX_WORKER_H */
