@@ -26,7 +26,7 @@ use Ragnx::Pool qw(uuid uuid7);
 use Ragnx::MockLLM;
 
 my $t = Ragnx::Test->new;
-$t->start_redis;
+$t->start_redis(appendonly => 1);
 $t->start_postgres;
 my $mock = Ragnx::MockLLM->start($t);
 my $p = Ragnx::Pool->new($t);
@@ -154,6 +154,29 @@ $p->start;
     is(scalar(keys %{ pending_entries() }), 0, 'nothing pending');
     unlike($t->redis('XINFO', 'CONSUMERS', '{ragnx}:jobs', 'pool'),
            qr/\Q$host-$kid-\E/, "the dead process's consumers are gone");
+}
+
+# Redis restarted: the supervisor's kept connection is stale, and the
+# next handover connects again
+
+{
+    $t->stop_redis;
+    $t->start_redis(appendonly => 1);
+    $mock->set(delay_ms => 2500);
+    my $n0 = requests();
+    my ($id) = $p->ask(query => 'a question after redis restarted');
+    ok(wait_for(sub { requests() > $n0 }, 15), 'job at the LLM');
+    my ($entry) = keys %{ pending_entries() };
+    my ($kid) = pending_entries()->{$entry}[0] =~ /-(\d+)-\d+$/;
+    my $log0 = length $p->worker_log;
+    my $t0 = time;
+    kill 'KILL', $kid;
+    ok(wait_for(sub { requests() > $n0 + 1 }, 10), 'the job runs again');
+    my $took = time - $t0;
+    cmp_ok($took, '<', 2, sprintf('within 2 s (%.2f s)', $took));
+    like(substr($p->worker_log, $log0), qr/handed over 1 jobs/,
+         'handed over on a new connection');
+    is($p->wait_job($id, 20)->{status}, 'completed', 'the job completed');
 }
 
 # SIGHUP while a job waits for the LLM: heartbeats through the drain

@@ -496,7 +496,15 @@ ragnx_handover(pid_t pid)
     char  prefix[80];
 
     ragnx_consumer_prefix(prefix, sizeof(prefix), (long) pid);
-    ragnx_queue_handover(&ragnx_super_redis, prefix);
+
+    /* the kept connection may have gone stale (Redis restarted): again */
+    if (ragnx_queue_handover(&ragnx_super_redis, prefix) != RAGNX_OK
+        && ragnx_super_redis.ctx == NULL
+        && ragnx_queue_handover(&ragnx_super_redis, prefix) != RAGNX_OK)
+    {
+        ragnx_log(RAGNX_LOG_WARN, "could not hand over the entries of "
+                  "%s*: they are requeued after visibility_timeout", prefix);
+    }
 }
 
 
