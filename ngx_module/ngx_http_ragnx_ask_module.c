@@ -11,6 +11,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_ragnx.h"
+#include "ngx_http_ragnx_metrics.h"
 #include "ngx_http_ragnx_redis.h"
 #include "ngx_http_ragnx_rpc.h"
 #include "ragnx_job.h"
@@ -1440,6 +1441,38 @@ ngx_http_ragnx_ask_status_resume(ngx_http_request_t *r)
     json_decref(body);
 
     ngx_http_finalize_request(r, rc);
+}
+
+
+/*
+ * For the metrics' log phase, of a POST /api/ask that answered 202 or
+ * 503: whether it follows a leader, or met a full queue.
+ */
+
+ngx_uint_t
+ngx_http_ragnx_ask_outcome(ngx_http_request_t *r)
+{
+    ngx_http_ragnx_ask_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
+
+    if (ctx == NULL) {
+        return NGX_HTTP_RAGNX_METRICS_OK;
+    }
+
+    if (ctx->outcome.len == 8
+        && ngx_strncmp(ctx->outcome.data, "follower", 8) == 0)
+    {
+        return NGX_HTTP_RAGNX_METRICS_FOLLOWER;
+    }
+
+    if (ctx->outcome.len == 4
+        && ngx_strncmp(ctx->outcome.data, "full", 4) == 0)
+    {
+        return NGX_HTTP_RAGNX_METRICS_FULL;
+    }
+
+    return NGX_HTTP_RAGNX_METRICS_OK;
 }
 
 

@@ -22,6 +22,7 @@
 #include <openssl/x509.h>
 
 #include "ngx_http_ragnx.h"
+#include "ngx_http_ragnx_metrics.h"
 #include "ragnx_keyfile.h"
 
 
@@ -959,6 +960,8 @@ ngx_http_ragnx_jwt_reject(ngx_http_request_t *r, ngx_uint_t reason)
 {
     ngx_table_elt_t           *h;
     ngx_http_core_loc_conf_t  *clcf;
+
+    ngx_http_ragnx_metrics_count(jwt[reason]);
 
     h = ngx_list_push(&r->headers_out.headers);
     if (h == NULL) {

@@ -14,6 +14,7 @@
 
 #include "ngx_http_ragnx.h"
 #include "ngx_http_ragnx_redis.h"
+#include "ngx_http_ragnx_metrics.h"
 
 
 /* a location with a ragnx content handler, to check once merged */
@@ -455,6 +456,8 @@ ngx_http_ragnx_handler(ngx_conf_t *cf, ngx_str_t *directive,
     h->line = cf->conf_file->line;
 
     clcf->handler = handler;
+
+    ngx_http_ragnx_metrics_route(cf, directive);
 
     return NGX_CONF_OK;
 }

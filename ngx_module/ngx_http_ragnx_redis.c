@@ -22,6 +22,7 @@
 
 #include "ngx_http_ragnx.h"
 #include "ngx_http_ragnx_redis.h"
+#include "ngx_http_ragnx_metrics.h"
 
 
 #define NGX_HTTP_RAGNX_REDIS_DISCONNECTED  0
@@ -49,6 +50,7 @@ struct ngx_http_ragnx_redis_srv_s {
     ngx_msec_t                     timeout;
     ngx_msec_t                     connect_timeout;
     ngx_uint_t                     max_pending;
+    ngx_uint_t                     role;       /* queue or cache */
     u_char                        *file;       /* where it is configured */
     ngx_uint_t                     line;
 
@@ -91,6 +93,7 @@ struct ngx_http_ragnx_redis_cmd_s {
     ngx_http_ragnx_redis_done_pt   done;       /* requestless commands */
     void                          *data;
     ngx_http_ragnx_redis_conn_t   *conn;
+    uint64_t                       start;      /* us, 0 if not counted */
     ngx_event_t                    timer;
 };
 
@@ -575,6 +578,7 @@ ngx_http_ragnx_redis_timer_handler(ngx_event_t *ev)
     }
 
     if (rc->state == NGX_HTTP_RAGNX_REDIS_DISCONNECTED) {
+        ngx_http_ragnx_metrics_count(redis_reconnects[rc->srv->role]);
         ngx_http_ragnx_redis_connect(rc);
     }
 }
@@ -852,6 +856,8 @@ ngx_http_ragnx_redis_call(ngx_http_request_t *r,
 
     rc = ngx_http_ragnx_redis_pick(srv);
     if (rc == NULL) {
+        ngx_http_ragnx_metrics_count(
+            redis_errors[srv->role][NGX_HTTP_RAGNX_METRICS_REDIS_NO_CONN]);
         return NGX_ERROR;
     }
 
@@ -926,6 +932,8 @@ ngx_http_ragnx_redis_send_cmd(ngx_http_ragnx_redis_srv_t *srv,
 
     rc = ngx_http_ragnx_redis_pick(srv);
     if (rc == NULL) {
+        ngx_http_ragnx_metrics_count(
+            redis_errors[srv->role][NGX_HTTP_RAGNX_METRICS_REDIS_NO_CONN]);
         return NGX_ERROR;
     }
 
@@ -981,6 +989,11 @@ ngx_http_ragnx_redis_queue(ngx_http_ragnx_redis_conn_t *rc, int argc,
     }
 
     cmd->conn = rc;
+
+    if (ngx_http_ragnx_metrics) {
+        cmd->start = ngx_http_ragnx_metrics_now();
+    }
+
     cmd->timer.handler = ngx_http_ragnx_redis_cmd_timeout;
     cmd->timer.data = cmd;
     cmd->timer.log = rc->log;
@@ -1096,6 +1109,18 @@ ngx_http_ragnx_redis_reply(redisAsyncContext *ac, void *reply,
         {
             ngx_http_ragnx_redis_load_scripts(rc);
         }
+
+        ngx_http_ragnx_metrics_redis(rc->srv->role, cmd->start);
+
+        if (rr->type == REDIS_REPLY_ERROR) {
+            ngx_http_ragnx_metrics_count(
+                redis_errors[rc->srv->role]
+                            [NGX_HTTP_RAGNX_METRICS_REDIS_REPLY]);
+        }
+
+    } else if ((cmd->wait || cmd->done) && !ngx_http_ragnx_redis_exiting) {
+        ngx_http_ragnx_metrics_count(
+            redis_errors[rc->srv->role][NGX_HTTP_RAGNX_METRICS_REDIS_LOST]);
     }
 
     if (cmd->timer.timer_set) {
@@ -1123,6 +1148,8 @@ ngx_http_ragnx_redis_cmd_timeout(ngx_event_t *ev)
 
     cmd = ev->data;
     rc = cmd->conn;
+
+    ngx_http_ragnx_metrics_count(redis_timeouts[rc->srv->role]);
 
     if (cmd->wait) {
         ngx_log_error(NGX_LOG_WARN, rc->log, 0,
@@ -1722,6 +1749,9 @@ ngx_http_ragnx_redis_server_conf(ngx_conf_t *cf, ngx_command_t *cmd,
 
     srv->name = value[1];
     srv->size = 2;
+    srv->role = (cmd->offset
+                 == offsetof(ngx_http_ragnx_redis_main_conf_t, cache))
+                ? NGX_HTTP_RAGNX_REDIS_CACHE : NGX_HTTP_RAGNX_REDIS_QUEUE;
     srv->file = cf->conf_file->file.name.data;
     srv->line = cf->conf_file->line;
 

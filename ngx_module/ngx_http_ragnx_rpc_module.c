@@ -15,6 +15,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_ragnx.h"
+#include "ngx_http_ragnx_metrics.h"
 #include "ngx_http_ragnx_redis.h"
 #include "ngx_http_ragnx_rpc.h"
 #include <sodium.h>
@@ -65,6 +66,7 @@ typedef struct {
     ngx_uint_t                    status;
     ngx_str_t                     body;       /* the reply's, or empty */
     const char                   *error;      /* our own answer otherwise */
+    ngx_uint_t                    method;
     u_char                        id[RAGNX_UUID_LEN + 1];
     u_char                        key[RAGNX_SEAL_KEY_BYTES];  /* sealed */
     unsigned                      sealed:1;   /* the reply is sealed */
@@ -232,6 +234,8 @@ ngx_http_ragnx_rpc_handler(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "ragnx_rpc %s: reply channel not subscribed",
                       ragnx_rpc_method_name(rlcf->method));
+        ngx_http_ragnx_metrics_rpc(rlcf->method, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                   1);
         return ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                          "queue unavailable", NULL);
     }
@@ -281,6 +285,7 @@ ngx_http_ragnx_rpc_call(ngx_http_request_t *r, ngx_uint_t method,
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "ragnx rpc %s: reply channel not subscribed",
                       ragnx_rpc_method_name(method));
+        ngx_http_ragnx_metrics_rpc(method, NGX_HTTP_SERVICE_UNAVAILABLE, 1);
         return NGX_DECLINED;
     }
 
@@ -664,8 +669,11 @@ ngx_http_ragnx_rpc_send(ngx_http_request_t *r, ngx_http_ragnx_rpc_ctx_t *ctx,
 
     if (rc != NGX_OK) {
         ngx_http_ragnx_rpc_unlink(ctx);
+        ngx_http_ragnx_metrics_rpc(method, NGX_HTTP_SERVICE_UNAVAILABLE, 1);
         return NGX_DECLINED;
     }
+
+    ctx->method = method;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ragnx_rpc %s call %s sent", name, ctx->id);
@@ -922,6 +930,8 @@ static ngx_int_t
 ngx_http_ragnx_rpc_finish(ngx_http_request_t *r,
     ngx_http_ragnx_rpc_ctx_t *ctx)
 {
+    ngx_http_ragnx_metrics_rpc(ctx->method, ctx->status, ctx->error != NULL);
+
     if (ctx->handler) {
         return ctx->handler(r, ctx->status, ctx->error ? NULL : &ctx->body);
     }

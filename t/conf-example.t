@@ -212,6 +212,12 @@ my $job = '6f1c1e2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b';
        'no HSTS on plain HTTP');
     is($r->{headers}{server}, 'nginx', 'server_tokens off');
 
+    $r = $t->request('GET', '/metrics');
+    is($r->{status}, 200, '/metrics from loopback: 200');
+    like($r->{body},
+         qr/^ragnx_http_requests_total\{route="health",outcome="ok"\} 1$/m,
+         '/metrics: the health request counted');
+
     $r = $t->request('GET', '/no/such/path');
     json_error($r, 404, 'Not found', 'unknown path');
     security_headers($r, '404 page');
