@@ -7,7 +7,9 @@
  * request is counted once, in the log phase, under the route of the
  * ragnx directive of its location ($ragnx_route, set before the access
  * phase so an error page reached by an internal redirect keeps it) and
- * the outcome its status and handler say.
+ * the outcome its status and handler say.  The pool's figures come from
+ * Redis in the same scrape: one script call (lua/metrics.lua) gathers
+ * every live pool process's hash.
  */
 
 
@@ -18,6 +20,8 @@
 #include "ngx_http_ragnx.h"
 #include "ngx_http_ragnx_metrics.h"
 #include "ngx_http_ragnx_redis.h"
+#include "ragnx_keys.h"
+#include "ragnx_lua_module.h"
 #include "ragnx_rpc.h"
 
 
@@ -37,7 +41,17 @@ typedef struct {
 typedef struct {
     ngx_uint_t                    route;
     ngx_flag_t                    enable;     /* "ragnx_metrics" here */
+    ngx_http_ragnx_redis_srv_t   *queue;      /* the pool's figures */
 } ngx_http_ragnx_metrics_loc_conf_t;
+
+
+/* a scrape waiting for the pool's figures */
+typedef struct {
+    ngx_http_ragnx_redis_wait_t   wait;
+    ngx_buf_t                    *own;        /* nginx's part */
+    ngx_str_t                     pool;       /* the script's text */
+    ngx_uint_t                    up;
+} ngx_http_ragnx_metrics_ctx_t;
 
 
 typedef struct {
@@ -47,6 +61,11 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_ragnx_metrics_handler(ngx_http_request_t *r);
+static void ngx_http_ragnx_metrics_reply(ngx_http_request_t *r,
+    redisReply *reply, ngx_int_t rc);
+static void ngx_http_ragnx_metrics_resume(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ragnx_metrics_send(ngx_http_request_t *r,
+    ngx_buf_t *b, ngx_http_ragnx_metrics_ctx_t *ctx);
 static u_char *ngx_http_ragnx_metrics_render(ngx_http_request_t *r,
     u_char *p, u_char *end);
 static u_char *ngx_http_ragnx_metrics_hist(u_char *p, u_char *end,
@@ -122,6 +141,11 @@ ngx_module_t  ngx_http_ragnx_metrics_module = {
 ngx_http_ragnx_metrics_t  *ngx_http_ragnx_metrics;
 
 static ngx_int_t  ngx_http_ragnx_metrics_route_index;
+
+static ngx_str_t  ngx_http_ragnx_metrics_script =
+    ngx_string(RAGNX_LUA_METRICS);
+
+static ngx_int_t  ngx_http_ragnx_metrics_script_index;
 
 static ngx_str_t  ngx_http_ragnx_metrics_zone_name =
     ngx_string("ragnx_metrics");
@@ -213,9 +237,11 @@ static const char  *ngx_http_ragnx_metrics_redis_les[] = {
 static ngx_int_t
 ngx_http_ragnx_metrics_handler(ngx_http_request_t *r)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    size_t                              lens[6];
+    ngx_buf_t                          *b;
+    const char                         *argv[6];
+    ngx_http_ragnx_metrics_ctx_t       *ctx;
+    ngx_http_ragnx_metrics_loc_conf_t  *mlcf;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return ngx_http_ragnx_send_not_allowed(r, "GET, HEAD");
@@ -239,11 +265,148 @@ ngx_http_ragnx_metrics_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    mlcf = ngx_http_get_module_loc_conf(r, ngx_http_ragnx_metrics_module);
+
+    if (mlcf->queue == NULL) {
+        return ngx_http_ragnx_metrics_send(r, b, NULL);
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ragnx_metrics_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_ragnx_metrics_module);
+
+    ctx->own = b;
+
+    /* notice a client that goes away while the reply is pending */
+    r->read_event_handler = ngx_http_test_reading;
+
+    argv[0] = "5";
+    lens[0] = 1;
+    argv[1] = RAGNX_KEY_METRICS;
+    lens[1] = sizeof(RAGNX_KEY_METRICS) - 1;
+    argv[2] = RAGNX_KEY_JOBS;
+    lens[2] = sizeof(RAGNX_KEY_JOBS) - 1;
+    argv[3] = RAGNX_KEY_DELAYED;
+    lens[3] = sizeof(RAGNX_KEY_DELAYED) - 1;
+    argv[4] = RAGNX_KEY_DEAD;
+    lens[4] = sizeof(RAGNX_KEY_DEAD) - 1;
+    argv[5] = RAGNX_KEY_RECORDS;
+    lens[5] = sizeof(RAGNX_KEY_RECORDS) - 1;
+
+    ctx->wait.reply = ngx_http_ragnx_metrics_reply;
+    ctx->wait.resume = ngx_http_ragnx_metrics_resume;
+
+    if (ngx_http_ragnx_redis_eval(r, &ctx->wait, mlcf->queue,
+                                  ngx_http_ragnx_metrics_script_index, 6,
+                                  argv, lens)
+        != NGX_OK)
+    {
+        return ngx_http_ragnx_metrics_send(r, b, ctx);
+    }
+
+    return NGX_DONE;
+}
+
+
+/* inside the hiredis callback: copy the pool's text, do not respond */
+
+static void
+ngx_http_ragnx_metrics_reply(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc)
+{
+    ngx_http_ragnx_metrics_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_metrics_module);
+
+    if (rc != NGX_OK) {
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_STRING) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "ragnx metrics script failed: %*s",
+                      reply->type == REDIS_REPLY_ERROR ? (size_t) reply->len
+                                                       : (size_t) 0,
+                      reply->str);
+        return;
+    }
+
+    ctx->pool.data = ngx_pnalloc(r->pool, reply->len);
+    if (ctx->pool.data == NULL) {
+        return;
+    }
+
+    ngx_memcpy(ctx->pool.data, reply->str, reply->len);
+    ctx->pool.len = reply->len;
+    ctx->up = 1;
+}
+
+
+static void
+ngx_http_ragnx_metrics_resume(ngx_http_request_t *r)
+{
+    ngx_http_ragnx_metrics_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_metrics_module);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx metrics: pool figures %s, %uz bytes",
+                   ctx->up ? "read" : "not read", ctx->pool.len);
+
+    ngx_http_finalize_request(r, ngx_http_ragnx_metrics_send(r, ctx->own,
+                                                             ctx));
+}
+
+
+/*
+ * nginx's part, then (with a ctx: "ragnx_redis" is set) whether the
+ * pool's figures could be read and, if they were, the pool's part
+ */
+
+static ngx_int_t
+ngx_http_ragnx_metrics_send(ngx_http_request_t *r, ngx_buf_t *b,
+    ngx_http_ragnx_metrics_ctx_t *ctx)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *pb;
+    ngx_chain_t   out[2];
+
+    if (ctx) {
+        b->last = ngx_slprintf(b->last, b->end,
+                    "# HELP ragnx_pool_metrics_up Whether the pool's "
+                    "figures could be read from Redis for this scrape.\n"
+                    "# TYPE ragnx_pool_metrics_up gauge\n"
+                    "ragnx_pool_metrics_up %ui\n", ctx->up);
+    }
+
+    out[0].buf = b;
+    out[0].next = NULL;
+
+    if (ctx && ctx->pool.len) {
+        pb = ngx_calloc_buf(r->pool);
+        if (pb == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        pb->pos = ctx->pool.data;
+        pb->last = ctx->pool.data + ctx->pool.len;
+        pb->temporary = 1;
+
+        out[0].next = &out[1];
+        out[1].buf = pb;
+        out[1].next = NULL;
+    }
+
+    b = out[0].next ? out[1].buf : out[0].buf;
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
     r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
+    r->headers_out.content_length_n = (out[0].buf->last - out[0].buf->pos)
+                                      + (ctx ? (off_t) ctx->pool.len : 0);
     ngx_str_set(&r->headers_out.content_type,
                 "text/plain; version=0.0.4; charset=utf-8");
     r->headers_out.content_type_len = sizeof("text/plain") - 1;
@@ -255,10 +418,7 @@ ngx_http_ragnx_metrics_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_output_filter(r, &out[0]);
 }
 
 
@@ -820,6 +980,13 @@ ngx_http_ragnx_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
         clcf->handler = ngx_http_ragnx_metrics_handler;
     }
 
+    /* without "ragnx_redis", nginx's figures alone */
+
+    if (conf->enable) {
+        conf->queue = ngx_http_ragnx_redis_server(cf,
+                                                  NGX_HTTP_RAGNX_REDIS_QUEUE);
+    }
+
     return NGX_CONF_OK;
 }
 
@@ -917,6 +1084,13 @@ ngx_http_ragnx_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         }
 
         mmcf->zone->init = ngx_http_ragnx_metrics_init_zone;
+
+        ngx_http_ragnx_metrics_script_index =
+            ngx_http_ragnx_redis_script(cf, &ngx_http_ragnx_metrics_script);
+
+        if (ngx_http_ragnx_metrics_script_index == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
     }
 
     /* no token needed (allow/deny protect it), no body: GET only */

@@ -34,6 +34,10 @@
  *                           lease (PX) they renew; other models' pools
  *                           leave {ragnx}:gen alone while it lives
  *   {ragnx}:cache:<digest>:<gen>     JSON {"answer","sources"}, with TTL
+ *   {ragnx}:metrics         set of the pool processes' metrics hashes
+ *   {ragnx}:metrics:<host>:<pid>  hash of one pool process's figures,
+ *                           "<family>|<series>" -> value, with a TTL
+ *                           renewed while it lives (workers/ragnx_metrics.c)
  *   {ragnx}:inflight        hash: "<digest>:<gen>" -> id of the job
  *                           computing that answer (single-flight)
  *   {ragnx}:chat:<id>       the JWT subject owning chat <id>, with TTL
@@ -69,6 +73,8 @@
 #define RAGNX_KEY_GEN_OWNER      RAGNX_KEY_PREFIX "gen-owner"
 #define RAGNX_KEY_CACHE          RAGNX_KEY_PREFIX "cache:"
 #define RAGNX_KEY_INFLIGHT       RAGNX_KEY_PREFIX "inflight"
+#define RAGNX_KEY_METRICS        RAGNX_KEY_PREFIX "metrics"
+#define RAGNX_KEY_METRICS_PROCESS  RAGNX_KEY_PREFIX "metrics:"
 /* "<digest>:<gen>": a field of {ragnx}:inflight, the tail of a cache key */
 #define RAGNX_KEY_GEN_SEP        ":"
 #define RAGNX_KEY_FOLLOWERS      ":followers"

@@ -401,6 +401,7 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
     free(body.data);
 
     if (code != CURLE_OK) {
+        ragnx_metrics_llm(0);
         ragnx_log(RAGNX_LOG_WARN, "job %s: llm request failed: %s",
                   prompt->job->id, curl_easy_strerror(code));
         snprintf(err, errlen, llm->overflow ? "LLM response too large"
@@ -410,6 +411,7 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
     }
 
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    ragnx_metrics_llm(status);
 
     if (status == 429 || status == 408 || status >= 500) {
         ragnx_log(RAGNX_LOG_WARN, "job %s: llm answered %ld", prompt->job->id,

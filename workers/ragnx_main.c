@@ -659,6 +659,7 @@ ragnx_worker_process(int index)
     }
 
     ragnx_consumer_prefix(prefix, sizeof(prefix), (long) getpid());
+    ragnx_metrics_init();
 
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024);
@@ -738,6 +739,8 @@ ragnx_worker_process(int index)
 
     rc = ragnx_running;
     pthread_mutex_unlock(&ragnx_running_lock);
+
+    ragnx_metrics_leave();
 
     if (rc > 0) {
         ragnx_log(RAGNX_LOG_WARN, "drain timeout: %d jobs left in flight "

@@ -104,7 +104,8 @@ ragnx_maint_holding(int n)
  * requeued; every visibility_timeout / 3: heartbeats, resetting the idle
  * time of the entries this process holds (so a long LLM call is never
  * taken for a dead worker); every minute: consumers idle for an hour with
- * nothing pending are removed from the group.  Only Redis: nothing here
+ * nothing pending are removed from the group; every RAGNX_METRICS_PERIOD:
+ * the process's figures (ragnx_metrics.c).  Only Redis: nothing here
  * waits for PostgreSQL (ragnx_check_thread does), so a stalled database
  * never stalls a heartbeat.
  *
@@ -120,13 +121,14 @@ ragnx_maint_thread(void *data)
 {
     int              i, n;
     char             entry[64], consumer[96];
-    long long        now, beat, forget;
+    long long        now, beat, forget, publish;
     redisReply      *reply;
     ragnx_thread_t  *t = data;
 
     /* the monotonic clock may start near 0: make the first turn do all */
     forget = ragnx_mono_ms();
     beat = forget - 86400000;
+    publish = beat;
     n = (int) ragnx_conf->concurrency;
 
     while (!ragnx_quit || ragnx_maint_holding(n)) {
@@ -161,6 +163,11 @@ ragnx_maint_thread(void *data)
             }
 
             ragnx_queue_maintain(&t->redis);
+        }
+
+        if (now - publish >= RAGNX_METRICS_PERIOD) {
+            publish = now;
+            ragnx_metrics_publish(&t->redis, t->db);
         }
 
         ragnx_sleep_ms(RAGNX_MAINT_TURN);

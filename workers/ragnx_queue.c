@@ -485,6 +485,10 @@ ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
                                 valid ? "1" : "0", inflight,
                                 e->gen ? e->gen : "");
 
+    if (reply && reply->type != REDIS_REPLY_ERROR) {
+        ragnx_metrics_job(RAGNX_METRICS_FAILED);
+    }
+
     return ragnx_reply_ok(r, reply, "fail script");
 }
 

@@ -189,6 +189,7 @@ ragnx_record_thread(void *data)
         }
 
         if (rc == RAGNX_OK) {
+            ragnx_metrics_records((int) b.n);
             (void) ragnx_records_ack(t, &b);
         }
 

@@ -134,6 +134,10 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
 
     ragnx_log(RAGNX_LOG_DEBUG, "job %s: attempt %ld", job.id, attempts);
 
+    if (attempts == 1) {
+        ragnx_metrics_wait(job.created);
+    }
+
     if (attempts > ragnx_conf->max_attempts) {
         /* delivered again and again without finishing: a poison job */
         ragnx_queue_fail(&t->redis, e, &job, "too many attempts");
@@ -153,6 +157,7 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
             == RAGNX_OK)
         {
             ragnx_log(RAGNX_LOG_DEBUG, "job %s completed", job.id);
+            ragnx_metrics_job(RAGNX_METRICS_COMPLETED);
         }
 
         ragnx_answer_free(&ans);
@@ -164,6 +169,7 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
                       err, attempts, ragnx_conf->max_attempts - 1);
             ragnx_queue_retry(&t->redis, e,
                               ragnx_work_backoff(attempts, retry_after), err);
+            ragnx_metrics_job(RAGNX_METRICS_RETRIED);
             break;
         }
 
@@ -185,6 +191,7 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
     ragnx_answer_t *ans, long *retry_after, char *err, size_t errlen)
 {
     int              rc, np, nh, created;
+    long long        start;
     ragnx_turn_t    *history;
     ragnx_prompt_t   prompt;
     ragnx_passage_t *passages;
@@ -203,6 +210,8 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
      * may be cached and shared, so nothing of any chat goes into it.
      */
 
+    start = ragnx_metrics_us();
+
     rc = ragnx_store_read_ask(t->db, job, (int) ragnx_conf->top_k,
                               (int) ragnx_conf->rank_candidates,
                               job->chat_scope ? (int) ragnx_conf->history : 0,
@@ -211,6 +220,8 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
     if (rc != RAGNX_OK) {
         return rc;
     }
+
+    ragnx_metrics_stage(RAGNX_METRICS_RETRIEVAL, start);
 
     if (ans->answer) {
         /*
@@ -231,7 +242,11 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
     prompt.history = history;
     prompt.nhistory = nh;
 
+    start = ragnx_metrics_us();
+
     rc = ragnx_llm_answer(t->llm, &prompt, ans, retry_after, err, errlen);
+
+    ragnx_metrics_stage(RAGNX_METRICS_LLM, start);
 
     /* decided by what was sent, whatever the job claims */
     ans->contextual = nh > 0;
@@ -243,11 +258,18 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
         return rc;
     }
 
+    ragnx_metrics_tokens(ans->input_tokens, ans->output_tokens);
+
+    start = ragnx_metrics_us();
+
     rc = ragnx_store_exchange(t->db, job, ans, err, errlen);
 
     if (rc != RAGNX_OK) {
         ragnx_answer_free(ans);
+        return rc;
     }
+
+    ragnx_metrics_stage(RAGNX_METRICS_PERSIST, start);
 
     return rc;
 }

@@ -369,6 +369,36 @@ void *ragnx_maint_thread(void *data);
 void *ragnx_check_thread(void *data);
 
 
+/* the process's figures, published to Redis: ragnx_metrics.c */
+
+#define RAGNX_METRICS_PERIOD        2000    /* ms; the hash lives 3 */
+
+#define RAGNX_METRICS_COMPLETED     0
+#define RAGNX_METRICS_RETRIED       1
+#define RAGNX_METRICS_FAILED        2       /* dead-lettered */
+#define RAGNX_METRICS_JOB_OUTCOMES  3
+
+#define RAGNX_METRICS_QUEUE_WAIT    0
+#define RAGNX_METRICS_RETRIEVAL     1
+#define RAGNX_METRICS_LLM           2
+#define RAGNX_METRICS_PERSIST       3
+#define RAGNX_METRICS_STAGES        4
+
+#define RAGNX_METRICS_LLM_ERROR     4
+#define RAGNX_METRICS_LLM_CLASSES   5
+
+void ragnx_metrics_init(void);
+long long ragnx_metrics_us(void);
+void ragnx_metrics_job(int outcome);
+void ragnx_metrics_stage(int stage, long long start);
+void ragnx_metrics_wait(long long created);
+void ragnx_metrics_llm(long status);
+void ragnx_metrics_tokens(long in, long out);
+void ragnx_metrics_records(int n);
+void ragnx_metrics_publish(ragnx_redis_t *redis, ragnx_db_pool_t *db);
+void ragnx_metrics_leave(void);
+
+
 /* calls from nginx (shared/ragnx_rpc.h): ragnx_calls.c */
 
 typedef struct {

@@ -1,0 +1,176 @@
+#!/usr/bin/perl
+# The pool's figures in nginx's /metrics: each worker process publishes
+# its hash to Redis (as the ACL user ragnx-pool), nginx gathers them in
+# the scrape (as ragnx-nginx); a job moves them; a process killed with
+# SIGKILL leaves the scrape when its hash expires, a pool stopped at
+# once; promtool accepts the whole text.
+
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use Cwd qw(getcwd);
+use JSON::PP;
+use Time::HiRes qw(sleep time);
+use Ragnx::Test;
+use Ragnx::Pool;
+
+my $root = getcwd();
+my $t = Ragnx::Test->new;
+my $rp = $t->start_redis(acl => 1);
+$t->start_postgres;
+my $p = Ragnx::Pool->new($t);
+$p->configure(llm_model => 'extractive', workers => 2,
+              redis_user => 'ragnx-pool',
+              redis_password_file => $t->redis_password_file('ragnx-pool'));
+
+my ($rc, $out) = $p->cli('migrate');
+is($rc, 0, 'migrate') or diag($out);
+mkdir "$t->{dir}/corpus";
+$t->file('corpus/metrics.md', "# Metrics\n\nThe pool publishes its "
+         . "figures to Redis and nginx serves them at /metrics.\n");
+($rc, $out) = $p->cli('ingest', "$t->{dir}/corpus");
+is($rc, 0, 'ingest') or diag($out);
+
+my $promtool = `sh -c 'command -v promtool'`;
+chomp $promtool;
+
+my $secret = 'metrics-pool-secret-0123456789abcdef';
+my $key = $t->file('hs.key', $secret);
+my $nginx_pw = $t->redis_password_file('ragnx-nginx');
+$t->start_nginx(
+    http   => "ragnx_redis 127.0.0.1:$rp user=ragnx-nginx "
+              . "password_file=$nginx_pw;",
+    server => <<"EOF2");
+        ragnx_jwt_key_file $key;
+        location = /api/ask {
+            ragnx_jwt on;
+            ragnx_validate_schema $root/schemas/ask.json;
+            ragnx_ask;
+        }
+        location /api/ask/ { ragnx_jwt on; ragnx_ask_status; }
+        location = /metrics { ragnx_metrics; }
+EOF2
+
+my $token = Ragnx::Test::jwt_hs256($secret, { sub => 'm', exp => time + 600 });
+my @h = (Authorization => "Bearer $token",
+         'Content-Type' => 'application/json');
+
+sub scrape {
+    my $r = $t->request(GET => '/metrics');
+    my %m;
+    for (split /\n/, $r->{body} // '') {
+        next if /^#/;
+        $m{$1} = $2 if /^(\S+) (\S+)$/;
+    }
+    return ($r, \%m);
+}
+
+# the sum of a family's series whose labels match
+sub total {
+    my ($m, $re) = @_;
+    my $n = 0;
+    $n += $m->{$_} for grep { /$re/ } keys %$m;
+    return $n;
+}
+
+sub processes {
+    my ($m) = @_;
+    my %p;
+    for (keys %$m) { $p{$1} = 1 if /^ragnx_pool_\w+\{process="([^"]+)"/ }
+    return sort keys %p;
+}
+
+sub promtool_ok {
+    my ($text, $what) = @_;
+    SKIP: {
+        skip 'promtool not installed (scripts/deps)', 1 unless $promtool;
+        my $f = $t->file('scrape.txt', $text);
+        my $o = `$promtool check metrics < $f 2>&1`;
+        is($?, 0, "promtool accepts the scrape $what") or diag $o;
+    }
+}
+
+my ($r, $m) = scrape();
+is($r->{status}, 200, 'scrape before the pool starts');
+is($m->{ragnx_pool_metrics_up}, 1, 'Redis read for the scrape');
+is($m->{ragnx_pool_processes}, 0, 'no pool process yet');
+promtool_ok($r->{body}, 'without a pool');
+
+$p->start;
+
+my $until = sub {
+    my ($cond, $secs) = @_;
+    my $deadline = time + $secs;
+    while (1) {
+        ($r, $m) = scrape();
+        return 1 if $cond->();
+        return 0 if time > $deadline;
+        sleep 0.1;
+    }
+};
+
+ok($until->(sub { ($m->{ragnx_pool_processes} // 0) == 2 }, 10),
+   'both worker processes publish');
+
+# one job through the pool
+sleep 0.3;
+$r = $t->request(POST => '/api/ask', headers => \@h,
+                 body => encode_json({ query => 'Where are the metrics?' }));
+is($r->{status}, 202, 'a question queued');
+my $id = Ragnx::Test::json_body($r)->{jobId};
+my $j;
+for (1 .. 200) {
+    $j = Ragnx::Test::json_body($t->request(GET => "/api/ask/$id",
+                                            headers => \@h));
+    last if $j && $j->{status} =~ /^(completed|failed)$/;
+    sleep 0.05;
+}
+is($j->{status}, 'completed', 'the job completed');
+
+ok($until->(sub {
+       total($m, qr/^ragnx_pool_jobs_total\{.*type="ask",outcome="completed"/)
+       == 1 }, 8),
+   'one ask job completed, counted once');
+is(total($m, qr/^ragnx_pool_job_stage_seconds_count\{.*stage="llm"/), 1,
+   'its LLM stage timed');
+is(total($m, qr/^ragnx_pool_job_stage_seconds_count\{.*stage="queue_wait"/),
+   1, 'its wait in the queue timed');
+for my $proc (processes($m)) {
+    my $l = qq(process="$proc",stage="persist");
+    is($m->{"ragnx_pool_job_stage_seconds_bucket{$l,le=\"+Inf\"}"},
+       $m->{"ragnx_pool_job_stage_seconds_count{$l}"},
+       "$proc: +Inf bucket == count");
+}
+ok(defined $m->{ragnx_queue_jobs}, 'queue depth');
+is($m->{ragnx_queue_oldest_job_age_seconds}, '0.000',
+   'no job waiting: oldest age 0');
+ok(total($m, qr/^ragnx_pool_uptime_seconds\{/) >= 0, 'uptime');
+promtool_ok($r->{body}, 'with the pool');
+
+# a process killed: restarted under a new pid; the dead one's hash expires
+my @procs = processes($m);
+my @kids = $p->children;
+is(scalar(@kids), 2, 'two worker processes');
+my $victim = $kids[0];
+my ($vkey) = grep { /:$victim$/ } @procs;
+ok($vkey, "process $victim is in the scrape");
+my $ttl = $t->redis('PTTL', "{ragnx}:metrics:$vkey");
+ok($ttl > 0 && $ttl <= 6000, "its hash expires ($ttl ms)");
+kill 'KILL', $victim;
+ok($until->(sub { !grep({ $_ eq $vkey } processes($m))
+                  && ($m->{ragnx_pool_processes} // 0) == 2 }, 12),
+   'a killed process leaves the scrape when its hash expires; its '
+   . 'replacement is in');
+is($t->redis('SISMEMBER', '{ragnx}:metrics', "{ragnx}:metrics:$vkey"), 0,
+   'and the list of processes');
+
+# the pool stops: its processes leave at once
+$p->stop;
+($r, $m) = scrape();
+is($m->{ragnx_pool_processes}, 0, 'a stopped pool leaves the scrape');
+my @left = processes($m);
+is(scalar(@left), 0, 'with all its series');
+promtool_ok($r->{body}, 'after the pool stopped');
+
+$t->done;
