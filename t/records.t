@@ -311,6 +311,8 @@ is(($messages->('order8', $mine, ''))[0], 404,
 # the asker's next question can be written before the record of the hit
 # that made the chat: the record still lands, and is shown first
 
+# (both records in one batch: of two, the first is the chat's exchange)
+$p->stop;
 my ($rid, $rp1, $rr) = $good->('race');
 my ($race) = $rp1 =~ /"chatId":"([^"]+)"/;
 my $next = uuid7();
@@ -325,6 +327,7 @@ my ($did, $dp, $dr) = $good->('race');
 $dp =~ s/"chatId":"[^"]+"/"chatId":"$race"/;
 $t->redis('XADD', '{ragnx}:records', '*', 'id', $did, 'job', $dp,
           'result', $dr);
+$p->start;
 ok(drained(), 'a record into a chat its next question made first');
 my (undef, $rm) = $messages->('race', $race, '');
 is_deeply([ map { $_->{content} } @{ $rm->{messages} } ],
