@@ -213,6 +213,7 @@ static int
 ragnx_records_read(ragnx_thread_t *t, ragnx_records_t *b, int block_ms)
 {
     size_t               i, j;
+    const char          *asked;
     redisReply          *reply, *entries, *e, *f, *v;
     ragnx_record_t      *rec;
     unsigned long long   ms, seq;
@@ -270,20 +271,7 @@ ragnx_records_read(ragnx_thread_t *t, ragnx_records_t *b, int block_ms)
         rec = &b->recs[b->n++];
         memset(rec, 0, sizeof(ragnx_record_t));
         memcpy(rec->entry, e->element[0]->str, e->element[0]->len);
-
-        ms = 0;
-        seq = 0;
-
-        if (sscanf(rec->entry, "%llu-%llu", &ms, &seq) != 2) {
-            ms = (unsigned long long) ragnx_now_ms();
-        }
-
-        /* past 1,000 hits in one millisecond they share its last one */
-        if (seq > 999) {
-            seq = 999;
-        }
-
-        snprintf(rec->time, sizeof(rec->time), "%llu", ms * 1000 + seq);
+        asked = rec->entry;
 
         /* a deleted entry still pending comes back without fields */
 
@@ -313,8 +301,25 @@ ragnx_records_read(ragnx_thread_t *t, ragnx_records_t *b, int block_ms)
             } else if (strcmp(f->str, "result") == 0) {
                 rec->result = v->str;
                 rec->rlen = v->len;
+
+            } else if (strcmp(f->str, "asked") == 0) {
+                asked = v->str;     /* requeued: its first entry's id */
             }
         }
+
+        ms = 0;
+        seq = 0;
+
+        if (sscanf(asked, "%llu-%llu", &ms, &seq) != 2) {
+            ms = (unsigned long long) ragnx_now_ms();
+        }
+
+        /* past 1,000 hits in one millisecond they share its last one */
+        if (seq > 999) {
+            seq = 999;
+        }
+
+        snprintf(rec->time, sizeof(rec->time), "%llu", ms * 1000 + seq);
 
         ragnx_records_check(rec);
     }
