@@ -93,7 +93,6 @@ typedef struct {
 
 typedef struct {
     PGconn          *conn;
-    int              prepared;
     ragnx_record_t  *recs;
     int              n;
     redisReply      *reply;         /* the read: owns the strings */
@@ -353,26 +352,10 @@ ragnx_records_write(ragnx_records_t *b)
     if (b->conn == NULL) {
         b->conn = ragnx_db_connect(ragnx_conf->database,
                                    ragnx_conf->database_password);
-        b->prepared = 0;
 
         if (b->conn == NULL) {
             return RAGNX_AGAIN;
         }
-    }
-
-    if (!b->prepared) {
-        if (ragnx_db_ok(b->conn,
-                        PQprepare(b->conn, "ragnx_records",
-                                  ragnx_records_sql, 1, NULL),
-                        PGRES_COMMAND_OK, "prepare records")
-            != RAGNX_OK)
-        {
-            PQfinish(b->conn);
-            b->conn = NULL;
-            return RAGNX_AGAIN;
-        }
-
-        b->prepared = 1;
     }
 
     rc = ragnx_records_exec(b, 0, b->n, &missing);
@@ -497,7 +480,9 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
     }
 
     param = b->buf;
-    res = PQexecPrepared(b->conn, "ragnx_records", 1, &param, NULL, NULL, 0);
+    /* prepared on first use; within db_query_timeout (ragnx_db.c) */
+    res = ragnx_db_query(b->conn, "ragnx_records", ragnx_records_sql, 1,
+                         &param);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -519,7 +504,10 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
         PQclear(res);
         free(index);
 
-        if (PQstatus(b->conn) != CONNECTION_OK) {
+        if (PQstatus(b->conn) != CONNECTION_OK
+            || PQtransactionStatus(b->conn) != PQTRANS_IDLE)
+        {
+            /* lost, or no answer in time: a new connection next time */
             PQfinish(b->conn);
             b->conn = NULL;
         }

@@ -85,6 +85,7 @@ typedef struct {
     char         *database_password;     /* secret, from the file */
     long          db_pool;               /* connections per host */
     long          db_timeout;            /* ms to wait for a connection */
+    long          db_query_timeout;      /* ms: any wait for an answer */
     char         *llm_provider;
     long          llm_kind;
     char         *llm_base_url;
@@ -177,6 +178,8 @@ void ragnx_db_put(ragnx_db_pool_t *pool, PGconn *conn, int broken);
 PGconn *ragnx_db_connect(const char *conninfo, const char *password);
 PGresult *ragnx_db_query(PGconn *conn, const char *name, const char *sql,
     int nparams, const char *const *params);
+PGresult *ragnx_db_exec(PGconn *conn, const char *sql, int nparams,
+    const char *const *params, const char *what);
 
 
 /* the schema: ragnx_migrate.c */
@@ -318,7 +321,7 @@ int ragnx_queue_start(ragnx_redis_t *r, const ragnx_entry_t *e,
 int ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
     const ragnx_job_t *job, const ragnx_answer_t *ans, ragnx_entry_t *next);
 int ragnx_queue_retry(ragnx_redis_t *r, const ragnx_entry_t *e,
-    long long delay_ms, const char *error);
+    long long delay_ms, const char *error, const char *held);
 int ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
     const ragnx_job_t *job, const char *error);
 int ragnx_queue_maintain(ragnx_redis_t *r);

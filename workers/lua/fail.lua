@@ -13,6 +13,7 @@ redis.call('XDEL', KEYS[2], ARGV[1])
 if ARGV[8] ~= '1' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[3],
   'updatedAt', now)
+redis.call('HDEL', KEYS[1], 'held')
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 if redis.call('HGET', KEYS[4], ARGV[9]) == ARGV[5] then
   redis.call('HDEL', KEYS[4], ARGV[9])
