@@ -97,7 +97,7 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
 
         ragnx_log(RAGNX_LOG_ERROR, "entry %s (job \"%s\"): bad payload: %s: "
                   "dead-lettered", e->entry, e->id, err);
-        ragnx_queue_fail(&t->redis, e, NULL, "invalid job");
+        ragnx_queue_fail(&t->redis, e, NULL, "invalid job", 1);
         return;
     }
 
@@ -107,7 +107,7 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
     if (job.gen == NULL || job.gen[0] == '\0') {
         ragnx_log(RAGNX_LOG_ERROR, "entry %s (job \"%s\"): no gen field: "
                   "dead-lettered", e->entry, e->id);
-        ragnx_queue_fail(&t->redis, e, NULL, "invalid job");
+        ragnx_queue_fail(&t->redis, e, NULL, "invalid job", 1);
         ragnx_job_free(&job);
         return;
     }
@@ -115,7 +115,7 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
     if (strcmp(job.id, e->id) != 0) {
         ragnx_log(RAGNX_LOG_ERROR, "entry %s: id field \"%s\" differs from "
                   "the payload's: dead-lettered", e->entry, e->id);
-        ragnx_queue_fail(&t->redis, e, NULL, "invalid job");
+        ragnx_queue_fail(&t->redis, e, NULL, "invalid job", 1);
         ragnx_job_free(&job);
         return;
     }
@@ -142,7 +142,7 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
 
     if (attempts > ragnx_conf->max_attempts) {
         /* delivered again and again without finishing: a poison job */
-        ragnx_queue_fail(&t->redis, e, &job, "too many attempts");
+        ragnx_queue_fail(&t->redis, e, &job, "too many attempts", 1);
         ragnx_job_free(&job);
         return;
     }
@@ -181,7 +181,12 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
     default:
         ragnx_log(RAGNX_LOG_WARN, "job %s failed after %ld attempts: %s",
                   job.id, attempts, err);
-        ragnx_queue_fail(&t->redis, e, &job, err);
+        /*
+         * a transient error through every attempt (the LLM or the
+         * database down) would hit any asker: the followers share it; a
+         * permanent one is this job's own, and they run again
+         */
+        ragnx_queue_fail(&t->redis, e, &job, err, rc == RAGNX_AGAIN);
         break;
     }
 

@@ -323,7 +323,7 @@ int ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
 int ragnx_queue_retry(ragnx_redis_t *r, const ragnx_entry_t *e,
     long long delay_ms, const char *error, const char *held);
 int ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
-    const ragnx_job_t *job, const char *error);
+    const ragnx_job_t *job, const char *error, int shared);
 int ragnx_queue_maintain(ragnx_redis_t *r);
 int ragnx_queue_forget(ragnx_redis_t *r, long idle_ms);
 int ragnx_jobs_cli(int argc, char **argv);
