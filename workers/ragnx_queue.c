@@ -383,7 +383,7 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
 
 int
 ragnx_queue_retry(ragnx_redis_t *r, const ragnx_entry_t *e,
-    long long delay_ms, const char *error, const char *held)
+    long long delay_ms, const char *error, const char *held, int undo)
 {
     char          key[128], now[32], due[32];
     long long     t;
@@ -395,12 +395,12 @@ ragnx_queue_retry(ragnx_redis_t *r, const ragnx_entry_t *e,
     snprintf(due, sizeof(due), "%lld", t + delay_ms);
 
     reply = ragnx_redis_eval(r, &ragnx_script_retry, "3 %s %s %s %s %s %s %s "
-                                "%b %s %s %ld %s", key, RAGNX_KEY_JOBS,
+                                "%b %s %s %ld %s %s", key, RAGNX_KEY_JOBS,
                                 RAGNX_KEY_DELAYED, e->entry, now, due, error,
                                 e->payload, e->len, e->id,
                                 e->gen ? e->gen : "",
                                 ragnx_conf->job_retention,
-                                held ? held : "");
+                                held ? held : "", undo ? "1" : "0");
 
     return ragnx_reply_ok(r, reply, "retry script");
 }

@@ -18,7 +18,10 @@
  * max_attempts) or permanent (RAGNX_DECLINED: failed at once); both end
  * in the dead-letter stream when the job gives up.  An answer the
  * database failed to store is held in the job's hash for the retry: the
- * LLM is asked once per job, whatever the database does.
+ * LLM is asked once per job, whatever the database does.  While the
+ * provider refuses the pool's key (RAGNX_BUSY, ragnx_breaker.c), a job
+ * waits in the delayed set with its attempt given back, until the key
+ * works or the job's retention ends.
  */
 
 
@@ -166,13 +169,31 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
         ragnx_answer_free(&ans);
         break;
 
+    case RAGNX_BUSY:
+        if (ragnx_now_ms() - job.created
+            < ragnx_conf->job_retention * 1000LL)
+        {
+            /* spread over a quarter more, the probe's answer known */
+            ragnx_log(RAGNX_LOG_DEBUG, "job %s: %s: waits %ld ms", job.id,
+                      err, retry_after);
+            ragnx_queue_retry(&t->redis, e, retry_after
+                              + random() % (retry_after / 4 + 1) + 1, err,
+                              NULL, 1);
+            break;
+        }
+
+        ragnx_log(RAGNX_LOG_WARN, "job %s failed: %s for its whole "
+                  "retention", job.id, err);
+        ragnx_queue_fail(&t->redis, e, &job, err, 1);
+        break;
+
     case RAGNX_AGAIN:
         if (attempts < ragnx_conf->max_attempts) {
             ragnx_log(RAGNX_LOG_WARN, "job %s: %s: retry %ld of %ld", job.id,
                       err, attempts, ragnx_conf->max_attempts - 1);
             ragnx_queue_retry(&t->redis, e,
                               ragnx_work_backoff(attempts, retry_after), err,
-                              held);
+                              held, 0);
             break;
         }
 
@@ -200,7 +221,8 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job, long attempts,
     ragnx_answer_t *ans, long *retry_after, char **held, char *err,
     size_t errlen)
 {
-    int              rc, np, nh, created;
+    int              rc, np, nh, created, probe;
+    const char      *reason;
     ragnx_turn_t    *history;
     ragnx_prompt_t   prompt;
     ragnx_passage_t *passages;
@@ -212,6 +234,17 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job, long attempts,
      * that the pool's connections run with other threads' (see
      * ragnx_db_submit), none across the LLM call.
      */
+
+    if (attempts == 1 && ragnx_breaker_paused(retry_after, &reason)
+                         != RAGNX_OK)
+    {
+        /*
+         * the provider refuses the key: no call until the next probe, so
+         * no reads either (a retry may hold its answer: it reads on)
+         */
+        snprintf(err, errlen, "LLM %s: calls paused", reason);
+        return RAGNX_BUSY;
+    }
 
     /*
      * Chat check, passages and history in one round trip.  Only a job
@@ -249,6 +282,15 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job, long attempts,
                   "earlier attempt", job->id);
         rc = RAGNX_OK;
 
+    } else if (ragnx_breaker_enter(&probe, retry_after, &reason)
+               != RAGNX_OK)
+    {
+        /* the provider refuses the key: no call until the next probe */
+        ragnx_store_passages_free(passages, np);
+        ragnx_store_history_free(history, nh);
+        snprintf(err, errlen, "LLM %s: calls paused", reason);
+        return RAGNX_BUSY;
+
     } else {
         prompt.job = job;
         prompt.passages = passages;
@@ -264,6 +306,12 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job, long attempts,
 
         ragnx_store_passages_free(passages, np);
         ragnx_store_history_free(history, nh);
+
+        ragnx_breaker_leave(&t->redis, probe, rc, err, retry_after);
+
+        if (rc == RAGNX_DENIED) {
+            return RAGNX_BUSY;
+        }
     }
 
     if (rc != RAGNX_OK) {

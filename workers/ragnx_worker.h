@@ -49,6 +49,8 @@
 #define RAGNX_ERROR             -1
 #define RAGNX_AGAIN             -2     /* transient: retry later */
 #define RAGNX_DECLINED          -3     /* permanent: fail the job */
+#define RAGNX_BUSY              -4     /* LLM calls paused: wait */
+#define RAGNX_DENIED            -5     /* the LLM refused the key: 401, 403 */
 
 /* the maintenance loop's turn, and the visibility timeout it can keep */
 #define RAGNX_MAINT_TURN        200
@@ -250,8 +252,9 @@ void ragnx_llm_destroy(ragnx_llm_t *llm);
 
 /*
  * RAGNX_OK with ans filled; RAGNX_AGAIN (transient, *retry_after_ms set
- * when the provider said how long to wait) or RAGNX_DECLINED (permanent)
- * with a short reason in err.
+ * when the provider said how long to wait), RAGNX_DECLINED (permanent)
+ * or RAGNX_DENIED (401, 403: the key, see ragnx_breaker.c) with a short
+ * reason in err.
  */
 int ragnx_llm_answer(ragnx_llm_t *llm, const ragnx_prompt_t *prompt,
     ragnx_answer_t *ans, long *retry_after_ms, char *err, size_t errlen);
@@ -321,7 +324,7 @@ int ragnx_queue_start(ragnx_redis_t *r, const ragnx_entry_t *e,
 int ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
     const ragnx_job_t *job, const ragnx_answer_t *ans, ragnx_entry_t *next);
 int ragnx_queue_retry(ragnx_redis_t *r, const ragnx_entry_t *e,
-    long long delay_ms, const char *error, const char *held);
+    long long delay_ms, const char *error, const char *held, int undo);
 int ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
     const ragnx_job_t *job, const char *error, int shared);
 int ragnx_queue_maintain(ragnx_redis_t *r);
@@ -339,6 +342,12 @@ typedef struct {
 } ragnx_thread_t;
 
 void ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next);
+
+/* the LLM circuit breaker: ragnx_breaker.c */
+int ragnx_breaker_enter(int *probe, long *wait_ms, const char **reason);
+int ragnx_breaker_paused(long *wait_ms, const char **reason);
+void ragnx_breaker_leave(ragnx_redis_t *r, int probe, int rc,
+    const char *err, long *wait_ms);
 
 /* the records lane: ragnx_records.c */
 void *ragnx_record_thread(void *data);
