@@ -285,6 +285,26 @@ ragnx_db_borrow(ragnx_db_pool_t *pool, long timeout, int open)
 }
 
 
+/*
+ * With the lock held: the idle connections closed, when one beside them
+ * was found lost (a server restart ends them all): the next request
+ * then opens a new one instead of failing on each stale one in turn.
+ */
+
+void
+ragnx_db_purge(ragnx_db_pool_t *pool)
+{
+    int  i;
+
+    for (i = 0; i < pool->nidle; i++) {
+        PQfinish(pool->idle[i]);
+    }
+
+    pool->total -= pool->nidle;
+    pool->nidle = 0;
+}
+
+
 /* whether every open connection is in use (and at least one is open) */
 
 int
@@ -305,6 +325,8 @@ ragnx_db_busy(ragnx_db_pool_t *pool)
 void
 ragnx_db_put(ragnx_db_pool_t *pool, PGconn *conn, int broken)
 {
+    int  lost;
+
     if (conn == NULL) {
         return;
     }
@@ -316,10 +338,16 @@ ragnx_db_put(ragnx_db_pool_t *pool, PGconn *conn, int broken)
         pool->idle[pool->nidle++] = conn;
 
     } else {
+        lost = PQstatus(conn) == CONNECTION_BAD;
         PQfinish(conn);
 
         pthread_mutex_lock(&pool->lock);
         pool->total--;
+
+        if (lost) {
+            /* a restarted server: those idle beside it are stale too */
+            ragnx_db_purge(pool);
+        }
     }
 
     /* a queued request first: its thread takes the connection over */

@@ -79,6 +79,7 @@ extern const ragnx_db_stmt_t  ragnx_statements[];
 
 
 PGconn *ragnx_db_pool_connect(ragnx_db_pool_t *pool);
+void ragnx_db_purge(ragnx_db_pool_t *pool);
 int ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req);
 const char *ragnx_db_reason(const ragnx_db_req_t *req);
 int ragnx_db_ok(PGconn *conn, PGresult *res, ExecStatusType want,

@@ -292,14 +292,7 @@ ragnx_db_combine(ragnx_db_pool_t *pool, PGconn *conn)
             PQfinish(conn);
 
             pthread_mutex_lock(&pool->lock);
-
-            for (i = 0; i < pool->nidle; i++) {
-                PQfinish(pool->idle[i]);
-            }
-
-            pool->total -= pool->nidle;
-            pool->nidle = 0;
-
+            ragnx_db_purge(pool);
             pthread_mutex_unlock(&pool->lock);
 
             ragnx_log(RAGNX_LOG_WARN, "postgres connection lost: %d "
