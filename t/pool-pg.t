@@ -27,7 +27,7 @@ my $BOUND = 1500;
 $p->configure(llm_provider => 'openai', llm_base_url => $mock->url . '/v1',
               llm_model => 'mock', llm_timeout => 10000,
               db_query_timeout => $BOUND, max_attempts => 10,
-              visibility_timeout => 5000);
+              visibility_timeout => 8000);
 my ($rc, $out) = $p->cli('migrate');
 is($rc, 0, 'migrate') or diag($out);
 
@@ -42,7 +42,7 @@ is($rc, 0, 'migrate') or diag($out);
 $p->configure(llm_provider => 'openai', llm_base_url => $mock->url . '/v1',
               llm_model => 'mock', llm_timeout => 10000,
               db_query_timeout => $BOUND, max_attempts => 10,
-              visibility_timeout => 5000);
+              visibility_timeout => 8000);
 $p->start;
 
 sub messages {

@@ -32,7 +32,8 @@ static struct {
     long              backoff;      /* ms */
     int               probing;      /* a thread's call is the probe */
     long long         logged;       /* monotonic ms of the last line */
-} ragnx_breaker = { PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0, 0 };
+    int               answered;     /* a call of this process succeeded */
+} ragnx_breaker = { PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0, 0, 0 };
 
 
 static void ragnx_breaker_publish(ragnx_redis_t *r, const char *reason,
@@ -125,13 +126,14 @@ void
 ragnx_breaker_leave(ragnx_redis_t *r, int probe, int rc, const char *err,
     long *wait_ms)
 {
-    int          opened, closed, log;
+    int          opened, closed, cleared, log;
     long         backoff;
     long long    now;
     const char  *reason;
 
     opened = 0;
     closed = 0;
+    cleared = 0;
     log = 0;
     reason = NULL;
     backoff = 0;
@@ -180,6 +182,17 @@ ragnx_breaker_leave(ragnx_redis_t *r, int probe, int rc, const char *err,
         ragnx_breaker.reason = NULL;
         ragnx_breaker.logged = 0;
         closed = 1;
+
+    } else if (rc == RAGNX_OK && !ragnx_breaker.answered) {
+        /*
+         * the first success of this process: a breaker left open by the
+         * processes before it (a key fixed, then SIGHUP) is closed too
+         */
+        cleared = 1;
+    }
+
+    if (rc == RAGNX_OK) {
+        ragnx_breaker.answered = 1;
     }
 
     pthread_mutex_unlock(&ragnx_breaker.lock);
@@ -197,6 +210,9 @@ ragnx_breaker_leave(ragnx_redis_t *r, int probe, int rc, const char *err,
     } else if (closed) {
         ragnx_log(RAGNX_LOG_INFO, "the LLM provider answers again: LLM "
                   "calls resumed");
+        ragnx_breaker_publish(r, NULL, 0);
+
+    } else if (cleared) {
         ragnx_breaker_publish(r, NULL, 0);
     }
 }
