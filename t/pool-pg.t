@@ -77,6 +77,9 @@ is($p->wait_job($id)->{status}, 'completed', 'a first job completes');
 # PostgreSQL stopped while jobs wait for the LLM: their writes time out
 
 {
+    # a cache hit first: the records lane has its connection open
+    my ($wid) = $p->ask(query => 'a first question', owner => 'carol');
+    ok(wait_for(sub { messages($wid) == 2 }), 'a hit recorded');
     $mock->set(delay_ms => 1000);
     my $n0 = $mock->stats->{requests};
     my $log0 = length $p->worker_log;
@@ -86,6 +89,9 @@ is($p->wait_job($id)->{status}, 'completed', 'a first job completes');
     @stopped = pg_procs();
     kill 'STOP', @stopped;
     my $t0 = time;
+    # a cache hit meanwhile: its record waits on the records lane
+    my ($rid, $hit) = $p->ask(query => 'a first question', owner => 'bob');
+    is($hit, 'hit', 'a cache hit while the database is stopped');
     ok(wait_for(sub { grep { ($p->job($_)->{error} || '')
                              =~ /^database (timeout|unavailable)/ } @ids },
                 6),
@@ -96,6 +102,9 @@ is($p->wait_job($id)->{status}, 'completed', 'a first job completes');
                    . 'call)', $waited, $BOUND / 1000));
     like(log_since($log0), qr/no answer within $BOUND ms \(db_query_timeout\)/,
          'the log says which wait ended and why');
+    ok(wait_for(sub { log_since($log0) =~ /postgres ragnx_records: no answer/ },
+                5),
+       'the records lane gave up on its batch too');
     sleep 4.5 - (time - $t0) if time - $t0 < 4.5;
     kill 'CONT', reverse @stopped;
     @stopped = ();
@@ -107,6 +116,8 @@ is($p->wait_job($id)->{status}, 'completed', 'a first job completes');
         ok(!exists $j->{held}, '... nothing left held in its hash');
     }
     is($mock->stats->{requests} - $n0, 4, 'the LLM was asked once per job');
+    ok(wait_for(sub { messages($rid) == 2 }, 10),
+       'the hit\'s record written once the database runs again');
     $mock->set(delay_ms => 0);
 }
 

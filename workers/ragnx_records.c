@@ -356,6 +356,15 @@ ragnx_records_write(ragnx_records_t *b)
         if (b->conn == NULL) {
             return RAGNX_AGAIN;
         }
+
+        /* a large batch must not block its send on a stalled server */
+        if (PQsetnonblocking(b->conn, 1) != 0) {
+            ragnx_log(RAGNX_LOG_ERROR, "records: %s",
+                      PQerrorMessage(b->conn));
+            PQfinish(b->conn);
+            b->conn = NULL;
+            return RAGNX_AGAIN;
+        }
     }
 
     rc = ragnx_records_exec(b, 0, b->n, &missing);
