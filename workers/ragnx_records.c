@@ -118,7 +118,6 @@ typedef struct {
 
 typedef struct {
     PGconn          *conn;
-    int              prepared;
     ragnx_record_t  *recs;
     int              n;
     redisReply      *reply;         /* the read: owns the strings */
@@ -415,7 +414,6 @@ ragnx_records_write(ragnx_records_t *b)
     if (b->conn == NULL) {
         b->conn = ragnx_db_connect(ragnx_conf->database,
                                    ragnx_conf->database_password);
-        b->prepared = 0;
 
         /* what another server, or a restored one, holds is not known */
         memset(b->known, 0, sizeof(b->known));
@@ -423,21 +421,15 @@ ragnx_records_write(ragnx_records_t *b)
         if (b->conn == NULL) {
             return RAGNX_AGAIN;
         }
-    }
 
-    if (!b->prepared) {
-        if (ragnx_db_ok(b->conn,
-                        PQprepare(b->conn, "ragnx_records",
-                                  ragnx_records_sql, 2, NULL),
-                        PGRES_COMMAND_OK, "prepare records")
-            != RAGNX_OK)
-        {
+        /* a large batch must not block its send on a stalled server */
+        if (PQsetnonblocking(b->conn, 1) != 0) {
+            ragnx_log(RAGNX_LOG_ERROR, "records: %s",
+                      PQerrorMessage(b->conn));
             PQfinish(b->conn);
             b->conn = NULL;
             return RAGNX_AGAIN;
         }
-
-        b->prepared = 1;
     }
 
     rc = ragnx_records_exec(b, 0, b->n, &missing);
@@ -604,7 +596,9 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
         return RAGNX_OK;
     }
 
-    res = PQexecPrepared(b->conn, "ragnx_records", 2, params, NULL, NULL, 0);
+    /* prepared on first use; within db_query_timeout (ragnx_db.c) */
+    res = ragnx_db_query(b->conn, "ragnx_records", ragnx_records_sql, 2,
+                         params);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -626,7 +620,10 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
         PQclear(res);
         free(index);
 
-        if (PQstatus(b->conn) != CONNECTION_OK) {
+        if (PQstatus(b->conn) != CONNECTION_OK
+            || PQtransactionStatus(b->conn) != PQTRANS_IDLE)
+        {
+            /* lost, or no answer in time: a new connection next time */
             PQfinish(b->conn);
             b->conn = NULL;
         }
