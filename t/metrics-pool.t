@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 # The pool's figures in nginx's /metrics: each worker process publishes
 # its hash to Redis (as the ACL user ragnx-pool), nginx gathers them in
-# the scrape (as ragnx-nginx); a job moves them; a process killed with
+# the scrape (as ragnx-nginx); a job through the mock LLM moves them
+# (jobs, stages, LLM requests, tokens); a process killed with
 # SIGKILL leaves the scrape when its hash expires, a pool stopped at
 # once; promtool accepts the whole text.
 
@@ -14,13 +15,18 @@ use JSON::PP;
 use Time::HiRes qw(sleep time);
 use Ragnx::Test;
 use Ragnx::Pool;
+use Ragnx::MockLLM;
 
 my $root = getcwd();
 my $t = Ragnx::Test->new;
 my $rp = $t->start_redis(acl => 1);
 $t->start_postgres;
+my $mock = Ragnx::MockLLM->start($t);
 my $p = Ragnx::Pool->new($t);
-$p->configure(llm_model => 'extractive', workers => 2,
+$p->configure(llm_provider => 'anthropic', llm_base_url => $mock->url,
+              llm_model => 'claude-mock',
+              llm_api_key_file => $t->file('llm.key', "mock-key\n"),
+              workers => 2,
               redis_user => 'ragnx-pool',
               redis_password_file => $t->redis_password_file('ragnx-pool'));
 
@@ -136,6 +142,11 @@ is(total($m, qr/^ragnx_pool_job_stage_seconds_count\{.*stage="llm"/), 1,
    'its LLM stage timed');
 is(total($m, qr/^ragnx_pool_job_stage_seconds_count\{.*stage="queue_wait"/),
    1, 'its wait in the queue timed');
+is(total($m, qr/^ragnx_pool_llm_requests_total\{.*provider="anthropic",
+                model="claude-mock",status="2xx"/x), 1,
+   'one LLM request, by provider, model and status class');
+is(total($m, qr/^ragnx_pool_llm_tokens_total\{.*model="claude-mock",
+                direction="out"/x), 7, 'the output tokens it reported');
 for my $proc (processes($m)) {
     my $l = qq(process="$proc",stage="persist");
     is($m->{"ragnx_pool_job_stage_seconds_bucket{$l,le=\"+Inf\"}"},
