@@ -12,6 +12,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_ragnx.h"
+#include "ngx_http_ragnx_metrics.h"
 
 
 volatile ngx_cycle_t *ngx_cycle;
@@ -20,6 +21,9 @@ volatile ngx_time_t  *ngx_cached_time;
 /* what a module file included whole refers to, never reached: see below */
 ngx_module_t                     ngx_http_core_module;
 ngx_http_output_header_filter_pt ngx_http_top_header_filter;
+
+/* no metrics zone: nothing is counted */
+ngx_http_ragnx_metrics_t *ngx_http_ragnx_metrics;
 
 
 typedef struct ngx_shim_block_s ngx_shim_block_t;
