@@ -31,6 +31,7 @@
 #define NGX_HTTP_RAGNX_METRICS_MISS          2
 #define NGX_HTTP_RAGNX_METRICS_FOLLOWER      3
 #define NGX_HTTP_RAGNX_METRICS_FULL          4
+#define NGX_HTTP_RAGNX_METRICS_BY_STATUS     5   /* the others, by status */
 #define NGX_HTTP_RAGNX_METRICS_OUTCOMES      23
 
 /* calls to the pool (shared/ragnx_rpc.h methods) by outcome */

@@ -174,7 +174,7 @@ static const char  *ngx_http_ragnx_metrics_outcomes[] = {
 };
 
 
-/* the other outcomes: by status, after the five above */
+/* the other outcomes, from NGX_HTTP_RAGNX_METRICS_BY_STATUS */
 static ngx_http_ragnx_metrics_status_t  ngx_http_ragnx_metrics_statuses[] = {
     { 400, "400" }, { 401, "401" }, { 403, "403" }, { 404, "404" },
     { 405, "405" }, { 408, "408" }, { 409, "409" }, { 413, "413" },
@@ -183,9 +183,9 @@ static ngx_http_ragnx_metrics_status_t  ngx_http_ragnx_metrics_statuses[] = {
     { 0, "5xx" }, { 0, "other" }
 };
 
-#define NGX_HTTP_RAGNX_METRICS_4XX    (5 + 11)
-#define NGX_HTTP_RAGNX_METRICS_5XX    (5 + 16)
-#define NGX_HTTP_RAGNX_METRICS_OTHER  (5 + 17)
+#define NGX_HTTP_RAGNX_METRICS_4XX    (NGX_HTTP_RAGNX_METRICS_BY_STATUS + 11)
+#define NGX_HTTP_RAGNX_METRICS_5XX    (NGX_HTTP_RAGNX_METRICS_BY_STATUS + 16)
+#define NGX_HTTP_RAGNX_METRICS_OTHER  (NGX_HTTP_RAGNX_METRICS_BY_STATUS + 17)
 
 
 /* by the jwt module's refusal reasons, from 1 */
@@ -463,8 +463,10 @@ ngx_http_ragnx_metrics_render(ngx_http_request_t *r, u_char *p, u_char *end)
             p = ngx_slprintf(p, end,
                     "ragnx_http_requests_total{route=\"%V\",outcome=\"%s\"} "
                     "%uA\n", &ngx_http_ragnx_metrics_routes[i],
-                    j < 5 ? ngx_http_ragnx_metrics_outcomes[j]
-                          : ngx_http_ragnx_metrics_statuses[j - 5].name,
+                    j < NGX_HTTP_RAGNX_METRICS_BY_STATUS
+                    ? ngx_http_ragnx_metrics_outcomes[j]
+                    : ngx_http_ragnx_metrics_statuses
+                          [j - NGX_HTTP_RAGNX_METRICS_BY_STATUS].name,
                     n);
         }
     }
@@ -701,9 +703,14 @@ ngx_http_ragnx_metrics_outcome(ngx_http_request_t *r, ngx_uint_t route)
         return NGX_HTTP_RAGNX_METRICS_FULL;
     }
 
-    for (i = 0; status && i < NGX_HTTP_RAGNX_METRICS_OUTCOMES - 5; i++) {
+    for (i = 0;
+         status
+         && i < NGX_HTTP_RAGNX_METRICS_OUTCOMES
+                - NGX_HTTP_RAGNX_METRICS_BY_STATUS;
+         i++)
+    {
         if (ngx_http_ragnx_metrics_statuses[i].status == status) {
-            return 5 + i;
+            return NGX_HTTP_RAGNX_METRICS_BY_STATUS + i;
         }
     }
 
