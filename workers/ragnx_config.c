@@ -91,6 +91,8 @@ static const ragnx_setting_t  ragnx_settings[] = {
       10, 600000, "5000", 1, NULL, 0 },
     { "llm_max_tokens", RAGNX_SET_INT, RAGNX_OFF(llm_max_tokens), 1, 200000,
       "1024", 1, NULL, 0 },
+    { "llm_stream", RAGNX_SET_INT, RAGNX_OFF(llm_stream), 0, 1, "1", 1,
+      NULL, 0 },
     { "top_k", RAGNX_SET_INT, RAGNX_OFF(top_k), 1, 50, "5", 1, NULL, 0 },
     { "rank_candidates", RAGNX_SET_INT, RAGNX_OFF(rank_candidates), 1,
       100000, "20", 1, NULL, 0 },

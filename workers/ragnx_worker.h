@@ -107,6 +107,7 @@ typedef struct {
     long          llm_timeout;           /* ms, whole transfer */
     long          llm_connect_timeout;   /* ms */
     long          llm_max_tokens;
+    long          llm_stream;            /* ask for server-sent events */
     long          top_k;
     long          rank_candidates;
     long          history;
@@ -246,12 +247,21 @@ int ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
 
 /* LLM: ragnx_llm.c */
 
+/*
+ * The answer as it is written: each piece of text the provider sends, in
+ * order, before the answer is complete (ragnx_work.c publishes them for
+ * streaming clients).  The pieces make the answer exactly.
+ */
+typedef void (*ragnx_delta_pt)(void *data, const char *text, size_t len);
+
 typedef struct {
     const ragnx_job_t      *job;
     const ragnx_passage_t  *passages;
     int                     npassages;
     const ragnx_turn_t     *history;
     int                     nhistory;
+    ragnx_delta_pt          delta;      /* NULL: nobody listens */
+    void                   *data;
 } ragnx_prompt_t;
 
 
