@@ -37,7 +37,9 @@ RUN /usr/local/lib/ragnx/deps --runtime \
     && useradd --system --uid 10001 --gid ragnx --no-create-home \
                --home-dir /nonexistent --shell /usr/sbin/nologin ragnx \
     && install -d -m 0755 /etc/ragnx \
-    && chown -R ragnx:ragnx /var/lib/nginx
+    && install -d -o ragnx -g ragnx /var/lib/nginx /var/lib/nginx/body \
+               /var/lib/nginx/proxy /var/lib/nginx/fastcgi \
+               /var/lib/nginx/uwsgi /var/lib/nginx/scgi
 
 COPY --from=build /src/build/nginx/objs/ngx_http_ragnx_module.so \
      /usr/lib/nginx/modules/ngx_http_ragnx_module.so
