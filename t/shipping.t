@@ -246,7 +246,9 @@ is($u{Type}, 'simple', 'Type=simple (no sd_notify)')
 is($u{Restart}, 'on-failure', 'Restart=on-failure');
 is($u{KillSignal}, 'SIGTERM', 'KillSignal=SIGTERM');
 is($u{KillMode}, 'mixed', 'KillMode=mixed: one SIGTERM, to the supervisor');
-is($u{ExecReload}, '/bin/kill -HUP $MAINPID', 'ExecReload');
+# SIGHUP to the main process, with no binary a minimal system lacks
+# (/bin/kill is procps's)
+is($u{ExecReload}, q{/bin/sh -c 'kill -HUP $$MAINPID'}, 'ExecReload');
 is($u{User}, 'ragnx', 'User=ragnx');
 is($u{$_}, 'yes', "$_=yes") for qw(NoNewPrivileges PrivateTmp);
 is($u{ProtectSystem}, 'strict', 'ProtectSystem=strict');
