@@ -28,7 +28,11 @@
  *                           hits refused with 503 because the records
  *                           stream was at its bound)
  *   {ragnx}:gen             cache generation "<model>@<corpus version>",
- *                           set by the pool at start and on ingest
+ *                           set by the pool (workers/lua/gen.lua) and on
+ *                           ingest
+ *   {ragnx}:gen-owner       the model whose pools hold the generation, a
+ *                           lease (PX) they renew; other models' pools
+ *                           leave {ragnx}:gen alone while it lives
  *   {ragnx}:cache:<digest>:<gen>     JSON {"answer","sources"}, with TTL
  *   {ragnx}:inflight        hash: "<digest>:<gen>" -> id of the job
  *                           computing that answer (single-flight)
@@ -62,6 +66,7 @@
 #define RAGNX_KEY_DEAD           RAGNX_KEY_PREFIX "dead"
 #define RAGNX_KEY_JOB            RAGNX_KEY_PREFIX "job:"
 #define RAGNX_KEY_GEN            RAGNX_KEY_PREFIX "gen"
+#define RAGNX_KEY_GEN_OWNER      RAGNX_KEY_PREFIX "gen-owner"
 #define RAGNX_KEY_CACHE          RAGNX_KEY_PREFIX "cache:"
 #define RAGNX_KEY_INFLIGHT       RAGNX_KEY_PREFIX "inflight"
 /* "<digest>:<gen>": a field of {ragnx}:inflight, the tail of a cache key */

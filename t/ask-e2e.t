@@ -113,7 +113,7 @@ isnt($chat2, $chat, 'in a chat of its own');
 
 my $count;
 for (1 .. 100) {
-    $count = $t->psql("SELECT count(*) FROM messages WHERE chat_id = "
+    $count = $t->psql("SELECT count(*) FROM chat_messages WHERE chat_id = "
                       . "'$chat2'");
     last if $count == 2;
     sleep 0.05;
@@ -162,8 +162,9 @@ is(scalar(keys %answers), 1, 'single flight: one answer for all 20')
 ok(@ids >= 1, 'single flight: at least the first was queued');
 my $recorded;
 for (1 .. 100) {
-    $recorded = $t->psql("SELECT count(DISTINCT job_id) FROM messages "
-                         . "WHERE role = 'assistant' AND content = "
+    $recorded = $t->psql("SELECT count(DISTINCT job_id) FROM "
+                         . "chat_messages WHERE role = 'assistant' AND "
+                         . "content = "
                          . "(SELECT content FROM messages WHERE job_id = "
                          . "'$ids[0]' AND role = 'assistant')");
     last if $recorded == 20;

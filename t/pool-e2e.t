@@ -137,8 +137,9 @@ is($b->{answer}, $answer, 'the same answer');
 my $chat2 = $b->{chatId};
 my $deadline = time + 10;
 sleep 0.05 while time < $deadline
-    && $t->psql("SELECT count(*) FROM messages WHERE chat_id = '$chat2'") < 2;
-is($t->psql("SELECT string_agg(role, ',' ORDER BY seq) FROM messages "
+    && $t->psql("SELECT count(*) FROM chat_messages WHERE chat_id = "
+                . "'$chat2'") < 2;
+is($t->psql("SELECT string_agg(role, ',' ORDER BY seq) FROM chat_messages "
             . "WHERE chat_id = '$chat2'"), 'user,assistant',
    'the new chat holds the exchange');
 

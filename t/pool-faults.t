@@ -1,5 +1,6 @@
 #!/usr/bin/perl
-# The pool under faults: a worker killed with SIGKILL mid-job, a long LLM
+# The pool under faults: a worker killed with SIGKILL mid-job (its job
+# handed over by the supervisor at once; t/pool-drain.t times it), a long LLM
 # call outliving the visibility timeout, SIGTERM with jobs in flight,
 # PostgreSQL stopped during a job, Redis (AOF) restarted mid-job.  Every
 # job completes and its messages are stored exactly once.
@@ -77,10 +78,11 @@ unlike($p->worker_log, qr/requeued/, 'nothing requeued');
                      && !grep { $_ != $kid } $p->children;
     ok(scalar(grep { $_ != $kid } $p->children), 'worker restarted');
     $j = $p->wait_job($id, 30);
-    is($j->{status}, 'completed', 'job completed after the visibility timeout');
+    is($j->{status}, 'completed', 'job completed after the crash');
     is($j->{attempts}, 2, 'on its second attempt');
     is(messages($id), 2, 'messages exactly once');
-    like($p->worker_log, qr/requeued 1 entries/, 'reclaim logged');
+    like($p->worker_log, qr/handed over 1 jobs/,
+         'handed over by the supervisor');
     like($p->worker_log, qr/exited on signal 9/, 'crash logged');
     is(pending(), 0, 'nothing pending');
 }
@@ -166,7 +168,9 @@ unlike($p->worker_log, qr/requeued/, 'nothing requeued');
     my $st = $p->stop('TERM', 10);
     cmp_ok(time - $t0, '<', 3, 'second SIGTERM: exits without waiting');
     isnt($st, 0, 'with a non-zero status');
-    is(pending(), 1, 'its job stays pending, to be reclaimed');
+    is(pending(), 0, 'its job not left pending under a dead consumer');
+    is($t->redis('XLEN', '{ragnx}:jobs'), 1,
+       '... but handed back to the stream');
     $mock->set(delay_ms => 0);
     $p->start;
     is($p->wait_job($id, 30)->{status}, 'completed',

@@ -316,13 +316,13 @@ sub pg_wait {
 my ($id2, $out2) = $p->ask(query => '  how LONG is the cache   ttl? ',
                            chat => $chat);
 is($out2, 'hit', 'second identical ask is a cache hit');
-is(pg_wait("SELECT count(*) FROM messages WHERE chat_id = '$chat'", 4), 4,
-   'chat history has both exchanges');
-is($t->psql("SELECT content FROM messages WHERE job_id = '$id2' "
+is(pg_wait("SELECT count(*) FROM chat_messages WHERE chat_id = '$chat'", 4),
+   4, 'chat history has both exchanges');
+is($t->psql("SELECT content FROM chat_messages WHERE job_id = '$id2' "
             . "AND role = 'assistant'"), $cached->{answer},
    'with the cached answer');
 is($t->redis('EXISTS', "{ragnx}:job:$id2"), 0, 'a record has no job hash');
-is($t->psql("SELECT model FROM messages WHERE job_id = '$id2' "
+is($t->psql("SELECT model FROM chat_messages WHERE job_id = '$id2' "
             . "AND role = 'assistant'"), 'cache', 'marked as from the cache');
 
 # redelivery of a finished job changes nothing
@@ -362,8 +362,8 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
     }
     is($t->redis('XLEN', '{ragnx}:records'), 0,
        'a redelivered record is acknowledged');
-    is($t->psql("SELECT string_agg(role, ',' ORDER BY seq) FROM messages "
-                . "WHERE job_id = '$id2'"), 'user,assistant',
+    is($t->psql("SELECT string_agg(role, ',' ORDER BY seq) FROM "
+                . "chat_messages WHERE job_id = '$id2'"), 'user,assistant',
        '... each message stored once');
     unlike(substr($p->worker_log, $log0), qr/dead-lettered/,
            '... without a dead letter');
@@ -391,9 +391,9 @@ is($t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'"), 2,
         is($f->{status}, 'completed', "follower of $who completed");
         is($f->{answer}, $l->{answer}, "$who got the leader's answer");
         is($f->{sources}, $l->{sources}, "$who got the sources");
-        is(pg_wait("SELECT owner || ':' || count(*) FROM messages m JOIN "
-                   . "chats c ON c.id = m.chat_id WHERE job_id = '$fid' "
-                   . "GROUP BY owner", "$who:2"), "$who:2",
+        is(pg_wait("SELECT owner || ':' || count(*) FROM chat_messages m "
+                   . "JOIN chats c ON c.id = m.chat_id WHERE m.job_id = "
+                   . "'$fid' GROUP BY owner", "$who:2"), "$who:2",
            "$who\'s exchange recorded in $who\'s own chat");
     }
     is($t->redis('EXISTS', "{ragnx}:job:$lid:followers"), 0,
@@ -802,7 +802,8 @@ sub drain_shared {
     my $t0 = time;
     my ($rec, $hit) = $p->ask(query => $q);
     is($hit, 'hit', 'a cache hit: a record, no retrieval');
-    my $n = pg_wait("SELECT count(*) FROM messages WHERE job_id = '$rec'", 2);
+    my $n = pg_wait("SELECT count(*) FROM chat_messages WHERE job_id = "
+                    . "'$rec'", 2);
     my $took = time - $t0;
     is($n, 2, 'the record was written');
     cmp_ok($took, '<', 2, sprintf('while the retrieval was stuck (%.2f s)',

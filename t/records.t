@@ -71,6 +71,10 @@ $t->start_nginx(
             ragnx_jwt on;
             ragnx_rpc chats;
         }
+        location ~ ^/api/chats/([^/]+)/messages\$ {
+            ragnx_jwt on;
+            ragnx_rpc messages \$1;
+        }
         location = /health { ragnx_health; }
 EOF
 
@@ -116,7 +120,7 @@ sub warm {
 
 my $recorded = sub {
     my ($owner) = @_;
-    $t->psql("SELECT count(*) FROM messages m JOIN chats c "
+    $t->psql("SELECT count(*) FROM chat_messages m JOIN chats c "
              . "ON c.id = m.chat_id WHERE c.owner LIKE '$owner'");
 };
 
@@ -149,7 +153,7 @@ is(scalar(grep { $_->{status} == 200 } @$res), 300,
    'a burst of 300 hits in parallel: all answered from the cache');
 ok(drained(), '... and the records stream drained');
 is($recorded->('burst%'), 600, '... 300 exchanges written, two messages each');
-is($t->psql("SELECT count(DISTINCT job_id) FROM messages m JOIN chats c "
+is($t->psql("SELECT count(DISTINCT m.job_id) FROM chat_messages m JOIN chats c "
             . "ON c.id = m.chat_id WHERE c.owner LIKE 'burst%'"), 300,
    '... one job id each');
 is($t->psql("SELECT count(*) FROM chats WHERE owner LIKE 'burst%'"), 300,
@@ -195,7 +199,7 @@ SQL
 is($bad, 0, '... each of the 100 users has 10 chats in the order asked');
 is($t->psql(<<'SQL'), 0, '... each chat: the question, then the answer');
 SELECT count(*) FROM chats c WHERE owner LIKE 'order%' AND (
-  SELECT array_agg(role ORDER BY seq) FROM messages WHERE chat_id = c.id)
+  SELECT array_agg(role ORDER BY seq) FROM chat_messages WHERE chat_id = c.id)
   <> ARRAY['user', 'assistant']
 SQL
 my $list = $t->request(GET => '/api/chats',
@@ -238,8 +242,15 @@ my ($id4, $p4, $r4) = $good->('intruder');
 $p4 =~ s/"chatId":"[^"]+"/"chatId":"$victim"/;
 $t->redis('XADD', '{ragnx}:records', '*', 'id', $id4, 'job', $p4,
           'result', $r4);
+# and into another's chat made by a job, whose row holds no exchange
+my $victim2 = $t->psql("SELECT id FROM chats WHERE owner = 'warmer' "
+                       . "LIMIT 1");
+my ($id5, $p5, $r5) = $good->('intruder');
+$p5 =~ s/"chatId":"[^"]+"/"chatId":"$victim2"/;
+$t->redis('XADD', '{ragnx}:records', '*', 'id', $id5, 'job', $p5,
+          'result', $r5);
 $p->start;
-ok(drained(), 'a batch with five bad records drained');
+ok(drained(), 'a batch with six bad records drained');
 is($recorded->('mixed'), 10, '... its five good records written');
 my $dead = $t->redis('XRANGE', '{ragnx}:dead', '-', '+');
 like($dead, qr/invalid job/, '... a payload that is no job: dead-lettered');
@@ -249,9 +260,80 @@ like($dead, qr/id field differs/, '... an id that is not the payload\'s');
 like($dead, qr/without a job or result/, '... an entry without a result');
 like($dead, qr/\Q$id4\E.*?\nerror\nchat not found/s,
      '... a record into another\'s chat');
-is($t->psql("SELECT count(*) FROM messages WHERE chat_id = '$victim'"), 2,
+is($t->psql("SELECT count(*) FROM chat_messages WHERE chat_id = '$victim'"), 2,
    '... which is unchanged');
-is($t->redis('XLEN', '{ragnx}:dead'), 5, '... five dead letters');
+like($dead, qr/\Q$id5\E.*?\nerror\nchat not found/s,
+     '... a record into another\'s chat made by a job');
+is($t->psql("SELECT count(*) FROM chat_messages WHERE chat_id = '$victim2'"),
+   2, '... which is unchanged too');
+is($t->psql("SELECT job_id IS NULL FROM chats WHERE id = '$victim2'"), 't',
+   '... its row holding no exchange');
+is($t->redis('XLEN', '{ragnx}:dead'), 6, '... six dead letters');
+$t->redis('DEL', '{ragnx}:dead');
+
+# a record is one chat row, its answer stored once for every chat
+
+is($t->psql("SELECT count(*) FROM messages m JOIN chats c ON c.id = "
+            . "m.chat_id WHERE c.owner LIKE 'order%'"), 0,
+   'records write no message rows: the chat row holds the exchange');
+is($t->psql("SELECT count(*) FROM answers"), 11,
+   '... and each of the 11 distinct answers is stored once');
+my $mine = $t->psql("SELECT id FROM chats WHERE owner = 'order7' "
+                    . "ORDER BY created_at LIMIT 1");
+my $messages = sub {
+    my ($who, $chat, $query) = @_;
+    my $r = $t->request(GET => "/api/chats/$chat/messages$query",
+        headers => [ Authorization => 'Bearer ' . token($who) ]);
+    return ($r->{status}, Ragnx::Test::json_body($r) || {});
+};
+my ($st, $m) = $messages->('order7', $mine, '');
+is($st, 200, 'GET messages of a recorded chat: 200');
+is_deeply([ map { "$_->{role}:$_->{content}" } @{ $m->{messages} } ],
+          [ "user:$q[0]", 'assistant:' . $t->psql(
+              "SELECT content FROM messages WHERE role = 'assistant' "
+              . "AND job_id = (SELECT job_id FROM messages WHERE "
+              . "content = '$q[0]' AND role = 'user' LIMIT 1)") ],
+          '... the question, then the cached answer');
+my ($st2, $m2) = $messages->('order7', $mine, '');
+is_deeply([ map { $_->{id} } @{ $m2->{messages} } ],
+          [ map { $_->{id} } @{ $m->{messages} } ],
+          '... with the same ids at every read');
+isnt($m->{messages}[0]{id}, $m->{messages}[1]{id}, '... distinct ids');
+my ($st3, $p1st) = $messages->('order7', $mine, '?limit=1');
+is($p1st->{messages}[0]{role}, 'assistant', 'a page of one: the answer');
+is($p1st->{next}, '0', '... and a cursor');
+my ($st4, $p2nd) = $messages->('order7', $mine, "?limit=1&before=0");
+is($p2nd->{messages}[0]{role}, 'user', '... then the question');
+is($p2nd->{next}, undef, '... and no more');
+is(($messages->('order8', $mine, ''))[0], 404,
+   'another user: 404 for the recorded chat');
+
+# the asker's next question can be written before the record of the hit
+# that made the chat: the record still lands, and is shown first
+
+my ($rid, $rp1, $rr) = $good->('race');
+my ($race) = $rp1 =~ /"chatId":"([^"]+)"/;
+my $next = uuid7();
+$t->psql("INSERT INTO chats (id, owner, title) VALUES ('$race', 'race', "
+         . "'next'); INSERT INTO messages (chat_id, job_id, role, content) "
+         . "VALUES ('$race', '$next', 'user', 'And soap?'), ('$race', "
+         . "'$next', 'assistant', 'Soap too.')");
+$t->redis('XADD', '{ragnx}:records', '*', 'id', $rid, 'job', $rp1,
+          'result', $rr);
+# and a second record naming the same chat: never silently merged
+my ($did, $dp, $dr) = $good->('race');
+$dp =~ s/"chatId":"[^"]+"/"chatId":"$race"/;
+$t->redis('XADD', '{ragnx}:records', '*', 'id', $did, 'job', $dp,
+          'result', $dr);
+ok(drained(), 'a record into a chat its next question made first');
+my (undef, $rm) = $messages->('race', $race, '');
+is_deeply([ map { $_->{content} } @{ $rm->{messages} } ],
+          [ 'Are towels free?', 'Yes.', 'And soap?', 'Soap too.' ],
+          '... the hit\'s exchange first, then the next question\'s');
+like($t->redis('XRANGE', '{ragnx}:dead', '-', '+'),
+     qr/\Q$did\E.*?\nerror\nchat already recorded/s,
+     'a second record for one chat: dead-lettered');
+is($t->redis('XLEN', '{ragnx}:dead'), 1, '... only it');
 $t->redis('DEL', '{ragnx}:dead');
 
 # kill -9 of the pool while a batch is being written
@@ -269,7 +351,7 @@ my $locker = fork() // die "fork: $!";
 if ($locker == 0) {
     exec(($ENV{RAGNX_PGBIN} || '/usr/lib/postgresql/15/bin') . '/psql', '-h', '127.0.0.1', '-p', $t->pg_port,
          '-U', 'ragnx', '-d', 'ragnx', '-XAtq', '-c',
-         'BEGIN; LOCK TABLE messages IN SHARE MODE; SELECT pg_sleep(60)')
+         'BEGIN; LOCK TABLE chats IN SHARE MODE; SELECT pg_sleep(60)')
         or POSIX::_exit(127);
 }
 for (1 .. 200) {
@@ -367,6 +449,7 @@ binmode $pipe;
 for my $i (1 .. $backlog) {
     my $id = uuid();
     (my $pl = $bp) =~ s/\Q$bid\E/$id/;
+    $pl =~ s/"chatId":"[^"]+"/'"chatId":"' . uuid() . '"'/e;
     my @a = ('XADD', '{ragnx}:records', '*', 'id', $id, 'job', $pl,
              'result', $br);
     print $pipe '*' . @a . "\r\n", map { '$' . length($_) . "\r\n$_\r\n" } @a;

@@ -33,11 +33,16 @@ static const char  ragnx_sql_chats[] =
 static const char  ragnx_sql_chat_owner[] =
     "SELECT owner FROM chats WHERE id = $1";
 
-/* the newest page before the cursor, put oldest first by the caller */
+/*
+ * The newest page before the cursor, put oldest first by the caller.
+ * chat_messages (sql/007_record_chats.sql) adds the exchange a chat's
+ * own row holds, at seq -1 and 0: a cursor is never below 0.
+ */
 static const char  ragnx_sql_messages[] =
     "SELECT seq, id, role, content, coalesce(sources, '[]'), "
-    RAGNX_TS("created_at") ", truncated FROM messages WHERE chat_id = $1 "
-    "AND ($2::bigint IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3";
+    RAGNX_TS("created_at") ", truncated FROM chat_messages "
+    "WHERE chat_id = $1 AND ($2::bigint IS NULL OR seq < $2) "
+    "ORDER BY seq DESC LIMIT $3";
 
 
 static int ragnx_acc_page(const ragnx_call_t *c, int *limit, char *limit_s,

@@ -116,6 +116,11 @@ static const ragnx_setting_t  ragnx_settings[] = {
       1, NULL, 0 },
     { "dead_max", RAGNX_SET_INT, RAGNX_OFF(dead_max), 1, 100000000, "10000",
       1, NULL, 0 },
+    /*
+     * may be shorter than llm_timeout: heartbeats go on until the process
+     * exits, and only then does the supervisor hand its jobs over, so a
+     * job cut short runs again, never twice at once (docs/workers.md)
+     */
     { "drain_timeout", RAGNX_SET_INT, RAGNX_OFF(drain_timeout), 0, 3600000,
       "30000", 1, NULL, 0 },
     { "rpc_concurrency", RAGNX_SET_INT, RAGNX_OFF(rpc_concurrency), 1, 256,

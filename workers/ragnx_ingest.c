@@ -68,7 +68,7 @@ int
 ragnx_ingest(int argc, char **argv)
 {
     int              i, prune, rc, removed;
-    char            *seen;
+    char            *seen, gen[256];
     const char      *base, *params[1];
     PGresult        *res;
     long long        version;
@@ -152,7 +152,10 @@ ragnx_ingest(int argc, char **argv)
 
         memset(&r, 0, sizeof(ragnx_redis_t));
 
-        if (ragnx_queue_set_gen(&r, version) != RAGNX_OK) {
+        if (ragnx_queue_set_gen(&r, version, RAGNX_GEN_BUMP, gen,
+                                sizeof(gen))
+            != RAGNX_OK)
+        {
             fprintf(stderr, "ragnx-worker: could not set the cache "
                     "generation in Redis: the pool sets it within 5 s\n");
         }

@@ -46,11 +46,13 @@ typedef struct {
 
 volatile sig_atomic_t  ragnx_quit;
 volatile sig_atomic_t  ragnx_reload;
+int                    ragnx_gen_claim;
 static volatile sig_atomic_t  ragnx_reopen;
 static volatile sig_atomic_t  ragnx_child;
 static volatile sig_atomic_t  ragnx_terms;
 
 static ragnx_proc_t     ragnx_procs[RAGNX_MAX_WORKERS * 2];
+static ragnx_redis_t    ragnx_super_redis;  /* the supervisor's handovers */
 static char            *ragnx_pid_file;     /* the pid file written */
 static int              ragnx_running;
 static pthread_mutex_t  ragnx_running_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -64,6 +66,7 @@ static int ragnx_supervise(void);
 static int ragnx_pid_write(const char *path);
 static void ragnx_pid_remove(void);
 static pid_t ragnx_spawn(int index);
+static void ragnx_handover(pid_t pid);
 static void ragnx_worker_process(int index);
 static void *ragnx_job_thread(void *data);
 static void *ragnx_call_thread(void *data);
@@ -306,11 +309,20 @@ ragnx_supervise(void)
               ragnx_conf->concurrency, ragnx_conf->llm_provider,
               ragnx_conf->llm_model);
 
+    /*
+     * workers started with the pool or a reload claim the cache
+     * generation for their model; one restarted after a crash does not
+     * take it from another model's pools
+     */
+    ragnx_gen_claim = 1;
+
     n = (int) ragnx_conf->workers;
     for (i = 0; i < n; i++) {
         ragnx_procs[i].pid = ragnx_spawn(i);
         ragnx_procs[i].started = ragnx_mono_ms();
     }
+
+    ragnx_gen_claim = 0;
 
     forwarded = 0;
 
@@ -338,6 +350,7 @@ ragnx_supervise(void)
                     }
 
                     ragnx_procs[i].pid = 0;
+                    ragnx_handover(pid);
 
                     if (ragnx_quit || ragnx_procs[i].retiring
                         || i >= ragnx_conf->workers)
@@ -404,6 +417,9 @@ ragnx_supervise(void)
 
             ragnx_log(RAGNX_LOG_INFO, "reloading: replacing the workers");
 
+            /* handovers connect again, with the new settings */
+            ragnx_redis_close(&ragnx_super_redis);
+
             /* the old workers drain in their slots + RAGNX_MAX_WORKERS */
             for (i = 0; i < RAGNX_MAX_WORKERS; i++) {
                 if (ragnx_procs[i].pid == 0) {
@@ -427,12 +443,16 @@ ragnx_supervise(void)
             ragnx_conf_free(ragnx_conf);
             ragnx_conf = conf;
 
+            ragnx_gen_claim = 1;
+
             for (i = 0; i < ragnx_conf->workers; i++) {
                 if (ragnx_procs[i].pid == 0) {
                     ragnx_procs[i].pid = ragnx_spawn(i);
                     ragnx_procs[i].started = ragnx_mono_ms();
                 }
             }
+
+            ragnx_gen_claim = 0;
         }
 
         if (ragnx_quit) {
@@ -467,11 +487,38 @@ ragnx_supervise(void)
     ragnx_log(RAGNX_LOG_INFO, "exiting");
 
     ragnx_pid_remove();
+    ragnx_redis_close(&ragnx_super_redis);
 
     curl_global_cleanup();
     ragnx_conf_free(ragnx_conf);
 
     return forwarded > 1 ? 1 : 0;
+}
+
+
+/*
+ * A worker process is gone, and every thread of it with it: the entries
+ * its consumers still held (a crash, a second SIGTERM, a drain cut at
+ * drain_timeout) go back to their streams at once, for the living,
+ * instead of waiting out visibility_timeout.  Nothing of that process
+ * can still be running their jobs, so none runs twice at once.
+ */
+
+static void
+ragnx_handover(pid_t pid)
+{
+    char  prefix[80];
+
+    ragnx_consumer_prefix(prefix, sizeof(prefix), (long) pid);
+
+    /* the kept connection may have gone stale (Redis restarted): again */
+    if (ragnx_queue_handover(&ragnx_super_redis, prefix) != RAGNX_OK
+        && ragnx_super_redis.ctx == NULL
+        && ragnx_queue_handover(&ragnx_super_redis, prefix) != RAGNX_OK)
+    {
+        ragnx_log(RAGNX_LOG_WARN, "could not hand over the entries of "
+                  "%s*: they are requeued after visibility_timeout", prefix);
+    }
 }
 
 
@@ -561,7 +608,7 @@ ragnx_worker_process(int index)
 {
     int               i, n, m, k, size, rc;
     void           *(*run)(void *);
-    char              name[32], host[64];
+    char              name[32], prefix[80];
     pthread_t         tid;
     pthread_attr_t    attr;
     sigset_t          mask;
@@ -614,19 +661,18 @@ ragnx_worker_process(int index)
     db = ragnx_db_pool_create(ragnx_conf->database,
                               ragnx_conf->database_password, size,
                               ragnx_conf->db_timeout);
-    /* job threads, the maintenance thread, call threads, record threads */
-    threads = calloc(n + 1 + m + k, sizeof(ragnx_thread_t));
+    /*
+     * job threads, the maintenance thread, the check thread, call
+     * threads, record threads
+     */
+    threads = calloc(n + 2 + m + k, sizeof(ragnx_thread_t));
 
     if (db == NULL || threads == NULL || ragnx_maint_init(n) != RAGNX_OK) {
         ragnx_log(RAGNX_LOG_ERROR, "out of memory");
         _exit(2);
     }
 
-    if (gethostname(host, sizeof(host)) != 0) {
-        snprintf(host, sizeof(host), "host");
-    }
-
-    host[sizeof(host) - 1] = '\0';
+    ragnx_consumer_prefix(prefix, sizeof(prefix), (long) getpid());
 
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024);
@@ -634,11 +680,11 @@ ragnx_worker_process(int index)
 
     ragnx_running = n + m + k;
 
-    for (i = 0; i <= n + m + k; i++) {
+    for (i = 0; i <= n + 1 + m + k; i++) {
         threads[i].index = i;
         threads[i].db = db;
         snprintf(threads[i].redis.consumer, sizeof(threads[i].redis.consumer),
-                 "%s-%d-%d", host, (int) getpid(), i);
+                 "%s%d", prefix, i);
 
         if (i < n) {
             ragnx_maint_slot(i, threads[i].redis.consumer);
@@ -652,8 +698,9 @@ ragnx_worker_process(int index)
 
         run = i < n ? ragnx_job_thread
                     : i == n ? ragnx_maint_thread
-                             : i <= n + m ? ragnx_call_thread
-                                          : ragnx_record_thread;
+                    : i == n + 1 ? ragnx_check_thread
+                    : i <= n + 1 + m ? ragnx_call_thread
+                                     : ragnx_record_thread;
 
         rc = pthread_create(&tid, &attr, run, &threads[i]);
         if (rc != 0) {
@@ -840,6 +887,26 @@ ragnx_may_read(long *backoff, int rc)
     *backoff = 100;
 
     return 1;
+}
+
+
+/*
+ * "<host>-<pid>-": a worker process's consumers are named this and a
+ * thread's index, so the supervisor knows them from the pid alone
+ */
+
+void
+ragnx_consumer_prefix(char *buf, size_t len, long pid)
+{
+    char  host[64];
+
+    if (gethostname(host, sizeof(host)) != 0) {
+        snprintf(host, sizeof(host), "host");
+    }
+
+    host[sizeof(host) - 1] = '\0';
+
+    snprintf(buf, len, "%s-%ld-", host, pid);
 }
 
 

@@ -1,10 +1,10 @@
 
 /*
- * ragnx worker pool: the maintenance thread of a worker process (the
- * readiness of the database and the cache generation, heartbeats, the
- * queue's due retries and dead workers' entries, idle consumers), and
- * the table of the entries its job threads hold, which the heartbeats
- * renew.
+ * ragnx worker pool: the maintenance thread of a worker process
+ * (heartbeats, the queue's due retries and dead workers' entries, idle
+ * consumers: Redis only), the check thread (the readiness of the
+ * database and the cache generation: PostgreSQL), and the table of the
+ * entries its job threads hold, which the heartbeats renew.
  */
 
 
@@ -80,74 +80,57 @@ ragnx_maint_ready(void)
 }
 
 
+/* whether any job thread holds an entry: a draining process waits */
+
+static int
+ragnx_maint_holding(int n)
+{
+    int  i, held;
+
+    held = 0;
+
+    for (i = 0; i < n && !held; i++) {
+        pthread_mutex_lock(&ragnx_slots[i].lock);
+        held = ragnx_slots[i].entry[0] != '\0';
+        pthread_mutex_unlock(&ragnx_slots[i].lock);
+    }
+
+    return held;
+}
+
+
 /*
  * Every 200 ms: due retries back to the stream and dead workers' entries
  * requeued; every visibility_timeout / 3: heartbeats, resetting the idle
  * time of the entries this process holds (so a long LLM call is never
- * taken for a dead worker); every 5 s: the cache generation from the
- * corpus version, in case Redis lost it or an ingest could not set it;
- * every minute: consumers idle for an hour with nothing pending are
- * removed from the group.
+ * taken for a dead worker); every minute: consumers idle for an hour with
+ * nothing pending are removed from the group.  Only Redis: nothing here
+ * waits for PostgreSQL (ragnx_check_thread does), so a stalled database
+ * never stalls a heartbeat.
+ *
+ * Draining (SIGTERM, or a reload), the heartbeats go on, and nothing
+ * else, for as long as a job thread holds an entry: its job runs until
+ * its thread really stops, and the process exits only after that or at
+ * drain_timeout, when the supervisor hands what it still held to the
+ * living (ragnx_queue_handover()).  Until then nobody else may take it.
  */
 
 void *
 ragnx_maint_thread(void *data)
 {
-    int              i, n, ready;
-    char             entry[64], consumer[96], err[256];
-    PGconn          *conn;
-    long long        now, beat, gen, v, forget;
+    int              i, n;
+    char             entry[64], consumer[96];
+    long long        now, beat, forget;
     redisReply      *reply;
     ragnx_thread_t  *t = data;
 
     /* the monotonic clock may start near 0: make the first turn do all */
     forget = ragnx_mono_ms();
     beat = forget - 86400000;
-    gen = beat;
-    ready = 0;
     n = (int) ragnx_conf->concurrency;
 
-    while (!ragnx_quit) {
+    while (!ragnx_quit || ragnx_maint_holding(n)) {
         now = ragnx_mono_ms();
-
-        if (now - gen >= 5000) {
-
-            /*
-             * never wait for a connection here: the heartbeats below must
-             * not stall behind busy job threads.  Nor open one more for
-             * this at first: with every open connection busy, try again
-             * at the next turn (200 ms), and open one (under the bound)
-             * only a second late.  A connection that could not be opened
-             * is tried again in 5 s.
-             */
-            conn = ragnx_db_get_idle(t->db, now - gen >= 6000);
-
-            if (conn || !ragnx_db_busy(t->db)) {
-                gen = now;
-            }
-
-            if (conn && ragnx_db_check_schema(conn, err, sizeof(err))
-                        != RAGNX_OK)
-            {
-                ragnx_log(RAGNX_LOG_ERROR, "%s", err);
-
-            } else if (conn) {
-                v = ragnx_db_corpus_version(conn);
-
-                if (v >= 0 && ragnx_queue_setup(&t->redis) == RAGNX_OK
-                    && ragnx_call_setup(&t->redis) == RAGNX_OK
-                    && ragnx_queue_set_gen(&t->redis, v) == RAGNX_OK
-                    && !ready)
-                {
-                    ragnx_log(RAGNX_LOG_INFO, "cache generation %s@%lld",
-                              ragnx_conf->llm_model, v);
-                    ready = 1;
-                    __atomic_store_n(&ragnx_ready, 1, __ATOMIC_RELEASE);
-                }
-            }
-
-            ragnx_db_put(t->db, conn, conn && PQstatus(conn) != CONNECTION_OK);
-        }
 
         if (now - beat >= ragnx_conf->visibility_timeout / 3) {
             beat = now;
@@ -171,13 +154,98 @@ ragnx_maint_thread(void *data)
             }
         }
 
-        if (now - forget >= 60000) {
-            forget = now;
-            ragnx_queue_forget(&t->redis, 3600000);
+        if (!ragnx_quit) {
+            if (now - forget >= 60000) {
+                forget = now;
+                ragnx_queue_forget(&t->redis, 3600000);
+            }
+
+            ragnx_queue_maintain(&t->redis);
         }
 
-        ragnx_queue_maintain(&t->redis);
         ragnx_sleep_ms(RAGNX_MAINT_TURN);
+    }
+
+    ragnx_redis_close(&t->redis);
+
+    return NULL;
+}
+
+
+/*
+ * Every 5 s, in a thread of its own: the schema check and the cache
+ * generation from the corpus version (gen.lua: written only when it
+ * changes, and only while this model's pools hold it), in case Redis
+ * lost it or an ingest could not set it.  Its connect and queries may
+ * block as long as PostgreSQL stalls; only readiness and the generation
+ * wait for them.
+ */
+
+void *
+ragnx_check_thread(void *data)
+{
+    int              ready, how;
+    char             err[256], cur[256];
+    PGconn          *conn;
+    long long        now, gen, v;
+    ragnx_thread_t  *t = data;
+
+    gen = ragnx_mono_ms() - 86400000;
+    ready = 0;
+
+    /* a pool started or reloaded claims the generation, once */
+    how = ragnx_gen_claim ? RAGNX_GEN_CLAIM : RAGNX_GEN_REFRESH;
+
+    while (!ragnx_quit) {
+        now = ragnx_mono_ms();
+
+        if (now - gen < RAGNX_CHECK_PERIOD) {
+            ragnx_sleep_ms(RAGNX_MAINT_TURN);
+            continue;
+        }
+
+        /*
+         * Take an idle connection, not one job threads wait for; open
+         * one more (under the bound) only a second late.  A connection
+         * that could not be opened is tried again in 5 s.
+         */
+        conn = ragnx_db_get_idle(t->db,
+                                 now - gen >= RAGNX_CHECK_PERIOD + 1000);
+
+        if (conn || !ragnx_db_busy(t->db)) {
+            gen = now;
+        }
+
+        if (conn && ragnx_db_check_schema(conn, err, sizeof(err))
+                    != RAGNX_OK)
+        {
+            ragnx_log(RAGNX_LOG_ERROR, "%s", err);
+
+        } else if (conn) {
+            v = ragnx_db_corpus_version(conn);
+
+            if (v >= 0 && ragnx_queue_setup(&t->redis) == RAGNX_OK
+                && ragnx_call_setup(&t->redis) == RAGNX_OK
+                && ragnx_queue_set_gen(&t->redis, v, how, cur, sizeof(cur))
+                   == RAGNX_OK)
+            {
+                how = RAGNX_GEN_REFRESH;
+
+                if (!ready) {
+                    ragnx_log(RAGNX_LOG_INFO, "cache generation %s (model "
+                              "%s, corpus version %lld)", cur,
+                              ragnx_conf->llm_model, v);
+                    ready = 1;
+                    __atomic_store_n(&ragnx_ready, 1, __ATOMIC_RELEASE);
+                }
+            }
+        }
+
+        ragnx_db_put(t->db, conn, conn && PQstatus(conn) != CONNECTION_OK);
+
+        if (conn == NULL) {
+            ragnx_sleep_ms(RAGNX_MAINT_TURN);
+        }
     }
 
     ragnx_redis_close(&t->redis);

@@ -61,14 +61,20 @@ static ragnx_script_t  ragnx_script_ack = { RAGNX_LUA_ACK, "" };
 /* consumers of workers gone out of the group */
 static ragnx_script_t  ragnx_script_forget = { RAGNX_LUA_FORGET, "" };
 
+/* the cache generation, held by one model's pools at a time */
+static ragnx_script_t  ragnx_script_gen = { RAGNX_LUA_GEN, "" };
+
 /* in-flight fields of leaders no longer pending removed */
 static ragnx_script_t  ragnx_script_sweep = { RAGNX_LUA_SWEEP, "" };
+
+/* a dead worker process's entries back to the stream, by its consumers */
+static ragnx_script_t  ragnx_script_handover = { RAGNX_LUA_HANDOVER, "" };
 
 static ragnx_script_t  *ragnx_scripts[] = {
     &ragnx_script_start, &ragnx_script_complete, &ragnx_script_retry,
     &ragnx_script_fail, &ragnx_script_promote, &ragnx_script_reclaim,
     &ragnx_script_release, &ragnx_script_ack, &ragnx_script_forget,
-    &ragnx_script_sweep, NULL
+    &ragnx_script_sweep, &ragnx_script_handover, &ragnx_script_gen, NULL
 };
 
 
@@ -120,16 +126,35 @@ ragnx_queue_group(ragnx_redis_t *r, const char *stream)
 }
 
 
+/*
+ * The generation "<llm_model>@<version>", as gen.lua allows: how is
+ * RAGNX_GEN_REFRESH, _CLAIM or _BUMP.  The generation in Redis after it
+ * comes back in gen (another model's, when its pools hold it).
+ */
+
 int
-ragnx_queue_set_gen(ragnx_redis_t *r, long long version)
+ragnx_queue_set_gen(ragnx_redis_t *r, long long version, int how, char *gen,
+    size_t len)
 {
-    char  gen[256];
+    redisReply  *reply;
 
-    snprintf(gen, sizeof(gen), "%s@%lld", ragnx_conf->llm_model, version);
+    reply = ragnx_redis_eval(r, &ragnx_script_gen, "2 %s %s %s %lld %d %s",
+                             RAGNX_KEY_GEN, RAGNX_KEY_GEN_OWNER,
+                             ragnx_conf->llm_model, version,
+                             how == RAGNX_GEN_BUMP ? 0 : RAGNX_GEN_LEASE,
+                             how == RAGNX_GEN_CLAIM ? "1" : "0");
 
-    return ragnx_reply_ok(r, ragnx_redis_command(r, "SET %s %s",
-                                                 RAGNX_KEY_GEN, gen),
-                          "SET gen");
+    if (reply && reply->type == REDIS_REPLY_STRING) {
+        snprintf(gen, len, "%.*s", (int) reply->len, reply->str);
+        freeReplyObject(reply);
+        return RAGNX_OK;
+    }
+
+    if (ragnx_reply_ok(r, reply, "gen script") == RAGNX_OK) {
+        ragnx_log(RAGNX_LOG_ERROR, "gen script: unexpected reply");
+    }
+
+    return RAGNX_ERROR;
 }
 
 
@@ -296,13 +321,25 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
     int          rc;
     redisReply  *entry;
     char         key[128], inflight[512], followers[160], cache[512],
-                 now[32], ret[32], ttl[32], *sources, *result;
+                 gen[256], now[32], ret[32], ttl[32], *sources, *result;
+    const char  *at;
     json_t      *res;
     redisReply  *reply;
 
+    /*
+     * The answer is cached under the generation of the model that
+     * computed it, this pool's, at the corpus version the job came with:
+     * never under another model's name, even when the job was enqueued
+     * while that model's pools held the generation.  The in-flight field
+     * is the enqueuer's, as the ask script wrote it.
+     */
+    at = strrchr(job->gen, '@');
+    snprintf(gen, sizeof(gen), "%s@%s", ragnx_conf->llm_model,
+             at ? at + 1 : "0");
+
     if (ragnx_inflight_field(job->digest, job->gen, strlen(job->gen),
                              inflight, sizeof(inflight)) == 0
-        || ragnx_cache_key(job->digest, job->gen, strlen(job->gen), cache,
+        || ragnx_cache_key(job->digest, gen, strlen(gen), cache,
                            sizeof(cache)) == 0)
     {
         ragnx_log(RAGNX_LOG_ERROR, "job %s: generation too long", job->id);
@@ -561,4 +598,41 @@ ragnx_queue_forget(ragnx_redis_t *r, long idle_ms)
     }
 
     return rc;
+}
+
+
+/*
+ * The supervisor's: the entries held by the consumers "<prefix><index>"
+ * of a worker process it has reaped go back to the end of their streams,
+ * jobs and records, as new entries; the consumers leave the group.
+ */
+
+int
+ragnx_queue_handover(ragnx_redis_t *r, const char *prefix)
+{
+    redisReply  *reply;
+
+    reply = ragnx_redis_eval(r, &ragnx_script_handover, "2 %s %s %s",
+                             RAGNX_KEY_JOBS, RAGNX_KEY_RECORDS, prefix);
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+        && reply->element[0]->type == REDIS_REPLY_INTEGER
+        && reply->element[1]->type == REDIS_REPLY_INTEGER)
+    {
+        if (reply->element[0]->integer + reply->element[1]->integer > 0) {
+            ragnx_log(RAGNX_LOG_WARN, "handed over %lld jobs and %lld "
+                      "records held by %s* (the process is gone)",
+                      reply->element[0]->integer, reply->element[1]->integer,
+                      prefix);
+        }
+
+        freeReplyObject(reply);
+        return RAGNX_OK;
+    }
+
+    if (ragnx_reply_ok(r, reply, "handover script") == RAGNX_OK) {
+        ragnx_log(RAGNX_LOG_ERROR, "handover script: unexpected reply");
+    }
+
+    return RAGNX_ERROR;
 }

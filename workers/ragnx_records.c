@@ -28,22 +28,46 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "ragnx_db.h"
 #include "ragnx_keys.h"
 
 
 /*
- * $1: [[payload, result, time], ...], a batch in stream order.  A chat
- * and its messages are given the time of the record's stream entry (the
- * entry id, "<ms>-<seq>", as microseconds: ms * 1000 + seq), when the
- * question was answered, in the order of the stream: a user's chat
- * list keeps the order of the questions whatever order batches commit
- * in (up to 1,000 hits in one millisecond).  As ragnx_exchange does,
- * messages go only into a chat this statement made or found and locked
- * FOR KEY SHARE (sql/004_messages_chat_lock.sql).  Returns the records
- * not written: their ordinal, and whether the chat was not found at all
- * (made by a transaction that committed after this statement began: run
- * again) or is someone else's.
+ * The answers this thread has stored, by digest, so that a batch of hits
+ * on answers already in PostgreSQL sends none of them again: a direct-
+ * mapped table, forgotten with the connection.  A digest missing here
+ * only costs its answer being sent (and found there) once more.
+ */
+#define RAGNX_RECORDS_KNOWN  1024
+#define RAGNX_DIGEST         16
+
+#define ragnx_records_slot(d)  (((d)[0] | (d)[1] << 8) % RAGNX_RECORDS_KNOWN)
+
+
+/*
+ * $1: [[payload, answer digest, time], ...], a batch in stream order;
+ * $2: [[answer digest, result], ...], the answers not known to be stored.
+ *
+ * Every record is the first exchange of a new chat (ragnx_job.h,
+ * "scope"), written as one chat row that holds it (sql/007_record_
+ * chats.sql): the chat, its question and job, and its answer by digest.
+ * A chat takes the time of the record's stream entry (the entry id,
+ * "<ms>-<seq>", as microseconds: ms * 1000 + seq), when the question was
+ * answered: a user's chat list keeps the order of the questions whatever
+ * order batches commit in (up to 1,000 hits in one millisecond).  An
+ * answer is inserted once, whoever shows it.
+ *
+ * A chat already there (r) is a record delivered again, when it names the
+ * record's job: nothing to do.  Or it was made first by the asker's next
+ * question in it (a job can run before the record of the hit that made
+ * the chat): the exchange goes into the chat's row all the same, and is
+ * shown first.  Of two records for one chat, the first is its exchange.
+ * Returns the records not written: their ordinal, whether the chat was
+ * not found at all (made by a transaction that committed after this
+ * statement began: run again), and whether it is the record's owner's (a
+ * chat holding another exchange) or someone else's.
  */
 
 static const char  ragnx_records_sql[] =
@@ -51,28 +75,28 @@ static const char  ragnx_records_sql[] =
     "x->0->>'owner' AS owner, (x->0->>'id')::uuid AS job, "
     "x->0->>'query' AS q, timestamptz 'epoch' + "
     "(x->>2)::bigint * interval '1 microsecond' AS t, "
-    "x->1->>'answer' AS a, x->1->'sources' AS s, "
-    "coalesce((x->1->>'truncated')::boolean, false) AS cut, n "
+    "decode(x->>1, 'hex') AS d, n "
     "FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e (x, n)), "
-    "nc AS (INSERT INTO chats (id, owner, title, created_at, updated_at) "
-    "SELECT DISTINCT ON (chat) chat, owner, left(q, 80), t, t "
-    "FROM v ORDER BY chat, n ON CONFLICT (id) DO NOTHING "
-    "RETURNING id, owner), "
-    "ec AS (SELECT id, owner FROM chats "
-    "WHERE id IN (SELECT chat FROM v) FOR KEY SHARE), "
-    "o AS (SELECT id, owner FROM nc UNION ALL SELECT id, owner FROM ec), "
-    "m AS (INSERT INTO messages (chat_id, job_id, role, content, sources, "
-    "model, created_at, truncated) "
-    "SELECT v.chat, v.job, r.role, r.content, r.sources, r.model, v.t, "
-    "r.cut FROM v JOIN o ON o.id = v.chat AND o.owner = v.owner "
-    "CROSS JOIN LATERAL (VALUES (1, 'user', v.q, NULL::jsonb, NULL, false), "
-    "(2, 'assistant', v.a, v.s, 'cache', v.cut)) r (k, role, content, "
-    "sources, model, cut) ORDER BY v.n, r.k "
-    "ON CONFLICT (job_id, role) DO NOTHING RETURNING chat_id), "
-    "u AS (UPDATE chats SET updated_at = now() "
-    "WHERE id IN (SELECT id FROM ec) AND id IN (SELECT chat_id FROM m)) "
-    "SELECT v.n, o.owner IS NULL FROM v LEFT JOIN o ON o.id = v.chat "
-    "WHERE o.owner IS DISTINCT FROM v.owner";
+    "a AS (INSERT INTO answers (digest, content, sources, truncated) "
+    "SELECT decode(y->>0, 'hex'), y->1->>'answer', "
+    "coalesce(y->1->'sources', '[]'), "
+    "coalesce((y->1->>'truncated')::boolean, false) "
+    "FROM jsonb_array_elements($2::jsonb) AS f (y) "
+    "ON CONFLICT (digest) DO NOTHING), "
+    "nc AS (INSERT INTO chats (id, owner, title, created_at, updated_at, "
+    "job_id, query, answer) SELECT chat, owner, left(q, 80), t, t, job, q, "
+    "d FROM v ORDER BY n ON CONFLICT (id) DO NOTHING "
+    "RETURNING id, job_id), "
+    "r AS (SELECT * FROM v WHERE NOT EXISTS (SELECT FROM nc "
+    "WHERE nc.id = v.chat AND nc.job_id = v.job)), "
+    "u AS (UPDATE chats c SET job_id = r.job, query = r.q, answer = r.d "
+    "FROM (SELECT DISTINCT ON (chat) * FROM r ORDER BY chat, n) r "
+    "WHERE c.id = r.chat AND c.owner = r.owner "
+    "AND c.job_id IS NULL RETURNING c.id, c.job_id) "
+    "SELECT r.n, c.owner IS NULL, c.owner = r.owner "
+    "FROM r LEFT JOIN chats c ON c.id = r.chat "
+    "WHERE c.job_id IS DISTINCT FROM r.job AND NOT EXISTS (SELECT FROM u "
+    "WHERE u.id = r.chat AND u.job_id = r.job)";
 
 
 /* compared by address: only a missing chat is worth a second run */
@@ -87,6 +111,7 @@ typedef struct {
     size_t        len;
     const char   *result;
     size_t        rlen;
+    u_char        digest[RAGNX_DIGEST];     /* the result's */
     const char   *error;            /* not written: dead-lettered */
 } ragnx_record_t;
 
@@ -97,14 +122,16 @@ typedef struct {
     ragnx_record_t  *recs;
     int              n;
     redisReply      *reply;         /* the read: owns the strings */
-    char            *buf;           /* the statement's parameter */
+    char            *buf;           /* the statement's parameters */
     size_t           size;
+    u_char           known[RAGNX_RECORDS_KNOWN][RAGNX_DIGEST];
 } ragnx_records_t;
 
 
 static int ragnx_records_read(ragnx_thread_t *t, ragnx_records_t *b,
     int block_ms);
 static void ragnx_records_check(ragnx_record_t *rec);
+static char *ragnx_records_hex(char *p, const u_char *digest);
 static int ragnx_records_write(ragnx_records_t *b);
 static int ragnx_records_exec(ragnx_records_t *b, int from, int to,
     int *missing);
@@ -122,6 +149,12 @@ ragnx_record_thread(void *data)
 
     memset(&b, 0, sizeof(ragnx_records_t));
     backoff = 100;
+
+    if (sodium_init() < 0) {
+        ragnx_log(RAGNX_LOG_ERROR, "libsodium cannot be initialised");
+        ragnx_thread_exit(t);
+        return NULL;
+    }
 
     b.recs = calloc(ragnx_conf->record_batch, sizeof(ragnx_record_t));
     if (b.recs == NULL) {
@@ -335,6 +368,30 @@ ragnx_records_check(ragnx_record_t *rec)
     {
         rec->error = "invalid result";
     }
+
+    if (rec->error == NULL) {
+        crypto_generichash(rec->digest, RAGNX_DIGEST,
+                           (const u_char *) rec->result, rec->rlen, NULL, 0);
+    }
+}
+
+
+static char *
+ragnx_records_hex(char *p, const u_char *digest)
+{
+    int                  i;
+    static const char    hex[] = "0123456789abcdef";
+
+    *p++ = '"';
+
+    for (i = 0; i < RAGNX_DIGEST; i++) {
+        *p++ = hex[digest[i] >> 4];
+        *p++ = hex[digest[i] & 0xf];
+    }
+
+    *p++ = '"';
+
+    return p;
 }
 
 
@@ -355,6 +412,9 @@ ragnx_records_write(ragnx_records_t *b)
                                    ragnx_conf->database_password);
         b->prepared = 0;
 
+        /* what another server, or a restored one, holds is not known */
+        memset(b->known, 0, sizeof(b->known));
+
         if (b->conn == NULL) {
             return RAGNX_AGAIN;
         }
@@ -363,7 +423,7 @@ ragnx_records_write(ragnx_records_t *b)
     if (!b->prepared) {
         if (ragnx_db_ok(b->conn,
                         PQprepare(b->conn, "ragnx_records",
-                                  ragnx_records_sql, 1, NULL),
+                                  ragnx_records_sql, 2, NULL),
                         PGRES_COMMAND_OK, "prepare records")
             != RAGNX_OK)
         {
@@ -426,19 +486,20 @@ ragnx_records_write(ragnx_records_t *b)
 static int
 ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
 {
-    int               i, k, rows, n, *index;
+    int               i, k, rows, n, slot, *index;
     char             *p, *nb;
+    u_char          (*sent)[RAGNX_DIGEST];
     size_t            need;
-    const char       *param, *state;
+    const char       *params[2], *state;
     PGresult         *res;
     ragnx_record_t   *rec;
 
     *missing = 0;
-    need = 3;
+    need = 6;
 
     for (i = from; i < to; i++) {
         if (b->recs[i].error == NULL) {
-            need += b->recs[i].len + b->recs[i].rlen + 30;
+            need += b->recs[i].len + b->recs[i].rlen + 2 * 36 + 40;
         }
     }
 
@@ -454,14 +515,19 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
     }
 
     index = malloc((to - from) * sizeof(int));
-    if (index == NULL) {
+    sent = calloc(RAGNX_RECORDS_KNOWN, RAGNX_DIGEST);
+
+    if (index == NULL || sent == NULL) {
+        free(index);
+        free(sent);
         ragnx_log(RAGNX_LOG_ERROR, "out of memory");
         return RAGNX_AGAIN;
     }
 
-    /* [[payload,result,time],...]: JSON already, nothing to escape */
+    /* $1, [[payload,"digest",time],...]: JSON already, nothing to escape */
 
     p = b->buf;
+    params[0] = p;
     *p++ = '[';
     n = 0;
 
@@ -481,23 +547,59 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
         p = memcpy(p, rec->payload, rec->len);
         p += rec->len;
         *p++ = ',';
-        p = memcpy(p, rec->result, rec->rlen);
-        p += rec->rlen;
+        p = ragnx_records_hex(p, rec->digest);
         *p++ = ',';
         p = stpcpy(p, rec->time);
         *p++ = ']';
     }
 
     *p++ = ']';
+    *p++ = '\0';
+
+    /*
+     * $2, [["digest",result],...]: each answer not known to be stored,
+     * once (one sent twice in the same statement is only skipped there).
+     */
+
+    params[1] = p;
+    *p++ = '[';
+    k = 0;
+
+    for (i = 0; i < n; i++) {
+        rec = &b->recs[index[i]];
+        slot = ragnx_records_slot(rec->digest);
+
+        if (memcmp(b->known[slot], rec->digest, RAGNX_DIGEST) == 0
+            || memcmp(sent[slot], rec->digest, RAGNX_DIGEST) == 0)
+        {
+            continue;
+        }
+
+        memcpy(sent[slot], rec->digest, RAGNX_DIGEST);
+
+        if (k++) {
+            *p++ = ',';
+        }
+
+        *p++ = '[';
+        p = ragnx_records_hex(p, rec->digest);
+        *p++ = ',';
+        p = memcpy(p, rec->result, rec->rlen);
+        p += rec->rlen;
+        *p++ = ']';
+    }
+
+    *p++ = ']';
     *p = '\0';
+
+    free(sent);
 
     if (n == 0) {
         free(index);
         return RAGNX_OK;
     }
 
-    param = b->buf;
-    res = PQexecPrepared(b->conn, "ragnx_records", 1, &param, NULL, NULL, 0);
+    res = PQexecPrepared(b->conn, "ragnx_records", 2, params, NULL, NULL, 0);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -527,6 +629,14 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
         return RAGNX_AGAIN;
     }
 
+    /* committed: every answer of the batch is stored */
+
+    for (i = 0; i < n; i++) {
+        rec = &b->recs[index[i]];
+        memcpy(b->known[ragnx_records_slot(rec->digest)], rec->digest,
+               RAGNX_DIGEST);
+    }
+
     rows = PQntuples(res);
 
     for (i = 0; i < rows; i++) {
@@ -541,6 +651,11 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
         if (PQgetvalue(res, i, 1)[0] == 't') {
             (*missing)++;
             rec->error = ragnx_records_not_found;
+
+        } else if (PQgetvalue(res, i, 2)[0] == 't') {
+            ragnx_log(RAGNX_LOG_WARN, "record %s: its chat holds the "
+                      "exchange of another job", rec->id);
+            rec->error = "chat already recorded";
 
         } else {
             ragnx_log(RAGNX_LOG_WARN, "record %s: chat of another owner",

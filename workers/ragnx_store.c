@@ -29,16 +29,18 @@
 const ragnx_db_stmt_t  ragnx_statements[] = {
 
     { "ragnx_chat", 2,
-      "SELECT c.owner, m.content, coalesce(m.sources, '[]') "
+      "SELECT c.owner, m.content, coalesce(m.sources, '[]'), m.truncated "
       "FROM (SELECT $1::uuid AS id) x "
       "LEFT JOIN chats c ON c.id = x.id "
       "LEFT JOIN messages m ON m.job_id = $2::uuid "
       "AND m.role = 'assistant'"
     },
 
+    /* with the exchange a chat's row holds (sql/007_record_chats.sql) */
+
     { "ragnx_history", 2,
       "SELECT role, content FROM (SELECT role, "
-      "content, seq FROM messages WHERE chat_id = $1 "
+      "content, seq FROM chat_messages WHERE chat_id = $1 "
       "ORDER BY seq DESC LIMIT $2) m ORDER BY seq"
     },
 
@@ -79,7 +81,9 @@ const ragnx_db_stmt_t  ragnx_statements[] = {
      * messages.chat_id has no foreign key (sql/004_messages_chat_lock.sql):
      * the messages go only into a chat this statement created, or one it
      * found and locked as the key check did, so that a delete waits for
-     * the commit and its trigger then removes them too.
+     * the commit and its trigger then removes them too.  It returns the
+     * owner, the messages it wrote and, when it wrote none (another run
+     * of the job stored its exchange first), the answer stored.
      */
 
     { "ragnx_exchange", 11,
@@ -98,7 +102,9 @@ const ragnx_db_stmt_t  ragnx_statements[] = {
       "ON CONFLICT (job_id, role) DO NOTHING RETURNING 1), "
       "u AS (UPDATE chats SET updated_at = now() WHERE id = $1 "
       "AND owner = $9 AND EXISTS (SELECT 1 FROM m) RETURNING 1) "
-      "SELECT (SELECT owner FROM o)"
+      "SELECT (SELECT owner FROM o), (SELECT count(*) FROM m), s.content, "
+      "coalesce(s.sources, '[]'), s.truncated FROM (SELECT 1) x "
+      "LEFT JOIN messages s ON s.job_id = $2::uuid AND s.role = 'assistant'"
     },
 
     /*
@@ -222,6 +228,7 @@ ragnx_store_chat_result(PGresult *res, const ragnx_job_t *job, int *created,
         found->sources = json_loads(PQgetvalue(res, 0, 2), 0, NULL);
         found->input_tokens = -1;
         found->output_tokens = -1;
+        found->truncated = PQgetvalue(res, 0, 3)[0] == 't';
 
         if (found->answer == NULL || !json_is_array(found->sources)) {
             ragnx_answer_free(found);
@@ -495,15 +502,19 @@ ragnx_store_passages_free(ragnx_passage_t *p, int n)
  * The chat (created for the owner if new), the user and assistant
  * messages of a job and the chat's updated_at, in one statement (one
  * transaction, one round trip).  (job_id, role) is unique: writing the
- * same job again changes nothing.  Nothing is written into a chat that
+ * same job again changes nothing, and the answer stored first wins: when
+ * another run of the job (a redelivery while this one ran) stored its
+ * exchange first, ans becomes that answer, so the job's hash and the
+ * cache say what the chat says.  Nothing is written into a chat that
  * turned out to be someone else's: RAGNX_DECLINED.
  */
 
 int
 ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
-    const ragnx_answer_t *ans, char *err, size_t errlen)
+    ragnx_answer_t *ans, char *err, size_t errlen)
 {
-    int              rc, attempt;
+    int              rc, attempt, wrote;
+    json_t          *stored;
     char            *sources, in[24], out[24], title[400];
     size_t           n;
     const char      *params[11];
@@ -548,8 +559,12 @@ ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
      * after the statement began (its insert waited for it, then did
      * nothing, and the statement's snapshot cannot see the row).  Once
      * more, with a new snapshot; still none is a transient error, never
-     * "chat not found".
+     * "chat not found".  The same for messages written by another run of
+     * the job that committed while the statement ran: none written, none
+     * seen.
      */
+
+    wrote = 0;
 
     for (attempt = 0; attempt < 2; attempt++) {
         req.n = 1;
@@ -566,21 +581,26 @@ ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
             return RAGNX_AGAIN;
         }
 
-        if (!PQgetisnull(res, 0, 0)) {
+        wrote = atoi(PQgetvalue(res, 0, 1)) > 0;
+
+        if (!PQgetisnull(res, 0, 0)
+            && (wrote || !PQgetisnull(res, 0, 2)
+                || strcmp(PQgetvalue(res, 0, 0), job->owner) != 0))
+        {
             break;
         }
 
         PQclear(res);
         res = NULL;
-        ragnx_log(RAGNX_LOG_INFO, "job %s: chat %s made meanwhile by "
-                  "another transaction: writing again", job->id,
-                  job->chat_id);
+        ragnx_log(RAGNX_LOG_INFO, "job %s: chat %s or its messages made "
+                  "meanwhile by another transaction: writing again",
+                  job->id, job->chat_id);
     }
 
     free(sources);
 
     if (res == NULL) {
-        snprintf(err, errlen, "chat being created elsewhere");
+        snprintf(err, errlen, "chat or exchange being written elsewhere");
         return RAGNX_AGAIN;
     }
 
@@ -589,6 +609,27 @@ ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
     if (strcmp(PQgetvalue(res, 0, 0), job->owner) != 0) {
         snprintf(err, errlen, "chat not found");
         rc = RAGNX_DECLINED;
+
+    } else if (!wrote) {
+        stored = json_loads(PQgetvalue(res, 0, 3), 0, NULL);
+        free(ans->answer);
+        ans->answer = strdup(PQgetvalue(res, 0, 2));
+
+        if (ans->answer == NULL || !json_is_array(stored)) {
+            json_decref(stored);
+            snprintf(err, errlen, "out of memory");
+            rc = RAGNX_AGAIN;
+
+        } else {
+            json_decref(ans->sources);
+            ans->sources = stored;
+            ans->truncated = PQgetvalue(res, 0, 4)[0] == 't';
+
+            /* what history went into it is not known here */
+            ans->contextual = job->chat_scope;
+            ragnx_log(RAGNX_LOG_WARN, "job %s: another run stored its "
+                      "answer first: completing with that one", job->id);
+        }
     }
 
     PQclear(res);

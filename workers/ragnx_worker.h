@@ -10,7 +10,8 @@
  *   ragnx_queue.c         the queue: consume, ack, retry, dead-letter,
  *                         reclaim
  *   ragnx_jobs.c          the "jobs" command: queue depths, dead letters
- *   ragnx_maint.c         the maintenance thread: readiness, heartbeats
+ *   ragnx_maint.c         the maintenance thread: heartbeats, the queue;
+ *                         the check thread: readiness, the generation
  *   ragnx_work.c          one job: retrieval, LLM, persistence, completion
  *   ragnx_records.c       the records lane: exchanges answered from the
  *                         cache, written in batches
@@ -49,6 +50,15 @@
 #define RAGNX_ERROR             -1
 #define RAGNX_AGAIN             -2     /* transient: retry later */
 #define RAGNX_DECLINED          -3     /* permanent: fail the job */
+
+/* the check thread's period, and the lease of the generation it renews */
+#define RAGNX_CHECK_PERIOD      5000
+#define RAGNX_GEN_LEASE         (3 * RAGNX_CHECK_PERIOD)
+
+/* how ragnx_queue_set_gen() writes the generation (workers/lua/gen.lua) */
+#define RAGNX_GEN_REFRESH       0      /* only when this model holds it */
+#define RAGNX_GEN_CLAIM         1      /* a pool started or reloaded */
+#define RAGNX_GEN_BUMP          2      /* an ingest: the version only */
 
 /* the maintenance loop's turn, and the visibility timeout it can keep */
 #define RAGNX_MAINT_TURN        200
@@ -235,7 +245,7 @@ int ragnx_store_read_ask(ragnx_db_pool_t *pool, const ragnx_job_t *job,
     ragnx_passage_t **passages, int *np, ragnx_turn_t **turns, int *nh,
     char *err, size_t errlen);
 int ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
-    const ragnx_answer_t *ans, char *err, size_t errlen);
+    ragnx_answer_t *ans, char *err, size_t errlen);
 
 
 /* LLM: ragnx_llm.c */
@@ -317,7 +327,8 @@ typedef struct {
 void ragnx_queue_init(void);
 int ragnx_queue_setup(ragnx_redis_t *r);
 int ragnx_queue_group(ragnx_redis_t *r, const char *stream);
-int ragnx_queue_set_gen(ragnx_redis_t *r, long long version);
+int ragnx_queue_set_gen(ragnx_redis_t *r, long long version, int how,
+    char *gen, size_t len);
 int ragnx_queue_read(ragnx_redis_t *r, ragnx_entry_t *e, int block_ms);
 void ragnx_entry_free(ragnx_entry_t *e);
 int ragnx_queue_release(ragnx_redis_t *r, const ragnx_entry_t *e);
@@ -332,6 +343,7 @@ int ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
     const ragnx_job_t *job, const char *error);
 int ragnx_queue_maintain(ragnx_redis_t *r);
 int ragnx_queue_forget(ragnx_redis_t *r, long idle_ms);
+int ragnx_queue_handover(ragnx_redis_t *r, const char *prefix);
 int ragnx_jobs_cli(int argc, char **argv);
 
 
@@ -350,6 +362,7 @@ void ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next);
 void *ragnx_record_thread(void *data);
 
 /* for the reading threads: ragnx_main.c */
+void ragnx_consumer_prefix(char *buf, size_t len, long pid);
 int ragnx_may_read(long *backoff, int rc);
 void ragnx_thread_exit(ragnx_thread_t *t);
 
@@ -362,6 +375,7 @@ void ragnx_maint_hold(int i, const ragnx_entry_t *e);
 void ragnx_maint_release(int i);
 int ragnx_maint_ready(void);
 void *ragnx_maint_thread(void *data);
+void *ragnx_check_thread(void *data);
 
 
 /* calls from nginx (shared/ragnx_rpc.h): ragnx_calls.c */
@@ -438,6 +452,7 @@ int ragnx_ingest(int argc, char **argv);
 
 extern volatile sig_atomic_t  ragnx_quit;       /* drain */
 extern volatile sig_atomic_t  ragnx_reload;
+extern int                    ragnx_gen_claim;  /* started, not restarted */
 
 
 #endif /* RAGNX_WORKER_H */

@@ -15,15 +15,22 @@
 -- then reads as usual, and sees why).
 --@include start_fn.lua
 local now = ARGV[2]
-if tonumber(ARGV[8]) > 0 then
+-- A job already completed (by another run of it, say a worker taken for
+-- dead) keeps its answer: neither its hash nor the cache is written
+-- again, so both stay what the first completion wrote, the answer
+-- PostgreSQL stored first (ragnx_store_exchange() completes with it).
+local done = redis.call('HGET', KEYS[1], 'status') == 'completed'
+if not done and tonumber(ARGV[8]) > 0 then
   redis.call('SET', KEYS[5], ARGV[7], 'EX', ARGV[8])
 end
 
-redis.call('HSET', KEYS[1], 'status', 'completed', 'answer', ARGV[3],
-  'sources', ARGV[4], 'updatedAt', now)
-redis.call('HDEL', KEYS[1], 'error')
-if ARGV[11] == '1' then redis.call('HSET', KEYS[1], 'truncated', '1') end
-redis.call('EXPIRE', KEYS[1], ARGV[5])
+if not done then
+  redis.call('HSET', KEYS[1], 'status', 'completed', 'answer', ARGV[3],
+    'sources', ARGV[4], 'updatedAt', now)
+  redis.call('HDEL', KEYS[1], 'error')
+  if ARGV[11] == '1' then redis.call('HSET', KEYS[1], 'truncated', '1') end
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+end
 if ARGV[1] ~= '' then
   redis.call('XACK', KEYS[2], '@RAGNX_GROUP@', ARGV[1])
   redis.call('XDEL', KEYS[2], ARGV[1])

@@ -66,11 +66,24 @@ sub ask_script {
     return $lua;
 }
 
+# any script of ngx_module/lua/ or workers/lua/, as scripts/embed-lua
+# embeds it
+sub lua_script {
+    my ($file) = @_;
+    (my $dir = $file) =~ s{/[^/]+\z}{};
+    my $lua = slurp($file);
+    1 while $lua =~ s{^--\@include\s+(\S+)\s*\n}{slurp("$dir/$1")}me;
+    $lua =~ s{\@(\w+)\@}{$MACRO{$1} // die "unknown macro $1"}ge;
+    return $lua;
+}
+
 my $SCRIPT;
 
+# name => N (default "worker"): N.conf, N.log and the pid of N, so a test
+# can run pools side by side
 sub new {
     my ($class, $t, %a) = @_;
-    return bless { t => $t, %a }, $class;
+    return bless { t => $t, name => 'worker', %a }, $class;
 }
 
 sub t { $_[0]{t} }
@@ -94,15 +107,15 @@ sub configure {
     );
     my $conf = join '', map { defined $c{$_} ? "$_ = $c{$_}\n" : '' }
                         sort keys %c;
-    $t->file('worker.conf', $conf);
+    $t->file("$self->{name}.conf", $conf);
     $self->{conf} = \%c;
-    return "$t->{dir}/worker.conf";
+    return "$t->{dir}/$self->{name}.conf";
 }
 
 # run the CLI; returns (exit code, stdout + stderr)
 sub cli {
     my ($self, @args) = @_;
-    my $conf = "$self->{t}{dir}/worker.conf";
+    my $conf = "$self->{t}{dir}/$self->{name}.conf";
     my $out = '';
     my $pid = open(my $fh, '-|') // die "fork: $!";
     if ($pid == 0) {
@@ -119,12 +132,12 @@ sub cli {
     return ($rc, $out);
 }
 
-sub worker_log { slurp("$_[0]{t}{dir}/worker.log") }
+sub worker_log { slurp("$_[0]{t}{dir}/$_[0]{name}.log") }
 
 sub start {
     my ($self, %a) = @_;
     my $t = $self->{t};
-    my $conf = "$t->{dir}/worker.conf";
+    my $conf = "$t->{dir}/$self->{name}.conf";
     my $before = length $self->worker_log;
     my %env = $t->preload_env;
     my $pid = fork() // die "fork: $!";
@@ -135,11 +148,11 @@ sub start {
         $ENV{LD_PRELOAD} = join ':', grep { $_ } $env{LD_PRELOAD},
                                                  $a{preload}
             if $a{preload};
-        open STDOUT, '>>', "$t->{dir}/worker.log";
-        open STDERR, '>>', "$t->{dir}/worker.log";
+        open STDOUT, '>>', "$t->{dir}/$self->{name}.log";
+        open STDERR, '>>', "$t->{dir}/$self->{name}.log";
         exec(worker_bin(), '-c', $conf) or POSIX::_exit(127);
     }
-    $t->{pids}{worker} = $pid;
+    $t->{pids}{ $self->{name} } = $pid;
     my $n = $a{workers} || $self->{conf}{workers} || 1;
     for (1 .. 400) {
         my $log = substr($self->worker_log, $before);
@@ -152,7 +165,7 @@ sub start {
     BAIL_OUT('worker pool did not start');
 }
 
-sub pid { $_[0]{t}{pids}{worker} }
+sub pid { $_[0]{t}{pids}{ $_[0]{name} } }
 
 # the worker processes (children of the supervisor)
 sub children {
@@ -165,7 +178,7 @@ sub children {
 sub stop {
     my ($self, $sig, $timeout) = @_;
     my $t = $self->{t};
-    my $pid = delete $t->{pids}{worker} or return;
+    my $pid = delete $t->{pids}{ $self->{name} } or return;
     kill $sig || 'TERM', $pid;
     my $deadline = time + ($timeout || 20);
     while (time < $deadline) {
