@@ -2,9 +2,10 @@
 /*
  * ragnx health: GET /health ("ragnx_health"), through the non-blocking
  * Redis pool: the health script on the queue server (the records lane's
- * backlog and the hits refused at its bound; any answer says Redis is
- * up) and a PING to a separate cache server, answered with {"status",
- * "redis", "uptime", "records"}.
+ * backlog and the hits refused at its bound, the pool's LLM circuit
+ * breaker; any answer says Redis is up) and a PING to a separate cache
+ * server, answered with {"status", "redis", "uptime", "records"}, and
+ * "llm" while the breaker is open (503, "degraded").
  */
 
 
@@ -38,6 +39,7 @@ typedef struct {
     ngx_uint_t                    records;   /* the lane was read */
     int64_t                       backlog;
     int64_t                       refused;
+    ngx_str_t                     llm;       /* the breaker: why open */
 } ngx_http_ragnx_health_ctx_t;
 
 
@@ -111,8 +113,8 @@ static ngx_int_t  ngx_http_ragnx_health_script_index;
 static ngx_int_t
 ngx_http_ragnx_health_handler(ngx_http_request_t *r)
 {
-    size_t                             lens[3];
-    const char                        *argv[3];
+    size_t                             lens[4];
+    const char                        *argv[4];
     ngx_http_ragnx_health_ctx_t       *ctx;
     ngx_http_ragnx_health_loc_conf_t  *hlcf;
 
@@ -136,18 +138,20 @@ ngx_http_ragnx_health_handler(ngx_http_request_t *r)
     /* notice a client that goes away while the reply is pending */
     r->read_event_handler = ngx_http_test_reading;
 
-    argv[0] = "2";
+    argv[0] = "3";
     lens[0] = 1;
     argv[1] = RAGNX_KEY_RECORDS;
     lens[1] = sizeof(RAGNX_KEY_RECORDS) - 1;
     argv[2] = RAGNX_KEY_STATS;
     lens[2] = sizeof(RAGNX_KEY_STATS) - 1;
+    argv[3] = RAGNX_KEY_LLM;
+    lens[3] = sizeof(RAGNX_KEY_LLM) - 1;
 
     ctx->wait.reply = ngx_http_ragnx_health_reply;
     ctx->wait.resume = ngx_http_ragnx_health_resume;
 
     if (ngx_http_ragnx_redis_eval(r, &ctx->wait, hlcf->queue,
-                                  ngx_http_ragnx_health_script_index, 3,
+                                  ngx_http_ragnx_health_script_index, 4,
                                   argv, lens)
         != NGX_OK)
     {
@@ -177,14 +181,26 @@ ngx_http_ragnx_health_reply(ngx_http_request_t *r, redisReply *reply,
     if (reply->type == REDIS_REPLY_STATUS) {
         ctx->pongs++;
 
-    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3
                && reply->element[0]->type == REDIS_REPLY_INTEGER
-               && reply->element[1]->type == REDIS_REPLY_INTEGER)
+               && reply->element[1]->type == REDIS_REPLY_INTEGER
+               && reply->element[2]->type == REDIS_REPLY_STRING)
     {
         ctx->pongs++;
         ctx->records = 1;
         ctx->backlog = reply->element[0]->integer;
         ctx->refused = reply->element[1]->integer;
+
+        /* the reply is freed after this callback: a copy of the reason */
+        if (reply->element[2]->len > 0 && reply->element[2]->len <= 64) {
+            ctx->llm.data = ngx_pnalloc(r->pool, reply->element[2]->len);
+
+            if (ctx->llm.data) {
+                ngx_memcpy(ctx->llm.data, reply->element[2]->str,
+                           reply->element[2]->len);
+                ctx->llm.len = reply->element[2]->len;
+            }
+        }
     }
 }
 
@@ -235,9 +251,15 @@ ngx_http_ragnx_health_send(ngx_http_request_t *r, ngx_uint_t up)
 {
     json_t                       *body;
     ngx_int_t                     rc;
+    ngx_uint_t                    ok;
     ngx_http_ragnx_health_ctx_t  *ctx;
 
-    body = json_pack("{s:s, s:I}", "status", up ? "ok" : "degraded",
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_health_module);
+
+    /* the pool's LLM calls paused (the provider refuses its key) */
+    ok = up && (ctx == NULL || ctx->llm.len == 0);
+
+    body = json_pack("{s:s, s:I}", "status", ok ? "ok" : "degraded",
                      "uptime",
                      (json_int_t) (ngx_time() - ngx_http_ragnx_health_started));
     if (body == NULL) {
@@ -248,9 +270,13 @@ ngx_http_ragnx_health_send(ngx_http_request_t *r, ngx_uint_t up)
         json_object_set_new(body, "redis", json_string(up ? "ok" : "down"));
     }
 
-    /* hits answered from the cache not written yet, and those refused */
+    if (ctx && ctx->llm.len) {
+        json_object_set_new(body, "llm",
+                            json_stringn((char *) ctx->llm.data,
+                                         ctx->llm.len));
+    }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_health_module);
+    /* hits answered from the cache not written yet, and those refused */
 
     if (ctx && ctx->records) {
         json_object_set_new(body, "records",
@@ -259,7 +285,7 @@ ngx_http_ragnx_health_send(ngx_http_request_t *r, ngx_uint_t up)
                                       "refused", (json_int_t) ctx->refused));
     }
 
-    rc = ngx_http_ragnx_send_json(r, up ? NGX_HTTP_OK
+    rc = ngx_http_ragnx_send_json(r, ok ? NGX_HTTP_OK
                                         : NGX_HTTP_SERVICE_UNAVAILABLE,
                                   body);
     json_decref(body);

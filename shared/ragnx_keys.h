@@ -22,8 +22,12 @@
  *   {ragnx}:dead            stream of jobs that exhausted their attempts
  *   {ragnx}:job:<id>        hash: status, owner, chatId, attempts,
  *                           createdAt, updatedAt, answer, sources, error,
- *                           leader (single-flight followers)
+ *                           leader (single-flight followers), held (an
+ *                           answer waiting to be stored by a retry)
  *   {ragnx}:job:<id>:followers  list of follower job ids of a leader
+ *   {ragnx}:llm             the pool's LLM circuit breaker while open
+ *                           ("unauthorized", "forbidden": the provider
+ *                           refuses the key), with a TTL; read by /health
  *   {ragnx}:stats           hash of counters: "records-refused" (cache
  *                           hits refused with 503 because the records
  *                           stream was at its bound)
@@ -69,6 +73,7 @@
 #define RAGNX_KEY_GEN_OWNER      RAGNX_KEY_PREFIX "gen-owner"
 #define RAGNX_KEY_CACHE          RAGNX_KEY_PREFIX "cache:"
 #define RAGNX_KEY_INFLIGHT       RAGNX_KEY_PREFIX "inflight"
+#define RAGNX_KEY_LLM            RAGNX_KEY_PREFIX "llm"
 /* "<digest>:<gen>": a field of {ragnx}:inflight, the tail of a cache key */
 #define RAGNX_KEY_GEN_SEP        ":"
 #define RAGNX_KEY_FOLLOWERS      ":followers"

@@ -688,6 +688,36 @@ for my $alg ([ 'RS256', 'rs', $rs_port ], [ 'ES256', 'es', $es_port ]) {
     $p->stop;
 }
 
+# PostgreSQL restarted under idle pooled connections: the first call to
+# find its connection lost has the others, as stale, closed too, so the
+# calls after it are answered on new ones
+
+{
+    $p->start;
+    # four calls at once, each holding a connection behind a lock
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        $t->psql("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE; "
+                 . "SELECT pg_sleep(1.2); COMMIT");
+        POSIX::_exit(0);
+    }
+    sleep 0.4;
+    my $rs = $t->parallel([ map { [GET => '/api/users/me',
+                                   headers => [Authorization =>
+                                               "Bearer $login_token"]] }
+                            1 .. 4 ]);
+    waitpid($pid, 0);
+    is(join(' ', map { $_->{status} } @$rs), '200 200 200 200',
+       'four calls at once: four connections');
+    $t->stop_postgres;
+    $t->start_postgres;
+    my @st = map { call(GET => '/api/users/me', token => $login_token)
+                   ->{status} } 1 .. 3;
+    like($st[0], qr/^(200|503)$/, "after a restart: the first call $st[0]");
+    is("$st[1] $st[2]", '200 200', '... the next ones answered');
+    $p->stop;
+}
+
 unlike($p->worker_log, qr/Sanitizer|runtime error:/,
        'no sanitizer report from the pool');
 $t->done;

@@ -53,7 +53,7 @@ sub requests { $mock->stats->{requests} }
 
 sub messages {
     my ($id) = @_;
-    return $t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'");
+    return $t->psql("SELECT count(*) FROM chat_messages WHERE job_id = '$id'");
 }
 
 sub stored {

@@ -186,30 +186,84 @@ is($j->{status}, 'failed', '400: failed');
 is($j->{attempts}, 1, 'at once');
 is($j->{error}, 'LLM rejected the request', 'error');
 
-# a leader that fails permanently fails its followers with the same error
+# a leader that fails for a reason of its own (its request refused)
+# does not fail its followers: the first runs as a job of its own and
+# leads the question, the others follow it
 
 {
     $mock->set(delay_ms => 600, script => ['400']);
+    my $n0 = $mock->stats->{requests};
     my ($lid, $lo) = $p->ask(query => 'A question nobody may ask');
     ok($p->wait_status($lid, 'active'), 'leader active');
-    my ($fid, $fo) = $p->ask(query => 'a question nobody may ask',
-                             owner => 'bob');
-    is("$lo $fo", 'queued follower', 'leader and follower');
+    my ($fid, $fo, undef, $fchat) = $p->ask(
+        query => 'a question nobody may ask', owner => 'bob');
+    my ($gid, $go) = $p->ask(query => 'a question NOBODY may ask',
+                             owner => 'carol');
+    is("$lo $fo $go", 'queued follower follower', 'a leader, two followers');
     my $l = $p->wait_job($lid);
-    my $f = $p->wait_job($fid);
     is("$l->{status}|$l->{error}", 'failed|LLM rejected the request',
        'leader failed');
-    is("$f->{status}|$f->{error}", 'failed|LLM rejected the request',
+    my $f = $p->wait_job($fid);
+    my $g = $p->wait_job($gid);
+    is($f->{status}, 'completed', 'the first follower ran as its own job');
+    is($f->{answer}, 'Mock answer to: a question nobody may ask',
+       '... with its own answer');
+    is($t->psql("SELECT count(*) FROM messages m JOIN chats c ON "
+                . "c.id = m.chat_id WHERE job_id = '$fid' AND "
+                . "c.owner = 'bob' AND c.id = '$fchat'"), 2,
+       '... stored in its own chat');
+    is($g->{status}, 'completed', 'the second followed it');
+    is($g->{answer}, $f->{answer}, '... with its answer');
+    is($mock->stats->{requests} - $n0, 2,
+       'the LLM ran twice: the leader, then the new leader');
+    is(scalar(grep { $_ eq $lid || $_ eq $fid }
+                  split /\n/, $t->redis('HVALS', '{ragnx}:inflight')),
+       0, 'in-flight field removed');
+    $mock->set(delay_ms => 0);
+}
+
+# a leader whose chat is someone else's: its followers run as their own
+
+{
+    $p->stop('TERM');
+    my ($lid, $lo) = $p->ask(query => 'Whose chat is this?',
+                             owner => 'mallory', chat => $chat);
+    my ($fid, $fo) = $p->ask(query => 'whose chat is this?', owner => 'bob');
+    is("$lo $fo", 'queued follower', 'a leader in a foreign chat, a follower');
+    $p->start;
+    my $l = $p->wait_job($lid);
+    is("$l->{status}|$l->{error}", 'failed|chat not found', 'leader failed');
+    my $f = $p->wait_job($fid);
+    is($f->{status}, 'completed', 'the follower completed on its own');
+    like($f->{answer}, qr/^Mock answer to: whose chat is this\?/,
+         '... with an answer');
+}
+
+# a failure that would hit any asker (the LLM down through every
+# attempt) is shared: the followers fail with the leader's error
+
+{
+    $mock->set(delay_ms => 300, default => '500');
+    my ($lid, $lo) = $p->ask(query => 'A question for a broken LLM');
+    ok($p->wait_status($lid, 'active'), 'leader active');
+    my ($fid, $fo) = $p->ask(query => 'a question for a broken LLM',
+                             owner => 'bob');
+    is("$lo $fo", 'queued follower', 'leader and follower');
+    my $l = $p->wait_job($lid, 20);
+    my $f = $p->wait_job($fid, 20);
+    is($l->{status}, 'failed', 'leader failed after its attempts');
+    is($l->{attempts}, 3, '... all of them');
+    is("$f->{status}|$f->{error}", "failed|$l->{error}",
        'follower failed with the same error');
     cmp_ok($t->redis('TTL', "{ragnx}:job:$fid"), '>', 0,
            'follower hash has the retention TTL');
     is(scalar(grep { $_ eq $lid }
                   split /\n/, $t->redis('HVALS', '{ragnx}:inflight')),
        0, 'in-flight field removed');
-    my ($nid, $no) = $p->ask(query => 'a question nobody may ask');
+    $mock->set(delay_ms => 0, default => 'ok');
+    my ($nid, $no) = $p->ask(query => 'a question for a broken LLM');
     is($no, 'queued', 'the next identical question starts afresh');
     is($p->wait_job($nid)->{status}, 'completed', 'and completes');
-    $mock->set(delay_ms => 0);
 }
 
 # an answer cut at the token limit (anthropic): stored and marked, never

@@ -311,6 +311,8 @@ is(($messages->('order8', $mine, ''))[0], 404,
 # the asker's next question can be written before the record of the hit
 # that made the chat: the record still lands, and is shown first
 
+# (both records in one batch: of two, the first is the chat's exchange)
+$p->stop;
 my ($rid, $rp1, $rr) = $good->('race');
 my ($race) = $rp1 =~ /"chatId":"([^"]+)"/;
 my $next = uuid7();
@@ -325,6 +327,7 @@ my ($did, $dp, $dr) = $good->('race');
 $dp =~ s/"chatId":"[^"]+"/"chatId":"$race"/;
 $t->redis('XADD', '{ragnx}:records', '*', 'id', $did, 'job', $dp,
           'result', $dr);
+$p->start;
 ok(drained(), 'a record into a chat its next question made first');
 my (undef, $rm) = $messages->('race', $race, '');
 is_deeply([ map { $_->{content} } @{ $rm->{messages} } ],
@@ -341,10 +344,14 @@ $t->redis('DEL', '{ragnx}:dead');
 $p->stop;
 my @resp;
 my $n = 2000;
+my %asked;
 for (1 .. $n) {
     my ($id, $payload, $result) = $good->('killed');
-    $t->redis('XADD', '{ragnx}:records', '*', 'id', $id, 'job', $payload,
-              'result', $result);
+    my $e = $t->redis('XADD', '{ragnx}:records', '*', 'id', $id, 'job',
+                      $payload, 'result', $result);
+    my ($chat) = $payload =~ /"chatId":"([^"]+)"/;
+    my ($ms, $seq) = $e =~ /^(\d+)-(\d+)$/;
+    $asked{$chat} = $ms * 1000 + ($seq > 999 ? 999 : $seq);
 }
 # a lock that holds the batch statement mid-way
 my $locker = fork() // die "fork: $!";
@@ -385,6 +392,11 @@ is($recorded->('killed'), 2 * $n,
    "... every one of the $n records written once");
 is($t->psql("SELECT count(*) FROM chats WHERE owner = 'killed'"), $n,
    '... one chat each');
+is($t->psql("SELECT count(*) FROM chats c JOIN (VALUES "
+            . join(',', map { "('$_'::uuid, $asked{$_})" } keys %asked)
+            . ") a (id, us) ON a.id = c.id WHERE c.created_at = "
+            . "timestamptz 'epoch' + a.us * interval '1 microsecond'"), $n,
+   '... each at the time it was asked, handed over or not');
 is($t->redis('XLEN', '{ragnx}:dead'), 0, '... nothing dead-lettered');
 
 # past the bound: the hit is refused, counted, logged, shown; not lost

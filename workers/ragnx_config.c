@@ -75,6 +75,8 @@ static const ragnx_setting_t  ragnx_settings[] = {
       NULL, 0 },
     { "db_timeout", RAGNX_SET_INT, RAGNX_OFF(db_timeout), 10, 600000,
       "10000", 1, NULL, 0 },
+    { "db_query_timeout", RAGNX_SET_INT, RAGNX_OFF(db_query_timeout), 100,
+      3600000, "15000", 1, NULL, 0 },
     { "llm_provider", RAGNX_SET_ENUM, RAGNX_OFF(llm_provider), 0, 0,
       "extractive", 1, "extractive anthropic openai", RAGNX_OFF(llm_kind) },
     { "llm_base_url", RAGNX_SET_STR, RAGNX_OFF(llm_base_url), 1, 2048, NULL,

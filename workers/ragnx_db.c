@@ -9,7 +9,11 @@
  */
 
 
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -19,20 +23,51 @@
 
 static PGconn *ragnx_db_borrow(ragnx_db_pool_t *pool, long timeout,
     int open);
+static PGresult *ragnx_db_last(PGconn *conn, long long deadline,
+    const char *what);
 
+
+/*
+ * A stalled server (stopped, or a host gone without a word) never closes
+ * the connection, and on loopback TCP keepalive does not notice one: the
+ * kernel answers for a stopped process.  So every wait for PostgreSQL is
+ * bounded here, on the client's side: connect_timeout (whole seconds, at
+ * least 2: libpq's rule) for a connect, and ragnx_db_wait() for every
+ * answer.  Keepalives find a peer whose host went away.  The settings of
+ * the conninfo come after ours and win.
+ */
 
 PGconn *
 ragnx_db_connect(const char *conninfo, const char *password)
 {
+    int          n;
+    char         timeout[24];
     PGconn      *conn;
-    const char  *keys[3], *values[3];
+    const char  *keys[8], *values[8];
 
-    keys[0] = "dbname";
-    values[0] = conninfo;
-    keys[1] = password ? "password" : NULL;
-    values[1] = password;
-    keys[2] = NULL;
-    values[2] = NULL;
+    snprintf(timeout, sizeof(timeout), "%ld",
+             ragnx_conf->db_query_timeout / 1000 + 1 < 2
+             ? 2 : ragnx_conf->db_query_timeout / 1000 + 1);
+
+    n = 0;
+    keys[n] = "connect_timeout";
+    values[n++] = timeout;
+    keys[n] = "keepalives";
+    values[n++] = "1";
+    keys[n] = "keepalives_idle";
+    values[n++] = "30";
+    keys[n] = "keepalives_interval";
+    values[n++] = "10";
+    keys[n] = "dbname";
+    values[n++] = conninfo;
+
+    if (password) {
+        keys[n] = "password";
+        values[n++] = password;
+    }
+
+    keys[n] = NULL;
+    values[n] = NULL;
 
     conn = PQconnectdbParams(keys, values, 1);
 
@@ -69,6 +104,7 @@ ragnx_db_connect(const char *conninfo, const char *password)
 PGconn *
 ragnx_db_pool_connect(ragnx_db_pool_t *pool)
 {
+    char       sql[160];
     PGconn    *conn;
     PGresult  *res;
 
@@ -77,8 +113,24 @@ ragnx_db_pool_connect(ragnx_db_pool_t *pool)
         return NULL;
     }
 
-    res = PQexec(conn, "SET enable_seqscan = off; "
-                 "SET plan_cache_mode = force_generic_plan");
+    /*
+     * The pooled connections never block (ragnx_db_wait() bounds their
+     * waits); statement_timeout is the second line: a statement the
+     * server runs on (stuck behind a lock, say) after the pool gave up
+     * on its connection ends there too.
+     */
+
+    if (PQsetnonblocking(conn, 1) != 0) {
+        ragnx_log(RAGNX_LOG_ERROR, "postgres: %s", PQerrorMessage(conn));
+        PQfinish(conn);
+        return NULL;
+    }
+
+    snprintf(sql, sizeof(sql), "SET enable_seqscan = off; "
+             "SET plan_cache_mode = force_generic_plan; "
+             "SET statement_timeout = %ld", ragnx_conf->db_query_timeout);
+
+    res = ragnx_db_exec(conn, sql, 0, NULL, "set");
 
     if (ragnx_db_ok(conn, res, PGRES_COMMAND_OK, "set") != RAGNX_OK) {
         PQclear(res);
@@ -233,6 +285,26 @@ ragnx_db_borrow(ragnx_db_pool_t *pool, long timeout, int open)
 }
 
 
+/*
+ * With the lock held: the idle connections closed, when one beside them
+ * was found lost (a server restart ends them all): the next request
+ * then opens a new one instead of failing on each stale one in turn.
+ */
+
+void
+ragnx_db_purge(ragnx_db_pool_t *pool)
+{
+    int  i;
+
+    for (i = 0; i < pool->nidle; i++) {
+        PQfinish(pool->idle[i]);
+    }
+
+    pool->total -= pool->nidle;
+    pool->nidle = 0;
+}
+
+
 /* whether every open connection is in use (and at least one is open) */
 
 int
@@ -253,6 +325,8 @@ ragnx_db_busy(ragnx_db_pool_t *pool)
 void
 ragnx_db_put(ragnx_db_pool_t *pool, PGconn *conn, int broken)
 {
+    int  lost;
+
     if (conn == NULL) {
         return;
     }
@@ -264,10 +338,16 @@ ragnx_db_put(ragnx_db_pool_t *pool, PGconn *conn, int broken)
         pool->idle[pool->nidle++] = conn;
 
     } else {
+        lost = PQstatus(conn) == CONNECTION_BAD;
         PQfinish(conn);
 
         pthread_mutex_lock(&pool->lock);
         pool->total--;
+
+        if (lost) {
+            /* a restarted server: those idle beside it are stale too */
+            ragnx_db_purge(pool);
+        }
     }
 
     /* a queued request first: its thread takes the connection over */
@@ -296,8 +376,139 @@ ragnx_db_ok(PGconn *conn, PGresult *res, ExecStatusType want,
 
 
 /*
+ * Wait until conn has sent what it holds and can hand out a result
+ * without blocking, at most until deadline (ragnx_mono_ms()).  RAGNX_OK;
+ * RAGNX_AGAIN when the deadline passed (the connection is then in the
+ * middle of a query: close it); RAGNX_ERROR when the connection failed.
+ * Works on a blocking connection too (its flush blocks instead).
+ */
+
+int
+ragnx_db_wait(PGconn *conn, long long deadline)
+{
+    int            rc, more;
+    long long      left;
+    struct pollfd  pfd;
+
+    for ( ;; ) {
+        more = PQflush(conn);
+
+        if (more < 0) {
+            return RAGNX_ERROR;
+        }
+
+        if (more == 0 && !PQisBusy(conn)) {
+            return RAGNX_OK;
+        }
+
+        left = deadline - ragnx_mono_ms();
+        if (left <= 0) {
+            return RAGNX_AGAIN;
+        }
+
+        pfd.fd = PQsocket(conn);
+        if (pfd.fd < 0) {
+            return RAGNX_ERROR;
+        }
+
+        pfd.events = POLLIN | (more ? POLLOUT : 0);
+        pfd.revents = 0;
+
+        rc = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int) left);
+
+        if (rc < 0 && errno != EINTR) {
+            return RAGNX_ERROR;
+        }
+
+        if (rc > 0 && (pfd.revents & (POLLIN | POLLERR | POLLHUP))
+            && !PQconsumeInput(conn))
+        {
+            return RAGNX_ERROR;
+        }
+    }
+}
+
+
+/* the log line of a wait that ended without an answer */
+
+void
+ragnx_db_log_failure(PGconn *conn, int rc, const char *what)
+{
+    if (rc == RAGNX_AGAIN) {
+        ragnx_log(RAGNX_LOG_ERROR, "postgres %s: no answer within %ld ms "
+                  "(db_query_timeout): connection closed", what,
+                  ragnx_conf->db_query_timeout);
+        return;
+    }
+
+    ragnx_log(RAGNX_LOG_ERROR, "postgres %s: connection lost: %s", what,
+              PQerrorMessage(conn));
+}
+
+
+/*
+ * The last result of what was sent, within the deadline; NULL when the
+ * wait failed (logged: a timeout leaves the connection busy, so that
+ * ragnx_db_put() closes it).
+ */
+
+static PGresult *
+ragnx_db_last(PGconn *conn, long long deadline, const char *what)
+{
+    int        rc;
+    PGresult  *res, *last;
+
+    last = NULL;
+
+    for ( ;; ) {
+        rc = ragnx_db_wait(conn, deadline);
+
+        if (rc != RAGNX_OK) {
+            PQclear(last);
+            ragnx_db_log_failure(conn, rc, what);
+            return NULL;
+        }
+
+        res = PQgetResult(conn);
+        if (res == NULL) {
+            return last;
+        }
+
+        PQclear(last);
+        last = res;
+    }
+}
+
+
+/* PQexecParams, within db_query_timeout */
+
+PGresult *
+ragnx_db_exec(PGconn *conn, const char *sql, int nparams,
+    const char *const *params, const char *what)
+{
+    long long  deadline;
+
+    deadline = ragnx_mono_ms() + ragnx_conf->db_query_timeout;
+
+    if (nparams == 0) {
+        if (!PQsendQuery(conn, sql)) {
+            return NULL;
+        }
+
+    } else if (!PQsendQueryParams(conn, sql, nparams, NULL, params, NULL,
+                                  NULL, 0))
+    {
+        return NULL;
+    }
+
+    return ragnx_db_last(conn, deadline, what);
+}
+
+
+/*
  * Run a statement by name, preparing it on this connection the first
- * time (SQLSTATE 26000: it does not exist there yet).
+ * time (SQLSTATE 26000: it does not exist there yet); within
+ * db_query_timeout, each round trip.
  */
 
 PGresult *
@@ -307,7 +518,12 @@ ragnx_db_query(PGconn *conn, const char *name, const char *sql, int nparams,
     const char  *state;
     PGresult    *res;
 
-    res = PQexecPrepared(conn, name, nparams, params, NULL, NULL, 0);
+    if (!PQsendQueryPrepared(conn, name, nparams, params, NULL, NULL, 0)) {
+        return NULL;
+    }
+
+    res = ragnx_db_last(conn, ragnx_mono_ms() + ragnx_conf->db_query_timeout,
+                        name);
 
     state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 
@@ -317,7 +533,12 @@ ragnx_db_query(PGconn *conn, const char *name, const char *sql, int nparams,
 
     PQclear(res);
 
-    res = PQprepare(conn, name, sql, nparams, NULL);
+    if (!PQsendPrepare(conn, name, sql, nparams, NULL)) {
+        return NULL;
+    }
+
+    res = ragnx_db_last(conn, ragnx_mono_ms() + ragnx_conf->db_query_timeout,
+                        name);
 
     if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
         return res;
@@ -325,5 +546,10 @@ ragnx_db_query(PGconn *conn, const char *name, const char *sql, int nparams,
 
     PQclear(res);
 
-    return PQexecPrepared(conn, name, nparams, params, NULL, NULL, 0);
+    if (!PQsendQueryPrepared(conn, name, nparams, params, NULL, NULL, 0)) {
+        return NULL;
+    }
+
+    return ragnx_db_last(conn, ragnx_mono_ms() + ragnx_conf->db_query_timeout,
+                         name);
 }

@@ -31,7 +31,15 @@ struct ragnx_db_req_s {
     PGresult           *res[RAGNX_DB_REQ_MAX];
     int                 state;          /* RAGNX_DB_QUEUED ... */
     int                 ok;
+    int                 failure;        /* when not ok: RAGNX_DB_E... */
 };
+
+/* why a request failed */
+#define RAGNX_DB_ESTATEMENT    0        /* a statement's error */
+#define RAGNX_DB_ETIMEDOUT     1        /* no answer in db_query_timeout */
+#define RAGNX_DB_ELOST         2        /* the connection was lost */
+#define RAGNX_DB_EUNAVAILABLE  3        /* connecting failed */
+#define RAGNX_DB_EBUSY         4        /* no connection free in time */
 
 
 struct ragnx_db_pool_s {
@@ -71,9 +79,13 @@ extern const ragnx_db_stmt_t  ragnx_statements[];
 
 
 PGconn *ragnx_db_pool_connect(ragnx_db_pool_t *pool);
+void ragnx_db_purge(ragnx_db_pool_t *pool);
 int ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req);
+const char *ragnx_db_reason(const ragnx_db_req_t *req);
 int ragnx_db_ok(PGconn *conn, PGresult *res, ExecStatusType want,
     const char *what);
+int ragnx_db_wait(PGconn *conn, long long deadline);
+void ragnx_db_log_failure(PGconn *conn, int rc, const char *what);
 
 
 #endif /* RAGNX_DB_H */

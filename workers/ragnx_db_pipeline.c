@@ -23,16 +23,21 @@
 
 static PGconn *ragnx_db_take(ragnx_db_pool_t *pool, int *failed);
 static void ragnx_db_combine(ragnx_db_pool_t *pool, PGconn *conn);
+static int ragnx_db_serve(PGconn *conn, ragnx_db_req_t **batch, int *n,
+    ragnx_db_req_t **done, int *ndone);
 static void ragnx_db_unqueue(ragnx_db_pool_t *pool, ragnx_db_req_t *req);
 static int ragnx_db_run_together(PGconn *conn, ragnx_db_req_t **batch,
-    int n);
+    int n, long long deadline);
 static int ragnx_db_send(PGconn *conn, ragnx_db_req_t *q);
-static void ragnx_db_clear(ragnx_db_req_t **batch, int n);
-static PGresult *ragnx_db_next(PGconn *conn);
+static void ragnx_db_clear(ragnx_db_req_t **batch, int n, int failure);
+static PGresult *ragnx_db_next(PGconn *conn, long long deadline);
+static PGresult *ragnx_db_result(PGconn *conn, long long deadline);
+static int ragnx_db_failure(PGconn *conn, long long deadline);
 static int ragnx_db_req_cmp(const void *a, const void *b);
-static void ragnx_db_prepare(PGconn *conn, ragnx_db_req_t **batch, int n);
+static void ragnx_db_prepare(PGconn *conn, ragnx_db_req_t **batch, int n,
+    long long deadline);
 static int ragnx_db_run(PGconn *conn, ragnx_db_req_t **batch, int *n,
-    ragnx_db_req_t **done, int *ndone);
+    ragnx_db_req_t **done, int *ndone, long long deadline);
 
 
 /*
@@ -75,6 +80,7 @@ ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req)
     req->next = NULL;
     req->state = RAGNX_DB_QUEUED;
     req->ok = 0;
+    req->failure = RAGNX_DB_ESTATEMENT;
 
     for (i = 0; i < RAGNX_DB_REQ_MAX; i++) {
         req->res[i] = NULL;
@@ -112,6 +118,7 @@ ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req)
 
             if (failed && req->state == RAGNX_DB_QUEUED) {
                 /* the database is away: fail now, the job retries */
+                req->failure = RAGNX_DB_EUNAVAILABLE;
                 ragnx_db_unqueue(pool, req);
                 pthread_mutex_unlock(&pool->lock);
                 pthread_cond_destroy(&req->cond);
@@ -141,6 +148,7 @@ ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req)
         }
 
         if (rc != 0 && req->state == RAGNX_DB_QUEUED) {
+            req->failure = RAGNX_DB_EBUSY;
             ragnx_db_unqueue(pool, req);
             pthread_mutex_unlock(&pool->lock);
             pthread_cond_destroy(&req->cond);
@@ -155,6 +163,31 @@ ragnx_db_submit(ragnx_db_pool_t *pool, ragnx_db_req_t *req)
     pthread_cond_destroy(&req->cond);
 
     return req->ok ? RAGNX_OK : RAGNX_ERROR;
+}
+
+
+/* a failed request's reason, for the job's error */
+
+const char *
+ragnx_db_reason(const ragnx_db_req_t *req)
+{
+    switch (req->failure) {
+
+    case RAGNX_DB_ETIMEDOUT:
+        return "database timeout";
+
+    case RAGNX_DB_ELOST:
+        return "database connection lost";
+
+    case RAGNX_DB_EUNAVAILABLE:
+        return "database unavailable";
+
+    case RAGNX_DB_EBUSY:
+        return "no database connection free";
+
+    default:
+        return "database error";
+    }
 }
 
 
@@ -246,40 +279,41 @@ ragnx_db_combine(ragnx_db_pool_t *pool, PGconn *conn)
 
         ndone = 0;
 
-        if (n > 1) {
-            rc = ragnx_db_run_together(conn, batch, n);
+        rc = ragnx_db_serve(conn, batch, &n, done, &ndone);
 
-            if (rc == RAGNX_OK) {
-                memcpy(done, batch, n * sizeof(ragnx_db_req_t *));
-                ndone = n;
-                n = 0;
-
-            } else if (rc == RAGNX_DECLINED) {
-                ragnx_log(RAGNX_LOG_DEBUG, "postgres: a request failed, "
-                          "%d run again one by one", n);
-                rc = ragnx_db_run(conn, batch, &n, done, &ndone);
-            }
-
-        } else {
-            rc = ragnx_db_run(conn, batch, &n, done, &ndone);
-        }
-
-        if (rc == RAGNX_AGAIN) {
+        if (rc != RAGNX_OK && n > 0 && PQstatus(conn) == CONNECTION_BAD) {
             /*
-             * a connection without the statements: prepare those of the
-             * requests that needed one (one prepared already just
-             * fails), run those again.  Only those: preparing takes a
-             * lock on each table a statement reads, and a lock held
-             * elsewhere on one (chunks, say) must not hold up steps that
-             * do not read it.
+             * The connection was lost (a server restarted since it was
+             * opened, say): the others idle beside it are surely stale
+             * too.  Those are closed, and what has no results yet is
+             * sent once more on a new connection; every request here is
+             * a read or the idempotent exchange.
              */
-            ragnx_db_prepare(conn, batch, n);
-            rc = ragnx_db_run(conn, batch, &n, done, &ndone);
+            PQfinish(conn);
+
+            pthread_mutex_lock(&pool->lock);
+            ragnx_db_purge(pool);
+            pthread_mutex_unlock(&pool->lock);
+
+            ragnx_log(RAGNX_LOG_WARN, "postgres connection lost: %d "
+                      "requests sent again on a new connection", n);
+
+            conn = ragnx_db_pool_connect(pool);
+
+            if (conn) {
+                rc = ragnx_db_serve(conn, batch, &n, done, &ndone);
+
+            } else {
+                for (i = 0; i < n; i++) {
+                    batch[i]->failure = RAGNX_DB_EUNAVAILABLE;
+                }
+            }
         }
 
-        if (rc != RAGNX_OK && (PQstatus(conn) != CONNECTION_OK
-                               || PQpipelineStatus(conn) != PQ_PIPELINE_OFF
-                               || PQtransactionStatus(conn) != PQTRANS_IDLE))
+        if (conn && rc != RAGNX_OK
+            && (PQstatus(conn) != CONNECTION_OK
+                || PQpipelineStatus(conn) != PQ_PIPELINE_OFF
+                || PQtransactionStatus(conn) != PQTRANS_IDLE))
         {
             PQfinish(conn);
             conn = NULL;
@@ -324,8 +358,60 @@ ragnx_db_combine(ragnx_db_pool_t *pool, PGconn *conn)
 }
 
 
+/*
+ * A batch on conn, within db_query_timeout: together, or one by one
+ * when any fails; the statements prepared when the connection lacks
+ * them.  What is left in batch (*n) failed, as ragnx_db_run() says.
+ */
+
+static int
+ragnx_db_serve(PGconn *conn, ragnx_db_req_t **batch, int *n,
+    ragnx_db_req_t **done, int *ndone)
+{
+    int        rc;
+    long long  deadline;
+
+    deadline = ragnx_mono_ms() + ragnx_conf->db_query_timeout;
+
+    if (*n > 1) {
+        rc = ragnx_db_run_together(conn, batch, *n, deadline);
+
+        if (rc == RAGNX_OK) {
+            memcpy(done + *ndone, batch, *n * sizeof(ragnx_db_req_t *));
+            *ndone += *n;
+            *n = 0;
+            return RAGNX_OK;
+        }
+
+        if (rc != RAGNX_DECLINED) {
+            return rc;
+        }
+
+        ragnx_log(RAGNX_LOG_DEBUG, "postgres: a request failed, "
+                  "%d run again one by one", *n);
+    }
+
+    rc = ragnx_db_run(conn, batch, n, done, ndone, deadline);
+
+    if (rc == RAGNX_AGAIN) {
+        /*
+         * a connection without the statements: prepare those of the
+         * requests that needed one (one prepared already just fails),
+         * run those again.  Only those: preparing takes a lock on each
+         * table a statement reads, and a lock held elsewhere on one
+         * (chunks, say) must not hold up steps that do not read it.
+         */
+        ragnx_db_prepare(conn, batch, *n, deadline);
+        rc = ragnx_db_run(conn, batch, n, done, ndone, deadline);
+    }
+
+    return rc;
+}
+
+
 static void
-ragnx_db_prepare(PGconn *conn, ragnx_db_req_t **batch, int n)
+ragnx_db_prepare(PGconn *conn, ragnx_db_req_t **batch, int n,
+    long long deadline)
 {
     int  i, j, s;
     int  seen[RAGNX_STMT_N] = { 0 };
@@ -336,9 +422,17 @@ ragnx_db_prepare(PGconn *conn, ragnx_db_req_t **batch, int n)
 
             if (!seen[s]) {
                 seen[s] = 1;
-                PQclear(PQprepare(conn, ragnx_statements[s].name,
-                                  ragnx_statements[s].sql,
-                                  ragnx_statements[s].nparams, NULL));
+
+                if (!PQsendPrepare(conn, ragnx_statements[s].name,
+                                   ragnx_statements[s].sql,
+                                   ragnx_statements[s].nparams, NULL))
+                {
+                    return;
+                }
+
+                /* a failure shows in the run that follows */
+                PQclear(ragnx_db_result(conn, deadline));
+                PQclear(ragnx_db_result(conn, deadline));
             }
         }
     }
@@ -365,34 +459,79 @@ ragnx_db_send(PGconn *conn, ragnx_db_req_t *q)
 }
 
 
-/* the next statement's result, its end consumed; NULL: connection lost */
+/*
+ * PQgetResult within the deadline; NULL also when the wait failed (see
+ * ragnx_db_failure())
+ */
 
 static PGresult *
-ragnx_db_next(PGconn *conn)
+ragnx_db_result(PGconn *conn, long long deadline)
+{
+    if (ragnx_db_wait(conn, deadline) != RAGNX_OK) {
+        return NULL;
+    }
+
+    return PQgetResult(conn);
+}
+
+
+/*
+ * The next statement's result, its end consumed; NULL: the connection
+ * was lost or gave no answer in time.
+ */
+
+static PGresult *
+ragnx_db_next(PGconn *conn, long long deadline)
 {
     PGresult  *res, *r;
 
-    res = PQgetResult(conn);
+    res = ragnx_db_result(conn, deadline);
 
-    if (res) {
-        while ((r = PQgetResult(conn)) != NULL) {
-            PQclear(r);
+    while (res) {
+        if (ragnx_db_wait(conn, deadline) != RAGNX_OK) {
+            /* the end never came */
+            PQclear(res);
+            return NULL;
         }
+
+        r = PQgetResult(conn);
+        if (r == NULL) {
+            break;
+        }
+
+        PQclear(r);
     }
 
     return res;
 }
 
 
+/* why a pipeline broke off, logged: RAGNX_DB_ETIMEDOUT or _ELOST */
+
+static int
+ragnx_db_failure(PGconn *conn, long long deadline)
+{
+    if (PQstatus(conn) == CONNECTION_OK && ragnx_mono_ms() >= deadline) {
+        ragnx_db_log_failure(conn, RAGNX_AGAIN, "pipeline");
+        return RAGNX_DB_ETIMEDOUT;
+    }
+
+    ragnx_db_log_failure(conn, RAGNX_ERROR, "pipeline");
+
+    return RAGNX_DB_ELOST;
+}
+
+
 /* the results of n requests dropped, each marked failed */
 
 static void
-ragnx_db_clear(ragnx_db_req_t **batch, int n)
+ragnx_db_clear(ragnx_db_req_t **batch, int n, int failure)
 {
     int  i, j;
 
     for (i = 0; i < n; i++) {
         batch[i]->ok = 0;
+        batch[i]->failure = failure;
 
         for (j = 0; j < batch[i]->n; j++) {
             PQclear(batch[i]->res[j]);
@@ -413,7 +552,8 @@ ragnx_db_clear(ragnx_db_req_t **batch, int n)
  */
 
 static int
-ragnx_db_run_together(PGconn *conn, ragnx_db_req_t **batch, int n)
+ragnx_db_run_together(PGconn *conn, ragnx_db_req_t **batch, int n,
+    long long deadline)
 {
     int              i, j, failed;
     PGresult        *res, *r;
@@ -442,7 +582,7 @@ ragnx_db_run_together(PGconn *conn, ragnx_db_req_t **batch, int n)
         q->ok = 1;
 
         for (j = 0; j < q->n; j++) {
-            res = ragnx_db_next(conn);
+            res = ragnx_db_next(conn, deadline);
             if (res == NULL) {
                 goto broken;
             }
@@ -455,7 +595,7 @@ ragnx_db_run_together(PGconn *conn, ragnx_db_req_t **batch, int n)
         }
     }
 
-    r = PQgetResult(conn);
+    r = ragnx_db_result(conn, deadline);
 
     if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
         PQclear(r);
@@ -472,15 +612,13 @@ ragnx_db_run_together(PGconn *conn, ragnx_db_req_t **batch, int n)
         return RAGNX_OK;
     }
 
-    ragnx_db_clear(batch, n);
+    ragnx_db_clear(batch, n, RAGNX_DB_ESTATEMENT);
 
     return RAGNX_DECLINED;
 
 broken:
 
-    ragnx_log(RAGNX_LOG_ERROR, "postgres pipeline: %s", PQerrorMessage(conn));
-
-    ragnx_db_clear(batch, n);
+    ragnx_db_clear(batch, n, ragnx_db_failure(conn, deadline));
 
     return RAGNX_ERROR;
 }
@@ -524,9 +662,9 @@ ragnx_db_req_cmp(const void *a, const void *b)
 
 static int
 ragnx_db_run(PGconn *conn, ragnx_db_req_t **batch, int *n,
-    ragnx_db_req_t **done, int *ndone)
+    ragnx_db_req_t **done, int *ndone, long long deadline)
 {
-    int              i, j, k, left, prepare;
+    int              i, j, k, left, prepare, failure;
     const char      *state;
     PGresult        *res, *r;
     ragnx_db_req_t  *q;
@@ -556,7 +694,7 @@ ragnx_db_run(PGconn *conn, ragnx_db_req_t **batch, int *n,
         prepare = 0;
 
         for (j = 0; j < q->n; j++) {
-            res = ragnx_db_next(conn);
+            res = ragnx_db_next(conn, deadline);
             if (res == NULL) {
                 goto failed;
             }
@@ -568,6 +706,7 @@ ragnx_db_run(PGconn *conn, ragnx_db_req_t **batch, int *n,
             }
 
             q->ok = 0;
+            q->failure = RAGNX_DB_ESTATEMENT;
 
             state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
@@ -581,7 +720,7 @@ ragnx_db_run(PGconn *conn, ragnx_db_req_t **batch, int *n,
             }
         }
 
-        r = PQgetResult(conn);
+        r = ragnx_db_result(conn, deadline);
 
         if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
             PQclear(r);
@@ -616,13 +755,13 @@ failed:
 
     /* from request i on, and those kept for another run, all failed */
 
-    ragnx_log(RAGNX_LOG_ERROR, "postgres pipeline: %s", PQerrorMessage(conn));
+    failure = ragnx_db_failure(conn, deadline);
 
     for (k = i; k < *n; k++) {
         batch[left++] = batch[k];
     }
 
-    ragnx_db_clear(batch, left);
+    ragnx_db_clear(batch, left, failure);
 
     *n = left;
 

@@ -420,6 +420,15 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
         return RAGNX_AGAIN;
     }
 
+    if (status == 401 || status == 403) {
+        /* the key, not the job: ragnx_breaker.c logs it, rate-limited */
+        ragnx_log(RAGNX_LOG_DEBUG, "job %s: llm answered %ld: %.200s",
+                  prompt->job->id, status, llm->buf ? llm->buf : "");
+        snprintf(err, errlen, status == 401 ? "LLM unauthorized"
+                                            : "LLM forbidden");
+        return RAGNX_DENIED;
+    }
+
     if (status != 200) {
         ragnx_log(RAGNX_LOG_WARN, "job %s: llm answered %ld: %.200s",
                   prompt->job->id, status, llm->buf ? llm->buf : "");

@@ -9,6 +9,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "ragnx_db.h"
 
@@ -113,7 +114,9 @@ int
 ragnx_db_check_schema(PGconn *conn, char *err, size_t errlen)
 {
     int                       want, have;
+    size_t                    n;
     PGresult                 *res;
+    const char               *state;
     const ragnx_migration_t  *m;
 
     want = 0;
@@ -121,13 +124,32 @@ ragnx_db_check_schema(PGconn *conn, char *err, size_t errlen)
         want = m->version;
     }
 
-    res = PQexec(conn, "SELECT coalesce(max(version), 0) "
-                 "FROM schema_migrations");
+    res = ragnx_db_exec(conn, "SELECT coalesce(max(version), 0) "
+                        "FROM schema_migrations", 0, NULL, "schema check");
 
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+    /* what went wrong, said as it is: only a missing table is "migrate" */
+
+    state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+    if (state && strcmp(state, "42P01") == 0) {
         snprintf(err, errlen, "database not migrated: run "
                  "\"ragnx-worker migrate\"");
         PQclear(res);
+        return RAGNX_ERROR;
+    }
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(err, errlen, "postgres schema check failed: %s",
+                 res == NULL ? (PQstatus(conn) == CONNECTION_OK
+                                ? "no answer in time"
+                                : "connection lost")
+                 : PQresultErrorMessage(res));
+        PQclear(res);
+
+        for (n = strlen(err); n > 0 && err[n - 1] == '\n'; n--) {
+            err[n - 1] = '\0';
+        }
+
         return RAGNX_ERROR;
     }
 

@@ -420,7 +420,7 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
 
 int
 ragnx_queue_retry(ragnx_redis_t *r, const ragnx_entry_t *e,
-    long long delay_ms, const char *error)
+    long long delay_ms, const char *error, const char *held, int undo)
 {
     char          key[128], now[32], due[32];
     long long     t;
@@ -432,11 +432,12 @@ ragnx_queue_retry(ragnx_redis_t *r, const ragnx_entry_t *e,
     snprintf(due, sizeof(due), "%lld", t + delay_ms);
 
     reply = ragnx_redis_eval(r, &ragnx_script_retry, "3 %s %s %s %s %s %s %s "
-                                "%b %s %s %ld", key, RAGNX_KEY_JOBS,
+                                "%b %s %s %ld %s %s", key, RAGNX_KEY_JOBS,
                                 RAGNX_KEY_DELAYED, e->entry, now, due, error,
                                 e->payload, e->len, e->id,
                                 e->gen ? e->gen : "",
-                                ragnx_conf->job_retention);
+                                ragnx_conf->job_retention,
+                                held ? held : "", undo ? "1" : "0");
 
     return ragnx_reply_ok(r, reply, "retry script");
 }
@@ -446,7 +447,7 @@ ragnx_queue_retry(ragnx_redis_t *r, const ragnx_entry_t *e,
 
 int
 ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
-    const ragnx_job_t *job, const char *error)
+    const ragnx_job_t *job, const char *error, int shared)
 {
     int           valid;
     char          key[128], inflight[512], followers[160], now[32], ret[32],
@@ -478,12 +479,12 @@ ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
     len = e->payload ? e->len : 0;
 
     reply = ragnx_redis_eval(r, &ragnx_script_fail, "5 %s %s %s %s %s %s %s "
-                                "%s %s %s %b %s %s %s %s", key,
+                                "%s %s %s %b %s %s %s %s %s", key,
                                 RAGNX_KEY_JOBS, RAGNX_KEY_DEAD,
                                 RAGNX_KEY_INFLIGHT, followers, e->entry, now,
                                 error, ret, e->id, payload, len, max,
                                 valid ? "1" : "0", inflight,
-                                e->gen ? e->gen : "");
+                                e->gen ? e->gen : "", shared ? "1" : "0");
 
     return ragnx_reply_ok(r, reply, "fail script");
 }

@@ -118,7 +118,6 @@ typedef struct {
 
 typedef struct {
     PGconn          *conn;
-    int              prepared;
     ragnx_record_t  *recs;
     int              n;
     redisReply      *reply;         /* the read: owns the strings */
@@ -213,6 +212,7 @@ static int
 ragnx_records_read(ragnx_thread_t *t, ragnx_records_t *b, int block_ms)
 {
     size_t               i, j;
+    const char          *asked;
     redisReply          *reply, *entries, *e, *f, *v;
     ragnx_record_t      *rec;
     unsigned long long   ms, seq;
@@ -270,20 +270,7 @@ ragnx_records_read(ragnx_thread_t *t, ragnx_records_t *b, int block_ms)
         rec = &b->recs[b->n++];
         memset(rec, 0, sizeof(ragnx_record_t));
         memcpy(rec->entry, e->element[0]->str, e->element[0]->len);
-
-        ms = 0;
-        seq = 0;
-
-        if (sscanf(rec->entry, "%llu-%llu", &ms, &seq) != 2) {
-            ms = (unsigned long long) ragnx_now_ms();
-        }
-
-        /* past 1,000 hits in one millisecond they share its last one */
-        if (seq > 999) {
-            seq = 999;
-        }
-
-        snprintf(rec->time, sizeof(rec->time), "%llu", ms * 1000 + seq);
+        asked = rec->entry;
 
         /* a deleted entry still pending comes back without fields */
 
@@ -313,8 +300,25 @@ ragnx_records_read(ragnx_thread_t *t, ragnx_records_t *b, int block_ms)
             } else if (strcmp(f->str, "result") == 0) {
                 rec->result = v->str;
                 rec->rlen = v->len;
+
+            } else if (strcmp(f->str, "asked") == 0) {
+                asked = v->str;     /* requeued: its first entry's id */
             }
         }
+
+        ms = 0;
+        seq = 0;
+
+        if (sscanf(asked, "%llu-%llu", &ms, &seq) != 2) {
+            ms = (unsigned long long) ragnx_now_ms();
+        }
+
+        /* past 1,000 hits in one millisecond they share its last one */
+        if (seq > 999) {
+            seq = 999;
+        }
+
+        snprintf(rec->time, sizeof(rec->time), "%llu", ms * 1000 + seq);
 
         ragnx_records_check(rec);
     }
@@ -410,7 +414,6 @@ ragnx_records_write(ragnx_records_t *b)
     if (b->conn == NULL) {
         b->conn = ragnx_db_connect(ragnx_conf->database,
                                    ragnx_conf->database_password);
-        b->prepared = 0;
 
         /* what another server, or a restored one, holds is not known */
         memset(b->known, 0, sizeof(b->known));
@@ -418,21 +421,15 @@ ragnx_records_write(ragnx_records_t *b)
         if (b->conn == NULL) {
             return RAGNX_AGAIN;
         }
-    }
 
-    if (!b->prepared) {
-        if (ragnx_db_ok(b->conn,
-                        PQprepare(b->conn, "ragnx_records",
-                                  ragnx_records_sql, 2, NULL),
-                        PGRES_COMMAND_OK, "prepare records")
-            != RAGNX_OK)
-        {
+        /* a large batch must not block its send on a stalled server */
+        if (PQsetnonblocking(b->conn, 1) != 0) {
+            ragnx_log(RAGNX_LOG_ERROR, "records: %s",
+                      PQerrorMessage(b->conn));
             PQfinish(b->conn);
             b->conn = NULL;
             return RAGNX_AGAIN;
         }
-
-        b->prepared = 1;
     }
 
     rc = ragnx_records_exec(b, 0, b->n, &missing);
@@ -599,7 +596,9 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
         return RAGNX_OK;
     }
 
-    res = PQexecPrepared(b->conn, "ragnx_records", 2, params, NULL, NULL, 0);
+    /* prepared on first use; within db_query_timeout (ragnx_db.c) */
+    res = ragnx_db_query(b->conn, "ragnx_records", ragnx_records_sql, 2,
+                         params);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -621,7 +620,10 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
         PQclear(res);
         free(index);
 
-        if (PQstatus(b->conn) != CONNECTION_OK) {
+        if (PQstatus(b->conn) != CONNECTION_OK
+            || PQtransactionStatus(b->conn) != PQTRANS_IDLE)
+        {
+            /* lost, or no answer in time: a new connection next time */
             PQfinish(b->conn);
             b->conn = NULL;
         }

@@ -144,7 +144,8 @@ ragnx_db_corpus_version(PGconn *conn)
     long long   v;
     PGresult   *res;
 
-    res = PQexec(conn, "SELECT version FROM corpus");
+    res = ragnx_db_exec(conn, "SELECT version FROM corpus", 0, NULL,
+                        "corpus version");
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK
         || PQntuples(res) != 1)
@@ -186,7 +187,7 @@ ragnx_store_chat(ragnx_db_pool_t *pool, const ragnx_job_t *job, int *created,
     if (ragnx_db_submit(pool, &req) != RAGNX_OK) {
         PQclear(req.res[0]);
         memset(found, 0, sizeof(ragnx_answer_t));
-        snprintf(err, errlen, "database error");
+        snprintf(err, errlen, "%s", ragnx_db_reason(&req));
         return RAGNX_AGAIN;
     }
 
@@ -450,7 +451,7 @@ ragnx_store_read_ask(ragnx_db_pool_t *pool, const ragnx_job_t *job, int k,
             PQclear(req.res[i]);
         }
 
-        snprintf(err, errlen, "database error");
+        snprintf(err, errlen, "%s", ragnx_db_reason(&req));
         return RAGNX_AGAIN;
     }
 
@@ -577,7 +578,8 @@ ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
         if (rc != RAGNX_OK || PQntuples(res) != 1) {
             PQclear(res);
             free(sources);
-            snprintf(err, errlen, "database error");
+            snprintf(err, errlen, "%s", rc != RAGNX_OK
+                     ? ragnx_db_reason(&req) : "database error");
             return RAGNX_AGAIN;
         }
 

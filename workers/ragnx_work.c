@@ -7,7 +7,7 @@
  *   decode -> start (status active, attempts + 1) -> chat (create or check
  *   the owner) -> an earlier delivery already committed?  use its answer
  *   -> retrieval + history (a chat-scope job's only) -> LLM (no Postgres
- *   connection held) ->
+ *   connection held; or the answer an earlier attempt held) ->
  *   user + assistant messages in one transaction -> one script: cache SET,
  *   job completed, followers answered (their exchanges on the records
  *   lane), XACK + XDEL, and
@@ -16,7 +16,12 @@
  *
  * Errors are transient (RAGNX_AGAIN: retried with backoff until
  * max_attempts) or permanent (RAGNX_DECLINED: failed at once); both end
- * in the dead-letter stream when the job gives up.
+ * in the dead-letter stream when the job gives up.  An answer the
+ * database failed to store is held in the job's hash for the retry: the
+ * LLM is asked once per job, whatever the database does.  While the
+ * provider refuses the pool's key (RAGNX_BUSY, ragnx_breaker.c), a job
+ * waits in the delayed set with its attempt given back, until the key
+ * works or the job's retention ends.
  */
 
 
@@ -29,8 +34,12 @@
 
 
 static int ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
-    ragnx_answer_t *ans, long *retry_after, char *err, size_t errlen);
+    long attempts, ragnx_answer_t *ans, long *retry_after, char **held,
+    char *err, size_t errlen);
 static long long ragnx_work_backoff(long attempts, long retry_after);
+static char *ragnx_work_hold(const ragnx_answer_t *ans);
+static int ragnx_work_held(ragnx_thread_t *t, const ragnx_job_t *job,
+    ragnx_answer_t *ans);
 
 
 static long long
@@ -78,7 +87,7 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
 {
     int             rc;
     long            attempts, retry_after;
-    char            err[512];
+    char            err[512], *held;
     ragnx_job_t     job;
     ragnx_answer_t  ans;
 
@@ -91,7 +100,7 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
 
         ragnx_log(RAGNX_LOG_ERROR, "entry %s (job \"%s\"): bad payload: %s: "
                   "dead-lettered", e->entry, e->id, err);
-        ragnx_queue_fail(&t->redis, e, NULL, "invalid job");
+        ragnx_queue_fail(&t->redis, e, NULL, "invalid job", 1);
         return;
     }
 
@@ -101,7 +110,7 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
     if (job.gen == NULL || job.gen[0] == '\0') {
         ragnx_log(RAGNX_LOG_ERROR, "entry %s (job \"%s\"): no gen field: "
                   "dead-lettered", e->entry, e->id);
-        ragnx_queue_fail(&t->redis, e, NULL, "invalid job");
+        ragnx_queue_fail(&t->redis, e, NULL, "invalid job", 1);
         ragnx_job_free(&job);
         return;
     }
@@ -109,7 +118,7 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
     if (strcmp(job.id, e->id) != 0) {
         ragnx_log(RAGNX_LOG_ERROR, "entry %s: id field \"%s\" differs from "
                   "the payload's: dead-lettered", e->entry, e->id);
-        ragnx_queue_fail(&t->redis, e, NULL, "invalid job");
+        ragnx_queue_fail(&t->redis, e, NULL, "invalid job", 1);
         ragnx_job_free(&job);
         return;
     }
@@ -136,15 +145,17 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
 
     if (attempts > ragnx_conf->max_attempts) {
         /* delivered again and again without finishing: a poison job */
-        ragnx_queue_fail(&t->redis, e, &job, "too many attempts");
+        ragnx_queue_fail(&t->redis, e, &job, "too many attempts", 1);
         ragnx_job_free(&job);
         return;
     }
 
     retry_after = -1;
     err[0] = '\0';
+    held = NULL;
 
-    rc = ragnx_work_run(t, &job, &ans, &retry_after, err, sizeof(err));
+    rc = ragnx_work_run(t, &job, attempts, &ans, &retry_after, &held, err,
+                        sizeof(err));
 
     switch (rc) {
 
@@ -158,12 +169,31 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
         ragnx_answer_free(&ans);
         break;
 
+    case RAGNX_BUSY:
+        if (ragnx_now_ms() - job.created
+            < ragnx_conf->job_retention * 1000LL)
+        {
+            /* spread over a quarter more, the probe's answer known */
+            ragnx_log(RAGNX_LOG_DEBUG, "job %s: %s: waits %ld ms", job.id,
+                      err, retry_after);
+            ragnx_queue_retry(&t->redis, e, retry_after
+                              + random() % (retry_after / 4 + 1) + 1, err,
+                              NULL, 1);
+            break;
+        }
+
+        ragnx_log(RAGNX_LOG_WARN, "job %s failed: %s for its whole "
+                  "retention", job.id, err);
+        ragnx_queue_fail(&t->redis, e, &job, err, 1);
+        break;
+
     case RAGNX_AGAIN:
         if (attempts < ragnx_conf->max_attempts) {
             ragnx_log(RAGNX_LOG_WARN, "job %s: %s: retry %ld of %ld", job.id,
                       err, attempts, ragnx_conf->max_attempts - 1);
             ragnx_queue_retry(&t->redis, e,
-                              ragnx_work_backoff(attempts, retry_after), err);
+                              ragnx_work_backoff(attempts, retry_after), err,
+                              held, 0);
             break;
         }
 
@@ -172,19 +202,27 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
     default:
         ragnx_log(RAGNX_LOG_WARN, "job %s failed after %ld attempts: %s",
                   job.id, attempts, err);
-        ragnx_queue_fail(&t->redis, e, &job, err);
+        /*
+         * a transient error through every attempt (the LLM or the
+         * database down) would hit any asker: the followers share it; a
+         * permanent one is this job's own, and they run again
+         */
+        ragnx_queue_fail(&t->redis, e, &job, err, rc == RAGNX_AGAIN);
         break;
     }
 
+    free(held);
     ragnx_job_free(&job);
 }
 
 
 static int
-ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
-    ragnx_answer_t *ans, long *retry_after, char *err, size_t errlen)
+ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job, long attempts,
+    ragnx_answer_t *ans, long *retry_after, char **held, char *err,
+    size_t errlen)
 {
-    int              rc, np, nh, created;
+    int              rc, np, nh, created, probe;
+    const char      *reason;
     ragnx_turn_t    *history;
     ragnx_prompt_t   prompt;
     ragnx_passage_t *passages;
@@ -196,6 +234,17 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
      * that the pool's connections run with other threads' (see
      * ragnx_db_submit), none across the LLM call.
      */
+
+    if (attempts == 1 && ragnx_breaker_paused(retry_after, &reason)
+                         != RAGNX_OK)
+    {
+        /*
+         * the provider refuses the key: no call until the next probe, so
+         * no reads either (a retry may hold its answer: it reads on)
+         */
+        snprintf(err, errlen, "LLM %s: calls paused", reason);
+        return RAGNX_BUSY;
+    }
 
     /*
      * Chat check, passages and history in one round trip.  Only a job
@@ -225,19 +274,45 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
         return RAGNX_OK;
     }
 
-    prompt.job = job;
-    prompt.passages = passages;
-    prompt.npassages = np;
-    prompt.history = history;
-    prompt.nhistory = nh;
+    if (attempts > 1 && ragnx_work_held(t, job, ans) == RAGNX_OK) {
+        /* an earlier attempt's answer, which the database did not store */
+        ragnx_store_passages_free(passages, np);
+        ragnx_store_history_free(history, nh);
+        ragnx_log(RAGNX_LOG_INFO, "job %s: storing the answer of an "
+                  "earlier attempt", job->id);
+        rc = RAGNX_OK;
 
-    rc = ragnx_llm_answer(t->llm, &prompt, ans, retry_after, err, errlen);
+    } else if (ragnx_breaker_enter(&probe, retry_after, &reason)
+               != RAGNX_OK)
+    {
+        /* the provider refuses the key: no call until the next probe */
+        ragnx_store_passages_free(passages, np);
+        ragnx_store_history_free(history, nh);
+        snprintf(err, errlen, "LLM %s: calls paused", reason);
+        return RAGNX_BUSY;
 
-    /* decided by what was sent, whatever the job claims */
-    ans->contextual = nh > 0;
+    } else {
+        prompt.job = job;
+        prompt.passages = passages;
+        prompt.npassages = np;
+        prompt.history = history;
+        prompt.nhistory = nh;
 
-    ragnx_store_passages_free(passages, np);
-    ragnx_store_history_free(history, nh);
+        rc = ragnx_llm_answer(t->llm, &prompt, ans, retry_after, err,
+                              errlen);
+
+        /* decided by what was sent, whatever the job claims */
+        ans->contextual = nh > 0;
+
+        ragnx_store_passages_free(passages, np);
+        ragnx_store_history_free(history, nh);
+
+        ragnx_breaker_leave(&t->redis, probe, rc, err, retry_after);
+
+        if (rc == RAGNX_DENIED) {
+            return RAGNX_BUSY;
+        }
+    }
 
     if (rc != RAGNX_OK) {
         return rc;
@@ -245,9 +320,103 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
 
     rc = ragnx_store_exchange(t->db, job, ans, err, errlen);
 
+    if (rc == RAGNX_AGAIN) {
+        /* the database's trouble, not the answer's: keep it for a retry */
+        *held = ragnx_work_hold(ans);
+    }
+
     if (rc != RAGNX_OK) {
         ragnx_answer_free(ans);
     }
 
     return rc;
+}
+
+
+/* an answer as the job's hash holds it for the next attempt */
+
+static char *
+ragnx_work_hold(const ragnx_answer_t *ans)
+{
+    char    *s;
+    json_t  *o;
+
+    o = json_pack("{s:s, s:O, s:s, s:I, s:I, s:b, s:b}",
+                  "answer", ans->answer, "sources", ans->sources,
+                  "model", ans->model ? ans->model : "",
+                  "in", (json_int_t) ans->input_tokens,
+                  "out", (json_int_t) ans->output_tokens,
+                  "truncated", ans->truncated,
+                  "contextual", ans->contextual);
+    if (o == NULL) {
+        return NULL;
+    }
+
+    s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+
+    return s;
+}
+
+
+/* the answer an earlier attempt held, into ans; RAGNX_DECLINED: none */
+
+static int
+ragnx_work_held(ragnx_thread_t *t, const ragnx_job_t *job,
+    ragnx_answer_t *ans)
+{
+    int           truncated, contextual;
+    json_t       *o, *sources;
+    const char   *answer, *model;
+    json_int_t    in, out;
+    redisReply   *reply;
+
+    reply = ragnx_redis_command(&t->redis, "HGET " RAGNX_KEY_JOB "%s held",
+                                job->id);
+
+    if (reply == NULL || reply->type != REDIS_REPLY_STRING) {
+        if (reply) {
+            freeReplyObject(reply);
+        }
+
+        return RAGNX_DECLINED;
+    }
+
+    o = json_loadb(reply->str, reply->len, 0, NULL);
+    freeReplyObject(reply);
+
+    if (o == NULL
+        || json_unpack(o, "{s:s, s:o, s:s, s:I, s:I, s:b, s:b}",
+                       "answer", &answer, "sources", &sources,
+                       "model", &model, "in", &in, "out", &out,
+                       "truncated", &truncated, "contextual", &contextual)
+           != 0
+        || !json_is_array(sources))
+    {
+        ragnx_log(RAGNX_LOG_WARN, "job %s: held answer unreadable: asking "
+                  "again", job->id);
+        json_decref(o);
+        return RAGNX_DECLINED;
+    }
+
+    memset(ans, 0, sizeof(ragnx_answer_t));
+    ans->answer = strdup(answer);
+    ans->sources = json_incref(sources);
+    ans->input_tokens = (long) in;
+    ans->output_tokens = (long) out;
+    ans->truncated = truncated;
+    ans->contextual = contextual;
+
+    /* model names a string that outlives the job */
+    ans->model = strcmp(model, "extractive") == 0 ? "extractive"
+                                                  : ragnx_conf->llm_model;
+
+    json_decref(o);
+
+    if (ans->answer == NULL) {
+        ragnx_answer_free(ans);
+        return RAGNX_DECLINED;
+    }
+
+    return RAGNX_OK;
 }

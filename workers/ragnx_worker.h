@@ -50,6 +50,8 @@
 #define RAGNX_ERROR             -1
 #define RAGNX_AGAIN             -2     /* transient: retry later */
 #define RAGNX_DECLINED          -3     /* permanent: fail the job */
+#define RAGNX_BUSY              -4     /* LLM calls paused: wait */
+#define RAGNX_DENIED            -5     /* the LLM refused the key: 401, 403 */
 
 /* the check thread's period, and the lease of the generation it renews */
 #define RAGNX_CHECK_PERIOD      5000
@@ -95,6 +97,7 @@ typedef struct {
     char         *database_password;     /* secret, from the file */
     long          db_pool;               /* connections per host */
     long          db_timeout;            /* ms to wait for a connection */
+    long          db_query_timeout;      /* ms: any wait for an answer */
     char         *llm_provider;
     long          llm_kind;
     char         *llm_base_url;
@@ -196,6 +199,8 @@ void ragnx_db_put(ragnx_db_pool_t *pool, PGconn *conn, int broken);
 PGconn *ragnx_db_connect(const char *conninfo, const char *password);
 PGresult *ragnx_db_query(PGconn *conn, const char *name, const char *sql,
     int nparams, const char *const *params);
+PGresult *ragnx_db_exec(PGconn *conn, const char *sql, int nparams,
+    const char *const *params, const char *what);
 
 
 /* the schema: ragnx_migrate.c */
@@ -266,8 +271,9 @@ void ragnx_llm_destroy(ragnx_llm_t *llm);
 
 /*
  * RAGNX_OK with ans filled; RAGNX_AGAIN (transient, *retry_after_ms set
- * when the provider said how long to wait) or RAGNX_DECLINED (permanent)
- * with a short reason in err.
+ * when the provider said how long to wait), RAGNX_DECLINED (permanent)
+ * or RAGNX_DENIED (401, 403: the key, see ragnx_breaker.c) with a short
+ * reason in err.
  */
 int ragnx_llm_answer(ragnx_llm_t *llm, const ragnx_prompt_t *prompt,
     ragnx_answer_t *ans, long *retry_after_ms, char *err, size_t errlen);
@@ -338,9 +344,9 @@ int ragnx_queue_start(ragnx_redis_t *r, const ragnx_entry_t *e,
 int ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
     const ragnx_job_t *job, const ragnx_answer_t *ans, ragnx_entry_t *next);
 int ragnx_queue_retry(ragnx_redis_t *r, const ragnx_entry_t *e,
-    long long delay_ms, const char *error);
+    long long delay_ms, const char *error, const char *held, int undo);
 int ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
-    const ragnx_job_t *job, const char *error);
+    const ragnx_job_t *job, const char *error, int shared);
 int ragnx_queue_maintain(ragnx_redis_t *r);
 int ragnx_queue_forget(ragnx_redis_t *r, long idle_ms);
 int ragnx_queue_handover(ragnx_redis_t *r, const char *prefix);
@@ -357,6 +363,12 @@ typedef struct {
 } ragnx_thread_t;
 
 void ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next);
+
+/* the LLM circuit breaker: ragnx_breaker.c */
+int ragnx_breaker_enter(int *probe, long *wait_ms, const char **reason);
+int ragnx_breaker_paused(long *wait_ms, const char **reason);
+void ragnx_breaker_leave(ragnx_redis_t *r, int probe, int rc,
+    const char *err, long *wait_ms);
 
 /* the records lane: ragnx_records.c */
 void *ragnx_record_thread(void *data);

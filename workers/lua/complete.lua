@@ -27,7 +27,7 @@ end
 if not done then
   redis.call('HSET', KEYS[1], 'status', 'completed', 'answer', ARGV[3],
     'sources', ARGV[4], 'updatedAt', now)
-  redis.call('HDEL', KEYS[1], 'error')
+  redis.call('HDEL', KEYS[1], 'error', 'held')
   if ARGV[11] == '1' then redis.call('HSET', KEYS[1], 'truncated', '1') end
   redis.call('EXPIRE', KEYS[1], ARGV[5])
 end

@@ -1,6 +1,7 @@
 -- A worker process is gone (its supervisor reaped it), and its threads
 -- with it: the entries its consumers hold go back to the end of their
--- streams at once, as new entries, for the living; then the consumers
+-- streams at once, as new entries (the first entry's id kept in "asked",
+-- as reclaim.lua does), for the living; then the consumers
 -- leave the group.  Its consumers are named "<host>-<pid>-<index>".
 -- KEYS: jobs stream, records stream; ARGV: "<host>-<pid>-".
 -- Returns {jobs requeued, records requeued}.
@@ -24,7 +25,12 @@ for k = 1, #KEYS do
           redis.call('XACK', KEYS[k], '@RAGNX_GROUP@', e[1])
           redis.call('XDEL', KEYS[k], e[1])
           if #r > 0 and #r[1][2] > 0 then
-            redis.call('XADD', KEYS[k], '*', unpack(r[1][2]))
+            local f = r[1][2]
+            if f[#f - 1] ~= 'asked' then
+              f[#f + 1] = 'asked'
+              f[#f + 1] = e[1]
+            end
+            redis.call('XADD', KEYS[k], '*', unpack(f))
             n = n + 1
           end
         end

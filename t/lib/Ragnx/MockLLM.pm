@@ -9,7 +9,8 @@ package Ragnx::MockLLM;
 #   GET  /_mock  -> {"requests":N, "last":{"path","headers","body"}}
 #
 # Each LLM request takes the next MODE of the script, else the default:
-# ok, 500, 400, 429:<retry-after seconds>, hang (never answers),
+# ok, 500, 400, 401 and 403 (the key refused), 429:<retry-after
+# seconds>, hang (never answers),
 # truncated (an answer cut at max_tokens),
 # malformed (200 with a body that is not JSON), echo (ok, and the answer
 # also repeats every earlier turn it was sent: what history went in).
@@ -167,7 +168,7 @@ sub serve {
 sub response {
     my ($status, $body, @h) = @_;
     my %reason = (200 => 'OK', 400 => 'Bad Request', 401 => 'Unauthorized',
-                  404 => 'Not Found', 429 => 'Too Many Requests',
+                  403 => 'Forbidden', 404 => 'Not Found', 429 => 'Too Many Requests',
                   500 => 'Internal Server Error');
     my $r = "HTTP/1.1 $status " . ($reason{$status} || 'Status') . "\r\n"
             . "Content-Type: application/json\r\n"
@@ -215,6 +216,8 @@ sub handle {
         $resp = response(500, '{"error":{"message":"mock failure"}}');
     } elsif ($mode eq '400') {
         $resp = response(400, '{"error":{"message":"bad request"}}');
+    } elsif ($mode eq '401' || $mode eq '403') {
+        $resp = response($mode, '{"error":{"message":"invalid api key"}}');
     } elsif ($mode =~ /^429(?::(\d+))?$/) {
         $resp = response(429, '{"error":{"message":"rate limited"}}',
                          defined $1 ? ('Retry-After' => $1) : ());
