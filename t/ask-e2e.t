@@ -165,7 +165,8 @@ for (1 .. 100) {
     $recorded = $t->psql("SELECT count(DISTINCT job_id) FROM "
                          . "chat_messages WHERE role = 'assistant' AND "
                          . "content = "
-                         . "(SELECT content FROM messages WHERE job_id = "
+                         . "(SELECT content FROM chat_messages WHERE "
+                         . "job_id = "
                          . "'$ids[0]' AND role = 'assistant')");
     last if $recorded == 20;
     sleep 0.05;

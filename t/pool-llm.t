@@ -209,7 +209,7 @@ is($j->{error}, 'LLM rejected the request', 'error');
     is($f->{answer}, 'Mock answer to: a question nobody may ask',
        '... with its own answer');
     is($t->psql("SELECT count(*) FROM messages m JOIN chats c ON "
-                . "c.id = m.chat_id WHERE job_id = '$fid' AND "
+                . "c.id = m.chat_id WHERE m.job_id = '$fid' AND "
                 . "c.owner = 'bob' AND c.id = '$fchat'"), 2,
        '... stored in its own chat');
     is($g->{status}, 'completed', 'the second followed it');

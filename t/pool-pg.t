@@ -47,7 +47,7 @@ $p->start;
 
 sub messages {
     my ($id) = @_;
-    return $t->psql("SELECT count(*) FROM messages WHERE job_id = '$id'");
+    return $t->psql("SELECT count(*) FROM chat_messages WHERE job_id = '$id'");
 }
 
 sub wait_for {
