@@ -147,7 +147,16 @@ typedef struct {
 extern ragnx_conf_t  *ragnx_conf;
 
 
-ragnx_conf_t *ragnx_conf_load(const char *path, char *err, size_t errlen);
+/*
+ * RAGNX_CONF_KEYS: read and check the key files too (jwt_key_file,
+ * rpc_key_file).  The pool and -t need them; migrate, ingest and jobs
+ * sign no token and open no call, so they run where the keys are not
+ * mounted (a migration job, an ingest host).
+ */
+#define RAGNX_CONF_KEYS  0x01
+
+ragnx_conf_t *ragnx_conf_load(const char *path, unsigned flags, char *err,
+    size_t errlen);
 void ragnx_conf_free(ragnx_conf_t *conf);
 void ragnx_conf_dump(const ragnx_conf_t *conf);
 
