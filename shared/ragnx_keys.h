@@ -78,11 +78,13 @@
 /*
  * {ragnx}:events:<job id>: the answer as it is written, a stream of
  * entries {t: "delta", a: attempt, d: text}, and {t: "restart", a} before
- * the first piece of an attempt after one that wrote some; kept for
- * job_retention.  The pieces of one attempt make its answer exactly.
+ * the first piece of an attempt after one that wrote some; it ends with
+ * {t: "done", r: the result JSON} (complete.lua) or {t: "error", e: the
+ * job's error} (fail.lua).  Kept for job_retention.  The pieces of one
+ * attempt make its answer exactly.
  */
 #define RAGNX_KEY_EVENTS         RAGNX_KEY_PREFIX "events:"
-#define RAGNX_EVENTS_MAX         65536
+#define RAGNX_EVENTS_MAX         "65536"
 /* "<digest>:<gen>": a field of {ragnx}:inflight, the tail of a cache key */
 #define RAGNX_KEY_GEN_SEP        ":"
 #define RAGNX_KEY_FOLLOWERS      ":followers"

@@ -38,14 +38,14 @@ $t->file('corpus/cache.md', "# Caching\n\nAnswers are cached for an hour "
 is($rc, 0, 'ingest') or diag($out);
 $p->start;
 
-# the job's events: [type, attempt, text] in stream order
+# the job's events: [type, attempt, text, result, error] in stream order
 sub events {
     my ($id) = @_;
     my $raw = $t->redis('EVAL', "return cjson.encode(redis.call('XRANGE', "
                         . "KEYS[1], '-', '+'))", 1, "{ragnx}:events:$id");
     my $a = eval { JSON::PP->new->utf8->decode($raw) } || [];
     $a = [] unless ref $a eq 'ARRAY';   # cjson: {} for an empty list
-    return map { my %f = @{ $_->[1] }; [$f{t}, $f{a}, $f{d}] }
+    return map { my %f = @{ $_->[1] }; [@f{qw(t a d r e)}] }
            grep { ref $_->[1] eq 'ARRAY' } @$a;
 }
 
@@ -102,6 +102,9 @@ for my $provider ('anthropic', 'openai') {
        '... which make exactly the answer');
     is($j->{answer}, text_of(1, @ev), '... the job\'s answer');
     is(stored($id), $j->{answer}, '... and the stored message');
+    is($ev[-1][0], 'done', '... then "done"');
+    is(eval { decode_json($ev[-1][3])->{answer} } // '', $j->{answer},
+       '... with the result');
     is($t->psql("SELECT output_tokens FROM messages WHERE job_id = '$id' "
                 . "AND role = 'assistant'"), 7,
        '... with the usage of the closing events');
@@ -117,16 +120,25 @@ for my $provider ('anthropic', 'openai') {
        . 'stream, then an answer');
     is($r->{attempts}, 3, '... at the third attempt');
     @ev = events($rid);
-    is(join(' ', map { $_->[0] eq 'delta' ? "d$_->[1]" : "$_->[0]$_->[1]" }
-                 @ev),
+    is(join(' ', map { ($_->[0] eq 'delta' ? 'd' : $_->[0])
+                       . ($_->[1] // '') } @ev),
        'd1 d1 d1 restart2 d2 d2 d2 restart3 '
-       . join(' ', ('d3') x (() = text_of(3, @ev) =~ /\S+/g)),
+       . join(' ', ('d3') x (() = text_of(3, @ev) =~ /\S+/g)) . ' done',
        '... three pieces of each failed attempt, each new one restarted');
     is(text_of(3, @ev), $r->{answer}, '... the last attempt\'s pieces make '
        . 'the answer');
     is(stored($rid), $r->{answer}, '... as stored');
     is(text_of(1, @ev), 'Mock answer to: ', '... an earlier attempt\'s '
        . 'pieces are what it sent');
+
+    # a request the provider refuses: the job fails, and says so there
+    $mock->set(script => ['400']);
+    my $fid = $p->ask(query => "Is this refused, asks $provider?");
+    my $fj = $p->wait_job($fid);
+    is($fj->{status}, 'failed', "$provider: refused, failed");
+    my @fev = events($fid);
+    is(join(' ', map { $_->[0] } @fev), 'error', '... one "error" entry');
+    is($fev[-1][4], $fj->{error}, "... with the job's error");
 
     # a server that does not stream: one JSON body, no events
     $mock->set(script => ['plain']);
@@ -136,7 +148,8 @@ for my $provider ('anthropic', 'openai') {
        . 'JSON body');
     is($pj->{answer}, "Mock answer to: Is there a sauna, asks $provider?",
        '... its answer');
-    is(scalar(events($pid)), 0, '... and no events');
+    is(join(' ', map { $_->[0] } events($pid)), 'done',
+       '... and no pieces, only the end');
 }
 
 # llm_stream 0: nothing asked, nothing streamed
@@ -149,7 +162,7 @@ my $nj = $p->wait_job($nid);
 is($nj->{status}, 'completed', 'llm_stream 0: completed');
 ok(!exists decode_json($mock->stats->{last}{body})->{stream},
    '... "stream" not asked');
-is(scalar(events($nid)), 0, '... no events');
+is(join(' ', map { $_->[0] } events($nid)), 'done', '... no pieces');
 
 # the extractive provider streams its answer too
 

@@ -242,7 +242,7 @@ ragnx_work_delta(void *data, const char *text, size_t len)
 
     /* an earlier attempt may have written some: clients start again */
     if (ev->sent == 0 && ev->attempt > 1) {
-        reply = ragnx_redis_command(&ev->t->redis, "XADD %s%s MAXLEN ~ %d * "
+        reply = ragnx_redis_command(&ev->t->redis, "XADD %s%s MAXLEN ~ %s * "
                                     "t restart a %s", RAGNX_KEY_EVENTS,
                                     ev->job->id, RAGNX_EVENTS_MAX, attempt);
         if (reply) {
@@ -250,7 +250,7 @@ ragnx_work_delta(void *data, const char *text, size_t len)
         }
     }
 
-    reply = ragnx_redis_command(&ev->t->redis, "XADD %s%s MAXLEN ~ %d * "
+    reply = ragnx_redis_command(&ev->t->redis, "XADD %s%s MAXLEN ~ %s * "
                                 "t delta a %s d %b", RAGNX_KEY_EVENTS,
                                 ev->job->id, RAGNX_EVENTS_MAX, attempt,
                                 text, len);

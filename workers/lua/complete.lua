@@ -1,6 +1,7 @@
 -- A job ends: the cache, its hash, its entry and its followers.
 -- KEYS: job hash, jobs stream, inflight hash, followers, cache key,
--- records stream.
+-- records stream, events stream (the answer's end goes there: "done"
+-- with the result, after the pieces the LLM wrote).
 -- ARGV: entry, now, answer, sources, retention, job id, result JSON,
 -- cache ttl (0: no cache SET), consumer ('' : read nothing), inflight
 -- field, '1' when the answer was cut at the token limit.
@@ -30,6 +31,9 @@ if not done then
   redis.call('HDEL', KEYS[1], 'error', 'held')
   if ARGV[11] == '1' then redis.call('HSET', KEYS[1], 'truncated', '1') end
   redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('XADD', KEYS[7], 'MAXLEN', '~', '@RAGNX_EVENTS_MAX@', '*', 't',
+    'done', 'r', ARGV[7])
+  redis.call('EXPIRE', KEYS[7], ARGV[5])
 end
 if ARGV[1] ~= '' then
   redis.call('XACK', KEYS[2], '@RAGNX_GROUP@', ARGV[1])

@@ -5,7 +5,8 @@
 -- failure of the leader's own (its chat, its request refused) is not
 -- theirs: the first follower becomes a job of its own, queued with its
 -- own payload and leading the question, and the others follow it.
--- KEYS: job hash, jobs stream, dead stream, inflight hash, followers.
+-- KEYS: job hash, jobs stream, dead stream, inflight hash, followers,
+-- events stream (the answer's end: "error" with the reason).
 -- ARGV: entry, now, error, retention, job id, payload, dead max,
 -- "1" when the job hash keys are valid (else only dead-letter), inflight
 -- field ('' when the job could not be decoded), gen, "1" when shared.
@@ -17,6 +18,9 @@ redis.call('XDEL', KEYS[2], ARGV[1])
 if ARGV[8] ~= '1' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[3],
   'updatedAt', now)
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', '@RAGNX_EVENTS_MAX@', '*', 't',
+  'error', 'e', ARGV[3])
+redis.call('EXPIRE', KEYS[6], ARGV[4])
 redis.call('HDEL', KEYS[1], 'held')
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 if redis.call('HGET', KEYS[4], ARGV[9]) == ARGV[5] then
