@@ -84,6 +84,15 @@
  * attempt make its answer exactly.
  */
 #define RAGNX_KEY_EVENTS         RAGNX_KEY_PREFIX "events:"
+
+/*
+ * Long-poll (GET /api/ask/{id}?wait=N): {ragnx}:watch:<job id>, the set
+ * of nginx workers' wake channels ({ragnx}:wake:<worker>) waiting for
+ * the job; the scripts that end a job publish its id on each, then drop
+ * the set.
+ */
+#define RAGNX_KEY_WATCH          RAGNX_KEY_PREFIX "watch:"
+#define RAGNX_KEY_WAKE           RAGNX_KEY_PREFIX "wake:"
 #define RAGNX_EVENTS_MAX         "65536"
 /* "<digest>:<gen>": a field of {ragnx}:inflight, the tail of a cache key */
 #define RAGNX_KEY_GEN_SEP        ":"
