@@ -1,13 +1,14 @@
-# syntax=docker/dockerfile:1
-#
 # ragnx images: nginx with the module, and the worker pool.
 #
 #   docker build --target nginx  -t ragnx-nginx  .
 #   docker build --target worker -t ragnx-worker .
 #
-# or both through docker-compose.yml.  The build stage runs the same
-# scripts and make targets as a developer's checkout (scripts/deps, make);
-# t/shipping.t checks that what this file runs and copies still exists.
+# or both through docker-compose.yml; `make image` builds them with podman
+# from a local debian:bookworm (scripts/image).  The build stage runs the
+# same scripts and make targets as a developer's checkout (scripts/deps,
+# make); t/shipping.t checks that what this file runs and copies still
+# exists, `make test-image` builds and runs them.  Plain Dockerfile syntax:
+# no BuildKit frontend to fetch, so it builds offline too.
 
 # ---- build: the module against the distro's nginx-dev, and the worker ----
 FROM debian:bookworm AS build
@@ -35,7 +36,10 @@ RUN /usr/local/lib/ragnx/deps --runtime \
     && groupadd --system --gid 10001 ragnx \
     && useradd --system --uid 10001 --gid ragnx --no-create-home \
                --home-dir /nonexistent --shell /usr/sbin/nologin ragnx \
-    && install -d -m 0755 /etc/ragnx
+    && install -d -m 0755 /etc/ragnx \
+    && install -d -o ragnx -g ragnx /var/lib/nginx /var/lib/nginx/body \
+               /var/lib/nginx/proxy /var/lib/nginx/fastcgi \
+               /var/lib/nginx/uwsgi /var/lib/nginx/scgi
 
 COPY --from=build /src/build/nginx/objs/ngx_http_ragnx_module.so \
      /usr/lib/nginx/modules/ngx_http_ragnx_module.so
@@ -52,20 +56,31 @@ COPY docs/ /usr/share/ragnx/corpus/docs/
 COPY nginx.conf.example docker/nginx.sed /usr/local/lib/ragnx/
 RUN sed -f /usr/local/lib/ragnx/nginx.sed \
         /usr/local/lib/ragnx/nginx.conf.example > /etc/nginx/nginx.conf
+# waits for the services named in RAGNX_WAIT_FOR, then runs the command;
+# nginx's health check
+COPY docker/entrypoint /usr/local/bin/ragnx-entrypoint
+COPY docker/healthcheck /usr/local/bin/ragnx-healthcheck
 
-# ---- the worker pool: no port, never root (uid 10001) ----------------------
+# Both images run as ragnx (uid 10001), never root, and write nothing to
+# their root filesystem: docker-compose.yml runs them read-only.
+USER ragnx
+
+# ---- the worker pool: no port ---------------------------------------------
 FROM runtime AS worker
 
-USER ragnx
 # SIGTERM drains jobs in flight (up to drain_timeout), SIGHUP reloads
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["/usr/bin/ragnx-worker"]
+ENTRYPOINT ["/usr/local/bin/ragnx-entrypoint", "/usr/bin/ragnx-worker"]
 CMD []
 
 # ---- nginx with the module ---------------------------------------------------
 FROM runtime AS nginx
 
-EXPOSE 80
+# port 8080: an unprivileged master cannot bind 80 (docker/nginx.sed).
+# -e stderr: nginx opens its error log before it reads its configuration,
+# and /var/log/nginx is root's (and read-only).
+EXPOSE 8080
 # graceful: finish the requests in flight, including pending pool calls
 STOPSIGNAL SIGQUIT
-CMD ["nginx", "-g", "daemon off;"]
+ENTRYPOINT ["/usr/local/bin/ragnx-entrypoint"]
+CMD ["nginx", "-e", "stderr", "-g", "daemon off;"]

@@ -45,7 +45,8 @@ WORKER_CFLAGS = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -pthread -Ishared \
 WORKER_LIBS = -lhiredis -lpq -lcurl -ljansson -ljwt -lsodium -lcrypto -pthread
 
 .PHONY: all module unit worker test test-asan test-debug lint run reset deps \
-        clean bench bench-pool bench-stack mutate fuzz fuzz-build
+        clean bench bench-pool bench-stack mutate fuzz fuzz-build image \
+        test-image
 
 all: module unit worker
 
@@ -207,6 +208,18 @@ fuzz: deps fuzz-build
 run: deps
 	$(MAKE) all
 	./scripts/run
+
+# The images with podman (scripts/image: nginx and worker from the
+# Dockerfile, on a debian:bookworm made locally with debootstrap), and the
+# compose stack run end to end in containers (scripts/test-image).  Not
+# part of `make test`: podman comes with scripts/deps --image.
+image:
+	@./scripts/deps --image
+	./scripts/image
+
+test-image:
+	@./scripts/deps --image
+	./scripts/test-image
 
 reset:
 	@if [ -L var/pg ]; then rm -rf "$$(readlink -f var/pg)"; fi

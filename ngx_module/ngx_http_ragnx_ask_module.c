@@ -58,6 +58,7 @@ typedef struct {
     ngx_msec_t                    gen_refresh;
     ngx_http_ragnx_redis_srv_t   *queue;
     ngx_http_ragnx_redis_srv_t   *cache;
+    ngx_http_ragnx_redis_sub_t   *wake;     /* this worker's wake channel */
 } ngx_http_ragnx_ask_main_conf_t;
 
 
@@ -91,8 +92,18 @@ typedef struct {
 } ngx_http_ragnx_ask_ctx_t;
 
 
-/* GET /api/ask/{jobId}: the job hash fields it answers with */
+/*
+ * GET /api/ask/{jobId}: the job hash fields it answers with.  With
+ * ?wait=N (long-poll) the request waits, between its reads, in the
+ * per-worker table of waiters under the job's id (ngx_http_ragnx_ask_
+ * waiting), with "timer" running: a message on the worker's wake channel
+ * (the job ended) or the timer takes it out of the table and posts
+ * "event", which reads the job again; a request pool cleanup takes it out
+ * (and stops both) when the client goes away first.  While it waits, the
+ * request's reference is the one its last read took.
+ */
 typedef struct {
+    ngx_str_node_t                node;      /* first: key is the job id */
     ngx_http_ragnx_redis_wait_t   wait;
     ngx_str_t                     owner;     /* the caller */
     ngx_str_t                     status;
@@ -103,6 +114,16 @@ typedef struct {
     ngx_str_t                     error;
     ngx_str_t                     truncated;
     ngx_uint_t                    found;
+    ngx_http_request_t           *request;
+    ngx_http_ragnx_ask_loc_conf_t  *alcf;
+    ngx_event_t                   timer;     /* ?wait=N runs out */
+    ngx_event_t                   event;     /* read again */
+    u_char                        id[RAGNX_UUID_LEN];
+    unsigned                      long_poll:1;
+    unsigned                      linked:1;  /* in the table */
+    unsigned                      reading:1; /* a read in flight */
+    unsigned                      woken:1;   /* the job ended: read again */
+    unsigned                      expired:1; /* N seconds passed */
 } ngx_http_ragnx_ask_status_ctx_t;
 
 
@@ -152,6 +173,14 @@ static ngx_int_t ngx_http_ragnx_ask_status(ngx_http_request_t *r,
 static void ngx_http_ragnx_ask_status_reply(ngx_http_request_t *r,
     redisReply *reply, ngx_int_t rc);
 static void ngx_http_ragnx_ask_status_resume(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ragnx_ask_status_read(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_status_ctx_t *ctx);
+static void ngx_http_ragnx_ask_woken(ngx_str_t *msg, void *data);
+static void ngx_http_ragnx_ask_wake(ngx_http_ragnx_ask_status_ctx_t *ctx);
+static void ngx_http_ragnx_ask_wait_timeout(ngx_event_t *ev);
+static void ngx_http_ragnx_ask_wait_event(ngx_event_t *ev);
+static void ngx_http_ragnx_ask_unlink(ngx_http_ragnx_ask_status_ctx_t *ctx);
+static void ngx_http_ragnx_ask_wait_cleanup(void *data);
 
 static ngx_int_t ngx_http_ragnx_ask_handler(ngx_http_request_t *r);
 static void *ngx_http_ragnx_ask_ctx(ngx_http_request_t *r, size_t size);
@@ -274,6 +303,17 @@ static const char  *ngx_http_ragnx_ask_modes[] = {
 
 
 static ngx_int_t  ngx_http_ragnx_ask_script_index;
+
+/* long-poll: ngx_module/lua/watch.lua reads the job and registers */
+static ngx_str_t  ngx_http_ragnx_ask_watch_script =
+    ngx_string(RAGNX_LUA_WATCH);
+static ngx_int_t  ngx_http_ragnx_ask_watch_index;
+
+/* the longest ?wait=N, seconds (the API's contract) */
+#define NGX_HTTP_RAGNX_ASK_WAIT_MAX  30
+
+static ngx_rbtree_t       ngx_http_ragnx_ask_waiting;
+static ngx_rbtree_node_t  ngx_http_ragnx_ask_sentinel;
 
 static ngx_http_ragnx_ask_worker_t  ngx_http_ragnx_ask_worker;
 
@@ -1225,10 +1265,10 @@ static ngx_int_t
 ngx_http_ragnx_ask_status(ngx_http_request_t *r,
     ngx_http_ragnx_ask_loc_conf_t *alcf)
 {
-    u_char                           *p, *key;
-    size_t                            lens[2];
-    ngx_str_t                         id, sub;
-    const char                       *argv[2];
+    u_char                           *p;
+    ngx_int_t                         n;
+    ngx_str_t                         id, sub, arg;
+    ngx_pool_cleanup_t               *cln;
     ngx_http_ragnx_ask_status_ctx_t  *ctx;
 
     /* "ragnx_jwt on" is checked at "nginx -t" */
@@ -1266,32 +1306,129 @@ ngx_http_ragnx_ask_status(ngx_http_request_t *r,
     }
 
     ctx->owner = sub;
-
-    key = ngx_pnalloc(r->pool, sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN);
-    if (key == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    ctx->request = r;
+    ctx->alcf = alcf;
 
     /* ids are minted lower-case; accept either from the client */
-    p = ngx_cpymem(key, RAGNX_KEY_JOB, sizeof(RAGNX_KEY_JOB) - 1);
-    ngx_strlow(p, id.data, RAGNX_UUID_LEN);
+    ngx_strlow(ctx->id, id.data, RAGNX_UUID_LEN);
 
-    argv[0] = "HGETALL";
-    lens[0] = 7;
-    argv[1] = (const char *) key;
-    lens[1] = sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN;
+    if (ngx_http_arg(r, (u_char *) "wait", 4, &arg) == NGX_OK) {
+        n = ngx_atoi(arg.data, arg.len);
 
-    ctx->wait.reply = ngx_http_ragnx_ask_status_reply;
-    ctx->wait.resume = ngx_http_ragnx_ask_status_resume;
+        if (n < 1 || n > NGX_HTTP_RAGNX_ASK_WAIT_MAX) {
+            return ngx_http_ragnx_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                             "Invalid wait: seconds from 1 "
+                                             "to 30", NULL);
+        }
 
-    if (ngx_http_ragnx_redis_call(r, &ctx->wait, alcf->queue, 2, argv, lens)
-        != NGX_OK)
-    {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        cln->handler = ngx_http_ragnx_ask_wait_cleanup;
+        cln->data = ctx;
+
+        ctx->long_poll = 1;
+
+        /* in the table before the read: the job may end meanwhile */
+        ctx->node.str.data = ctx->id;
+        ctx->node.str.len = RAGNX_UUID_LEN;
+        ctx->node.node.key = ngx_crc32_short(ctx->id, RAGNX_UUID_LEN);
+        ngx_rbtree_insert(&ngx_http_ragnx_ask_waiting, &ctx->node.node);
+        ctx->linked = 1;
+
+        ctx->timer.handler = ngx_http_ragnx_ask_wait_timeout;
+        ctx->timer.data = ctx;
+        ctx->timer.log = r->connection->log;
+        ngx_add_timer(&ctx->timer, (ngx_msec_t) n * 1000);
+
+        ctx->event.handler = ngx_http_ragnx_ask_wait_event;
+        ctx->event.data = ctx;
+        ctx->event.log = r->connection->log;
+    }
+
+    if (ngx_http_ragnx_ask_status_read(r, ctx) != NGX_OK) {
+        ngx_http_ragnx_ask_unlink(ctx);
         return ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                          "queue unavailable", NULL);
     }
 
     return NGX_DONE;
+}
+
+
+/*
+ * The job's hash: HGETALL, or with ?wait=N the watch script, which also
+ * adds this worker's wake channel to the job's watchers while it waits
+ * (none when the subscription is down: then only the timer ends a wait).
+ */
+
+static ngx_int_t
+ngx_http_ragnx_ask_status_read(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_status_ctx_t *ctx)
+{
+    u_char                          *p, *key, *watch;
+    size_t                           lens[6];
+    ngx_str_t                       *channel;
+    const char                      *argv[6];
+    ngx_http_ragnx_ask_main_conf_t  *amcf;
+
+    key = ngx_pnalloc(r->pool, sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN);
+    if (key == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(key, RAGNX_KEY_JOB, sizeof(RAGNX_KEY_JOB) - 1);
+    ngx_memcpy(p, ctx->id, RAGNX_UUID_LEN);
+
+    ngx_memzero(&ctx->status, sizeof(ngx_str_t));
+    ngx_memzero(&ctx->job_owner, sizeof(ngx_str_t));
+    ctx->found = 0;
+
+    ctx->wait.reply = ngx_http_ragnx_ask_status_reply;
+    ctx->wait.resume = ngx_http_ragnx_ask_status_resume;
+    ctx->wait.rc = NGX_OK;
+    ctx->reading = 1;
+
+    if (!ctx->long_poll || ctx->expired) {
+        argv[0] = "HGETALL";
+        lens[0] = 7;
+        argv[1] = (const char *) key;
+        lens[1] = sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN;
+
+        return ngx_http_ragnx_redis_call(r, &ctx->wait, ctx->alcf->queue, 2,
+                                         argv, lens);
+    }
+
+    watch = ngx_pnalloc(r->pool, sizeof(RAGNX_KEY_WATCH) - 1
+                                 + RAGNX_UUID_LEN);
+    if (watch == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(watch, RAGNX_KEY_WATCH, sizeof(RAGNX_KEY_WATCH) - 1);
+    ngx_memcpy(p, ctx->id, RAGNX_UUID_LEN);
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_ragnx_ask_module);
+    channel = ngx_http_ragnx_redis_channel(amcf->wake);
+
+    argv[0] = "2";
+    lens[0] = 1;
+    argv[1] = (const char *) key;
+    lens[1] = sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN;
+    argv[2] = (const char *) watch;
+    lens[2] = sizeof(RAGNX_KEY_WATCH) - 1 + RAGNX_UUID_LEN;
+    argv[3] = channel ? (const char *) channel->data : "";
+    lens[3] = channel ? channel->len : 0;
+
+    /* longer than any wait: the ending script drops the set anyway */
+    argv[4] = "60";
+    lens[4] = 2;
+
+    return ngx_http_ragnx_redis_eval(r, &ctx->wait, ctx->alcf->queue,
+                                     ngx_http_ragnx_ask_watch_index, 5, argv,
+                                     lens);
 }
 
 
@@ -1375,6 +1512,37 @@ ngx_http_ragnx_ask_status_resume(ngx_http_request_t *r)
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ragnx ask status: rc:%i, found:%ui, status \"%V\"",
                    ctx->wait.rc, ctx->found, &ctx->status);
+
+    ctx->reading = 0;
+
+    if (ctx->long_poll && !ctx->expired && ctx->wait.rc == NGX_OK
+        && ctx->found
+        && ctx->job_owner.len == ctx->owner.len
+        && ngx_strncmp(ctx->job_owner.data, ctx->owner.data, ctx->owner.len)
+           == 0
+        && !(ctx->status.len == 9
+             && ngx_strncmp(ctx->status.data, "completed", 9) == 0)
+        && !(ctx->status.len == 6
+             && ngx_strncmp(ctx->status.data, "failed", 6) == 0))
+    {
+        /* pending: wait on, this read's reference kept for the answer */
+
+        if (!ctx->linked) {
+            ngx_rbtree_insert(&ngx_http_ragnx_ask_waiting, &ctx->node.node);
+            ctx->linked = 1;
+        }
+
+        if (ctx->woken) {
+            /* woken while this read was on its way: the next one sees */
+            ngx_http_ragnx_ask_wake(ctx);
+        }
+
+        return;
+    }
+
+    if (ctx->long_poll) {
+        ngx_http_ragnx_ask_unlink(ctx);
+    }
 
     if (ctx->wait.rc != NGX_OK) {
         rc = ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -1473,6 +1641,136 @@ ngx_http_ragnx_ask_outcome(ngx_http_request_t *r)
     }
 
     return NGX_HTTP_RAGNX_METRICS_OK;
+}
+
+
+/*
+ * A message on this worker's wake channel, inside the hiredis callback:
+ * the id of a job that ended.  Every request waiting for it reads it
+ * again.  NULL: the subscription is lost (registrations may be too), so
+ * every waiting request reads again, and registers again.
+ */
+
+static void
+ngx_http_ragnx_ask_woken(ngx_str_t *msg, void *data)
+{
+    ngx_str_t                         id;
+    ngx_rbtree_node_t                *node;
+    ngx_http_ragnx_ask_status_ctx_t  *ctx;
+
+    if (msg == NULL) {
+        while (ngx_http_ragnx_ask_waiting.root
+               != ngx_http_ragnx_ask_waiting.sentinel)
+        {
+            node = ngx_rbtree_min(ngx_http_ragnx_ask_waiting.root,
+                                  ngx_http_ragnx_ask_waiting.sentinel);
+            ngx_http_ragnx_ask_wake((ngx_http_ragnx_ask_status_ctx_t *) node);
+        }
+
+        return;
+    }
+
+    if (msg->len != RAGNX_UUID_LEN) {
+        return;
+    }
+
+    id = *msg;
+
+    for ( ;; ) {
+        ctx = (ngx_http_ragnx_ask_status_ctx_t *)
+                  ngx_str_rbtree_lookup(&ngx_http_ragnx_ask_waiting, &id,
+                                        ngx_crc32_short(id.data, id.len));
+        if (ctx == NULL) {
+            return;
+        }
+
+        ngx_http_ragnx_ask_wake(ctx);
+    }
+}
+
+
+/* out of the table, and read again now (or once the read on its way is in) */
+
+static void
+ngx_http_ragnx_ask_wake(ngx_http_ragnx_ask_status_ctx_t *ctx)
+{
+    if (ctx->linked) {
+        ngx_rbtree_delete(&ngx_http_ragnx_ask_waiting, &ctx->node.node);
+        ctx->linked = 0;
+    }
+
+    ctx->woken = 1;
+
+    if (!ctx->reading && !ctx->event.posted) {
+        ngx_post_event(&ctx->event, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_ragnx_ask_wait_timeout(ngx_event_t *ev)
+{
+    ngx_http_ragnx_ask_status_ctx_t  *ctx;
+
+    ctx = ev->data;
+    ctx->expired = 1;
+
+    ngx_http_ragnx_ask_wake(ctx);
+}
+
+
+/* posted: the wait is over, or the job ended; read it again */
+
+static void
+ngx_http_ragnx_ask_wait_event(ngx_event_t *ev)
+{
+    ngx_connection_t                 *c;
+    ngx_http_request_t               *r;
+    ngx_http_ragnx_ask_status_ctx_t  *ctx;
+
+    ctx = ev->data;
+    r = ctx->request;
+    c = r->connection;
+
+    ctx->woken = 0;
+
+    if (ngx_http_ragnx_ask_status_read(r, ctx) != NGX_OK) {
+        ngx_http_ragnx_ask_unlink(ctx);
+        ngx_http_finalize_request(r,
+            ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      "queue unavailable", NULL));
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    /* the new read holds a reference of its own: drop the wait's */
+    ngx_http_finalize_request(r, NGX_DONE);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_ragnx_ask_unlink(ngx_http_ragnx_ask_status_ctx_t *ctx)
+{
+    if (ctx->linked) {
+        ngx_rbtree_delete(&ngx_http_ragnx_ask_waiting, &ctx->node.node);
+        ctx->linked = 0;
+    }
+
+    if (ctx->timer.timer_set) {
+        ngx_del_timer(&ctx->timer);
+    }
+
+    if (ctx->event.posted) {
+        ngx_delete_posted_event(&ctx->event);
+    }
+}
+
+
+static void
+ngx_http_ragnx_ask_wait_cleanup(void *data)
+{
+    ngx_http_ragnx_ask_unlink(data);
 }
 
 
@@ -1596,6 +1894,9 @@ ngx_http_ragnx_ask_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_rbtree_init(&ngx_http_ragnx_ask_waiting, &ngx_http_ragnx_ask_sentinel,
+                    ngx_str_rbtree_insert_value);
+
     amcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_ragnx_ask_module);
 
@@ -1665,6 +1966,7 @@ ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ragnx_ask_loc_conf_t *prev = parent;
     ngx_http_ragnx_ask_loc_conf_t *conf = child;
 
+    ngx_str_t                        prefix;
     ngx_http_core_loc_conf_t        *clcf;
     ngx_http_ragnx_ask_main_conf_t  *amcf;
 
@@ -1715,6 +2017,24 @@ ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    /* long-poll: every worker listens on a wake channel of its own */
+
+    if (conf->type != NGX_HTTP_RAGNX_ASK_SUBMIT && conf->queue) {
+        amcf = ngx_http_conf_get_module_main_conf(cf,
+                                                  ngx_http_ragnx_ask_module);
+
+        if (amcf->wake == NULL) {
+            ngx_str_set(&prefix, RAGNX_KEY_WAKE);
+
+            amcf->wake = ngx_http_ragnx_redis_subscribe(cf, conf->queue,
+                                             &prefix,
+                                             ngx_http_ragnx_ask_woken, NULL);
+            if (amcf->wake == NULL) {
+                return NGX_CONF_ERROR;
+            }
+        }
+    }
+
     return NGX_CONF_OK;
 }
 
@@ -1757,6 +2077,14 @@ ngx_http_ragnx_ask(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             ngx_http_ragnx_redis_script(cf, &ngx_http_ragnx_ask_script);
 
         if (ngx_http_ragnx_ask_script_index == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
+
+    } else {
+        ngx_http_ragnx_ask_watch_index =
+            ngx_http_ragnx_redis_script(cf, &ngx_http_ragnx_ask_watch_script);
+
+        if (ngx_http_ragnx_ask_watch_index == NGX_ERROR) {
             return NGX_CONF_ERROR;
         }
     }

@@ -80,6 +80,26 @@
 #define RAGNX_KEY_LLM            RAGNX_KEY_PREFIX "llm"
 #define RAGNX_KEY_METRICS        RAGNX_KEY_PREFIX "metrics"
 #define RAGNX_KEY_METRICS_PROCESS  RAGNX_KEY_PREFIX "metrics:"
+
+/*
+ * {ragnx}:events:<job id>: the answer as it is written, a stream of
+ * entries {t: "delta", a: attempt, d: text}, and {t: "restart", a} before
+ * the first piece of an attempt after one that wrote some; it ends with
+ * {t: "done", r: the result JSON} (complete.lua) or {t: "error", e: the
+ * job's error} (fail.lua).  Kept for job_retention.  The pieces of one
+ * attempt make its answer exactly.
+ */
+#define RAGNX_KEY_EVENTS         RAGNX_KEY_PREFIX "events:"
+
+/*
+ * Long-poll (GET /api/ask/{id}?wait=N): {ragnx}:watch:<job id>, the set
+ * of nginx workers' wake channels ({ragnx}:wake:<worker>) waiting for
+ * the job; the scripts that end a job publish its id on each, then drop
+ * the set.
+ */
+#define RAGNX_KEY_WATCH          RAGNX_KEY_PREFIX "watch:"
+#define RAGNX_KEY_WAKE           RAGNX_KEY_PREFIX "wake:"
+#define RAGNX_EVENTS_MAX         "65536"
 /* "<digest>:<gen>": a field of {ragnx}:inflight, the tail of a cache key */
 #define RAGNX_KEY_GEN_SEP        ":"
 #define RAGNX_KEY_FOLLOWERS      ":followers"

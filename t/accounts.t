@@ -602,6 +602,37 @@ for my $alg ([ 'RS256', 'rs', $rs_port ], [ 'ES256', 'es', $es_port ]) {
     $p->configure(%base);
 }
 
+# migrate, ingest and jobs sign no token and open no call: a key file that
+# is absent or cannot be read (a directory) does not stop them, as where
+# a migration job runs without the keys mounted; the pool and -t still
+# refuse to start without it, naming the setting
+
+{
+    mkdir "$t->{dir}/keydir";
+    for my $k ([ jwt_key_file => "$t->{dir}/missing" ],
+               [ jwt_key_file => "$t->{dir}/keydir" ],
+               [ rpc_key_file => "$t->{dir}/missing" ])
+    {
+        my $conf = $p->configure(%base, @$k);
+        my $what = "$k->[0] = $k->[1]";
+        my ($crc, $cout) = $p->cli('migrate');
+        is($crc, 0, "migrate with $what") or diag($cout);
+        ($crc, $cout) = $p->cli('ingest', "$t->{dir}/corpus");
+        is($crc, 0, "ingest with $what") or diag($cout);
+        ($crc, $cout) = $p->cli('jobs');
+        is($crc, 0, "jobs with $what") or diag($cout);
+        ($crc, $cout) = $p->cli('-t');
+        isnt($crc, 0, "-t refuses $what");
+        like($cout, qr/\Q$k->[0]\E/, '... naming it');
+        # the pool itself, bounded: one that started would be killed (124)
+        $cout = `timeout 10 @{[ Ragnx::Pool::worker_bin() ]} -c $conf 2>&1`;
+        is($? >> 8, 1, "the pool refuses to start with $what")
+            or diag($cout);
+        like($cout, qr/\Q$k->[0]\E/, '... naming it');
+    }
+    $p->configure(%base);
+}
+
 # the pool killed mid-call: 504, nginx fine; back after the restart
 
 {

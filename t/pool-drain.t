@@ -308,8 +308,9 @@ $p->start;
                           . "redis.call('XREADGROUP', 'GROUP', 'pool', "
                           . "'tester', 'COUNT', 1, 'STREAMS', KEYS[1], '>') "
                           . "return e", 1, '{ragnx}:jobs', $id);
-    $t->redis('EVAL', $complete, 6, $k, '{ragnx}:jobs', '{ragnx}:inflight',
-              "$k:followers", $cache, '{ragnx}:records', $entry, 1, 'Second.',
+    $t->redis('EVAL', $complete, 8, $k, '{ragnx}:jobs', '{ragnx}:inflight',
+              "$k:followers", $cache, '{ragnx}:records', "{ragnx}:events:$id",
+              "{ragnx}:watch:$id", $entry, 1, 'Second.',
               '[]', 3600, $id, '{"answer":"Second.","sources":[]}', 3600, '',
               'x', '');
     is($p->job($id)->{answer}, 'First.', 'the completed hash kept');

@@ -1,6 +1,7 @@
 #!/usr/bin/perl
 # The shipping files hold together with the tree they ship, although no
-# Docker engine or systemd runs here: every file the Dockerfile copies and
+# Docker engine or systemd runs here (make test-image runs them with podman
+# and systemd in a container): every file the Dockerfile copies and
 # every script and make target it runs exists, scripts/deps knows its
 # build and runtime package sets (names Debian 12 has, covering the
 # libraries the built binaries need), docker/nginx.sed still applies to
@@ -16,6 +17,7 @@ use Test::More;
 use Ragnx::Test qw(slurp spew);
 
 my $root = abs_path("$FindBin::Bin/..");
+my $compose_text;
 my $build = $ENV{RAGNX_BUILD}
     or BAIL_OUT('RAGNX_BUILD is not set: run the suite with make test');
 
@@ -25,6 +27,8 @@ sub lines_of { map { split /\n/ } @_ }
 
 my $df = slurp("$root/Dockerfile");
 ok(length $df, 'Dockerfile is there');
+# a `# syntax=` line makes BuildKit fetch a frontend image: no offline build
+unlike($df, qr/^#\s*syntax\s*=/mi, 'Dockerfile: no BuildKit frontend line');
 (my $joined = $df) =~ s/\\\n/ /g;                # continuation lines
 my @insns = grep { /\S/ && !/^\s*#/ } lines_of($joined);
 
@@ -81,7 +85,13 @@ for my $t (sort keys %targets) {
 }
 like($df, qr{scripts/deps --build\b}, 'build stage: scripts/deps --build');
 like($df, qr{deps --runtime\b}, 'runtime stage: scripts/deps --runtime');
-like($df, qr{^USER ragnx$}m, 'the worker image runs as ragnx');
+like($df, qr{^USER ragnx$}m, 'the images run as ragnx');
+unlike($df, qr{^USER (?!ragnx$)}m, '... and as no other user');
+my ($nginx_stage) = $df =~ /^FROM runtime AS nginx\n(.*)\z/ms;
+like($nginx_stage // '', qr/^EXPOSE 8080$/m,
+     'the nginx image listens on 8080 (unprivileged)');
+like($joined, qr{^ENTRYPOINT \["/usr/local/bin/ragnx-entrypoint"}m,
+     'the entrypoint waits for the services (docker/entrypoint)');
 # the image puts the module and the schemas where the example expects them
 my $example = slurp("$root/nginx.conf.example");
 my ($load) = $example =~ /^load_module (\S+);/m;
@@ -91,10 +101,28 @@ my ($schemas) = $example =~ m{ragnx_validate_schema (\S+/)\w+\.json;};
 like($joined, qr{^COPY schemas/ \Q$schemas\E$}m,
      "the schemas are copied to $schemas");
 
+# the Redis and PostgreSQL images from Debian's packages, and the systemd
+# test image: their stages and what they copy
+for my $f ('docker/services.Dockerfile', 't/image/systemd.Dockerfile') {
+    my $text = slurp("$root/$f");
+    for my $src ($text =~ /^COPY\s+(\S+)\s+\S+$/mg) {
+        ok(-e "$root/$src", "$f: COPY source $src exists");
+    }
+    unlike($text, qr/^#\s*syntax\s*=/mi, "$f: no BuildKit frontend line");
+}
+like(slurp("$root/docker/services.Dockerfile"), qr/^FROM debian:bookworm AS $_$/m,
+     "docker/services.Dockerfile: stage $_") for qw(redis postgres);
+like($compose_text = slurp("$root/docker-compose.yml"),
+     qr/^\s+image: \$\{RAGNX_REDIS_IMAGE:-redis:7-bookworm\}$/m,
+     'compose: the Redis image can be replaced (RAGNX_REDIS_IMAGE)');
+like($compose_text,
+     qr/^\s+image: \$\{RAGNX_POSTGRES_IMAGE:-postgres:15-bookworm\}$/m,
+     'compose: the PostgreSQL image can be replaced (RAGNX_POSTGRES_IMAGE)');
+
 # ---- scripts/deps --------------------------------------------------------
 
 my %set;
-for my $mode ('', '--build', '--runtime') {
+for my $mode ('', '--build', '--runtime', '--image') {
     my $out = `$root/scripts/deps $mode --dry-run 2>&1`;
     is($?, 0, "scripts/deps $mode --dry-run") or diag($out);
     like($out, qr/^ragnx: (nothing to install|would install:)/,
@@ -105,6 +133,12 @@ for my $mode ('', '--build', '--runtime') {
 my %dev = map { $_ => 1 } @{ $set{''} };
 ok($dev{$_}, "the developer set includes build package $_")
     for @{ $set{'--build'} };
+# make test-image's packages are opt-in: none of them in the developer set
+my %image = map { $_ => 1 } @{ $set{'--image'} };
+ok($image{$_}, "scripts/deps --image installs $_")
+    for qw(podman runc podman-compose debootstrap);
+ok(!$dev{$_}, "make test does not need $_")
+    for qw(podman runc podman-compose debootstrap);
 is(system("$root/scripts/deps --bogus >/dev/null 2>&1") >> 8, 2,
    'scripts/deps: an unknown option is refused');
 
@@ -112,7 +146,8 @@ is(system("$root/scripts/deps --bogus >/dev/null 2>&1") >> 8, 2,
 {
     my @lists = glob('/var/lib/apt/lists/*_Packages*');
     ok(scalar @lists, 'apt package lists are there (scripts/deps)');
-    my @pkgs = (@{ $set{'--build'} }, @{ $set{'--runtime'} });
+    my @pkgs = (@{ $set{'--build'} }, @{ $set{'--runtime'} },
+                @{ $set{'--image'} });
     my %known = map { /^Package: (\S+)/ ? ($1 => 1) : () }
                 `apt-cache show --no-all-versions @pkgs 2>/dev/null`;
     ok($known{$_}, "Debian has package $_") for @pkgs;
@@ -169,6 +204,11 @@ for my $s (@sed) {
 }
 my $derived = `sed -f $root/docker/nginx.sed $exfile`;
 like($derived, qr/^\s*ragnx_redis redis:6379 /m, 'image: Redis is "redis"');
+like($derived, qr/^\s*listen\s+8080;$/m, 'image: nginx listens on 8080');
+ok(!grep({ /^\s*listen\s+80;/ } lines_of($derived)), '... and not on 80');
+ok(!grep({ /^user\s/ } lines_of($derived)),
+   'image: no user directive (the master is not root)');
+like($derived, qr{^pid /tmp/}m, 'image: the pid file on the tmpfs');
 ok(!grep({ !/^\s*#/ && m{/var/log/nginx/} } lines_of($derived)),
    'image: logs to the container output');
 
@@ -191,6 +231,35 @@ like($compose, qr/^\s+- pg-data:\/var\/lib\/postgresql\/data$/m,
 my ($worker) = $compose =~ /^  worker:\n(.*?)^  \S/ms;
 ok($worker && $worker !~ /container_name|ports:/,
    'worker scales: no container_name, no ports');
+my ($migrate) = $compose =~ /^  migrate:\n(.*?)^  \S/ms;
+unlike($migrate // '', qr/jwt\.key|rpc\.key/,
+       'migrate mounts no key: it signs no token (t/accounts.t)');
+my ($nginx_svc) = $compose =~ /^  nginx:\n(.*?)^  \S/ms;
+# start order without `depends_on: condition:` (podman-compose 1.0.3):
+# nginx and migrate wait for the services they need themselves
+my %svc = map { $_ => 1 } $compose =~ /^  (\w+):$/mg;
+for ([ migrate => $migrate ], [ nginx => $nginx_svc ]) {
+    my ($name, $body) = @$_;
+    my ($wait) = ($body // '') =~ /^\s+RAGNX_WAIT_FOR: (.+)$/m;
+    ok($wait, "$name waits for its services (RAGNX_WAIT_FOR)");
+    for my $hp (split ' ', $wait // '') {
+        my ($h) = $hp =~ /^([\w-]+):\d+$/;
+        ok($h && $svc{$h}, "$name waits for $hp, a compose service");
+    }
+}
+like($nginx_svc // '', qr/^\s+- "\$\{RAGNX_HTTP_PORT:-127\.0\.0\.1:\d+\}:8080"$/m,
+     'nginx is published on loopback by default, to its port 8080');
+for my $name (qw(redis migrate worker nginx)) {
+    my ($body) = $compose =~ /^  $name:\n(.*?)(?=^  \S|^\S|\z)/ms;
+    like($body // '', qr/^\s+read_only: true$/m,
+         "$name: read-only root filesystem");
+}
+# what the compose file runs in the images exists there
+my $entry = slurp("$root/docker/entrypoint");
+like($entry, qr/RAGNX_WAIT_FOR/, 'docker/entrypoint reads RAGNX_WAIT_FOR');
+like($joined, qr{^COPY docker/healthcheck /usr/local/bin/ragnx-healthcheck$}m,
+     'the nginx health check is in the image');
+like($nginx_svc // '', qr/ragnx-healthcheck/, '... and compose runs it');
 
 my $settings_c = slurp("$root/workers/ragnx_config.c");
 my %setting = map { ('RAGNX_' . uc $_ => 1) }
@@ -233,7 +302,17 @@ my ($pgpass) = $wenv =~ /^PGPASSWORD=(.*)$/m;
 my ($pgpass2) = slurp("$root/docker/postgres.env.example")
                 =~ /^POSTGRES_PASSWORD=(.*)$/m;
 is($pgpass, $pgpass2, 'the example passwords match');
-my ($dbuser) = $wenv =~ /user=(\w+)/;
+# every env-file reader takes a line the same way only without quotes:
+# Compose v2 strips them, docker/podman run --env-file and podman-compose
+# keep them
+for my $f (sort keys %env_files) {
+    my @quoted = grep { /^[A-Z_]+=["']/ } lines_of(slurp("$root/$f.example"));
+    ok(!@quoted, "$f.example: no quoted values") or diag("@quoted");
+}
+my ($dburi) = $wenv =~ /^RAGNX_DATABASE=(\S+)$/m;
+like($dburi // '', qr{^postgresql://\w+@[\w.-]+:\d+/\w+$},
+     'RAGNX_DATABASE is a postgresql:// URI');
+my ($dbuser) = ($dburi // '') =~ m{^postgresql://(\w+)@};
 like(slurp("$root/docker/postgres.env.example"),
      qr/^POSTGRES_USER=\Q$dbuser\E$/m, 'the database user matches');
 
@@ -246,7 +325,9 @@ is($u{Type}, 'simple', 'Type=simple (no sd_notify)')
 is($u{Restart}, 'on-failure', 'Restart=on-failure');
 is($u{KillSignal}, 'SIGTERM', 'KillSignal=SIGTERM');
 is($u{KillMode}, 'mixed', 'KillMode=mixed: one SIGTERM, to the supervisor');
-is($u{ExecReload}, '/bin/kill -HUP $MAINPID', 'ExecReload');
+# SIGHUP to the main process, with no binary a minimal system lacks
+# (/bin/kill is procps's)
+is($u{ExecReload}, q{/bin/sh -c 'kill -HUP $$MAINPID'}, 'ExecReload');
 is($u{User}, 'ragnx', 'User=ragnx');
 is($u{$_}, 'yes', "$_=yes") for qw(NoNewPrivileges PrivateTmp);
 is($u{ProtectSystem}, 'strict', 'ProtectSystem=strict');

@@ -91,6 +91,8 @@ static const ragnx_setting_t  ragnx_settings[] = {
       10, 600000, "5000", 1, NULL, 0 },
     { "llm_max_tokens", RAGNX_SET_INT, RAGNX_OFF(llm_max_tokens), 1, 200000,
       "1024", 1, NULL, 0 },
+    { "llm_stream", RAGNX_SET_INT, RAGNX_OFF(llm_stream), 0, 1, "1", 1,
+      NULL, 0 },
     { "top_k", RAGNX_SET_INT, RAGNX_OFF(top_k), 1, 50, "5", 1, NULL, 0 },
     { "rank_candidates", RAGNX_SET_INT, RAGNX_OFF(rank_candidates), 1,
       100000, "20", 1, NULL, 0 },
@@ -304,7 +306,7 @@ ragnx_conf_read_secret(const char *path, const char *name, char *err,
 
 
 ragnx_conf_t *
-ragnx_conf_load(const char *path, char *err, size_t errlen)
+ragnx_conf_load(const char *path, unsigned flags, char *err, size_t errlen)
 {
     FILE                   *f;
     char                    line[8192], env[128], where[4200], msg[512],
@@ -473,7 +475,7 @@ ragnx_conf_load(const char *path, char *err, size_t errlen)
         conf->database_password = secret;
     }
 
-    if (conf->rpc_key_file) {
+    if (conf->rpc_key_file && (flags & RAGNX_CONF_KEYS)) {
         if (ragnx_seal_init() != 0
             || ragnx_seal_load_secret(conf->rpc_key_file, conf->rpc_pk,
                                       conf->rpc_sk, msg, sizeof(msg))
@@ -486,7 +488,9 @@ ragnx_conf_load(const char *path, char *err, size_t errlen)
         conf->rpc_key_set = 1;
     }
 
-    if (ragnx_conf_jwt_key(conf, err, errlen) != RAGNX_OK) {
+    if ((flags & RAGNX_CONF_KEYS)
+        && ragnx_conf_jwt_key(conf, err, errlen) != RAGNX_OK)
+    {
         goto failed;
     }
 

@@ -22,22 +22,43 @@
 
 #define RAGNX_LLM_MAX_RESPONSE  (8 * 1024 * 1024)
 #define RAGNX_EXTRACT_LEN       600
+#define RAGNX_LLM_PIECE         48
+
+
+/* an event's data (one event, not the whole answer) */
+#define RAGNX_LLM_MAX_EVENT     (256 * 1024)
 
 
 struct ragnx_llm_s {
-    CURL         *curl;
-    char         *buf;
-    size_t        len;
-    size_t        size;
-    long          retry_after;      /* ms, -1: none */
-    int           overflow;
+    CURL                         *curl;
+    char                         *buf;
+    size_t                        len;
+    size_t                        size;
+    long                          retry_after;      /* ms, -1: none */
+    int                           overflow;
+    int                           mode;     /* RAGNX_LLM_UNKNOWN ... */
+    size_t                        dlen;     /* the event's data so far */
+    char                          event[64];        /* its "event:" */
+    const ragnx_llm_provider_t   *provider;
+    ragnx_llm_stream_t            stream;
 };
+
+
+/* how a response's body is read: decided at its first bytes */
+#define RAGNX_LLM_UNKNOWN       0
+#define RAGNX_LLM_WHOLE         1       /* JSON, read whole */
+#define RAGNX_LLM_EVENTS        2       /* text/event-stream, as it comes */
 
 
 static size_t ragnx_llm_write(char *data, size_t size, size_t n,
     void *userp);
 static size_t ragnx_llm_header(char *data, size_t size, size_t n,
     void *userp);
+static size_t ragnx_llm_events(ragnx_llm_t *llm, char *data, size_t n);
+static void ragnx_llm_pieces(const ragnx_prompt_t *prompt, const char *text);
+static void ragnx_llm_dispatch(ragnx_llm_t *llm);
+static int ragnx_llm_streamed(ragnx_llm_t *llm, const ragnx_prompt_t *prompt,
+    ragnx_answer_t *ans, char *err, size_t errlen);
 static int ragnx_llm_http(ragnx_llm_t *llm,
     const ragnx_llm_provider_t *provider, const ragnx_prompt_t *prompt,
     ragnx_answer_t *ans, long *retry_after_ms, char *err, size_t errlen);
@@ -78,6 +99,7 @@ ragnx_llm_destroy(ragnx_llm_t *llm)
 
     curl_easy_cleanup(llm->curl);
     free(llm->buf);
+    free(llm->stream.text);
     free(llm);
 }
 
@@ -183,7 +205,14 @@ ragnx_llm_extractive(const ragnx_prompt_t *prompt, ragnx_answer_t *ans)
         ans->answer = strdup("I could not find anything about that in the "
                              "documents.");
         ans->sources = json_array();
-        return (ans->answer && ans->sources) ? RAGNX_OK : RAGNX_AGAIN;
+
+        if (ans->answer == NULL || ans->sources == NULL) {
+            return RAGNX_AGAIN;
+        }
+
+        ragnx_llm_pieces(prompt, ans->answer);
+
+        return RAGNX_OK;
     }
 
     s = malloc(n * (RAGNX_EXTRACT_LEN + 1024) + 1);
@@ -228,7 +257,39 @@ ragnx_llm_extractive(const ragnx_prompt_t *prompt, ragnx_answer_t *ans)
     ans->answer = s;
     ans->sources = ragnx_llm_sources(prompt->passages, n);
 
-    return ans->sources ? RAGNX_OK : RAGNX_AGAIN;
+    if (ans->sources == NULL) {
+        return RAGNX_AGAIN;
+    }
+
+    ragnx_llm_pieces(prompt, s);
+
+    return RAGNX_OK;
+}
+
+
+/*
+ * An answer made at once, told as a provider would stream it: pieces of
+ * at least RAGNX_LLM_PIECE bytes, each cut after a space (never inside a
+ * UTF-8 character).
+ */
+
+static void
+ragnx_llm_pieces(const ragnx_prompt_t *prompt, const char *text)
+{
+    const char  *p, *sp;
+
+    if (prompt->delta == NULL) {
+        return;
+    }
+
+    while (*text) {
+        p = text + strnlen(text, RAGNX_LLM_PIECE);
+        sp = *p ? strchr(p, ' ') : NULL;
+        p = sp ? sp + 1 : text + strlen(text);
+
+        prompt->delta(prompt->data, text, p - text);
+        text = p;
+    }
 }
 
 
@@ -258,10 +319,29 @@ static size_t
 ragnx_llm_write(char *data, size_t size, size_t n, void *userp)
 {
     char         *nb;
+    long          status;
     size_t        need;
+    const char   *type;
     ragnx_llm_t  *llm = userp;
 
     n *= size;
+
+    if (llm->mode == RAGNX_LLM_UNKNOWN) {
+        status = 0;
+        type = NULL;
+        curl_easy_getinfo(llm->curl, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_getinfo(llm->curl, CURLINFO_CONTENT_TYPE, &type);
+
+        /* an error is JSON whatever was asked: read whole, as before */
+        llm->mode = status == 200 && type
+                    && strncasecmp(type, "text/event-stream", 17) == 0
+                    ? RAGNX_LLM_EVENTS : RAGNX_LLM_WHOLE;
+    }
+
+    if (llm->mode == RAGNX_LLM_EVENTS) {
+        return ragnx_llm_events(llm, data, n);
+    }
+
     need = llm->len + n + 1;
 
     if (need > RAGNX_LLM_MAX_RESPONSE) {
@@ -376,6 +456,17 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
     llm->len = 0;
     llm->overflow = 0;
     llm->retry_after = -1;
+    llm->mode = RAGNX_LLM_UNKNOWN;
+    llm->dlen = 0;
+    llm->event[0] = '\0';
+    llm->provider = provider;
+    llm->stream.len = 0;
+    llm->stream.input_tokens = -1;
+    llm->stream.output_tokens = -1;
+    llm->stream.truncated = 0;
+    llm->stream.done = 0;
+    llm->stream.failed = 0;
+    llm->stream.prompt = prompt;
 
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
@@ -438,6 +529,10 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
         return RAGNX_DECLINED;
     }
 
+    if (llm->mode == RAGNX_LLM_EVENTS) {
+        return ragnx_llm_streamed(llm, prompt, ans, err, errlen);
+    }
+
     res = json_loadb(llm->buf ? llm->buf : "", llm->len, 0, &e);
     if (res == NULL) {
         ragnx_log(RAGNX_LOG_WARN, "job %s: llm response is not JSON: %s",
@@ -465,6 +560,206 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
         snprintf(err, errlen, "out of memory");
         return RAGNX_AGAIN;
     }
+
+    return RAGNX_OK;
+}
+
+
+/*
+ * A text/event-stream body as it arrives: lines of "event: name" and
+ * "data: ..." (several data lines joined by a newline), an empty line
+ * ending each event, ":" a comment.  The partial line waits in llm->buf.
+ */
+
+static size_t
+ragnx_llm_events(ragnx_llm_t *llm, char *data, size_t n)
+{
+    char    *nb, *line, *end, *nl;
+    size_t   need;
+
+    need = llm->len + n + 1;
+
+    if (need > RAGNX_LLM_MAX_EVENT) {
+        llm->overflow = 1;
+        return 0;
+    }
+
+    if (need > llm->size) {
+        nb = realloc(llm->buf, need * 2);
+        if (nb == NULL) {
+            return 0;
+        }
+
+        llm->buf = nb;
+        llm->size = need * 2;
+    }
+
+    memcpy(llm->buf + llm->len, data, n);
+    llm->len += n;
+    llm->buf[llm->len] = '\0';
+
+    /* whole lines; the data of the event being read is kept at the front */
+
+    line = llm->buf + llm->dlen;
+    end = llm->buf + llm->len;
+
+    while ((nl = memchr(line, '\n', end - line)) != NULL) {
+        *nl = '\0';
+
+        if (nl > line && nl[-1] == '\r') {
+            nl[-1] = '\0';
+        }
+
+        if (*line == '\0') {
+            llm->buf[llm->dlen] = '\0';
+            ragnx_llm_dispatch(llm);
+            llm->dlen = 0;
+
+        } else if (strncmp(line, "data:", 5) == 0) {
+            line += 5 + (line[5] == ' ');
+
+            if (llm->dlen) {
+                llm->buf[llm->dlen++] = '\n';
+            }
+
+            need = strlen(line);
+            memmove(llm->buf + llm->dlen, line, need);
+            llm->dlen += need;
+
+        } else if (strncmp(line, "event:", 6) == 0) {
+            line += 6 + (line[6] == ' ');
+            snprintf(llm->event, sizeof(llm->event), "%s", line);
+        }
+
+        line = nl + 1;
+    }
+
+    /* the partial line after the event's data */
+    need = end - line;
+    memmove(llm->buf + llm->dlen, line, need);
+    llm->len = llm->dlen + need;
+    llm->buf[llm->len] = '\0';
+
+    return llm->stream.failed ? 0 : n;
+}
+
+
+/* one event, whose data is the NUL-terminated start of llm->buf */
+
+static void
+ragnx_llm_dispatch(ragnx_llm_t *llm)
+{
+    json_t        *data;
+    json_error_t   e;
+
+    if (llm->dlen == 0) {
+        llm->event[0] = '\0';
+        return;
+    }
+
+    if (strcmp(llm->buf, "[DONE]") == 0) {
+        llm->stream.done = 1;
+        llm->event[0] = '\0';
+        return;
+    }
+
+    data = json_loadb(llm->buf, llm->dlen, 0, &e);
+
+    if (data == NULL) {
+        ragnx_log(RAGNX_LOG_WARN, "job %s: llm event is not JSON: %s",
+                  llm->stream.prompt->job->id, e.text);
+        llm->stream.failed = 1;
+
+    } else {
+        llm->provider->event(&llm->stream, llm->event, data);
+        json_decref(data);
+    }
+
+    llm->event[0] = '\0';
+}
+
+
+/* a piece of the answer: kept, and told to whoever listens */
+
+void
+ragnx_llm_text(ragnx_llm_stream_t *s, const char *text, size_t len)
+{
+    char    *nb;
+    size_t   need;
+
+    if (len == 0 || s->failed) {
+        return;
+    }
+
+    need = s->len + len + 1;
+
+    if (need > RAGNX_LLM_MAX_RESPONSE) {
+        s->failed = 1;
+        return;
+    }
+
+    if (need > s->size) {
+        nb = realloc(s->text, need * 2);
+        if (nb == NULL) {
+            s->failed = 1;
+            return;
+        }
+
+        s->text = nb;
+        s->size = need * 2;
+    }
+
+    memcpy(s->text + s->len, text, len);
+    s->len += len;
+    s->text[s->len] = '\0';
+
+    if (s->prompt->delta) {
+        s->prompt->delta(s->prompt->data, text, len);
+    }
+}
+
+
+/* the answer a complete stream made */
+
+static int
+ragnx_llm_streamed(ragnx_llm_t *llm, const ragnx_prompt_t *prompt,
+    ragnx_answer_t *ans, char *err, size_t errlen)
+{
+    ragnx_llm_stream_t  *s;
+
+    s = &llm->stream;
+
+    /* a last event the server did not close with an empty line */
+    if (!s->failed && llm->dlen) {
+        llm->buf[llm->dlen] = '\0';
+        ragnx_llm_dispatch(llm);
+        llm->dlen = 0;
+    }
+
+    if (s->failed || !s->done || s->len == 0) {
+        ragnx_log(RAGNX_LOG_WARN, "job %s: llm stream %s", prompt->job->id,
+                  s->failed ? "failed" : !s->done ? "ended early"
+                                       : "held no text");
+        snprintf(err, errlen, s->failed || !s->done
+                              ? "LLM stream interrupted"
+                              : "LLM returned a malformed response");
+        return RAGNX_AGAIN;
+    }
+
+    ans->answer = malloc(s->len + 1);
+    ans->sources = ragnx_llm_sources(prompt->passages, prompt->npassages);
+
+    if (ans->answer == NULL || ans->sources == NULL) {
+        ragnx_answer_free(ans);
+        snprintf(err, errlen, "out of memory");
+        return RAGNX_AGAIN;
+    }
+
+    memcpy(ans->answer, s->text, s->len + 1);
+    ans->input_tokens = s->input_tokens;
+    ans->output_tokens = s->output_tokens;
+    ans->truncated = s->truncated;
+    ans->model = ragnx_conf->llm_model;
 
     return RAGNX_OK;
 }

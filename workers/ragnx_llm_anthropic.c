@@ -15,13 +15,16 @@ static struct curl_slist *ragnx_anthropic_headers(struct curl_slist *h);
 static void ragnx_anthropic_request(const ragnx_prompt_t *prompt,
     ragnx_llm_body_t *body);
 static int ragnx_anthropic_response(json_t *res, ragnx_answer_t *ans);
+static void ragnx_anthropic_event(ragnx_llm_stream_t *s, const char *name,
+    json_t *data);
 
 
 const ragnx_llm_provider_t  ragnx_llm_anthropic = {
     "/v1/messages",
     ragnx_anthropic_headers,
     ragnx_anthropic_request,
-    ragnx_anthropic_response
+    ragnx_anthropic_response,
+    ragnx_anthropic_event
 };
 
 
@@ -48,7 +51,7 @@ ragnx_anthropic_request(const ragnx_prompt_t *prompt, ragnx_llm_body_t *body)
     ragnx_llm_string(body, ragnx_llm_system);
     ragnx_llm_raw(body, ",\"messages\":");
     ragnx_llm_messages(prompt, 0, body);
-    ragnx_llm_raw(body, "}");
+    ragnx_llm_raw(body, ragnx_conf->llm_stream ? ",\"stream\":true}" : "}");
 }
 
 
@@ -112,4 +115,64 @@ ragnx_anthropic_response(json_t *res, ragnx_answer_t *ans)
                                             : -1;
 
     return RAGNX_OK;
+}
+
+
+/*
+ * stream: true.  message_start (input tokens), content_block_delta
+ * (text_delta: the text), message_delta (stop_reason, output tokens),
+ * message_stop (the end); an error event ends the answer as failed.
+ * Other events (ping, content_block_start and _stop) carry nothing the
+ * answer needs.
+ */
+
+static void
+ragnx_anthropic_event(ragnx_llm_stream_t *s, const char *name, json_t *data)
+{
+    json_t      *v, *usage;
+    const char  *type;
+
+    type = json_string_value(json_object_get(data, "type"));
+    if (type == NULL) {
+        type = name;
+    }
+
+    if (strcmp(type, "content_block_delta") == 0) {
+        v = json_object_get(json_object_get(data, "delta"), "text");
+
+        if (json_is_string(v)) {
+            ragnx_llm_text(s, json_string_value(v), json_string_length(v));
+        }
+
+    } else if (strcmp(type, "message_start") == 0) {
+        usage = json_object_get(json_object_get(data, "message"), "usage");
+        v = json_object_get(usage, "input_tokens");
+
+        if (json_is_integer(v)) {
+            s->input_tokens = (long) json_integer_value(v);
+        }
+
+    } else if (strcmp(type, "message_delta") == 0) {
+        v = json_object_get(json_object_get(data, "delta"), "stop_reason");
+
+        /* cut at max_tokens: an answer, but not one to cache */
+        s->truncated = json_is_string(v)
+                       && strcmp(json_string_value(v), "max_tokens") == 0;
+
+        v = json_object_get(json_object_get(data, "usage"), "output_tokens");
+
+        if (json_is_integer(v)) {
+            s->output_tokens = (long) json_integer_value(v);
+        }
+
+    } else if (strcmp(type, "message_stop") == 0) {
+        s->done = 1;
+
+    } else if (strcmp(type, "error") == 0) {
+        v = json_object_get(json_object_get(data, "error"), "message");
+        ragnx_log(RAGNX_LOG_WARN, "job %s: llm stream error: %.200s",
+                  s->prompt->job->id,
+                  json_is_string(v) ? json_string_value(v) : "(none)");
+        s->failed = 1;
+    }
 }

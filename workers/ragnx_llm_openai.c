@@ -17,13 +17,16 @@ static struct curl_slist *ragnx_openai_headers(struct curl_slist *h);
 static void ragnx_openai_request(const ragnx_prompt_t *prompt,
     ragnx_llm_body_t *body);
 static int ragnx_openai_response(json_t *res, ragnx_answer_t *ans);
+static void ragnx_openai_event(ragnx_llm_stream_t *s, const char *name,
+    json_t *data);
 
 
 const ragnx_llm_provider_t  ragnx_llm_openai = {
     "/chat/completions",
     ragnx_openai_headers,
     ragnx_openai_request,
-    ragnx_openai_response
+    ragnx_openai_response,
+    ragnx_openai_event
 };
 
 
@@ -51,7 +54,10 @@ ragnx_openai_request(const ragnx_prompt_t *prompt, ragnx_llm_body_t *body)
     ragnx_llm_head(body);
     ragnx_llm_raw(body, ",\"messages\":");
     ragnx_llm_messages(prompt, 1, body);
-    ragnx_llm_raw(body, "}");
+    ragnx_llm_raw(body, ragnx_conf->llm_stream
+                        ? ",\"stream\":true,"
+                          "\"stream_options\":{\"include_usage\":true}}"
+                        : "}");
 }
 
 
@@ -89,4 +95,56 @@ ragnx_openai_response(json_t *res, ragnx_answer_t *ans)
                                             : -1;
 
     return RAGNX_OK;
+}
+
+
+/*
+ * stream: true with stream_options.include_usage: chunks whose first
+ * choice's delta holds the text and, once, a finish_reason; a last chunk
+ * with no choices and the usage; then "[DONE]" (ragnx_llm.c).  A chunk
+ * with an "error" object ends the answer as failed.
+ */
+
+static void
+ragnx_openai_event(ragnx_llm_stream_t *s, const char *name, json_t *data)
+{
+    json_t  *v, *choice, *usage;
+
+    v = json_object_get(data, "error");
+
+    if (v) {
+        v = json_object_get(v, "message");
+        ragnx_log(RAGNX_LOG_WARN, "job %s: llm stream error: %.200s",
+                  s->prompt->job->id,
+                  json_is_string(v) ? json_string_value(v) : "(none)");
+        s->failed = 1;
+        return;
+    }
+
+    choice = json_array_get(json_object_get(data, "choices"), 0);
+    v = json_object_get(json_object_get(choice, "delta"), "content");
+
+    if (json_is_string(v)) {
+        ragnx_llm_text(s, json_string_value(v), json_string_length(v));
+    }
+
+    v = json_object_get(choice, "finish_reason");
+
+    if (json_is_string(v)) {
+        /* cut at max_tokens: an answer, but not one to cache */
+        s->truncated = strcmp(json_string_value(v), "length") == 0;
+    }
+
+    usage = json_object_get(data, "usage");
+    v = json_object_get(usage, "prompt_tokens");
+
+    if (json_is_integer(v)) {
+        s->input_tokens = (long) json_integer_value(v);
+    }
+
+    v = json_object_get(usage, "completion_tokens");
+
+    if (json_is_integer(v)) {
+        s->output_tokens = (long) json_integer_value(v);
+    }
 }

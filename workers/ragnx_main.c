@@ -93,6 +93,7 @@ main(int argc, char **argv)
 {
     int            i, test, rc;
     char           err[1024];
+    unsigned       flags;
     const char    *path;
     ragnx_conf_t  *conf;
 
@@ -119,7 +120,20 @@ main(int argc, char **argv)
         }
     }
 
-    conf = ragnx_conf_load(path, err, sizeof(err));
+    /*
+     * The pool and -t read the key files; the commands sign no token and
+     * open no call, so a key that is absent or unreadable where they run
+     * does not stop them.
+     */
+    flags = RAGNX_CONF_KEYS;
+    if (!test && i < argc
+        && (strcmp(argv[i], "migrate") == 0 || strcmp(argv[i], "ingest") == 0
+            || strcmp(argv[i], "jobs") == 0))
+    {
+        flags = 0;
+    }
+
+    conf = ragnx_conf_load(path, flags, err, sizeof(err));
     if (conf == NULL) {
         fprintf(stderr, "ragnx-worker: %s\n", err);
         if (test) {
@@ -379,8 +393,8 @@ ragnx_supervise(void)
                 }
             }
 
-            conf = ragnx_conf_load(ragnx_conf->config_file, err,
-                                   sizeof(err));
+            conf = ragnx_conf_load(ragnx_conf->config_file,
+                                   RAGNX_CONF_KEYS, err, sizeof(err));
             if (conf == NULL) {
                 ragnx_log(RAGNX_LOG_ERROR, "reload failed, keeping the "
                           "current configuration: %s", err);

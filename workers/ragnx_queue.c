@@ -320,7 +320,8 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
 {
     int          rc;
     redisReply  *entry;
-    char         key[128], inflight[512], followers[160], cache[512],
+    char         events[128], watch[128], key[128], inflight[512],
+                 followers[160], cache[512],
                  gen[256], now[32], ret[32], ttl[32], *sources, *result;
     const char  *at;
     json_t      *res;
@@ -347,6 +348,8 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
     }
 
     snprintf(key, sizeof(key), RAGNX_KEY_JOB "%s", job->id);
+    snprintf(events, sizeof(events), RAGNX_KEY_EVENTS "%s", job->id);
+    snprintf(watch, sizeof(watch), RAGNX_KEY_WATCH "%s", job->id);
     snprintf(followers, sizeof(followers),
              RAGNX_KEY_JOB "%s" RAGNX_KEY_FOLLOWERS, job->id);
     snprintf(now, sizeof(now), "%lld", ragnx_now_ms());
@@ -375,10 +378,11 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
         return RAGNX_ERROR;
     }
 
-    reply = ragnx_redis_eval(r, &ragnx_script_complete, "6 %s %s %s %s %s "
-                                "%s %s %s %s %s %s %s %s %s %s %s %s", key,
-                                RAGNX_KEY_JOBS, RAGNX_KEY_INFLIGHT, followers,
-                                cache, RAGNX_KEY_RECORDS, e->entry, now,
+    reply = ragnx_redis_eval(r, &ragnx_script_complete, "8 %s %s %s %s %s "
+                                "%s %s %s %s %s %s %s %s %s %s %s %s %s %s",
+                                key, RAGNX_KEY_JOBS, RAGNX_KEY_INFLIGHT,
+                                followers, cache, RAGNX_KEY_RECORDS, events,
+                                watch, e->entry, now,
                                 ans->answer, sources,
                                 ret, job->id, result, ttl,
                                 next ? r->consumer : "", inflight,
@@ -450,7 +454,8 @@ ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
     const ragnx_job_t *job, const char *error, int shared)
 {
     int           valid;
-    char          key[128], inflight[512], followers[160], now[32], ret[32],
+    char          events[128], watch[128], key[128], inflight[512],
+                  followers[160], now[32], ret[32],
                   max[32];
     const char   *payload;
     size_t        len;
@@ -459,6 +464,9 @@ ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
     valid = ragnx_uuid_valid(e->id, strlen(e->id));
 
     snprintf(key, sizeof(key), RAGNX_KEY_JOB "%s", valid ? e->id : "-");
+    snprintf(events, sizeof(events), RAGNX_KEY_EVENTS "%s",
+             valid ? e->id : "-");
+    snprintf(watch, sizeof(watch), RAGNX_KEY_WATCH "%s", valid ? e->id : "-");
     snprintf(followers, sizeof(followers),
              RAGNX_KEY_JOB "%s" RAGNX_KEY_FOLLOWERS, valid ? e->id : "-");
 
@@ -478,10 +486,11 @@ ragnx_queue_fail(ragnx_redis_t *r, const ragnx_entry_t *e,
     payload = e->payload ? e->payload : "";
     len = e->payload ? e->len : 0;
 
-    reply = ragnx_redis_eval(r, &ragnx_script_fail, "5 %s %s %s %s %s %s %s "
-                                "%s %s %s %b %s %s %s %s %s", key,
+    reply = ragnx_redis_eval(r, &ragnx_script_fail, "7 %s %s %s %s %s %s %s "
+                                "%s %s %s %s %s %b %s %s %s %s %s", key,
                                 RAGNX_KEY_JOBS, RAGNX_KEY_DEAD,
-                                RAGNX_KEY_INFLIGHT, followers, e->entry, now,
+                                RAGNX_KEY_INFLIGHT, followers, events, watch,
+                                e->entry, now,
                                 error, ret, e->id, payload, len, max,
                                 valid ? "1" : "0", inflight,
                                 e->gen ? e->gen : "", shared ? "1" : "0");

@@ -24,6 +24,8 @@
  */
 
 
+#define _GNU_SOURCE             /* memmem */
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,11 +45,16 @@
 #define RAGNX_RECORDS_KNOWN  1024
 #define RAGNX_DIGEST         16
 
+/* the payload's fields the statement takes, in its order */
+#define RAGNX_TOKENS         4
+
 #define ragnx_records_slot(d)  (((d)[0] | (d)[1] << 8) % RAGNX_RECORDS_KNOWN)
 
 
 /*
- * $1: [[payload, answer digest, time], ...], a batch in stream order;
+ * $1: [[chat, owner, job, query, time, answer digest], ...], a batch in
+ * stream order (inserted in it: of two records for one chat, the first
+ * makes it);
  * $2: [[answer digest, result], ...], the answers not known to be stored.
  *
  * Every record is the first exchange of a new chat (ragnx_job.h,
@@ -71,11 +78,10 @@
  */
 
 static const char  ragnx_records_sql[] =
-    "WITH v AS (SELECT (x->0->>'chatId')::uuid AS chat, "
-    "x->0->>'owner' AS owner, (x->0->>'id')::uuid AS job, "
-    "x->0->>'query' AS q, timestamptz 'epoch' + "
-    "(x->>2)::bigint * interval '1 microsecond' AS t, "
-    "decode(x->>1, 'hex') AS d, n "
+    "WITH v AS (SELECT (x->>0)::uuid AS chat, x->>1 AS owner, "
+    "(x->>2)::uuid AS job, x->>3 AS q, timestamptz 'epoch' + "
+    "(x->>4)::bigint * interval '1 microsecond' AS t, "
+    "decode(x->>5, 'hex') AS d, n "
     "FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e (x, n)), "
     "a AS (INSERT INTO answers (digest, content, sources, truncated) "
     "SELECT decode(y->>0, 'hex'), y->1->>'answer', "
@@ -85,7 +91,7 @@ static const char  ragnx_records_sql[] =
     "ON CONFLICT (digest) DO NOTHING), "
     "nc AS (INSERT INTO chats (id, owner, title, created_at, updated_at, "
     "job_id, query, answer) SELECT chat, owner, left(q, 80), t, t, job, q, "
-    "d FROM v ORDER BY n ON CONFLICT (id) DO NOTHING "
+    "d FROM v ON CONFLICT (id) DO NOTHING "
     "RETURNING id, job_id), "
     "r AS (SELECT * FROM v WHERE NOT EXISTS (SELECT FROM nc "
     "WHERE nc.id = v.chat AND nc.job_id = v.job)), "
@@ -112,6 +118,9 @@ typedef struct {
     const char   *result;
     size_t        rlen;
     u_char        digest[RAGNX_DIGEST];     /* the result's */
+    const char   *tok[RAGNX_TOKENS];        /* chat, owner, id, query */
+    size_t        tlen[RAGNX_TOKENS];       /* as JSON, quotes included */
+    char         *own;              /* tokens encoded here, if not quick */
     const char   *error;            /* not written: dead-lettered */
 } ragnx_record_t;
 
@@ -129,7 +138,11 @@ typedef struct {
 
 static int ragnx_records_read(ragnx_thread_t *t, ragnx_records_t *b,
     int block_ms);
-static void ragnx_records_check(ragnx_record_t *rec);
+static void ragnx_records_check(ragnx_record_t *rec, int full);
+static int ragnx_records_quick(ragnx_record_t *rec);
+static int ragnx_records_token(ragnx_record_t *rec, int k, const char *key,
+    size_t klen);
+static int ragnx_records_encode(ragnx_record_t *rec, const ragnx_job_t *job);
 static char *ragnx_records_hex(char *p, const u_char *digest);
 static int ragnx_records_write(ragnx_records_t *b);
 static int ragnx_records_exec(ragnx_records_t *b, int from, int to,
@@ -321,7 +334,7 @@ ragnx_records_read(ragnx_thread_t *t, ragnx_records_t *b, int block_ms)
 
         snprintf(rec->time, sizeof(rec->time), "%llu", ms * 1000 + seq);
 
-        ragnx_records_check(rec);
+        ragnx_records_check(rec, 0);
     }
 
     if (b->n == 0) {
@@ -334,14 +347,17 @@ ragnx_records_read(ragnx_thread_t *t, ragnx_records_t *b, int block_ms)
 
 
 /*
- * What PostgreSQL cannot check for us before the whole batch fails: the
- * payload is a job (ragnx_job_decode()) with the entry's id, the result
- * the pool's own {"answer":...} object.  The statement reads the fields
- * from the JSON itself.
+ * What PostgreSQL cannot check for us: the payload is a job with the
+ * entry's id, the result the pool's own {"answer":...} object.  Without
+ * full, a payload as the module writes it passes the quick check, and
+ * PostgreSQL parses and checks the rest in the statement; a batch it
+ * refuses is checked again in full, a record at a time, by
+ * ragnx_job_decode(), which says what is wrong (ragnx_records_write()).
+ * Decoding every payload here was most of the pool's cost of a record.
  */
 
 static void
-ragnx_records_check(ragnx_record_t *rec)
+ragnx_records_check(ragnx_record_t *rec, int full)
 {
     char          err[256];
     ragnx_job_t   job;
@@ -351,20 +367,32 @@ ragnx_records_check(ragnx_record_t *rec)
         return;
     }
 
-    if (ragnx_job_decode(rec->payload, rec->len, &job, err, sizeof(err))
-        != 0)
-    {
-        ragnx_log(RAGNX_LOG_ERROR, "record %s: bad payload: %s",
-                  rec->entry, err);
-        rec->error = "invalid job";
-        return;
-    }
+    if (full || !ragnx_records_quick(rec)) {
 
-    if (strcmp(job.id, rec->id) != 0) {
-        rec->error = "id field differs from the payload's";
-    }
+        if (ragnx_job_decode(rec->payload, rec->len, &job, err, sizeof(err))
+            != 0)
+        {
+            ragnx_log(RAGNX_LOG_ERROR, "record %s: bad payload: %s",
+                      rec->entry, err);
+            rec->error = "invalid job";
+            return;
+        }
 
-    ragnx_job_free(&job);
+        if (strcmp(job.id, rec->id) != 0) {
+            rec->error = "id field differs from the payload's";
+
+        } else if (rec->tok[0] == NULL
+                   && ragnx_records_encode(rec, &job) != RAGNX_OK)
+        {
+            rec->error = "out of memory";
+        }
+
+        ragnx_job_free(&job);
+
+        if (rec->error) {
+            return;
+        }
+    }
 
     if (rec->error == NULL
         && (rec->rlen < sizeof("{\"answer\":\"\"}") - 1
@@ -378,6 +406,127 @@ ragnx_records_check(ragnx_record_t *rec)
         crypto_generichash(rec->digest, RAGNX_DIGEST,
                            (const u_char *) rec->result, rec->rlen, NULL, 0);
     }
+}
+
+
+/*
+ * A payload of ragnx_job_write(): an object of version 2 naming the
+ * entry's id, its fields taken as they are written, "key":value with no
+ * space.  Inside a JSON string a quote is always escaped, so the text
+ * found is the key itself.  Anything else is left to the full check.
+ */
+
+static int
+ragnx_records_quick(ragnx_record_t *rec)
+{
+    const char  *p;
+
+    if (rec->len < 2 || rec->payload[0] != '{'
+        || rec->payload[rec->len - 1] != '}')
+    {
+        return 0;
+    }
+
+    p = memmem(rec->payload, rec->len, "\"v\":2", 5);
+
+    if (p == NULL || (p[5] != ',' && p[5] != '}')
+        || !ragnx_records_token(rec, 0, "\"chatId\":", 9)
+        || !ragnx_records_token(rec, 1, "\"owner\":", 8)
+        || !ragnx_records_token(rec, 2, "\"id\":", 5)
+        || !ragnx_records_token(rec, 3, "\"query\":", 8)
+        || rec->tlen[2] != strlen(rec->id) + 2
+        || memcmp(rec->tok[2] + 1, rec->id, rec->tlen[2] - 2) != 0)
+    {
+        rec->tok[0] = NULL;
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/* key's string value, a JSON token kept as written (escapes and all) */
+
+static int
+ragnx_records_token(ragnx_record_t *rec, int k, const char *key,
+    size_t klen)
+{
+    const char  *p, *q, *end;
+
+    end = rec->payload + rec->len;
+    p = memmem(rec->payload, rec->len, key, klen);
+
+    if (p == NULL || p + klen >= end || p[klen] != '"') {
+        return 0;
+    }
+
+    p += klen;
+
+    for (q = p + 1; q < end; q++) {
+        if (*q == '\\') {
+            q++;
+
+        } else if (*q == '"') {
+            rec->tok[k] = p;
+            rec->tlen[k] = q + 1 - p;
+            return 1;
+
+        } else if ((u_char) *q < 0x20) {
+            return 0;
+        }
+    }
+
+    return 0;
+}
+
+
+/* the tokens of a payload the quick check could not read, from its job */
+
+static int
+ragnx_records_encode(ragnx_record_t *rec, const ragnx_job_t *job)
+{
+    int          k;
+    char        *p, *one[RAGNX_TOKENS];
+    size_t       n;
+    json_t      *str;
+    const char  *v[RAGNX_TOKENS];
+
+    v[0] = job->chat_id;
+    v[1] = job->owner;
+    v[2] = job->id;
+    v[3] = job->query;
+    n = 0;
+
+    for (k = 0; k < RAGNX_TOKENS; k++) {
+        str = json_string(v[k]);
+        one[k] = str ? json_dumps(str, JSON_ENCODE_ANY) : NULL;
+        json_decref(str);
+        n += one[k] ? strlen(one[k]) : 0;
+    }
+
+    free(rec->own);
+    rec->own = malloc(n + 1);
+
+    for (k = 0; k < RAGNX_TOKENS; k++) {
+        if (one[k] == NULL || rec->own == NULL) {
+            for (k = 0; k < RAGNX_TOKENS; k++) {
+                free(one[k]);
+            }
+
+            return RAGNX_ERROR;
+        }
+    }
+
+    p = rec->own;
+
+    for (k = 0; k < RAGNX_TOKENS; k++) {
+        rec->tok[k] = p;
+        rec->tlen[k] = strlen(one[k]);
+        p = stpcpy(p, one[k]);
+        free(one[k]);
+    }
+
+    return RAGNX_OK;
 }
 
 
@@ -454,6 +603,12 @@ ragnx_records_write(ragnx_records_t *b)
     }
 
     for (i = 0; i < b->n; i++) {
+        if (b->recs[i].error == NULL) {
+            ragnx_records_check(&b->recs[i], 1);
+        }
+    }
+
+    for (i = 0; i < b->n; i++) {
         if (b->recs[i].error) {
             continue;
         }
@@ -497,7 +652,9 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
 
     for (i = from; i < to; i++) {
         if (b->recs[i].error == NULL) {
-            need += b->recs[i].len + b->recs[i].rlen + 2 * 36 + 40;
+            need += b->recs[i].tlen[0] + b->recs[i].tlen[1]
+                    + b->recs[i].tlen[2] + b->recs[i].tlen[3]
+                    + b->recs[i].rlen + 2 * 36 + 40;
         }
     }
 
@@ -522,7 +679,10 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
         return RAGNX_AGAIN;
     }
 
-    /* $1, [[payload,"digest",time],...]: JSON already, nothing to escape */
+    /*
+     * $1, [[chat,owner,id,query,time,"digest"],...]: the payload's own
+     * JSON strings, nothing to escape
+     */
 
     p = b->buf;
     params[0] = p;
@@ -542,12 +702,16 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
 
         index[n++] = i;
         *p++ = '[';
-        p = memcpy(p, rec->payload, rec->len);
-        p += rec->len;
+
+        for (k = 0; k < RAGNX_TOKENS; k++) {
+            p = memcpy(p, rec->tok[k], rec->tlen[k]);
+            p += rec->tlen[k];
+            *p++ = ',';
+        }
+
+        p = stpcpy(p, rec->time);
         *p++ = ',';
         p = ragnx_records_hex(p, rec->digest);
-        *p++ = ',';
-        p = stpcpy(p, rec->time);
         *p++ = ']';
     }
 
@@ -780,6 +944,13 @@ ragnx_records_ack(ragnx_thread_t *t, ragnx_records_t *b)
 static void
 ragnx_records_clear(ragnx_records_t *b)
 {
+    int  i;
+
+    for (i = 0; i < b->n; i++) {
+        free(b->recs[i].own);
+        b->recs[i].own = NULL;
+    }
+
     if (b->reply) {
         freeReplyObject(b->reply);
         b->reply = NULL;

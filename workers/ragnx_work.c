@@ -223,14 +223,76 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
 }
 
 
+/* a job's answer as the LLM writes it, appended to its events stream */
+
+typedef struct {
+    ragnx_thread_t     *t;
+    const ragnx_job_t  *job;
+    long                attempt;
+    long                sent;
+    int                 failed;
+} ragnx_work_events_t;
+
+
+static void
+ragnx_work_delta(void *data, const char *text, size_t len)
+{
+    char                  attempt[24];
+    redisReply           *reply;
+    ragnx_work_events_t  *ev = data;
+
+    if (ev->failed) {
+        return;
+    }
+
+    snprintf(attempt, sizeof(attempt), "%ld", ev->attempt);
+
+    /* an earlier attempt may have written some: clients start again */
+    if (ev->sent == 0 && ev->attempt > 1) {
+        reply = ragnx_redis_command(&ev->t->redis, "XADD %s%s MAXLEN ~ %s * "
+                                    "t restart a %s", RAGNX_KEY_EVENTS,
+                                    ev->job->id, RAGNX_EVENTS_MAX, attempt);
+        if (reply) {
+            freeReplyObject(reply);
+        }
+    }
+
+    reply = ragnx_redis_command(&ev->t->redis, "XADD %s%s MAXLEN ~ %s * "
+                                "t delta a %s d %b", RAGNX_KEY_EVENTS,
+                                ev->job->id, RAGNX_EVENTS_MAX, attempt,
+                                text, len);
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        /* the answer goes on; only its streaming stops */
+        ragnx_log(RAGNX_LOG_WARN, "job %s: its answer is not streamed: %s",
+                  ev->job->id, reply ? reply->str : "redis unavailable");
+        ev->failed = 1;
+    }
+
+    if (reply) {
+        freeReplyObject(reply);
+    }
+
+    if (ev->sent++ == 0 && !ev->failed) {
+        reply = ragnx_redis_command(&ev->t->redis, "EXPIRE %s%s %ld",
+                                    RAGNX_KEY_EVENTS, ev->job->id,
+                                    ragnx_conf->job_retention);
+        if (reply) {
+            freeReplyObject(reply);
+        }
+    }
+}
+
+
 static int
 ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job, long attempts,
     ragnx_answer_t *ans, long *retry_after, char **held, char *err,
     size_t errlen)
 {
-    int              rc, np, nh, created, probe;
-    long long        start;
-    const char      *reason;
+    int                   rc, np, nh, created, probe;
+    long long             start;
+    const char           *reason;
+    ragnx_work_events_t   ev;
     ragnx_turn_t    *history;
     ragnx_prompt_t   prompt;
     ragnx_passage_t *passages;
@@ -309,6 +371,13 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job, long attempts,
         prompt.npassages = np;
         prompt.history = history;
         prompt.nhistory = nh;
+
+        memset(&ev, 0, sizeof(ragnx_work_events_t));
+        ev.t = t;
+        ev.job = job;
+        ev.attempt = attempts;
+        prompt.delta = ragnx_work_delta;
+        prompt.data = &ev;
 
         start = ragnx_metrics_us();
 

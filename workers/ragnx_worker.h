@@ -107,6 +107,7 @@ typedef struct {
     long          llm_timeout;           /* ms, whole transfer */
     long          llm_connect_timeout;   /* ms */
     long          llm_max_tokens;
+    long          llm_stream;            /* ask for server-sent events */
     long          top_k;
     long          rank_candidates;
     long          history;
@@ -146,7 +147,16 @@ typedef struct {
 extern ragnx_conf_t  *ragnx_conf;
 
 
-ragnx_conf_t *ragnx_conf_load(const char *path, char *err, size_t errlen);
+/*
+ * RAGNX_CONF_KEYS: read and check the key files too (jwt_key_file,
+ * rpc_key_file).  The pool and -t need them; migrate, ingest and jobs
+ * sign no token and open no call, so they run where the keys are not
+ * mounted (a migration job, an ingest host).
+ */
+#define RAGNX_CONF_KEYS  0x01
+
+ragnx_conf_t *ragnx_conf_load(const char *path, unsigned flags, char *err,
+    size_t errlen);
 void ragnx_conf_free(ragnx_conf_t *conf);
 void ragnx_conf_dump(const ragnx_conf_t *conf);
 
@@ -246,12 +256,21 @@ int ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
 
 /* LLM: ragnx_llm.c */
 
+/*
+ * The answer as it is written: each piece of text the provider sends, in
+ * order, before the answer is complete (ragnx_work.c publishes them for
+ * streaming clients).  The pieces make the answer exactly.
+ */
+typedef void (*ragnx_delta_pt)(void *data, const char *text, size_t len);
+
 typedef struct {
     const ragnx_job_t      *job;
     const ragnx_passage_t  *passages;
     int                     npassages;
     const ragnx_turn_t     *history;
     int                     nhistory;
+    ragnx_delta_pt          delta;      /* NULL: nobody listens */
+    void                   *data;
 } ragnx_prompt_t;
 
 

@@ -42,7 +42,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     err[0] = '\0';
-    conf = ragnx_conf_load(path, err, sizeof(err));
+    conf = ragnx_conf_load(path, RAGNX_CONF_KEYS, err, sizeof(err));
 
     if (conf == NULL) {
         if (err[0] == '\0') {

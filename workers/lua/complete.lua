@@ -1,6 +1,9 @@
 -- A job ends: the cache, its hash, its entry and its followers.
 -- KEYS: job hash, jobs stream, inflight hash, followers, cache key,
--- records stream.
+-- records stream, events stream (the answer's end goes there: "done"
+-- with the result, after the pieces the LLM wrote), watchers (nginx
+-- workers long-polling the job: woken with its id, as its followers'
+-- are with theirs).
 -- ARGV: entry, now, answer, sources, retention, job id, result JSON,
 -- cache ttl (0: no cache SET), consumer ('' : read nothing), inflight
 -- field, '1' when the answer was cut at the token limit.
@@ -14,6 +17,7 @@
 -- next is nil when the stream is empty (or the read failed: the thread
 -- then reads as usual, and sees why).
 --@include start_fn.lua
+--@include wake_fn.lua
 local now = ARGV[2]
 -- A job already completed (by another run of it, say a worker taken for
 -- dead) keeps its answer: neither its hash nor the cache is written
@@ -30,6 +34,10 @@ if not done then
   redis.call('HDEL', KEYS[1], 'error', 'held')
   if ARGV[11] == '1' then redis.call('HSET', KEYS[1], 'truncated', '1') end
   redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('XADD', KEYS[7], 'MAXLEN', '~', '@RAGNX_EVENTS_MAX@', '*', 't',
+    'done', 'r', ARGV[7])
+  redis.call('EXPIRE', KEYS[7], ARGV[5])
+  wake(KEYS[8], ARGV[6])
 end
 if ARGV[1] ~= '' then
   redis.call('XACK', KEYS[2], '@RAGNX_GROUP@', ARGV[1])
@@ -50,6 +58,7 @@ for _, f in ipairs(fs) do
     if ARGV[11] == '1' then redis.call('HSET', fk, 'truncated', '1') end
     redis.call('EXPIRE', fk, ARGV[5])
     redis.call('XADD', KEYS[6], '*', 'id', f, 'job', p, 'result', ARGV[7])
+    wake('@RAGNX_KEY_WATCH@' .. f, f)
   end
 end
 if ARGV[9] == '' then return {#fs} end

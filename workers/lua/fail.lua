@@ -5,10 +5,14 @@
 -- failure of the leader's own (its chat, its request refused) is not
 -- theirs: the first follower becomes a job of its own, queued with its
 -- own payload and leading the question, and the others follow it.
--- KEYS: job hash, jobs stream, dead stream, inflight hash, followers.
+-- KEYS: job hash, jobs stream, dead stream, inflight hash, followers,
+-- events stream (the answer's end: "error" with the reason), watchers
+-- (nginx workers long-polling the job, woken with its id, as are those
+-- of followers that share the failure).
 -- ARGV: entry, now, error, retention, job id, payload, dead max,
 -- "1" when the job hash keys are valid (else only dead-letter), inflight
 -- field ('' when the job could not be decoded), gen, "1" when shared.
+--@include wake_fn.lua
 local now = ARGV[2]
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'id', ARGV[5],
   'job', ARGV[6], 'gen', ARGV[10], 'error', ARGV[3], 'failedAt', now)
@@ -17,6 +21,10 @@ redis.call('XDEL', KEYS[2], ARGV[1])
 if ARGV[8] ~= '1' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[3],
   'updatedAt', now)
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', '@RAGNX_EVENTS_MAX@', '*', 't',
+  'error', 'e', ARGV[3])
+redis.call('EXPIRE', KEYS[6], ARGV[4])
+wake(KEYS[7], ARGV[5])
 redis.call('HDEL', KEYS[1], 'held')
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 if redis.call('HGET', KEYS[4], ARGV[9]) == ARGV[5] then
@@ -32,6 +40,7 @@ for _, f in ipairs(fs) do
       redis.call('HSET', fk, 'status', 'failed', 'error', ARGV[3],
         'updatedAt', now)
       redis.call('EXPIRE', fk, ARGV[4])
+      wake('@RAGNX_KEY_WATCH@' .. f, f)
     end
   else
     local p = redis.call('HGET', fk, 'payload')

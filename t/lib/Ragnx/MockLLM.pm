@@ -5,7 +5,8 @@ package Ragnx::MockLLM;
 # Speaks the Anthropic Messages API (POST /v1/messages) and OpenAI chat
 # completions (POST .../chat/completions).  Behaviour is set over HTTP:
 #
-#   POST /_mock {"delay_ms":N, "default":MODE, "script":[MODE, ...]}
+#   POST /_mock {"delay_ms":N, "chunk_ms":N, "default":MODE,
+#                "script":[MODE, ...]}
 #   GET  /_mock  -> {"requests":N, "last":{"path","headers","body"}}
 #
 # Each LLM request takes the next MODE of the script, else the default:
@@ -14,6 +15,14 @@ package Ragnx::MockLLM;
 # truncated (an answer cut at max_tokens),
 # malformed (200 with a body that is not JSON), echo (ok, and the answer
 # also repeats every earlier turn it was sent: what history went in).
+#
+# A request with "stream": true is answered as server-sent events in the
+# provider's own format (Anthropic's message_start ... message_stop, or
+# OpenAI's chunks, usage and [DONE]), chunked, one event every chunk_ms
+# after delay_ms, the answer one word per delta.  Two more modes then:
+# stream-error (three deltas, then the provider's error event) and
+# stream-cut (three deltas, then the connection closes mid-answer); and
+# plain answers one JSON body, as a server that does not stream would.
 #
 # start(..., fixed => 1) (the benchmark): "ok" answers a fixed text
 # without decoding the request.  JSON::PP takes 1.5 ms for a 6 KB prompt,
@@ -88,7 +97,8 @@ sub stats {
 
 sub serve {
     my ($ls, %a) = @_;
-    my %st = (delay_ms => $a{delay_ms} || 0, default => 'ok', script => [],
+    my %st = (delay_ms => $a{delay_ms} || 0, chunk_ms => 0,
+              default => 'ok', script => [],
               requests => 0, last => {}, fixed => $a{fixed});
     my $rsel = IO::Select->new($ls);
     my %c;      # fileno -> { s, in, out, due, resp }
@@ -140,9 +150,9 @@ sub serve {
         }
         $now = time;
         for my $k (values %c) {
-            if (defined $k->{due} && $k->{due} <= $now) {
-                $k->{out} .= delete $k->{resp};
-                delete $k->{due};
+            while (defined $k->{due} && $k->{due} <= $now) {
+                $k->{out} .= (shift @{ $k->{pieces} })->[1];
+                $k->{due} = @{ $k->{pieces} } ? $k->{pieces}[0][0] : undef;
             }
         }
         for my $s (@{ $w || [] }) {
@@ -190,13 +200,14 @@ sub handle {
     if ($path eq '/_mock') {
         if ($method eq 'POST') {
             my $c = eval { decode_json($body) } || {};
-            for (qw(delay_ms default script)) {
+            for (qw(delay_ms chunk_ms default script)) {
                 $st->{$_} = $c->{$_} if exists $c->{$_};
             }
         }
         $k->{out} .= response(200, $json->encode({
             requests => $st->{requests}, last => $st->{last},
-            delay_ms => $st->{delay_ms}, default => $st->{default} }));
+            delay_ms => $st->{delay_ms}, chunk_ms => $st->{chunk_ms},
+            default => $st->{default} }));
         return;
     }
 
@@ -236,6 +247,15 @@ sub handle {
             $answer .= ' | history: '
                        . join(' / ', grep { defined && !ref } @turns);
         }
+        if ($req->{stream} && $mode ne 'plain'
+            && ($path =~ m{/v1/messages$}
+                               || $path =~ m{/chat/completions$})) {
+            $k->{pieces} = stream($st, $json, $mode, $path, $req, $answer,
+                                  length($body) >> 2, $due);
+            $k->{due} = $due;
+            $k->{close} = 1 if $mode eq 'stream-cut';
+            return;
+        }
         if ($path =~ m{/v1/messages$}) {
             if (!$h{'x-api-key'} || !$h{'anthropic-version'}) {
                 $resp = response(401, '{"error":{"message":"no key"}}');
@@ -264,8 +284,80 @@ sub handle {
             $resp = response(404, '{"error":"not found"}');
         }
     }
-    $k->{resp} = $resp;
+    $k->{pieces} = [[$due, $resp]];
     $k->{due} = $due;
+}
+
+# a streamed answer: [due, bytes] pieces, the head, then one chunk per
+# event, chunk_ms apart
+sub stream {
+    my ($st, $json, $mode, $path, $req, $answer, $in, $due) = @_;
+    my @words = $answer =~ /(\S+\s*)/g;
+    my $anthropic = $path =~ m{/v1/messages$};
+    my $cut = $mode eq 'stream-error' || $mode eq 'stream-cut';
+    @words = @words[0 .. 2] if $cut && @words > 3;
+    my @ev;
+    my $sse = sub {
+        my ($name, $data) = @_;
+        push @ev, ($name ? "event: $name\n" : '')
+                  . 'data: ' . (ref $data ? $json->encode($data) : $data)
+                  . "\n\n";
+    };
+    if ($anthropic) {
+        $sse->(message_start => { type => 'message_start', message => {
+            id => 'msg_mock', type => 'message', role => 'assistant',
+            model => $req->{model}, content => [],
+            usage => { input_tokens => $in, output_tokens => 1 } } });
+        $sse->(content_block_start => { type => 'content_block_start',
+            index => 0, content_block => { type => 'text', text => '' } });
+        $sse->(ping => { type => 'ping' });
+        $sse->(content_block_delta => { type => 'content_block_delta',
+            index => 0, delta => { type => 'text_delta', text => $_ } })
+            for @words;
+        # the count the whole answer reports, whatever the pieces
+        my $out = 7;
+        if ($mode eq 'stream-error') {
+            $sse->(error => { type => 'error', error => {
+                type => 'overloaded_error', message => 'Overloaded' } });
+        } elsif ($mode ne 'stream-cut') {
+            $sse->(content_block_stop => { type => 'content_block_stop',
+                                           index => 0 });
+            $sse->(message_delta => { type => 'message_delta',
+                delta => { stop_reason => $mode eq 'truncated'
+                                          ? 'max_tokens' : 'end_turn' },
+                usage => { output_tokens => $out } });
+            $sse->(message_stop => { type => 'message_stop' });
+        }
+    } else {
+        my %c = (id => 'chatcmpl-mock', object => 'chat.completion.chunk',
+                 model => $req->{model});
+        $sse->(undef, { %c, choices => [{ index => 0, finish_reason => undef,
+            delta => { role => 'assistant', content => '' } }] });
+        $sse->(undef, { %c, choices => [{ index => 0, finish_reason => undef,
+            delta => { content => $_ } }] }) for @words;
+        if ($mode eq 'stream-error') {
+            $sse->(undef, { error => { message => 'Overloaded',
+                                       type => 'server_error' } });
+        } elsif ($mode ne 'stream-cut') {
+            $sse->(undef, { %c, choices => [{ index => 0, delta => {},
+                finish_reason => $mode eq 'truncated' ? 'length' : 'stop' }]
+            });
+            $sse->(undef, { %c, choices => [], usage => {
+                prompt_tokens => $in, completion_tokens => 7 } })
+                if ($req->{stream_options} || {})->{include_usage};
+            $sse->(undef, '[DONE]');
+        }
+    }
+    my @p = ([$due, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                    . "Cache-Control: no-cache\r\n"
+                    . "Transfer-Encoding: chunked\r\n\r\n"]);
+    my $t = $due;
+    for (@ev) {
+        $t += $st->{chunk_ms} / 1000;
+        push @p, [$t, sprintf("%x\r\n%s\r\n", length, $_)];
+    }
+    push @p, [$t, "0\r\n\r\n"] unless $mode eq 'stream-cut';
+    return \@p;
 }
 
 1;
