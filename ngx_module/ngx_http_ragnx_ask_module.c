@@ -24,6 +24,15 @@
 
 #define NGX_HTTP_RAGNX_ASK_SUBMIT   1
 #define NGX_HTTP_RAGNX_ASK_STATUS   2
+#define NGX_HTTP_RAGNX_ASK_EVENTS   3
+
+/* the last event of a stream that cannot go on (Redis away) */
+#define NGX_HTTP_RAGNX_ASK_EVENTS_GONE                                       \
+    "event: error\ndata: {\"error\":\"queue unavailable\"}\n\n"
+
+/* entries of a job's events stream read at a time */
+#define NGX_HTTP_RAGNX_ASK_EVENTS_COUNT  "256"
+#define NGX_HTTP_RAGNX_ASK_EVENTS_N      256
 
 #define NGX_HTTP_RAGNX_ASK_HIT      "{\"source\":\"cache\",\"chatId\":\""
 #define NGX_HTTP_RAGNX_ASK_QUEUED                                            \
@@ -37,6 +46,7 @@ typedef struct {
     ngx_uint_t                    record_max;
     time_t                        job_ttl;
     ngx_uint_t                    retry_after;
+    ngx_msec_t                    ping;      /* an idle stream's comment */
     ngx_http_ragnx_redis_srv_t   *queue;
     ngx_http_ragnx_redis_srv_t   *cache;
 } ngx_http_ragnx_ask_loc_conf_t;
@@ -104,6 +114,15 @@ typedef struct {
  */
 typedef struct {
     ngx_str_node_t                node;      /* first: key is the job id */
+    ngx_event_t                   event;     /* posted: read again */
+    unsigned                      linked:1;  /* in the table */
+    unsigned                      reading:1; /* a read in flight */
+    unsigned                      woken:1;   /* woken: read again */
+} ngx_http_ragnx_ask_waiter_t;
+
+
+typedef struct {
+    ngx_http_ragnx_ask_waiter_t   w;         /* first: in the table */
     ngx_http_ragnx_redis_wait_t   wait;
     ngx_str_t                     owner;     /* the caller */
     ngx_str_t                     status;
@@ -117,14 +136,36 @@ typedef struct {
     ngx_http_request_t           *request;
     ngx_http_ragnx_ask_loc_conf_t  *alcf;
     ngx_event_t                   timer;     /* ?wait=N runs out */
-    ngx_event_t                   event;     /* read again */
     u_char                        id[RAGNX_UUID_LEN];
     unsigned                      long_poll:1;
-    unsigned                      linked:1;  /* in the table */
-    unsigned                      reading:1; /* a read in flight */
-    unsigned                      woken:1;   /* the job ended: read again */
     unsigned                      expired:1; /* N seconds passed */
 } ngx_http_ragnx_ask_status_ctx_t;
+
+
+/*
+ * GET /api/ask/{jobId}/events: the job's answer as server-sent events,
+ * from the start or after Last-Event-ID, as it is written.  Between its
+ * reads the request waits in the same table as a long-poll, under the id
+ * of the job whose events it reads (a follower's leader); "ping" keeps
+ * an idle stream open through proxies.
+ */
+typedef struct {
+    ngx_http_ragnx_ask_waiter_t   w;         /* first: in the table */
+    ngx_http_ragnx_redis_wait_t   wait;
+    ngx_http_request_t           *request;
+    ngx_http_ragnx_ask_loc_conf_t  *alcf;
+    ngx_str_t                     owner;     /* the caller */
+    ngx_event_t                   ping;
+    ngx_chain_t                  *out;       /* the last read, formatted */
+    ngx_uint_t                    n;         /* its entries */
+    size_t                        last_len;
+    u_char                        last[48];  /* the last entry id sent */
+    u_char                        id[RAGNX_UUID_LEN];    /* the job asked */
+    u_char                        job[RAGNX_UUID_LEN];   /* whose events */
+    unsigned                      found:1;
+    unsigned                      started:1; /* headers sent */
+    unsigned                      ended:1;   /* done or error sent */
+} ngx_http_ragnx_ask_events_ctx_t;
 
 
 /*
@@ -176,7 +217,24 @@ static void ngx_http_ragnx_ask_status_resume(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ragnx_ask_status_read(ngx_http_request_t *r,
     ngx_http_ragnx_ask_status_ctx_t *ctx);
 static void ngx_http_ragnx_ask_woken(ngx_str_t *msg, void *data);
-static void ngx_http_ragnx_ask_wake(ngx_http_ragnx_ask_status_ctx_t *ctx);
+static void ngx_http_ragnx_ask_wake(ngx_http_ragnx_ask_waiter_t *w);
+static ngx_int_t ngx_http_ragnx_ask_events(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_loc_conf_t *alcf);
+static ngx_int_t ngx_http_ragnx_ask_events_read(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_events_ctx_t *ctx);
+static void ngx_http_ragnx_ask_events_reply(ngx_http_request_t *r,
+    redisReply *reply, ngx_int_t rc);
+static ngx_int_t ngx_http_ragnx_ask_events_entry(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_events_ctx_t *ctx, redisReply *e, ngx_chain_t ***ll);
+static void ngx_http_ragnx_ask_events_resume(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ragnx_ask_events_send(ngx_http_request_t *r,
+    ngx_chain_t *out, ngx_uint_t last);
+static void ngx_http_ragnx_ask_events_event(ngx_event_t *ev);
+static void ngx_http_ragnx_ask_events_ping(ngx_event_t *ev);
+static void ngx_http_ragnx_ask_events_cleanup(void *data);
+static ngx_chain_t *ngx_http_ragnx_ask_events_error(ngx_http_request_t *r);
+static void ngx_http_ragnx_ask_unlink_events(
+    ngx_http_ragnx_ask_events_ctx_t *ctx);
 static void ngx_http_ragnx_ask_wait_timeout(ngx_event_t *ev);
 static void ngx_http_ragnx_ask_wait_event(ngx_event_t *ev);
 static void ngx_http_ragnx_ask_unlink(ngx_http_ragnx_ask_status_ctx_t *ctx);
@@ -214,6 +272,20 @@ static ngx_command_t  ngx_http_ragnx_ask_commands[] = {
       ngx_http_ragnx_ask,
       NGX_HTTP_LOC_CONF_OFFSET,
       NGX_HTTP_RAGNX_ASK_STATUS,
+      NULL },
+
+    { ngx_string("ragnx_ask_events"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      ngx_http_ragnx_ask,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_HTTP_RAGNX_ASK_EVENTS,
+      NULL },
+
+    { ngx_string("ragnx_ask_events_ping"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragnx_ask_loc_conf_t, ping),
       NULL },
 
     { ngx_string("ragnx_ask_queue_max"),
@@ -309,6 +381,11 @@ static ngx_str_t  ngx_http_ragnx_ask_watch_script =
     ngx_string(RAGNX_LUA_WATCH);
 static ngx_int_t  ngx_http_ragnx_ask_watch_index;
 
+/* streaming: ngx_module/lua/events.lua reads the events and listens */
+static ngx_str_t  ngx_http_ragnx_ask_events_script =
+    ngx_string(RAGNX_LUA_EVENTS);
+static ngx_int_t  ngx_http_ragnx_ask_events_index;
+
 /* the longest ?wait=N, seconds (the API's contract) */
 #define NGX_HTTP_RAGNX_ASK_WAIT_MAX  30
 
@@ -335,6 +412,10 @@ ngx_http_ragnx_ask_handler(ngx_http_request_t *r)
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return ngx_http_ragnx_send_not_allowed(r, "GET, HEAD");
+    }
+
+    if (alcf->type == NGX_HTTP_RAGNX_ASK_EVENTS) {
+        return ngx_http_ragnx_ask_events(r, alcf);
     }
 
     return ngx_http_ragnx_ask_status(r, alcf);
@@ -1332,20 +1413,20 @@ ngx_http_ragnx_ask_status(ngx_http_request_t *r,
         ctx->long_poll = 1;
 
         /* in the table before the read: the job may end meanwhile */
-        ctx->node.str.data = ctx->id;
-        ctx->node.str.len = RAGNX_UUID_LEN;
-        ctx->node.node.key = ngx_crc32_short(ctx->id, RAGNX_UUID_LEN);
-        ngx_rbtree_insert(&ngx_http_ragnx_ask_waiting, &ctx->node.node);
-        ctx->linked = 1;
+        ctx->w.node.str.data = ctx->id;
+        ctx->w.node.str.len = RAGNX_UUID_LEN;
+        ctx->w.node.node.key = ngx_crc32_short(ctx->id, RAGNX_UUID_LEN);
+        ngx_rbtree_insert(&ngx_http_ragnx_ask_waiting, &ctx->w.node.node);
+        ctx->w.linked = 1;
 
         ctx->timer.handler = ngx_http_ragnx_ask_wait_timeout;
         ctx->timer.data = ctx;
         ctx->timer.log = r->connection->log;
         ngx_add_timer(&ctx->timer, (ngx_msec_t) n * 1000);
 
-        ctx->event.handler = ngx_http_ragnx_ask_wait_event;
-        ctx->event.data = ctx;
-        ctx->event.log = r->connection->log;
+        ctx->w.event.handler = ngx_http_ragnx_ask_wait_event;
+        ctx->w.event.data = ctx;
+        ctx->w.event.log = r->connection->log;
     }
 
     if (ngx_http_ragnx_ask_status_read(r, ctx) != NGX_OK) {
@@ -1389,7 +1470,7 @@ ngx_http_ragnx_ask_status_read(ngx_http_request_t *r,
     ctx->wait.reply = ngx_http_ragnx_ask_status_reply;
     ctx->wait.resume = ngx_http_ragnx_ask_status_resume;
     ctx->wait.rc = NGX_OK;
-    ctx->reading = 1;
+    ctx->w.reading = 1;
 
     if (!ctx->long_poll || ctx->expired) {
         argv[0] = "HGETALL";
@@ -1513,7 +1594,7 @@ ngx_http_ragnx_ask_status_resume(ngx_http_request_t *r)
                    "ragnx ask status: rc:%i, found:%ui, status \"%V\"",
                    ctx->wait.rc, ctx->found, &ctx->status);
 
-    ctx->reading = 0;
+    ctx->w.reading = 0;
 
     if (ctx->long_poll && !ctx->expired && ctx->wait.rc == NGX_OK
         && ctx->found
@@ -1527,14 +1608,14 @@ ngx_http_ragnx_ask_status_resume(ngx_http_request_t *r)
     {
         /* pending: wait on, this read's reference kept for the answer */
 
-        if (!ctx->linked) {
-            ngx_rbtree_insert(&ngx_http_ragnx_ask_waiting, &ctx->node.node);
-            ctx->linked = 1;
+        if (!ctx->w.linked) {
+            ngx_rbtree_insert(&ngx_http_ragnx_ask_waiting, &ctx->w.node.node);
+            ctx->w.linked = 1;
         }
 
-        if (ctx->woken) {
+        if (ctx->w.woken) {
             /* woken while this read was on its way: the next one sees */
-            ngx_http_ragnx_ask_wake(ctx);
+            ngx_http_ragnx_ask_wake(&ctx->w);
         }
 
         return;
@@ -1654,9 +1735,9 @@ ngx_http_ragnx_ask_outcome(ngx_http_request_t *r)
 static void
 ngx_http_ragnx_ask_woken(ngx_str_t *msg, void *data)
 {
-    ngx_str_t                         id;
-    ngx_rbtree_node_t                *node;
-    ngx_http_ragnx_ask_status_ctx_t  *ctx;
+    ngx_str_t                     id;
+    ngx_rbtree_node_t            *node;
+    ngx_http_ragnx_ask_waiter_t  *w;
 
     if (msg == NULL) {
         while (ngx_http_ragnx_ask_waiting.root
@@ -1664,7 +1745,7 @@ ngx_http_ragnx_ask_woken(ngx_str_t *msg, void *data)
         {
             node = ngx_rbtree_min(ngx_http_ragnx_ask_waiting.root,
                                   ngx_http_ragnx_ask_waiting.sentinel);
-            ngx_http_ragnx_ask_wake((ngx_http_ragnx_ask_status_ctx_t *) node);
+            ngx_http_ragnx_ask_wake((ngx_http_ragnx_ask_waiter_t *) node);
         }
 
         return;
@@ -1677,14 +1758,14 @@ ngx_http_ragnx_ask_woken(ngx_str_t *msg, void *data)
     id = *msg;
 
     for ( ;; ) {
-        ctx = (ngx_http_ragnx_ask_status_ctx_t *)
-                  ngx_str_rbtree_lookup(&ngx_http_ragnx_ask_waiting, &id,
-                                        ngx_crc32_short(id.data, id.len));
-        if (ctx == NULL) {
+        w = (ngx_http_ragnx_ask_waiter_t *)
+                ngx_str_rbtree_lookup(&ngx_http_ragnx_ask_waiting, &id,
+                                      ngx_crc32_short(id.data, id.len));
+        if (w == NULL) {
             return;
         }
 
-        ngx_http_ragnx_ask_wake(ctx);
+        ngx_http_ragnx_ask_wake(w);
     }
 }
 
@@ -1692,17 +1773,17 @@ ngx_http_ragnx_ask_woken(ngx_str_t *msg, void *data)
 /* out of the table, and read again now (or once the read on its way is in) */
 
 static void
-ngx_http_ragnx_ask_wake(ngx_http_ragnx_ask_status_ctx_t *ctx)
+ngx_http_ragnx_ask_wake(ngx_http_ragnx_ask_waiter_t *w)
 {
-    if (ctx->linked) {
-        ngx_rbtree_delete(&ngx_http_ragnx_ask_waiting, &ctx->node.node);
-        ctx->linked = 0;
+    if (w->linked) {
+        ngx_rbtree_delete(&ngx_http_ragnx_ask_waiting, &w->node.node);
+        w->linked = 0;
     }
 
-    ctx->woken = 1;
+    w->woken = 1;
 
-    if (!ctx->reading && !ctx->event.posted) {
-        ngx_post_event(&ctx->event, &ngx_posted_events);
+    if (!w->reading && !w->event.posted) {
+        ngx_post_event(&w->event, &ngx_posted_events);
     }
 }
 
@@ -1715,7 +1796,7 @@ ngx_http_ragnx_ask_wait_timeout(ngx_event_t *ev)
     ctx = ev->data;
     ctx->expired = 1;
 
-    ngx_http_ragnx_ask_wake(ctx);
+    ngx_http_ragnx_ask_wake(&ctx->w);
 }
 
 
@@ -1732,7 +1813,7 @@ ngx_http_ragnx_ask_wait_event(ngx_event_t *ev)
     r = ctx->request;
     c = r->connection;
 
-    ctx->woken = 0;
+    ctx->w.woken = 0;
 
     if (ngx_http_ragnx_ask_status_read(r, ctx) != NGX_OK) {
         ngx_http_ragnx_ask_unlink(ctx);
@@ -1752,17 +1833,17 @@ ngx_http_ragnx_ask_wait_event(ngx_event_t *ev)
 static void
 ngx_http_ragnx_ask_unlink(ngx_http_ragnx_ask_status_ctx_t *ctx)
 {
-    if (ctx->linked) {
-        ngx_rbtree_delete(&ngx_http_ragnx_ask_waiting, &ctx->node.node);
-        ctx->linked = 0;
+    if (ctx->w.linked) {
+        ngx_rbtree_delete(&ngx_http_ragnx_ask_waiting, &ctx->w.node.node);
+        ctx->w.linked = 0;
     }
 
     if (ctx->timer.timer_set) {
         ngx_del_timer(&ctx->timer);
     }
 
-    if (ctx->event.posted) {
-        ngx_delete_posted_event(&ctx->event);
+    if (ctx->w.event.posted) {
+        ngx_delete_posted_event(&ctx->w.event);
     }
 }
 
@@ -1771,6 +1852,605 @@ static void
 ngx_http_ragnx_ask_wait_cleanup(void *data)
 {
     ngx_http_ragnx_ask_unlink(data);
+}
+
+
+/* GET /api/ask/{jobId}/events */
+
+
+static ngx_int_t
+ngx_http_ragnx_ask_events(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_loc_conf_t *alcf)
+{
+    u_char                           *p;
+    ngx_str_t                         id, sub, *last;
+    ngx_uint_t                        i;
+    ngx_list_part_t                  *part;
+    ngx_table_elt_t                  *h;
+    ngx_pool_cleanup_t               *cln;
+    ngx_http_ragnx_ask_events_ctx_t  *ctx;
+
+    if (ngx_http_ragnx_jwt_subject(r, &sub) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (alcf->id) {
+        if (ngx_http_complex_value(r, alcf->id, &id) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+    } else {
+        /* the segment before the last: /api/ask/{jobId}/events */
+        p = r->uri.data + r->uri.len;
+
+        while (p > r->uri.data && p[-1] != '/') {
+            p--;
+        }
+
+        id.len = 0;
+
+        if (p > r->uri.data) {
+            id.data = --p;
+
+            while (id.data > r->uri.data && id.data[-1] != '/') {
+                id.data--;
+            }
+
+            id.len = p - id.data;
+        }
+    }
+
+    if (!ragnx_uuid_valid((char *) id.data, id.len)) {
+        return ngx_http_ragnx_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "Invalid job id", NULL);
+    }
+
+    /* resumed after the last event the client has: "<ms>-<seq>" */
+
+    last = NULL;
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("Last-Event-ID") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Last-Event-ID",
+                               h[i].key.len) == 0)
+        {
+            last = &h[i].value;
+        }
+    }
+
+    if (last) {
+        p = last->data;
+
+        while (p < last->data + last->len
+               && ((*p >= '0' && *p <= '9') || *p == '-'))
+        {
+            p++;
+        }
+
+        if (last->len == 0 || last->len >= 48 || p != last->data + last->len
+            || ngx_strlchr(last->data, p, '-') == NULL)
+        {
+            return ngx_http_ragnx_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                             "Invalid Last-Event-ID", NULL);
+        }
+    }
+
+    ctx = ngx_http_ragnx_ask_ctx(r,
+                                 sizeof(ngx_http_ragnx_ask_events_ctx_t));
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+
+    if (ctx == NULL || cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_ragnx_ask_events_cleanup;
+    cln->data = ctx;
+
+    ctx->request = r;
+    ctx->alcf = alcf;
+    ctx->owner = sub;
+    ngx_strlow(ctx->id, id.data, RAGNX_UUID_LEN);
+
+    if (last) {
+        ctx->last_len = last->len;
+        ngx_memcpy(ctx->last, last->data, last->len);
+
+    } else {
+        ctx->last[0] = '0';
+        ctx->last_len = 1;
+    }
+
+    ctx->w.event.handler = ngx_http_ragnx_ask_events_event;
+    ctx->w.event.data = ctx;
+    ctx->w.event.log = r->connection->log;
+
+    ctx->ping.handler = ngx_http_ragnx_ask_events_ping;
+    ctx->ping.data = ctx;
+    ctx->ping.log = r->connection->log;
+
+    if (ngx_http_ragnx_ask_events_read(r, ctx) != NGX_OK) {
+        return ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "queue unavailable", NULL);
+    }
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_ask_events_read(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_events_ctx_t *ctx)
+{
+    u_char                          *p, *key;
+    size_t                           lens[8];
+    ngx_str_t                       *channel;
+    const char                      *argv[8];
+    ngx_http_ragnx_ask_main_conf_t  *amcf;
+
+    key = ngx_pnalloc(r->pool, sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN);
+    if (key == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(key, RAGNX_KEY_JOB, sizeof(RAGNX_KEY_JOB) - 1);
+    ngx_memcpy(p, ctx->id, RAGNX_UUID_LEN);
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_ragnx_ask_module);
+    channel = ngx_http_ragnx_redis_channel(amcf->wake);
+
+    argv[0] = "1";
+    lens[0] = 1;
+    argv[1] = (const char *) key;
+    lens[1] = sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN;
+    argv[2] = (const char *) ctx->owner.data;
+    lens[2] = ctx->owner.len;
+    argv[3] = (const char *) ctx->last;
+    lens[3] = ctx->last_len;
+    argv[4] = NGX_HTTP_RAGNX_ASK_EVENTS_COUNT;
+    lens[4] = sizeof(NGX_HTTP_RAGNX_ASK_EVENTS_COUNT) - 1;
+    argv[5] = channel ? (const char *) channel->data : "";
+    lens[5] = channel ? channel->len : 0;
+    argv[6] = "3600";
+    lens[6] = 4;
+
+    ctx->out = NULL;
+    ctx->n = 0;
+    ctx->found = 0;
+    ctx->wait.reply = ngx_http_ragnx_ask_events_reply;
+    ctx->wait.resume = ngx_http_ragnx_ask_events_resume;
+    ctx->wait.rc = NGX_OK;
+    ctx->w.reading = 1;
+
+    return ngx_http_ragnx_redis_eval(r, &ctx->wait, ctx->alcf->queue,
+                                     ngx_http_ragnx_ask_events_index, 7, argv,
+                                     lens);
+}
+
+
+/* inside the hiredis callback: the events formatted into request memory */
+
+static void
+ngx_http_ragnx_ask_events_reply(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc)
+{
+    size_t                            i;
+    redisReply                       *e;
+    ngx_chain_t                     **ll;
+    ngx_http_ragnx_ask_events_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
+
+    if (rc != NGX_OK) {
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        ctx->wait.rc = NGX_ERROR;
+        return;
+    }
+
+    if (reply->elements == 0) {
+        return;     /* no such job, or another user's */
+    }
+
+    if (reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[0]->len != RAGNX_UUID_LEN
+        || reply->element[1]->type != REDIS_REPLY_ARRAY)
+    {
+        ctx->wait.rc = NGX_ERROR;
+        return;
+    }
+
+    ctx->found = 1;
+    ngx_memcpy(ctx->job, reply->element[0]->str, RAGNX_UUID_LEN);
+
+    ll = &ctx->out;
+
+    for (i = 0; i < reply->element[1]->elements; i++) {
+        e = reply->element[1]->element[i];
+
+        if (ngx_http_ragnx_ask_events_entry(r, ctx, e, &ll) != NGX_OK) {
+            ctx->wait.rc = NGX_ERROR;
+            return;
+        }
+
+        ctx->n++;
+    }
+}
+
+
+/*
+ * One entry as an event: "delta" {"text"}, "restart" {"attempt"}, "done"
+ * with the result, "error" {"error"}; its stream id as the event's id.
+ */
+
+static ngx_int_t
+ngx_http_ragnx_ask_events_entry(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_events_ctx_t *ctx, redisReply *e, ngx_chain_t ***ll)
+{
+    size_t        j, len;
+    ngx_buf_t    *b;
+    ngx_str_t     t, a, d, res, err;
+    redisReply   *f, *v, *eid;
+    ngx_chain_t  *cl;
+
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2
+        || e->element[0]->type != REDIS_REPLY_STRING
+        || e->element[0]->len >= sizeof(ctx->last)
+        || e->element[1]->type != REDIS_REPLY_ARRAY)
+    {
+        return NGX_ERROR;
+    }
+
+    eid = e->element[0];
+    ngx_str_null(&t);
+    ngx_str_null(&a);
+    ngx_str_null(&d);
+    ngx_str_null(&res);
+    ngx_str_null(&err);
+
+    for (j = 0; j + 1 < e->element[1]->elements; j += 2) {
+        f = e->element[1]->element[j];
+        v = e->element[1]->element[j + 1];
+
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING
+            || f->len != 1)
+        {
+            continue;
+        }
+
+        switch (f->str[0]) {
+        case 't': t.data = (u_char *) v->str; t.len = v->len; break;
+        case 'a': a.data = (u_char *) v->str; a.len = v->len; break;
+        case 'd': d.data = (u_char *) v->str; d.len = v->len; break;
+        case 'r': res.data = (u_char *) v->str; res.len = v->len; break;
+        case 'e': err.data = (u_char *) v->str; err.len = v->len; break;
+        }
+    }
+
+    len = sizeof("id: \nevent: restart\ndata: {\"attempt\":}\n\n") - 1
+          + eid->len + a.len + res.len
+          + d.len + ngx_escape_json(NULL, d.data, d.len)
+          + err.len + ngx_escape_json(NULL, err.data, err.len)
+          + sizeof("{\"text\":\"\"}{\"error\":\"\"}");
+
+    b = ngx_create_temp_buf(r->pool, len);
+    cl = ngx_alloc_chain_link(r->pool);
+
+    if (b == NULL || cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->last = ngx_sprintf(b->last, "id: %*s\n", eid->len, eid->str);
+
+    if (t.len == 5 && ngx_strncmp(t.data, "delta", 5) == 0) {
+        b->last = ngx_cpymem(b->last, "event: delta\ndata: {\"text\":\"",
+                             sizeof("event: delta\ndata: {\"text\":\"") - 1);
+        b->last = (u_char *) ngx_escape_json(b->last, d.data, d.len);
+        b->last = ngx_cpymem(b->last, "\"}", 2);
+
+    } else if (t.len == 7 && ngx_strncmp(t.data, "restart", 7) == 0) {
+        b->last = ngx_sprintf(b->last, "event: restart\ndata: {\"attempt\":"
+                              "%V}", &a);
+
+    } else if (t.len == 4 && ngx_strncmp(t.data, "done", 4) == 0) {
+        b->last = ngx_sprintf(b->last, "event: done\ndata: %V", &res);
+        ctx->ended = 1;
+
+    } else if (t.len == 5 && ngx_strncmp(t.data, "error", 5) == 0) {
+        b->last = ngx_cpymem(b->last, "event: error\ndata: {\"error\":\"",
+                             sizeof("event: error\ndata: {\"error\":\"") - 1);
+        b->last = (u_char *) ngx_escape_json(b->last, err.data, err.len);
+        b->last = ngx_cpymem(b->last, "\"}", 2);
+        ctx->ended = 1;
+
+    } else {
+        return NGX_OK;      /* a kind of a newer pool: skipped */
+    }
+
+    b->last = ngx_cpymem(b->last, "\n\n", 2);
+
+    ngx_memcpy(ctx->last, eid->str, eid->len);
+    ctx->last_len = eid->len;
+
+    cl->buf = b;
+    cl->next = NULL;
+    **ll = cl;
+    *ll = &cl->next;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ragnx_ask_events_resume(ngx_http_request_t *r)
+{
+    ngx_int_t                         rc;
+    ngx_str_t                         v;
+    ngx_http_ragnx_ask_events_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
+    ctx->w.reading = 0;
+
+    if (!ctx->started) {
+        if (ctx->wait.rc != NGX_OK) {
+            ngx_http_finalize_request(r,
+                ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                          "queue unavailable", NULL));
+            return;
+        }
+
+        /* unknown and foreign jobs answer alike: ids cannot be probed */
+
+        if (!ctx->found) {
+            ngx_http_finalize_request(r,
+                ngx_http_ragnx_send_error(r, NGX_HTTP_NOT_FOUND,
+                                          "Job not found", NULL));
+            return;
+        }
+
+        r->headers_out.status = NGX_HTTP_OK;
+        r->headers_out.content_length_n = -1;
+        ngx_str_set(&r->headers_out.content_type, "text/event-stream");
+        r->headers_out.content_type_len = r->headers_out.content_type.len;
+        r->headers_out.content_type_lowcase = NULL;
+
+        ngx_str_set(&v, "no-cache");
+
+        if (ngx_http_ragnx_ask_header(r, "Cache-Control", &v) != NGX_OK) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        /* a proxy in front must not hold the events back */
+        ngx_str_set(&v, "no");
+
+        if (ngx_http_ragnx_ask_header(r, "X-Accel-Buffering", &v)
+            != NGX_OK)
+        {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        rc = ngx_http_send_header(r);
+
+        if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+            ngx_http_finalize_request(r, rc);
+            return;
+        }
+
+        ctx->started = 1;
+    }
+
+    if (ctx->wait.rc != NGX_OK || !ctx->found) {
+        /* Redis away, or the job expired meanwhile: the stream ends */
+        ngx_http_ragnx_ask_unlink_events(ctx);
+        ngx_http_finalize_request(r, ngx_http_ragnx_ask_events_send(r,
+                                  ngx_http_ragnx_ask_events_error(r), 1));
+        return;
+    }
+
+    rc = ngx_http_ragnx_ask_events_send(r, ctx->out, ctx->ended);
+
+    if (rc == NGX_ERROR || ctx->ended) {
+        ngx_http_ragnx_ask_unlink_events(ctx);
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    if (ctx->n == NGX_HTTP_RAGNX_ASK_EVENTS_N || ctx->w.woken) {
+        /* more to read now: a full read, or written meanwhile */
+        ctx->w.woken = 0;
+
+        if (ngx_http_ragnx_ask_events_read(r, ctx) != NGX_OK) {
+            ngx_http_finalize_request(r, ngx_http_ragnx_ask_events_send(r,
+                                      ngx_http_ragnx_ask_events_error(r), 1));
+            return;
+        }
+
+        ngx_http_finalize_request(r, NGX_DONE);
+        return;
+    }
+
+    /* wait for the next piece, under the id of the job being written */
+
+    if (!ctx->w.linked) {
+        ctx->w.node.str.data = ctx->job;
+        ctx->w.node.str.len = RAGNX_UUID_LEN;
+        ctx->w.node.node.key = ngx_crc32_short(ctx->job, RAGNX_UUID_LEN);
+        ngx_rbtree_insert(&ngx_http_ragnx_ask_waiting, &ctx->w.node.node);
+        ctx->w.linked = 1;
+    }
+
+    if (!ctx->ping.timer_set) {
+        ngx_add_timer(&ctx->ping, ctx->alcf->ping);
+    }
+
+    /* this read's reference is kept until the stream ends */
+}
+
+
+/* the events after the headers, flushed; the last buffer ends the body */
+
+static ngx_int_t
+ngx_http_ragnx_ask_events_send(ngx_http_request_t *r, ngx_chain_t *out,
+    ngx_uint_t last)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl, **ll;
+
+    for (ll = &out; *ll; ll = &(*ll)->next) { /* void */ }
+
+    b = ngx_calloc_buf(r->pool);
+    cl = ngx_alloc_chain_link(r->pool);
+
+    if (b == NULL || cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (last) {
+        b->last_buf = (r == r->main);
+        b->last_in_chain = 1;
+
+    } else {
+        b->flush = 1;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+    *ll = cl;
+
+    return ngx_http_output_filter(r, out);
+}
+
+
+/* woken: read on from the last event sent */
+
+static void
+ngx_http_ragnx_ask_events_event(ngx_event_t *ev)
+{
+    ngx_connection_t                 *c;
+    ngx_http_request_t               *r;
+    ngx_http_ragnx_ask_events_ctx_t  *ctx;
+
+    ctx = ev->data;
+    r = ctx->request;
+    c = r->connection;
+
+    ctx->w.woken = 0;
+
+    if (ngx_http_ragnx_ask_events_read(r, ctx) != NGX_OK) {
+        ngx_http_ragnx_ask_unlink_events(ctx);
+        ngx_http_finalize_request(r, ngx_http_ragnx_ask_events_send(r,
+                                  ngx_http_ragnx_ask_events_error(r), 1));
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    /* the new read holds a reference of its own: drop the wait's */
+    ngx_http_finalize_request(r, NGX_DONE);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* an idle stream: a comment, so that proxies keep it open */
+
+static void
+ngx_http_ragnx_ask_events_ping(ngx_event_t *ev)
+{
+    ngx_buf_t                        *b;
+    ngx_chain_t                      *cl;
+    ngx_connection_t                 *c;
+    ngx_http_request_t               *r;
+    ngx_http_ragnx_ask_events_ctx_t  *ctx;
+
+    ctx = ev->data;
+    r = ctx->request;
+    c = r->connection;
+
+    b = ngx_create_temp_buf(r->pool, sizeof(": ping\n\n") - 1);
+    cl = ngx_alloc_chain_link(r->pool);
+
+    if (b == NULL || cl == NULL) {
+        return;
+    }
+
+    b->last = ngx_cpymem(b->last, ": ping\n\n", sizeof(": ping\n\n") - 1);
+    cl->buf = b;
+    cl->next = NULL;
+
+    if (ngx_http_ragnx_ask_events_send(r, cl, 0) == NGX_ERROR) {
+        ngx_http_ragnx_ask_unlink_events(ctx);
+        ngx_http_finalize_request(r, NGX_ERROR);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    ngx_add_timer(&ctx->ping, ctx->alcf->ping);
+}
+
+
+/* what a stream that cannot go on sends last */
+
+static ngx_chain_t *
+ngx_http_ragnx_ask_events_error(ngx_http_request_t *r)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    b = ngx_calloc_buf(r->pool);
+    cl = ngx_alloc_chain_link(r->pool);
+
+    if (b == NULL || cl == NULL) {
+        return NULL;
+    }
+
+    b->pos = (u_char *) NGX_HTTP_RAGNX_ASK_EVENTS_GONE;
+    b->last = b->pos + sizeof(NGX_HTTP_RAGNX_ASK_EVENTS_GONE) - 1;
+    b->memory = 1;
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    return cl;
+}
+
+
+static void
+ngx_http_ragnx_ask_unlink_events(ngx_http_ragnx_ask_events_ctx_t *ctx)
+{
+    if (ctx->w.linked) {
+        ngx_rbtree_delete(&ngx_http_ragnx_ask_waiting, &ctx->w.node.node);
+        ctx->w.linked = 0;
+    }
+
+    if (ctx->ping.timer_set) {
+        ngx_del_timer(&ctx->ping);
+    }
+
+    if (ctx->w.event.posted) {
+        ngx_delete_posted_event(&ctx->w.event);
+    }
+}
+
+
+static void
+ngx_http_ragnx_ask_events_cleanup(void *data)
+{
+    ngx_http_ragnx_ask_unlink_events(data);
 }
 
 
@@ -1955,6 +2635,7 @@ ngx_http_ragnx_ask_create_loc_conf(ngx_conf_t *cf)
     conf->record_max = NGX_CONF_UNSET_UINT;
     conf->job_ttl = NGX_CONF_UNSET;
     conf->retry_after = NGX_CONF_UNSET_UINT;
+    conf->ping = NGX_CONF_UNSET_MSEC;
 
     return conf;
 }
@@ -1974,6 +2655,7 @@ ngx_http_ragnx_ask_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->record_max, prev->record_max, 100000);
     ngx_conf_merge_sec_value(conf->job_ttl, prev->job_ttl, 86400);
     ngx_conf_merge_uint_value(conf->retry_after, prev->retry_after, 1);
+    ngx_conf_merge_msec_value(conf->ping, prev->ping, 15000);
 
     /*
      * A request may be served with the configuration of an "if" or
@@ -2077,6 +2759,15 @@ ngx_http_ragnx_ask(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             ngx_http_ragnx_redis_script(cf, &ngx_http_ragnx_ask_script);
 
         if (ngx_http_ragnx_ask_script_index == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
+
+    } else if (alcf->type == NGX_HTTP_RAGNX_ASK_EVENTS) {
+        ngx_http_ragnx_ask_events_index =
+            ngx_http_ragnx_redis_script(cf,
+                                        &ngx_http_ragnx_ask_events_script);
+
+        if (ngx_http_ragnx_ask_events_index == NGX_ERROR) {
             return NGX_CONF_ERROR;
         }
 

@@ -98,6 +98,14 @@
  * the set.
  */
 #define RAGNX_KEY_WATCH          RAGNX_KEY_PREFIX "watch:"
+
+/*
+ * Streaming (GET /api/ask/{id}/events): {ragnx}:listen:<job id>, the wake
+ * channels of the nginx workers streaming the job's answer; every piece
+ * written publishes the job's id on each (workers/lua/delta.lua), the
+ * scripts that end a job too, then drop the set.
+ */
+#define RAGNX_KEY_LISTEN         RAGNX_KEY_PREFIX "listen:"
 #define RAGNX_KEY_WAKE           RAGNX_KEY_PREFIX "wake:"
 #define RAGNX_EVENTS_MAX         "65536"
 /* "<digest>:<gen>": a field of {ragnx}:inflight, the tail of a cache key */

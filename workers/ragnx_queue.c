@@ -70,12 +70,39 @@ static ragnx_script_t  ragnx_script_sweep = { RAGNX_LUA_SWEEP, "" };
 /* a dead worker process's entries back to the stream, by its consumers */
 static ragnx_script_t  ragnx_script_handover = { RAGNX_LUA_HANDOVER, "" };
 
+/* a piece of an answer as it is written, and its listeners woken */
+static ragnx_script_t  ragnx_script_delta = { RAGNX_LUA_DELTA, "" };
+
 static ragnx_script_t  *ragnx_scripts[] = {
     &ragnx_script_start, &ragnx_script_complete, &ragnx_script_retry,
     &ragnx_script_fail, &ragnx_script_promote, &ragnx_script_reclaim,
     &ragnx_script_release, &ragnx_script_ack, &ragnx_script_forget,
-    &ragnx_script_sweep, &ragnx_script_handover, &ragnx_script_gen, NULL
+    &ragnx_script_sweep, &ragnx_script_handover, &ragnx_script_gen,
+    &ragnx_script_delta, NULL
 };
+
+
+/*
+ * A piece of job id's answer ("delta", text) or the mark that an attempt
+ * starts again ("restart"): workers/lua/delta.lua.  The reply, NULL when
+ * Redis is away.
+ */
+
+redisReply *
+ragnx_queue_delta(ragnx_redis_t *r, const char *id, const char *type,
+    long attempt, const char *text, size_t len)
+{
+    char  events[128], listen[128], a[24], ttl[24];
+
+    snprintf(events, sizeof(events), RAGNX_KEY_EVENTS "%s", id);
+    snprintf(listen, sizeof(listen), RAGNX_KEY_LISTEN "%s", id);
+    snprintf(a, sizeof(a), "%ld", attempt);
+    snprintf(ttl, sizeof(ttl), "%ld", ragnx_conf->job_retention);
+
+    return ragnx_redis_eval(r, &ragnx_script_delta, "2 %s %s %s %s %b %s %s "
+                            "%s", events, listen, type, a, text, len,
+                            RAGNX_EVENTS_MAX, ttl, id);
+}
 
 
 /* the scripts' SHA1s: once, before any thread runs */

@@ -237,7 +237,6 @@ typedef struct {
 static void
 ragnx_work_delta(void *data, const char *text, size_t len)
 {
-    char                  attempt[24];
     redisReply           *reply;
     ragnx_work_events_t  *ev = data;
 
@@ -245,22 +244,17 @@ ragnx_work_delta(void *data, const char *text, size_t len)
         return;
     }
 
-    snprintf(attempt, sizeof(attempt), "%ld", ev->attempt);
-
     /* an earlier attempt may have written some: clients start again */
     if (ev->sent == 0 && ev->attempt > 1) {
-        reply = ragnx_redis_command(&ev->t->redis, "XADD %s%s MAXLEN ~ %s * "
-                                    "t restart a %s", RAGNX_KEY_EVENTS,
-                                    ev->job->id, RAGNX_EVENTS_MAX, attempt);
+        reply = ragnx_queue_delta(&ev->t->redis, ev->job->id, "restart",
+                                  ev->attempt, "", 0);
         if (reply) {
             freeReplyObject(reply);
         }
     }
 
-    reply = ragnx_redis_command(&ev->t->redis, "XADD %s%s MAXLEN ~ %s * "
-                                "t delta a %s d %b", RAGNX_KEY_EVENTS,
-                                ev->job->id, RAGNX_EVENTS_MAX, attempt,
-                                text, len);
+    reply = ragnx_queue_delta(&ev->t->redis, ev->job->id, "delta",
+                              ev->attempt, text, len);
 
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
         /* the answer goes on; only its streaming stops */
@@ -273,14 +267,7 @@ ragnx_work_delta(void *data, const char *text, size_t len)
         freeReplyObject(reply);
     }
 
-    if (ev->sent++ == 0 && !ev->failed) {
-        reply = ragnx_redis_command(&ev->t->redis, "EXPIRE %s%s %ld",
-                                    RAGNX_KEY_EVENTS, ev->job->id,
-                                    ragnx_conf->job_retention);
-        if (reply) {
-            freeReplyObject(reply);
-        }
-    }
+    ev->sent++;
 }
 
 

@@ -320,6 +320,8 @@ redisReply *ragnx_redis_command(ragnx_redis_t *r, const char *fmt, ...);
 redisReply *ragnx_redis_argv(ragnx_redis_t *r, int argc, const char **argv,
     const size_t *lens);
 void ragnx_redis_scripts_init(ragnx_script_t **scripts);
+redisReply *ragnx_queue_delta(ragnx_redis_t *r, const char *id,
+    const char *type, long attempt, const char *text, size_t len);
 redisReply *ragnx_redis_eval(ragnx_redis_t *r, ragnx_script_t *sc,
     const char *fmt, ...);
 int ragnx_reply_ok(ragnx_redis_t *r, redisReply *reply, const char *what);

@@ -38,6 +38,7 @@ if not done then
     'done', 'r', ARGV[7])
   redis.call('EXPIRE', KEYS[7], ARGV[5])
   wake(KEYS[8], ARGV[6])
+  wake('@RAGNX_KEY_LISTEN@' .. ARGV[6], ARGV[6])
 end
 if ARGV[1] ~= '' then
   redis.call('XACK', KEYS[2], '@RAGNX_GROUP@', ARGV[1])

@@ -25,6 +25,7 @@ redis.call('XADD', KEYS[6], 'MAXLEN', '~', '@RAGNX_EVENTS_MAX@', '*', 't',
   'error', 'e', ARGV[3])
 redis.call('EXPIRE', KEYS[6], ARGV[4])
 wake(KEYS[7], ARGV[5])
+wake('@RAGNX_KEY_LISTEN@' .. ARGV[5], ARGV[5])
 redis.call('HDEL', KEYS[1], 'held')
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 if redis.call('HGET', KEYS[4], ARGV[9]) == ARGV[5] then
