@@ -232,6 +232,13 @@ static ngx_int_t ngx_http_ragnx_ask_events_send(ngx_http_request_t *r,
 static void ngx_http_ragnx_ask_events_event(ngx_event_t *ev);
 static void ngx_http_ragnx_ask_events_ping(ngx_event_t *ev);
 static void ngx_http_ragnx_ask_events_cleanup(void *data);
+static ngx_http_ragnx_ask_events_ctx_t *ngx_http_ragnx_ask_events_ctx(
+    ngx_http_request_t *r, ngx_http_ragnx_ask_loc_conf_t *alcf,
+    ngx_str_t *owner, u_char *id, ngx_str_t *last);
+static ngx_int_t ngx_http_ragnx_ask_events_headers(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ragnx_ask_stream(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
+static ngx_uint_t ngx_http_ragnx_ask_wants_events(ngx_http_request_t *r);
 static ngx_chain_t *ngx_http_ragnx_ask_events_error(ngx_http_request_t *r);
 static void ngx_http_ragnx_ask_unlink_events(
     ngx_http_ragnx_ask_events_ctx_t *ctx);
@@ -1274,6 +1281,10 @@ ngx_http_ragnx_ask_answer(ngx_http_request_t *r,
                                              "cache unavailable", NULL);
         }
 
+        if (ngx_http_ragnx_ask_wants_events(r)) {
+            return ngx_http_ragnx_ask_stream(r, ctx, alcf);
+        }
+
         b = ngx_create_temp_buf(r->pool,
                                 sizeof(NGX_HTTP_RAGNX_ASK_HIT) - 1
                                 + RAGNX_UUID_LEN + 2 + ctx->cached.len - 1);
@@ -1305,6 +1316,10 @@ ngx_http_ragnx_ask_answer(ngx_http_request_t *r,
     }
 
     /* queued, or following an identical question already in flight */
+
+    if (ngx_http_ragnx_ask_wants_events(r)) {
+        return ngx_http_ragnx_ask_stream(r, ctx, alcf);
+    }
 
     loc.len = sizeof("/api/ask/") - 1 + RAGNX_UUID_LEN;
     loc.data = ngx_pnalloc(r->pool, loc.len);
@@ -1867,7 +1882,6 @@ ngx_http_ragnx_ask_events(ngx_http_request_t *r,
     ngx_uint_t                        i;
     ngx_list_part_t                  *part;
     ngx_table_elt_t                  *h;
-    ngx_pool_cleanup_t               *cln;
     ngx_http_ragnx_ask_events_ctx_t  *ctx;
 
     if (ngx_http_ragnx_jwt_subject(r, &sub) != NGX_OK) {
@@ -1947,12 +1961,173 @@ ngx_http_ragnx_ask_events(ngx_http_request_t *r,
         }
     }
 
+    ctx = ngx_http_ragnx_ask_events_ctx(r, alcf, &sub, id.data, last);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_ragnx_ask_events_read(r, ctx) != NGX_OK) {
+        return ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "queue unavailable", NULL);
+    }
+
+    return NGX_DONE;
+}
+
+
+/* POST /api/ask with Accept: text/event-stream */
+
+static ngx_uint_t
+ngx_http_ragnx_ask_wants_events(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return 0;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("Accept") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Accept",
+                               h[i].key.len) == 0
+            && ngx_strlcasestrn(h[i].value.data,
+                                h[i].value.data + h[i].value.len,
+                                (u_char *) "text/event-stream",
+                                sizeof("text/event-stream") - 2)
+               != NULL)
+        {
+            return 1;
+        }
+    }
+}
+
+
+/*
+ * The answer to a question as events: "job" first ({"jobId","chatId"},
+ * and "source":"cache" for a hit), then a hit's whole answer at once
+ * ("delta", "done"), or the job's events as they are written, exactly as
+ * GET /api/ask/{jobId}/events streams them.
+ */
+
+static ngx_int_t
+ngx_http_ragnx_ask_stream(ngx_http_request_t *r, ngx_http_ragnx_ask_ctx_t *ctx,
+    ngx_http_ragnx_ask_loc_conf_t *alcf)
+{
+    u_char                           *p, *end;
+    ngx_int_t                         rc;
+    ngx_buf_t                        *b;
+    ngx_str_t                         answer;
+    ngx_uint_t                        hit;
+    ngx_chain_t                      *cl;
+    ngx_http_ragnx_ask_events_ctx_t  *ev;
+
+    hit = ngx_strncmp(ctx->outcome.data, "hit", 3) == 0;
+    ngx_str_null(&answer);
+
+    if (hit) {
+        /* the answer's JSON string as the pool wrote it: {"answer":"..." */
+
+        p = ctx->cached.data + 10;
+        end = ctx->cached.data + ctx->cached.len;
+
+        if (p < end && *p == '"') {
+            for (p++; p < end && *p != '"'; p++) {
+                if (*p == '\\') {
+                    p++;
+                }
+            }
+        }
+
+        if (p >= end) {
+            return ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                             "cache unavailable", NULL);
+        }
+
+        answer.data = ctx->cached.data + 10;
+        answer.len = p + 1 - answer.data;
+    }
+
+    b = ngx_create_temp_buf(r->pool, 256 + answer.len
+                                     + (hit ? ctx->cached.len : 0));
+    cl = ngx_alloc_chain_link(r->pool);
+
+    if (b == NULL || cl == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_sprintf(b->last, "event: job\ndata: {\"jobId\":\"%V\","
+                          "\"chatId\":\"%V\"%s}\n\n", &ctx->job_id,
+                          &ctx->chat_id, hit ? ",\"source\":\"cache\"" : "");
+
+    if (hit) {
+        b->last = ngx_sprintf(b->last, "event: delta\ndata: {\"text\":%V}"
+                              "\n\nevent: done\ndata: %V\n\n", &answer,
+                              &ctx->cached);
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    rc = ngx_http_ragnx_ask_events_headers(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    if (hit) {
+        return ngx_http_ragnx_ask_events_send(r, cl, 1);
+    }
+
+    /* the request's ctx becomes the stream's */
+
+    ev = ngx_http_ragnx_ask_events_ctx(r, alcf, &ctx->owner, ctx->job_id.data,
+                                       NULL);
+    if (ev == NULL) {
+        return NGX_ERROR;
+    }
+
+    ev->started = 1;
+
+    if (ngx_http_ragnx_ask_events_send(r, cl, 0) == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_ragnx_ask_events_read(r, ev) != NGX_OK) {
+        return ngx_http_ragnx_ask_events_send(r,
+                   ngx_http_ragnx_ask_events_error(r), 1);
+    }
+
+    return NGX_DONE;
+}
+
+
+/* a stream's state, the request's ctx from now on */
+
+static ngx_http_ragnx_ask_events_ctx_t *
+ngx_http_ragnx_ask_events_ctx(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_loc_conf_t *alcf, ngx_str_t *owner, u_char *id,
+    ngx_str_t *last)
+{
+    ngx_pool_cleanup_t               *cln;
+    ngx_http_ragnx_ask_events_ctx_t  *ctx;
+
     ctx = ngx_http_ragnx_ask_ctx(r,
                                  sizeof(ngx_http_ragnx_ask_events_ctx_t));
     cln = ngx_pool_cleanup_add(r->pool, 0);
 
     if (ctx == NULL || cln == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
     cln->handler = ngx_http_ragnx_ask_events_cleanup;
@@ -1960,8 +2135,8 @@ ngx_http_ragnx_ask_events(ngx_http_request_t *r,
 
     ctx->request = r;
     ctx->alcf = alcf;
-    ctx->owner = sub;
-    ngx_strlow(ctx->id, id.data, RAGNX_UUID_LEN);
+    ctx->owner = *owner;
+    ngx_strlow(ctx->id, id, RAGNX_UUID_LEN);
 
     if (last) {
         ctx->last_len = last->len;
@@ -1980,12 +2155,7 @@ ngx_http_ragnx_ask_events(ngx_http_request_t *r,
     ctx->ping.data = ctx;
     ctx->ping.log = r->connection->log;
 
-    if (ngx_http_ragnx_ask_events_read(r, ctx) != NGX_OK) {
-        return ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                         "queue unavailable", NULL);
-    }
-
-    return NGX_DONE;
+    return ctx;
 }
 
 
@@ -2195,11 +2365,40 @@ ngx_http_ragnx_ask_events_entry(ngx_http_request_t *r,
 }
 
 
+/* 200 text/event-stream, not to be buffered on the way */
+
+static ngx_int_t
+ngx_http_ragnx_ask_events_headers(ngx_http_request_t *r)
+{
+    ngx_str_t  v;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = -1;
+    ngx_str_set(&r->headers_out.content_type, "text/event-stream");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    ngx_str_set(&v, "no-cache");
+
+    if (ngx_http_ragnx_ask_header(r, "Cache-Control", &v) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* a proxy in front must not hold the events back */
+    ngx_str_set(&v, "no");
+
+    if (ngx_http_ragnx_ask_header(r, "X-Accel-Buffering", &v) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_send_header(r);
+}
+
+
 static void
 ngx_http_ragnx_ask_events_resume(ngx_http_request_t *r)
 {
     ngx_int_t                         rc;
-    ngx_str_t                         v;
     ngx_http_ragnx_ask_events_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_ask_module);
@@ -2222,30 +2421,7 @@ ngx_http_ragnx_ask_events_resume(ngx_http_request_t *r)
             return;
         }
 
-        r->headers_out.status = NGX_HTTP_OK;
-        r->headers_out.content_length_n = -1;
-        ngx_str_set(&r->headers_out.content_type, "text/event-stream");
-        r->headers_out.content_type_len = r->headers_out.content_type.len;
-        r->headers_out.content_type_lowcase = NULL;
-
-        ngx_str_set(&v, "no-cache");
-
-        if (ngx_http_ragnx_ask_header(r, "Cache-Control", &v) != NGX_OK) {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
-        }
-
-        /* a proxy in front must not hold the events back */
-        ngx_str_set(&v, "no");
-
-        if (ngx_http_ragnx_ask_header(r, "X-Accel-Buffering", &v)
-            != NGX_OK)
-        {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
-        }
-
-        rc = ngx_http_send_header(r);
+        rc = ngx_http_ragnx_ask_events_headers(r);
 
         if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
             ngx_http_finalize_request(r, rc);

@@ -8,7 +8,9 @@
 # with "done" (or "error"); Last-Event-ID resumes without losing or
 # repeating a piece; a finished job streams at once; another user's job
 # is a 404; an idle stream gets ": ping" comments; clients that leave
-# mid-stream free what they held.
+# mid-stream free what they held.  POST /api/ask with Accept:
+# text/event-stream starts with "job", then streams the same way (a
+# cache hit: the whole answer at once).
 
 use strict;
 use warnings;
@@ -228,6 +230,57 @@ while (time - $t1 < 15 && $buf !~ /^event: done$/m) {
 }
 like($buf, qr/^event: done\ndata: \{"answer":"Mock answer to: Who answers/m,
      '... and the answer once the pool is back');
+
+# POST /api/ask with Accept: text/event-stream: the job, then its answer
+
+sub post_stream {
+    my ($who, $body) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $t->{port}, Proto => 'tcp')
+        or die "connect: $!";
+    print $s "POST /api/ask HTTP/1.0\r\nHost: localhost\r\n"
+             . ($who ? "Authorization: Bearer " . token($who) . "\r\n" : '')
+             . "Accept: text/event-stream\r\n"
+             . "Content-Type: application/json\r\n"
+             . "Content-Length: " . length($body) . "\r\n\r\n$body";
+    return $s;
+}
+
+$mock->set(chunk_ms => 100);
+my $pq = 'Is a streamed ask answered as it is written?';
+$s = post_stream('carol', $json->encode({ query => $pq }));
+my ($ph, $pev) = read_stream($s, 15);
+like($ph, qr{^HTTP/1\.\d 200}, 'POST with Accept: text/event-stream: 200');
+like($ph, qr{content-type: text/event-stream}i, '... a stream');
+my @pe = grep { !$_->{comment} } map { parse($_->[1]) } @$pev;
+is($pe[0]{event}, 'job', '... "job" first');
+my $pj = decode_json($pe[0]{data});
+like($pj->{jobId} // '', qr/^[0-9a-f-]{36}$/, '... with the job id');
+like($pj->{chatId} // '', qr/^[0-9a-f-]{36}$/, '... and the chat id');
+my $ptext = join '', map { decode_json($_->{data})->{text} }
+                     grep { $_->{event} eq 'delta' } @pe;
+is($ptext, "Mock answer to: $pq", '... then the pieces of the answer');
+is($pe[-1]{event}, 'done', '... and "done"');
+is($t->psql("SELECT content FROM chat_messages WHERE job_id = "
+            . "'$pj->{jobId}' AND role = 'assistant'"), $ptext,
+   '... the stored answer');
+
+$s = post_stream('dave', $json->encode({ query => "  $pq " }));
+my (undef, $hev) = read_stream($s, 5);
+my @he = map { parse($_->[1]) } @$hev;
+is(join(' ', map { $_->{event} } @he), 'job delta done',
+   'a cache hit: "job", the whole answer at once, "done"');
+is(decode_json($he[0]{data})->{source}, 'cache', '... from the cache');
+is(decode_json($he[1]{data})->{text}, $ptext, '... the same answer');
+is(decode_json($he[2]{data})->{answer}, $ptext, '... in "done" too');
+
+$s = post_stream('carol', '{"query":""}');
+my ($vh) = read_stream($s, 3);
+like($vh, qr{^HTTP/1\.\d 400}, 'a bad body: 400, before any stream');
+like($vh, qr{content-type: application/json}i, '... JSON');
+$s = post_stream(undef, $json->encode({ query => $pq }));
+my ($uh) = read_stream($s, 3);
+like($uh, qr{^HTTP/1\.\d 401}, 'no token: 401, before any stream');
 
 # clients that leave mid-stream free what they held
 
