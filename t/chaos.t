@@ -564,8 +564,8 @@ cmp_ok(scalar @hits, '>=', 20, 'at least 20 cache hits');
     my @p503 = grep { $_->{m} eq 'POST' && $_->{st} == 503 } @resp;
     my ($early, $late) = (0, 0);
     for my $id (@untold) {
-        (my $h = substr($id, 0, 13)) =~ s/-//;
-        my $at = hex($h) / 1000;
+        my $at = (hex(substr($id, 0, 8)) * 65536
+                  + hex(substr($id, 9, 4))) / 1000;
         my ($r) = grep { $_->{t0} <= $at + 0.002
                          && $at <= $_->{t0} + $_->{dur} } @p503;
         my @in = map { $_->[0] } grep { $at >= $_->[1] - 1 && $at <= $_->[2] }
