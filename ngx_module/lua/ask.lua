@@ -26,9 +26,10 @@
 -- verified ("chat"), records max, deadline ms (optional).
 -- Returns {outcome, gen, cached|leader}.
 --
--- The deadline is when nginx stops waiting for this reply and answers
--- 503 (ragnx_redis_timeout; the command stays queued in hiredis).  A
--- script Redis runs after it (a Redis stopped, or too busy, with the
+-- The deadline comes before nginx stops waiting for this reply and
+-- answers 503 (ragnx_redis_timeout, less a margin for the reply's way
+-- back; the command stays queued in hiredis).  A script Redis runs after
+-- it (a Redis stopped, or too busy, with the
 -- command in its socket buffer) does nothing and answers "late": the
 -- asker was told that nothing happened, so nothing may.  Compared with
 -- Redis's clock, so nginx's and Redis's hosts keep their clocks within
