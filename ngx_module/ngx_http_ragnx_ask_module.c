@@ -633,13 +633,15 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf)
 {
     u_char                      *key, *chat, *p;
-    size_t                       lens[18];
+    size_t                       lens[19];
     ngx_int_t                    rc;
-    const char                  *argv[18];
+    const char                  *argv[19];
+    ngx_msec_t                   budget;
     ngx_time_t                  *tp;
     ngx_http_ragnx_redis_srv_t  *srv;
     u_char                       now[NGX_INT64_LEN], max[NGX_INT_T_LEN],
-                                 ttl[NGX_TIME_T_LEN], rmax[NGX_INT_T_LEN];
+                                 ttl[NGX_TIME_T_LEN], rmax[NGX_INT_T_LEN],
+                                 deadline[NGX_INT64_LEN];
 
     key = ngx_pnalloc(r->pool, sizeof(RAGNX_KEY_JOB) - 1 + RAGNX_UUID_LEN
                                + sizeof(RAGNX_KEY_CHAT) - 1 + RAGNX_UUID_LEN);
@@ -705,11 +707,27 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     srv = (ctx->step == NGX_HTTP_RAGNX_ASK_LOOKUP) ? alcf->cache
                                                   : alcf->queue;
 
+    /*
+     * The script does nothing when Redis runs it too late for its reply
+     * to find this request waiting: by then nginx may have answered 503
+     * (a Redis stopped with the command in its buffer), and a 503 must
+     * mean that nothing was asked.  A quarter of the wait, at most
+     * 100 ms, is left for the reply to reach this worker.
+     */
+
+    budget = ngx_http_ragnx_redis_timeout(srv);
+    budget -= ngx_min(budget / 4, 100);
+
+    argv[18] = (const char *) deadline;
+    lens[18] = ngx_sprintf(deadline, "%uL", (uint64_t) tp->sec * 1000
+                                           + tp->msec + budget)
+               - deadline;
+
     ctx->wait.reply = ngx_http_ragnx_ask_script_reply;
     ctx->wait.resume = ngx_http_ragnx_ask_script_resume;
 
     rc = ngx_http_ragnx_redis_eval(r, &ctx->wait, srv,
-                                   ngx_http_ragnx_ask_script_index, 18, argv,
+                                   ngx_http_ragnx_ask_script_index, 19, argv,
                                    lens);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -782,6 +800,20 @@ ngx_http_ragnx_ask_script_resume(ngx_http_request_t *r)
                    "ragnx ask: job %V, outcome \"%V\", step \"%s\"",
                    &ctx->job_id, &ctx->outcome,
                    ngx_http_ragnx_ask_modes[ctx->step]);
+
+    if (ctx->outcome.len == 4
+        && ngx_strncmp(ctx->outcome.data, "late", 4) == 0)
+    {
+        /* Redis was stalled, or its clock is ahead of nginx's */
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "ragnx ask: redis ran the ask script after its "
+                      "deadline, nothing done (redis stalled, or its "
+                      "clock ahead of nginx's)");
+        rc = ngx_http_ragnx_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "cache unavailable", NULL);
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
 
     if (ctx->step == NGX_HTTP_RAGNX_ASK_CHAT) {
 

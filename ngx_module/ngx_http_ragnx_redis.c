@@ -133,6 +133,7 @@ static void ngx_http_ragnx_redis_load_scripts(
 static void ngx_http_ragnx_redis_reply(redisAsyncContext *ac, void *reply,
     void *privdata);
 static void ngx_http_ragnx_redis_cmd_timeout(ngx_event_t *ev);
+static ngx_int_t ngx_http_ragnx_redis_unread(ngx_http_ragnx_redis_conn_t *rc);
 static void ngx_http_ragnx_redis_wait_done(ngx_http_ragnx_redis_wait_t *w,
     redisReply *reply, ngx_int_t rc);
 static void ngx_http_ragnx_redis_wait_handler(ngx_event_t *ev);
@@ -1172,17 +1173,31 @@ ngx_http_ragnx_redis_cmd_timeout(ngx_event_t *ev)
      * The command stays queued in hiredis and its late reply is dropped.
      * A server that has answered nothing for three timeouts is presumed
      * gone (stopped, partitioned): drop the connection and reconnect.
-     * This frees cmd, so it comes last.
+     * Not when replies wait unread in the socket (a server that resumed
+     * while this worker was busy, the timer's turn before the read's):
+     * the commands they answer were carried out, and their requests get
+     * those replies, not a 503.  This frees cmd, so it comes last.
      */
 
     if (rc->ac
-        && ngx_current_msec - rc->last_read >= 3 * rc->srv->timeout)
+        && ngx_current_msec - rc->last_read >= 3 * rc->srv->timeout
+        && !ngx_http_ragnx_redis_unread(rc))
     {
         ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                       "ragnx redis \"%V\" not answering, reconnecting",
                       &rc->srv->name);
         redisAsyncFree(rc->ac);
     }
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_redis_unread(ngx_http_ragnx_redis_conn_t *rc)
+{
+    u_char  b;
+
+    return rc->c != NULL
+           && recv(rc->c->fd, &b, 1, MSG_PEEK|MSG_DONTWAIT) == 1;
 }
 
 

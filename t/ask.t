@@ -513,6 +513,16 @@ ok($took >= 0.25 && $took < 1, "after the 300 ms timeout ($took s)");
 ($fast, $times) = $t->responsive('/static', 0.05);
 ok($fast, "Redis stopped: nginx answers in < 50 ms ($times)");
 $t->signal('redis', 'CONT');
+# the script reached Redis after nginx had answered 503: it did nothing,
+# since a 503 tells the client that nothing was asked
+{
+    my $deadline = time + 5;
+    sleep 0.02 while time < $deadline && $t->redis('PING') ne 'PONG';
+    sleep 0.1;
+    unlike($t->redis('XRANGE', '{ragnx}:jobs', '-', '+'),
+           qr/redis is stopped/, 'Redis SIGSTOPped: the question answered '
+                                 . '503 was not enqueued');
+}
 
 # clients that go away while their reply is pending: Redis is stopped
 # while 100 clients send a question and leave, so their commands wait for

@@ -23,8 +23,17 @@
 -- KEYS: gen, jobs stream, job hash, chat, records stream.
 -- ARGV: digest, job id, payload, owner, chatId, now ms, queue max, job
 -- ttl s, mode, gen ('' when unknown), cached value ("enqueue") or
--- verified ("chat"), records max.
+-- verified ("chat"), records max, deadline ms (optional).
 -- Returns {outcome, gen, cached|leader}.
+--
+-- The deadline comes before nginx stops waiting for this reply and
+-- answers 503 (ragnx_redis_timeout, less a margin for the reply's way
+-- back; the command stays queued in hiredis).  A script Redis runs after
+-- it (a Redis stopped, or too busy, with the
+-- command in its socket buffer) does nothing and answers "late": the
+-- asker was told that nothing happened, so nothing may.  Compared with
+-- Redis's clock, so nginx's and Redis's hosts keep their clocks within
+-- a fraction of ragnx_redis_timeout of each other (NTP).
 --
 -- The payload (ragnx_job.h) is immutable: it goes into the stream entry,
 -- or a follower's hash, as the module wrote it, with the generation (a
@@ -50,6 +59,14 @@
 -- stream, which ragnx_ask_queue_max bounds, is what keeps it, and every
 -- way the pool ends a job sets the retention.  A follower's hash and list
 -- are not in the stream: they expire after ragnx_ask_job_ttl.
+if ARGV[13] and ARGV[13] ~= '' then
+  local now = redis.call('TIME')
+  if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+     > tonumber(ARGV[13])
+  then
+    return {'late', '', ''}
+  end
+end
 local mode, gen, cached, p = ARGV[9], ARGV[10], false, ARGV[3]
 local chat = mode == 'chat'
 if chat then

@@ -6,8 +6,15 @@ package Ragnx::MockLLM;
 # completions (POST .../chat/completions).  Behaviour is set over HTTP:
 #
 #   POST /_mock {"delay_ms":N, "chunk_ms":N, "default":MODE,
-#                "script":[MODE, ...]}
+#                "script":[MODE, ...], "delay_max_ms":M}
 #   GET  /_mock  -> {"requests":N, "last":{"path","headers","body"}}
+#   GET  /_mock/questions -> {"<question>": [time, ...], ...}
+#
+# With delay_max_ms above delay_ms, each request waits a random time
+# between the two (uniform).  /_mock/questions lists, for every question
+# the mock was asked (the text after "Question: " in the last message),
+# when each request for it arrived (epoch seconds): how many times the
+# LLM was asked for one job.
 #
 # Each LLM request takes the next MODE of the script, else the default:
 # ok, 500, 400, 401 and 403 (the key refused), 429:<retry-after
@@ -98,8 +105,9 @@ sub stats {
 sub serve {
     my ($ls, %a) = @_;
     my %st = (delay_ms => $a{delay_ms} || 0, chunk_ms => 0,
-              default => 'ok', script => [],
-              requests => 0, last => {}, fixed => $a{fixed});
+              delay_max_ms => $a{delay_max_ms} || 0, default => 'ok',
+              script => [], requests => 0, last => {}, fixed => $a{fixed},
+              questions => {});
     my $rsel = IO::Select->new($ls);
     my %c;      # fileno -> { s, in, out, due, resp }
     my $json = JSON::PP->new->canonical;
@@ -197,10 +205,14 @@ sub handle {
 
     $k->{close} = 1 if ($h{connection} || '') =~ /close/i;
 
+    if ($path eq '/_mock/questions') {
+        $k->{out} .= response(200, $json->encode($st->{questions}));
+        return;
+    }
     if ($path eq '/_mock') {
         if ($method eq 'POST') {
             my $c = eval { decode_json($body) } || {};
-            for (qw(delay_ms chunk_ms default script)) {
+            for (qw(delay_ms chunk_ms delay_max_ms default script)) {
                 $st->{$_} = $c->{$_} if exists $c->{$_};
             }
         }
@@ -215,7 +227,10 @@ sub handle {
     $st->{last} = { path => $path, headers => \%h, body => $body };
     my $mode = @{ $st->{script} } ? shift @{ $st->{script} }
                                   : $st->{default};
-    my $due = time + $st->{delay_ms} / 1000;
+    my $delay = $st->{delay_ms};
+    $delay += rand($st->{delay_max_ms} - $delay)
+        if $st->{delay_max_ms} > $delay;
+    my $due = time + $delay / 1000;
 
     if ($mode eq 'hang') {
         $k->{hang} = 1;
@@ -241,6 +256,7 @@ sub handle {
         $last = '' unless defined $last && !ref $last;
         my ($q) = $last =~ /Question: (.*)\z/s;
         $q = $last unless defined $q;
+        push @{ $st->{questions}{$q} }, time unless $st->{fixed};
         my $answer = "Mock answer to: $q";
         if ($mode eq 'echo') {
             my @turns = map { $_->{content} } @$msgs[0 .. $#$msgs - 1];
