@@ -244,6 +244,8 @@ static void ngx_http_ragnx_ask_unlink_events(
     ngx_http_ragnx_ask_events_ctx_t *ctx);
 static void ngx_http_ragnx_ask_wait_timeout(ngx_event_t *ev);
 static void ngx_http_ragnx_ask_wait_event(ngx_event_t *ev);
+static void ngx_http_ragnx_ask_waiter_unlink(ngx_http_ragnx_ask_waiter_t *w,
+    ngx_event_t *timer);
 static void ngx_http_ragnx_ask_unlink(ngx_http_ragnx_ask_status_ctx_t *ctx);
 static void ngx_http_ragnx_ask_wait_cleanup(void *data);
 
@@ -1877,21 +1879,31 @@ ngx_http_ragnx_ask_wait_event(ngx_event_t *ev)
 }
 
 
+/* a waiter out of the table, its timer stopped, its posted read dropped */
+
+static void
+ngx_http_ragnx_ask_waiter_unlink(ngx_http_ragnx_ask_waiter_t *w,
+    ngx_event_t *timer)
+{
+    if (w->linked) {
+        ngx_rbtree_delete(&ngx_http_ragnx_ask_waiting, &w->node.node);
+        w->linked = 0;
+    }
+
+    if (timer->timer_set) {
+        ngx_del_timer(timer);
+    }
+
+    if (w->event.posted) {
+        ngx_delete_posted_event(&w->event);
+    }
+}
+
+
 static void
 ngx_http_ragnx_ask_unlink(ngx_http_ragnx_ask_status_ctx_t *ctx)
 {
-    if (ctx->w.linked) {
-        ngx_rbtree_delete(&ngx_http_ragnx_ask_waiting, &ctx->w.node.node);
-        ctx->w.linked = 0;
-    }
-
-    if (ctx->timer.timer_set) {
-        ngx_del_timer(&ctx->timer);
-    }
-
-    if (ctx->w.event.posted) {
-        ngx_delete_posted_event(&ctx->w.event);
-    }
+    ngx_http_ragnx_ask_waiter_unlink(&ctx->w, &ctx->timer);
 }
 
 
@@ -2640,18 +2652,7 @@ ngx_http_ragnx_ask_events_error(ngx_http_request_t *r)
 static void
 ngx_http_ragnx_ask_unlink_events(ngx_http_ragnx_ask_events_ctx_t *ctx)
 {
-    if (ctx->w.linked) {
-        ngx_rbtree_delete(&ngx_http_ragnx_ask_waiting, &ctx->w.node.node);
-        ctx->w.linked = 0;
-    }
-
-    if (ctx->ping.timer_set) {
-        ngx_del_timer(&ctx->ping);
-    }
-
-    if (ctx->w.event.posted) {
-        ngx_delete_posted_event(&ctx->w.event);
-    }
+    ngx_http_ragnx_ask_waiter_unlink(&ctx->w, &ctx->ping);
 }
 
 
