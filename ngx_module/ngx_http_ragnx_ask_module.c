@@ -239,6 +239,8 @@ static ngx_int_t ngx_http_ragnx_ask_events_headers(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ragnx_ask_stream(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
 static ngx_uint_t ngx_http_ragnx_ask_wants_events(ngx_http_request_t *r);
+static ngx_table_elt_t *ngx_http_ragnx_ask_header_in(ngx_http_request_t *r,
+    const char *name);
 static ngx_chain_t *ngx_http_ragnx_ask_events_error(ngx_http_request_t *r);
 static void ngx_http_ragnx_ask_unlink_events(
     ngx_http_ragnx_ask_events_ctx_t *ctx);
@@ -1923,8 +1925,6 @@ ngx_http_ragnx_ask_events(ngx_http_request_t *r,
 {
     u_char                           *p;
     ngx_str_t                         id, sub, *last;
-    ngx_uint_t                        i;
-    ngx_list_part_t                  *part;
     ngx_table_elt_t                  *h;
     ngx_http_ragnx_ask_events_ctx_t  *ctx;
 
@@ -1965,28 +1965,8 @@ ngx_http_ragnx_ask_events(ngx_http_request_t *r,
 
     /* resumed after the last event the client has: "<ms>-<seq>" */
 
-    last = NULL;
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof("Last-Event-ID") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Last-Event-ID",
-                               h[i].key.len) == 0)
-        {
-            last = &h[i].value;
-        }
-    }
+    h = ngx_http_ragnx_ask_header_in(r, "Last-Event-ID");
+    last = h ? &h->value : NULL;
 
     if (last) {
         p = last->data;
@@ -2024,17 +2004,37 @@ ngx_http_ragnx_ask_events(ngx_http_request_t *r,
 static ngx_uint_t
 ngx_http_ragnx_ask_wants_events(ngx_http_request_t *r)
 {
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
+    h = ngx_http_ragnx_ask_header_in(r, "Accept");
+
+    return h && ngx_strlcasestrn(h->value.data,
+                                 h->value.data + h->value.len,
+                                 (u_char *) "text/event-stream",
+                                 sizeof("text/event-stream") - 2)
+                != NULL;
+}
+
+
+/* a request header nginx does not keep a pointer to: the last one named */
+
+static ngx_table_elt_t *
+ngx_http_ragnx_ask_header_in(ngx_http_request_t *r, const char *name)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *found;
+
+    len = ngx_strlen(name);
+    found = NULL;
     part = &r->headers_in.headers.part;
     h = part->elts;
 
     for (i = 0; /* void */ ; i++) {
         if (i >= part->nelts) {
             if (part->next == NULL) {
-                return 0;
+                return found;
             }
 
             part = part->next;
@@ -2042,16 +2042,10 @@ ngx_http_ragnx_ask_wants_events(ngx_http_request_t *r)
             i = 0;
         }
 
-        if (h[i].key.len == sizeof("Accept") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Accept",
-                               h[i].key.len) == 0
-            && ngx_strlcasestrn(h[i].value.data,
-                                h[i].value.data + h[i].value.len,
-                                (u_char *) "text/event-stream",
-                                sizeof("text/event-stream") - 2)
-               != NULL)
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
         {
-            return 1;
+            found = &h[i];
         }
     }
 }
