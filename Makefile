@@ -117,7 +117,8 @@ $(ABS_BUILD)/unit/%: t/unit/%.c $(SHARED_SRCS) $(wildcard shared/*.h)
 test: deps
 	$(MAKE) all fuzz-build
 	$(MAKE) lint
-	RAGNX_MODULE=$(MODULE) RAGNX_BUILD=$(ABS_BUILD) ./scripts/prove
+	RAGNX_MODULE=$(MODULE) RAGNX_BUILD=$(ABS_BUILD) RAGNX_REQUIRE_BROWSER=1 \
+	    ./scripts/prove
 
 # The same suite with the module built under ASan + UBSan.  The distro
 # nginx is not instrumented, so the sanitizer runtimes are preloaded; the
@@ -125,7 +126,8 @@ test: deps
 test-asan: deps
 	$(MAKE) BUILD=build-asan SAN=1 all fuzz-build
 	RAGNX_MODULE=$(abspath build-asan)/nginx/objs/ngx_http_ragnx_module.so \
-	RAGNX_BUILD=$(abspath build-asan) RAGNX_SANITIZE=1 ./scripts/prove
+	RAGNX_BUILD=$(abspath build-asan) RAGNX_SANITIZE=1 \
+	RAGNX_REQUIRE_BROWSER=1 ./scripts/prove
 
 # The module built against nginx configured --with-debug, in its own build
 # directory, and t/debug.t run with its error_log at "debug": the
@@ -205,7 +207,10 @@ fuzz: deps fuzz-build
 	RAGNX_BUILD=$(ABS_BUILD) ./scripts/fuzz $(FUZZ_TIME) $(FUZZ_RUNS) \
 	    $(patsubst t/fuzz/fuzz_%.c,%,$(FUZZ_SRCS))
 
-run: deps
+# the page's address first, before the output of installing and building
+run:
+	@echo "ragnx: the chat page will be at http://127.0.0.1:$${PORT:-8080}/"
+	@./scripts/deps
 	$(MAKE) all
 	./scripts/run
 

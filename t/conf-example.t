@@ -89,6 +89,8 @@ sub example {
     is(subst(\$c, qr{ragnx_validate_schema /usr/share/ragnx/schemas/},
              sub { "ragnx_validate_schema $root/schemas/" },
              'schemas'), 3, 'three schemas');
+    subst(\$c, qr{root      /usr/share/ragnx/web;},
+          sub { "root $root/web;" }, 'the page\'s root');
     subst(\$c, qr{^(\s*ragnx_redis) 127\.0\.0\.1:6379 }m,
           sub { "$1 127.0.0.1:$redis_port " }, 'ragnx_redis');
     subst(\$c, qr{ user=ragnx-nginx password_file=/etc/ragnx/redis-nginx\.password;},
@@ -221,6 +223,37 @@ my $job = '6f1c1e2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b';
     $r = $t->request('GET', '/no/such/path');
     json_error($r, 404, 'Not found', 'unknown path');
     security_headers($r, '404 page');
+
+    # the chat page: its files with their types and headers of its own
+    $r = $t->request('GET', '/');
+    is($r->{status}, 200, 'the page: 200');
+    like($r->{headers}{'content-type'} // '', qr{^text/html; charset=utf-8},
+         'the page: text/html');
+    like($r->{body}, qr{<script type="module" src="js/app\.js"></script>},
+         'the page: index.html');
+    my $csp = $r->{headers}{'content-security-policy'} // '';
+    like($csp, qr{^default-src 'self';}, 'the page: CSP default-src \'self\'');
+    like($csp, qr{frame-ancestors 'none'}, 'the page: CSP frame-ancestors');
+    unlike($csp, qr{unsafe}, 'the page: CSP allows nothing unsafe');
+    is($r->{headers}{'x-content-type-options'}, 'nosniff',
+       'the page: nosniff');
+    is($r->{headers}{'referrer-policy'}, 'no-referrer',
+       'the page: Referrer-Policy');
+    is($r->{headers}{'x-frame-options'}, 'DENY', 'the page: X-Frame-Options');
+    like($r->{headers}{'x-request-id'} // '', qr/^[0-9a-f]{32}$/,
+         'the page: X-Request-Id');
+    for (['/js/app.js', 'text/javascript'], ['/app.css', 'text/css'],
+         ['/favicon.svg', 'image/svg+xml'])
+    {
+        my ($path, $type) = @$_;
+        $r = $t->request('GET', $path);
+        is($r->{status}, 200, "$path: 200");
+        like($r->{headers}{'content-type'} // '', qr{^\Q$type\E},
+             "$path: $type");
+        is($r->{headers}{'content-security-policy'}, $csp, "$path: the CSP");
+    }
+    $r = $t->request('GET', '/api/no/such/path');
+    json_error($r, 404, 'Not found', 'unknown API path');
 
     $r = $t->request('DELETE', '/health');
     json_error($r, 405, 'Method not allowed', 'DELETE /health');
