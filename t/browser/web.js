@@ -337,7 +337,8 @@ async function main() {
                     await apiAsk(page, 'Which one fills it up to the top?')];
         await fill(page, '#question', 'Is there room for one more?');
         await page.keyboard.press('Enter');
-        check(await waitText(page, '#ask-error', /queue full.*Try again in \d+ s/),
+        check(await waitText(page, '#ask-error',
+                             /queue full.*Try again in \d+ s/),
               'a full queue: 503 and its Retry-After shown',
               { queued: st, shown: await text(page, '#ask-error') });
         await mock({ delay_ms: 0 });
