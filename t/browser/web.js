@@ -45,6 +45,14 @@ async function waitText(page, sel, re) {
     }
 }
 
+// whether the element with this id gets the focus (within the bound)
+async function focused(page, id) {
+    return page.waitForFunction((i) => document.activeElement
+                                       && document.activeElement.id === i,
+                                { timeout: WAIT }, id)
+        .then(() => true, () => false);
+}
+
 async function mock(settings) {
     const r = await fetch(`${MOCK}/_mock`, {
         method: 'POST', body: JSON.stringify(settings) });
@@ -116,6 +124,34 @@ async function main() {
         const title = await page.title();
         check(title === 'ragnx', 'the page\'s title', title);
 
+        // the page's event parser: CRLF and a character split across
+        // reads, comments skipped, data lines joined
+        const parsed = await page.evaluate(async () => {
+            const { events } = await import('/js/sse.js');
+            const enc = new TextEncoder();
+            const all = enc.encode(': ping\r\n\r\nevent: delta\r\n'
+                + 'id: 1-0\r\ndata: {"text":"d\u00e9j\u00e0"}\r\n\r\n'
+                + 'data: x\ndata:y\n\n');
+            const cuts = [7, 8, 23, 50, 57, 59, all.length];
+            const body = new ReadableStream({ start(c) {
+                let from = 0;
+                for (const to of cuts) {
+                    c.enqueue(all.slice(from, to));
+                    from = to;
+                }
+                c.close();
+            } });
+            const out = [];
+            for await (const e of events(body)) {
+                out.push(e);
+            }
+            return out;
+        });
+        check(JSON.stringify(parsed) === JSON.stringify([
+            { event: 'delta', data: '{"text":"d\u00e9j\u00e0"}', id: '1-0' },
+            { event: 'message', data: 'x\ny', id: null }]),
+              'the event parser: CRLF, split characters, comments', parsed);
+
         await fill(page, '#register-email', 'not-an-email');
         await fill(page, '#register-password', 'short');
         await submitWith(page, '#register-name');
@@ -127,8 +163,7 @@ async function main() {
         check(await page.$eval('#register-email',
                                (e) => e.getAttribute('aria-invalid'))
               === 'true', '... the email field marked invalid');
-        check(await page.evaluate(() => document.activeElement.id)
-              === 'register-email', '... and focused');
+        check(await focused(page, 'register-email'), '... and focused');
 
         const email = `web-${Date.now()}@example.com`;
         const password = 'correct horse battery';
@@ -139,8 +174,8 @@ async function main() {
         check(await waitText(page, '#whoami', new RegExp(email)),
               'registered: signed in, the user shown',
               await text(page, '#whoami'));
-        check(await page.evaluate(() => document.activeElement.id)
-              === 'question', '... the question field focused');
+        check(await focused(page, 'question'),
+              '... the question field focused');
 
         // ---- ask: the answer streams in ----------------------------------
 
@@ -214,20 +249,22 @@ async function main() {
         await page.focus('#question');
         await page.keyboard.type(q2);
         await page.keyboard.press('Enter');
-        check(await waitText(page,
-            '#messages .message.assistant:last-child .sources', /Sources/),
-              'asked in the same chat: answered');
-        check((await page.$$('#messages .message')).length === 4,
-              '... four messages in the chat');
+        const four = await page.waitForFunction(() => {
+            const m = document.querySelectorAll('#messages .message');
+            return m.length === 4 && m[3].querySelector('.sources');
+        }, { timeout: WAIT }).then(() => true, () => false);
+        check(four, 'asked in the same chat: answered, four messages',
+              await page.$$eval('#messages .message',
+                                (l) => l.map((e) => e.textContent)));
         check(await page.evaluate(() => location.hash) === chatA,
               '... still the same chat');
 
         // ---- the first question again in a new chat: the cache -----------
 
         await page.click('#new-chat');
-        check(await page.evaluate(() => document.activeElement.id)
-              === 'question' && (await page.$$('#messages .message'))
-              .length === 0, 'a new chat: empty, the question focused');
+        check(await focused(page, 'question')
+              && (await page.$$('#messages .message')).length === 0,
+              'a new chat: empty, the question focused');
         await page.keyboard.type(q1);
         await page.keyboard.press('Enter');
         check(await waitText(page,
@@ -276,8 +313,8 @@ async function main() {
               'opened: the history, oldest first', msgs);
         check(msgs.length === 4 && msgs[1].sources > 0,
               '... with the answers\' sources', msgs);
-        check(await page.evaluate(() => document.activeElement.id)
-              === 'chat-title', '... the chat\'s title focused');
+        check(await focused(page, 'chat-title'),
+              '... the chat\'s title focused');
         check(await page.$eval('#chat-list [aria-current="true"]',
                                (b) => b.dataset.chatId)
               .catch(() => null) === chatA.slice(6),

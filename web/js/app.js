@@ -44,7 +44,7 @@ function describe(e) {
                + 'try again.';
     }
     if (e.status === 429) {
-        return `Too many requests (${e.message}).${retryText(e)}`;
+        return `Too many requests.${retryText(e)}`;
     }
     if (e.status === 503) {
         return `The service is busy (${e.message}).${retryText(e)}`;
