@@ -256,6 +256,9 @@ async function main() {
         check(four, 'asked in the same chat: answered, four messages',
               await page.$$eval('#messages .message',
                                 (l) => l.map((e) => e.textContent)));
+        if (SHOTS) {
+            await page.screenshot({ path: path.join(SHOTS, 'web-1280.png') });
+        }
         check(await page.evaluate(() => location.hash) === chatA,
               '... still the same chat');
 
@@ -328,11 +331,8 @@ async function main() {
         });
         check(!/^none/.test(outline), 'keyboard focus is visible', outline);
 
-        // ---- screenshots: wide and narrow ----------------------------------
+        // ---- narrow: a phone's width -------------------------------------
 
-        if (SHOTS) {
-            await page.screenshot({ path: path.join(SHOTS, 'web-1280.png') });
-        }
         await page.setViewport({ width: 360, height: 780 });
         const over = await page.evaluate(() =>
             document.documentElement.scrollWidth);
