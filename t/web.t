@@ -9,8 +9,8 @@
 # queue's Retry-After next to the question, older chats, log out and in,
 # a refused token, and never a CSP violation.  Screenshots at 1280 and
 # 360 px go to the test directory, and to $RAGNX_SCREENSHOTS when set.
-# Also here, without a browser: the page's headers and that web/ holds
-# nothing inline for the CSP to refuse.
+# Also the page's headers, and web/'s files read for anything inline
+# the CSP would refuse.
 
 use strict;
 use warnings;
