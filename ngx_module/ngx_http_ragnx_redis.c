@@ -74,6 +74,7 @@ struct ngx_http_ragnx_redis_conn_s {
     ngx_uint_t                     state;
     ngx_log_t                     *log;
     ngx_http_ragnx_redis_sub_t    *sub;        /* a subscriber, or NULL */
+    ngx_http_ragnx_redis_cmd_t    *expiring;   /* timed out, reading first */
 };
 
 
@@ -1137,6 +1138,10 @@ ngx_http_ragnx_redis_reply(redisAsyncContext *ac, void *reply,
         cmd->done(cmd->data, rr);
     }
 
+    if (rc->expiring == cmd) {
+        rc->expiring = NULL;
+    }
+
     ngx_free(cmd);
 }
 
@@ -1144,11 +1149,35 @@ ngx_http_ragnx_redis_reply(redisAsyncContext *ac, void *reply,
 static void
 ngx_http_ragnx_redis_cmd_timeout(ngx_event_t *ev)
 {
+    ngx_uint_t                    n;
     ngx_http_ragnx_redis_cmd_t   *cmd;
     ngx_http_ragnx_redis_conn_t  *rc;
 
     cmd = ev->data;
     rc = cmd->conn;
+
+    /*
+     * Replies waiting unread in the socket (this worker was busy, and the
+     * timer's turn came before the read's) may hold this command's: read
+     * them first.  A script Redis ran before its deadline has written what
+     * it wrote, and its request gets that reply, not a 503.  Bounded: 64
+     * reads of hiredis's 16 KiB.  cmd is freed if its reply comes.
+     */
+
+    rc->expiring = cmd;
+
+    for (n = 0;
+         n < 64 && rc->expiring && rc->ac && ngx_http_ragnx_redis_unread(rc);
+         n++)
+    {
+        redisAsyncHandleRead(rc->ac);
+    }
+
+    if (rc->expiring == NULL) {
+        return;
+    }
+
+    rc->expiring = NULL;
 
     ngx_http_ragnx_metrics_count(redis_timeouts[rc->srv->role]);
 
