@@ -78,6 +78,9 @@ my %ops = (
     'get /api/chats/{chatId}/messages' => [200, 400, 401, 404, 405, 500, 502,
                                            503, 504],
 );
+# and the CORS preflight on each, as nginx answers it (or not, without
+# ragnx_cors_origins)
+$ops{"options " . (split ' ', $_)[1]} = [204, 401, 403, 405] for keys %ops;
 my %have;
 for my $p (keys %{ $doc->{paths} }) {
     for my $m (keys %{ $doc->{paths}{$p} }) {
@@ -246,6 +249,13 @@ checks('a body on HEAD is not looked at', HEAD => '/api/chats',
 checks('metrics as text', GET => '/metrics',
        res(200, { 'Content-Type' => 'text/plain; version=0.0.4; charset=utf-8' },
            "ragnx_up 1\n"));
+
+checks('a preflight as documented', OPTIONS => '/api/ask',
+       res(204, { 'Access-Control-Allow-Origin' => 'https://app.example.com',
+                  'Access-Control-Allow-Methods' => 'GET, HEAD, POST' }, ''));
+checks('a preflight without Allow-Origin', OPTIONS => '/api/ask',
+       res(204, { 'Access-Control-Allow-Methods' => 'GET, HEAD, POST' }, ''),
+       qr/access-control-allow-origin is missing/);
 
 my %sh = ('Content-Type' => 'text/event-stream', 'Cache-Control' => 'no-cache',
           'X-Accel-Buffering' => 'no');
