@@ -277,6 +277,10 @@ checks('a restart whose attempt is text', GET => "/api/ask/$uuid/events",
 checks('X-Accel-Buffering: yes', GET => "/api/ask/$uuid/events",
        res(200, { %sh, 'X-Accel-Buffering' => 'yes' }, ''),
        qr/x-accel-buffering/);
+checks('a stream without X-Accel-Buffering', GET => "/api/ask/$uuid/events",
+       res(200, { 'Content-Type' => 'text/event-stream',
+                  'Cache-Control' => 'no-cache' }, ''),
+       qr/x-accel-buffering is missing/);
 ok(!defined $api->match_path('/api/ask/a/b/c'), 'a path not documented');
 ok(!eval { $api->validate({ minContains => 1 }, [], ''); 1 }
    && $@ =~ /unsupported JSON Schema keyword "minContains"/,
