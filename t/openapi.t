@@ -124,7 +124,8 @@ like($out, qr/^valid: ragnx .*OpenAPI 3\.1\.0, 11 paths/, '... all 11 paths');
 
 {
     my $example = slurp("$root/nginx.conf.example");
-    my ($loc) = $example =~ /^( *location = \/api\/openapi\.json \{\n.*?^ *\}\n)/ms;
+    my ($loc) = $example
+        =~ /^( *location = \/api\/openapi\.json \{\n.*?^ *\}\n)/ms;
     ok($loc, 'nginx.conf.example: the location of /api/openapi.json');
     $loc //= '';
     is(($loc =~ s{alias /usr/share/ragnx/openapi\.json;}
@@ -247,7 +248,8 @@ checks('an undocumented method answered 200', DELETE => '/api/chats',
 checks('a body on HEAD is not looked at', HEAD => '/api/chats',
        res(200, \%jh, ''));
 checks('metrics as text', GET => '/metrics',
-       res(200, { 'Content-Type' => 'text/plain; version=0.0.4; charset=utf-8' },
+       res(200, { 'Content-Type'
+                      => 'text/plain; version=0.0.4; charset=utf-8' },
            "ragnx_up 1\n"));
 
 checks('a preflight as documented', OPTIONS => '/api/ask',

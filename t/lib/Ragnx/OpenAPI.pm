@@ -22,6 +22,7 @@ use Cwd qw(abs_path);
 use File::Basename qw(dirname);
 use JSON::PP ();
 use Test::More ();
+use Ragnx::Test ();
 
 my $ROOT = abs_path(dirname(__FILE__) . '/../../..');
 
@@ -38,7 +39,8 @@ sub new {
     my @paths;
     for my $p (keys %{ $doc->{paths} }) {
         my @names;
-        (my $re = quotemeta $p) =~ s/\\\{(\w+)\\\}/push @names, $1; '([^\/]+)'/ge;
+        (my $re = quotemeta $p)
+            =~ s/\\\{(\w+)\\\}/push @names, $1; '([^\/]+)'/ge;
         push @paths, { path => $p, re => qr/^$re\z/, names => \@names };
     }
     return bless { doc => $doc, file => $file, paths => \@paths,
