@@ -45,8 +45,8 @@ WORKER_CFLAGS = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -pthread -Ishared \
 WORKER_LIBS = -lhiredis -lpq -lcurl -ljansson -ljwt -lsodium -lcrypto -pthread
 
 .PHONY: all module unit worker test test-asan test-debug lint run reset deps \
-        clean bench bench-pool bench-stack mutate fuzz fuzz-build image \
-        test-image
+        openapi clean bench bench-pool bench-stack mutate fuzz fuzz-build \
+        image test-image
 
 all: module unit worker
 
@@ -87,6 +87,11 @@ $(WORKER_LUA): scripts/embed-lua shared/ragnx_keys.h \
 
 deps:
 	@./scripts/deps
+
+# docs/openapi.json from docs/openapi.template.json and schemas/*.json
+# (make lint and t/openapi.t check that it is up to date)
+openapi:
+	./scripts/openapi
 
 module: $(MODULE)
 

@@ -91,6 +91,8 @@ sub example {
              'schemas'), 3, 'three schemas');
     subst(\$c, qr{root      /usr/share/ragnx/web;},
           sub { "root $root/web;" }, 'the page\'s root');
+    subst(\$c, qr{alias /usr/share/ragnx/openapi\.json;},
+          sub { "alias $root/docs/openapi.json;" }, 'OpenAPI document');
     subst(\$c, qr{^(\s*ragnx_redis) 127\.0\.0\.1:6379 }m,
           sub { "$1 127.0.0.1:$redis_port " }, 'ragnx_redis');
     subst(\$c, qr{ user=ragnx-nginx password_file=/etc/ragnx/redis-nginx\.password;},
@@ -219,6 +221,15 @@ my $job = '6f1c1e2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b';
     like($r->{body},
          qr/^ragnx_http_requests_total\{route="health",outcome="ok"\} 1$/m,
          '/metrics: the health request counted');
+
+    # the API's document, as a static file, taken by no /api/ location
+    $r = $t->request('GET', '/api/openapi.json');
+    is($r->{status}, 200, '/api/openapi.json: 200');
+    is($r->{headers}{'content-type'}, 'application/json',
+       '/api/openapi.json: application/json');
+    ok($r->{body} eq slurp("$root/docs/openapi.json"),
+       '/api/openapi.json: docs/openapi.json byte for byte');
+    security_headers($r, '/api/openapi.json');
 
     $r = $t->request('GET', '/no/such/path');
     json_error($r, 404, 'Not found', 'unknown path');

@@ -8,8 +8,11 @@ use lib 't/lib';
 use Test::More;
 use Time::HiRes qw(time sleep);
 use Ragnx::Test;
+use Ragnx::OpenAPI;
 
 my $t = Ragnx::Test->new;
+# every response to a path of docs/openapi.json is checked against it
+Ragnx::OpenAPI->hook;
 my $rp = $t->start_redis;
 
 $t->start_nginx(

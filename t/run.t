@@ -178,6 +178,16 @@ is(scalar @{ $msgs->{messages} || [] }, 2, 'messages: question and answer');
     is($n, 2, '... and recorded in its chat');
 }
 
+# the API's document, as make run serves it
+{
+    my $r = $t->request('GET', '/api/openapi.json', port => $port);
+    is($r->{status}, 200, '/api/openapi.json: 200');
+    is($r->{headers}{'content-type'}, 'application/json',
+       '/api/openapi.json: application/json');
+    ok($r->{body} eq slurp('docs/openapi.json'),
+       '/api/openapi.json: docs/openapi.json byte for byte');
+}
+
 # Redis: each side its own ACL user, passwords made under var/secrets
 # with mode 0600, the default user off
 {
