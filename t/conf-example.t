@@ -330,6 +330,8 @@ my $job = '6f1c1e2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b';
     my ($limited) = grep { $_->{status} == 429 } @$res;
     json_error($limited || {}, 429, 'Too many requests', 'login burst');
     security_headers($limited || {}, '429 page');
+    is(($limited || {})->{headers}{'retry-after'}, '6',
+       '429 page: Retry-After, the auth zone\'s interval');
     $r = $t->request('POST', '/api/auth/register', body => $bad,
                      headers => ['Content-Type' => 'application/json']);
     json_error($r, 429, 'Too many requests', 'register after the burst');
@@ -345,6 +347,11 @@ my $job = '6f1c1e2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b';
     ok($n{400} && $n{400} >= 19 && $n{400} <= 22,
        'ask burst: 19 (to 22) reach validation') or diag(explain \%n);
     is(($n{400} // 0) + ($n{429} // 0), 40, 'ask burst: the rest are 429');
+    ($limited) = grep { $_->{status} == 429 } @$res;
+    is(($limited || {})->{headers}{'retry-after'}, '1',
+       'ask 429: Retry-After, the ask zone\'s interval');
+    ok(!grep({ $_->{status} != 429 && exists $_->{headers}{'retry-after'} }
+             @$res), 'no Retry-After on the 400s');
 
     # the access log: request id and token subject
     my ($line) = grep { /\Q$job\E/ && /rid=$rid/ }
