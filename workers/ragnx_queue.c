@@ -370,7 +370,8 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
         || ragnx_cache_key(job->digest, gen, strlen(gen), cache,
                            sizeof(cache)) == 0)
     {
-        ragnx_log(RAGNX_LOG_ERROR, "job %s: generation too long", job->id);
+        ragnx_log_job(RAGNX_LOG_ERROR, job, RAGNX_ERR_INTERNAL,
+                      "generation too long");
         return RAGNX_ERROR;
     }
 
@@ -421,8 +422,9 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
         && reply->element[0]->type == REDIS_REPLY_INTEGER)
     {
         if (reply->element[0]->integer > 0) {
-            ragnx_log(RAGNX_LOG_DEBUG, "job %s: %lld followers answered",
-                      job->id, reply->element[0]->integer);
+            ragnx_log_job(RAGNX_LOG_DEBUG, job, RAGNX_ERR_NONE,
+                          "%lld followers answered",
+                          reply->element[0]->integer);
         }
 
         if (next && reply->elements >= 2

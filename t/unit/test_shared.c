@@ -447,12 +447,13 @@ test_job(void)
         o = ragnx_job_encode(&job);
         ok(n > 0 && w && json_equal(w, o)
                && strcmp(json_string_value(json_object_get(w, "rid")),
-                         "Req-1_a.b:c") == 0,
+                         "Req-1_a.b:c")
+                      == 0,
            "a request id is written as encoded");
         json_decref(w);
         json_decref(o);
-        ok(ragnx_job_decode(buf, n, &out, err, sizeof(err)) == 0
-               && out.rid && strcmp(out.rid, job.rid) == 0,
+        ok(ragnx_job_decode(buf, n, &out, err, sizeof(err)) == 0 && out.rid
+               && strcmp(out.rid, job.rid) == 0,
            "... and read back");
         ragnx_job_free(&out);
 
@@ -468,8 +469,7 @@ test_job(void)
         ok(ragnx_job_write(&job, buf, sizeof(buf)) == 0,
            "... nor one longer than RAGNX_RID_MAX");
         err[RAGNX_RID_MAX] = '\0';
-        ok(ragnx_rid_valid(err, RAGNX_RID_MAX)
-               && !ragnx_rid_valid(err, 0)
+        ok(ragnx_rid_valid(err, RAGNX_RID_MAX) && !ragnx_rid_valid(err, 0)
                && !ragnx_rid_valid("\xc3\xa9", 2),
            "RAGNX_RID_MAX safe bytes pass; empty and non-ASCII do not");
     }
