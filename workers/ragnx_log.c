@@ -289,9 +289,14 @@ ragnx_log_write(int level, const ragnx_log_fields_t *f, const char *fmt,
                           f->persist_ms);
         }
 
-        if (f->tokens) {
-            t += snprintf(t, end - t, ",\"tokens_in\":%ld,\"tokens_out\":%ld",
-                          f->tokens_in, f->tokens_out);
+        /* a count the provider did not give is null */
+
+        if (f->tokens && f->tokens_in >= 0) {
+            t += snprintf(t, end - t, ",\"tokens_in\":%ld", f->tokens_in);
+        }
+
+        if (f->tokens && f->tokens_out >= 0) {
+            t += snprintf(t, end - t, ",\"tokens_out\":%ld", f->tokens_out);
         }
     }
 

@@ -202,7 +202,7 @@ typedef struct {
     long long     retrieve_ms;
     long long     llm_ms;
     long long     persist_ms;
-    long          tokens_in;
+    long          tokens_in;        /* < 0: not known, left out */
     long          tokens_out;
     unsigned      timed:1;
     unsigned      tokens:1;
