@@ -108,7 +108,7 @@ sub llm_requests {
                 . "WHERE job_id = '$rid'"), 'user,assistant',
        '... each message stored once');
     my @lines = $p->job_lines($rid, $log0);
-    ok(@lines && !grep { $_->{msg} =~ /retry/ } @lines,
+    ok(@lines && !(grep { $_->{msg} =~ /retry/ } @lines),
        '... and neither was retried')
         or diag(substr($p->worker_log, $log0));
     $mock->set(delay_ms => 0);

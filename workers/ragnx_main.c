@@ -71,6 +71,7 @@ static void ragnx_pid_remove(void);
 static pid_t ragnx_spawn(int index);
 static void ragnx_handover(pid_t pid);
 static void ragnx_worker_process(int index);
+static void ragnx_worker_reopen(void);
 static void *ragnx_job_thread(void *data);
 static void *ragnx_call_thread(void *data);
 static int ragnx_cmd_migrate(void);
@@ -618,6 +619,25 @@ ragnx_worker_signal(int signo)
 
 
 static void
+ragnx_worker_reopen(void)
+{
+    if (!ragnx_reopen) {
+        return;
+    }
+
+    ragnx_reopen = 0;
+
+    if (ragnx_log_reopen() != RAGNX_OK) {
+        ragnx_log(RAGNX_LOG_ERROR, "log_file: cannot reopen \"%s\": %s",
+                  ragnx_log_file(), strerror(errno));
+
+    } else if (ragnx_log_file()) {
+        ragnx_log(RAGNX_LOG_INFO, "log_file reopened");
+    }
+}
+
+
+static void
 ragnx_worker_process(int index)
 {
     int               i, n, m, k, size, rc;
@@ -739,20 +759,15 @@ ragnx_worker_process(int index)
     /* wait for SIGTERM, then for the job threads, up to drain_timeout */
 
     while (!ragnx_quit) {
-        if (ragnx_reopen) {
-            ragnx_reopen = 0;
-
-            if (ragnx_log_reopen() != RAGNX_OK) {
-                ragnx_log(RAGNX_LOG_ERROR, "log_file: cannot reopen "
-                          "\"%s\": %s", ragnx_log_file(), strerror(errno));
-
-            } else if (ragnx_log_file()) {
-                ragnx_log(RAGNX_LOG_INFO, "log_file reopened");
-            }
-        }
-
+        ragnx_worker_reopen();
         ragnx_sleep_ms(100);
     }
+
+    /*
+     * a reload sends SIGUSR1, then SIGTERM: the lines of the drain go to
+     * the new file too
+     */
+    ragnx_worker_reopen();
 
     ragnx_log(RAGNX_LOG_INFO, "draining %d job and call threads",
               ragnx_running);
