@@ -138,7 +138,7 @@ size_t
 ragnx_log_escape(const char *s, size_t len, char *out, size_t size, int *cut)
 {
     char                 esc[8];
-    size_t               i, n, k;
+    size_t               i, n, k, m;
     uint32_t             cp;
     const char          *from;
     unsigned char        c;
@@ -151,26 +151,25 @@ ragnx_log_escape(const char *s, size_t len, char *out, size_t size, int *cut)
         c = (unsigned char) s[i];
         from = esc;
         k = 1;
+        m = 2;
 
         if (c == '"' || c == '\\') {
             esc[0] = '\\';
             esc[1] = (char) c;
-            esc[2] = '\0';
 
         } else if (c == '\n' || c == '\t') {
             esc[0] = '\\';
             esc[1] = c == '\n' ? 'n' : 't';
-            esc[2] = '\0';
 
         } else if (c < 0x20 || c == 0x7f) {
             memcpy(esc, "\\u00", 4);
             esc[4] = hex[c >> 4];
             esc[5] = hex[c & 0xf];
-            esc[6] = '\0';
+            m = 6;
 
         } else if (c < 0x80) {
-            esc[0] = (char) c;
-            esc[1] = '\0';
+            from = s + i;
+            m = 1;
 
         } else {
             k = ragnx_utf8_decode((const unsigned char *) s + i, len - i,
@@ -178,36 +177,31 @@ ragnx_log_escape(const char *s, size_t len, char *out, size_t size, int *cut)
 
             if (k == 0) {
                 k = 1;
-                memcpy(esc, "\\ufffd", 7);
+                memcpy(esc, "\\ufffd", 6);
+                m = 6;
 
             } else {
                 from = s + i;
+                m = k;
             }
         }
 
-        if (from == esc) {
-            if (n + strlen(esc) > size) {
-                *cut = 1;
-                break;
-            }
+        /* m bytes for k of s: all of them or none */
 
-            n += strlen(esc);
-            memcpy(out + n - strlen(esc), esc, strlen(esc));
-
-        } else {
-            if (n + k > size) {
-                *cut = 1;
-                break;
-            }
-
-            memcpy(out + n, from, k);
-            n += k;
+        if (n + m > size) {
+            *cut = 1;
+            break;
         }
+
+        memcpy(out + n, from, m);
+        n += m;
     }
 
     return n;
 }
 
+
+/* ,"name":"v" in at most room bytes (v cut to fit), nothing if v is NULL */
 
 static char *
 ragnx_log_string(char *p, const char *name, const char *v, size_t room)
@@ -248,7 +242,7 @@ ragnx_log_write(int level, const ragnx_log_fields_t *f, const char *fmt,
     va_list args)
 {
     int             m, cut;
-    char            buf[RAGNX_LOG_LINE], tail[512], msg[RAGNX_LOG_LINE];
+    char            buf[RAGNX_LOG_LINE], tail[768], msg[RAGNX_LOG_LINE];
     char           *p, *t, *end;
     size_t          room;
     struct tm       tm;
@@ -263,15 +257,17 @@ ragnx_log_write(int level, const ragnx_log_fields_t *f, const char *fmt,
         m = sizeof(msg) - 1;
     }
 
-    /* the fields after the message first: they are not cut */
+    /*
+     * The fields after the message first: they are not cut.  Each is
+     * bounded (ids, a 63-byte prefix, numbers), about 540 bytes in all.
+     */
 
     t = tail;
     end = tail + sizeof(tail);
 
-    t += snprintf(t, end - t, ",\"pid\":%d,", ragnx_log_pid
-                                              ? ragnx_log_pid
-                                              : (int) getpid());
-    t = ragnx_log_string(t - 1, "proc", ragnx_log_prefix, end - t - 1);
+    t += snprintf(t, end - t, ",\"pid\":%d",
+                  ragnx_log_pid ? ragnx_log_pid : (int) getpid());
+    t = ragnx_log_string(t, "proc", ragnx_log_prefix, 80);
 
     if (f) {
         t = ragnx_log_string(t, "job", f->job, 64);
@@ -289,7 +285,7 @@ ragnx_log_write(int level, const ragnx_log_fields_t *f, const char *fmt,
                           f->persist_ms);
         }
 
-        /* a count the provider did not give is null */
+        /* a count the provider did not give is left out */
 
         if (f->tokens && f->tokens_in >= 0) {
             t += snprintf(t, end - t, ",\"tokens_in\":%ld", f->tokens_in);
