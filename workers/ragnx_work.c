@@ -166,6 +166,9 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
 
     if (attempts > ragnx_conf->max_attempts) {
         /* delivered again and again without finishing: a poison job */
+        lf.error = RAGNX_ERR_INTERNAL;
+        ragnx_log_fields(RAGNX_LOG_WARN, &lf, "failed: delivered %ld times "
+                         "without finishing: dead-lettered", attempts);
         ragnx_queue_fail(&t->redis, e, &job, "too many attempts", 1);
         ragnx_job_free(&job);
         return;
