@@ -31,6 +31,9 @@ static char   ragnx_log_prefix[64] = "ragnx";
 static int    ragnx_log_pid;           /* cached: one per process */
 static const char  *ragnx_log_levels[] = { "error", "warn", "info", "debug" };
 
+static size_t ragnx_log_escape(const char *s, size_t len, char *out,
+    size_t size, int *cut);
+
 /* in the order of ragnx_err_t */
 static const char  *ragnx_err_names[] = {
     "", "llm_timeout", "llm_network", "llm_http_429", "llm_http_4xx",
@@ -134,7 +137,7 @@ ragnx_err_name(ragnx_err_t error)
  * *cut.  Returns the bytes written.
  */
 
-size_t
+static size_t
 ragnx_log_escape(const char *s, size_t len, char *out, size_t size, int *cut)
 {
     char                 esc[8];

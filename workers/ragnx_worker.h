@@ -221,8 +221,6 @@ void ragnx_log_fields(int level, const ragnx_log_fields_t *f,
     __attribute__((format(printf, 3, 4)));
 void ragnx_log_set_prefix(const char *prefix);
 const char *ragnx_err_name(ragnx_err_t error);
-size_t ragnx_log_escape(const char *s, size_t len, char *out, size_t size,
-    int *cut);
 
 
 /* the clock: ragnx_log.c */
