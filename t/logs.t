@@ -174,6 +174,28 @@ is($t->psql("SELECT string_agg(request_id, ',' ORDER BY seq) FROM "
             . "chat_messages WHERE chat_id = '$chat2'"), "$hit,$hit",
    '... and chat_messages shows it for both messages');
 
+# ---- a follower of a single-flight leader: its own id, on the records lane
+
+# with the pool stopped the first question stays pending, so the second
+# follows it
+$p->stop;
+my ($lr, $lb) = ask('/api/ask', { query => 'What does a worker take?' },
+                    'X-Request-Id' => 'leader-1');
+my ($fr, $fb) = ask('/api/ask', { query => 'what does a WORKER take?' },
+                    'X-Request-Id' => 'follower-1');
+is("$lr->{status} $fr->{status}", '202 202', 'a leader and a follower')
+    or diag($fr->{raw});
+$p->start;
+is($p->wait_job($fb->{jobId})->{status}, 'completed',
+   '... the follower is answered with the leader');
+is(psql_wait("SELECT coalesce(request_id, 'NULL') FROM chats WHERE id = "
+             . "'$fb->{chatId}' AND job_id IS NOT NULL", 'follower-1'),
+   'follower-1', '... its chat row holds its own request id');
+is(psql_wait("SELECT string_agg(coalesce(request_id, 'NULL'), ',') FROM "
+             . "messages WHERE job_id = '$lb->{jobId}'",
+             'leader-1,leader-1'),
+   'leader-1,leader-1', '... the leader\'s messages hold the leader\'s');
+
 # ---- trust off: the client's id is ignored -----------------------------
 
 $log0 = length $p->worker_log;
@@ -316,6 +338,9 @@ like($line->{redis_time}, qr/^0\.\d{6}$/, '... and its Redis time');
 ($line) = grep { ref $_ && $_->{rid} eq $hit } @access;
 is(($line->{outcome} // '') . ' ' . ($line->{status} // ''), 'hit 200',
    'the hit\'s line says hit');
+($line) = grep { ref $_ && $_->{rid} eq 'follower-1' } @access;
+is(($line->{outcome} // '') . ' ' . ($line->{job} // ''),
+   "follower $fb->{jobId}", 'the follower\'s says follower, and its job');
 
 $t->stop_nginx;
 $p->finish;
