@@ -263,6 +263,33 @@ is($bad->[0]{job}, "x\"y\x01\x{fffd}",
    '... its id escaped, an invalid byte as U+FFFD');
 like($bad->[0]{msg}, qr/bad payload/, '... with its message');
 
+# a message longer than a line (PostgreSQL's error quotes a 3,000-byte
+# chatId of a record, quotes and control characters in it): cut at a
+# character, marked "...", the line still JSON and at most 2,048 bytes
+$log0 = length $p->worker_log;
+my $rec = Ragnx::Pool::uuid();
+my $long = ('q\\"\\u0001' . "caf\x{e9}") x 375;
+my $payload = '{"v":2,"id":"' . $rec . '","owner":"alice","chatId":"'
+              . $long . '","query":"q","digest":"' . ('a' x 64)
+              . '","createdAt":1}';
+utf8::encode($payload);
+$t->redis('XADD', '{ragnx}:records', '*', 'id', $rec, 'job', $payload,
+          'result', '{"answer":"a"}');
+my ($cutline) = until_true(sub {
+    my @c = grep { length > 2000 } split /\n/,
+            substr($p->worker_log, $log0);
+    @c ? \@c : undef });
+ok($cutline, 'a message longer than a line is logged')
+    or diag(substr($p->worker_log, $log0));
+my $cl = $cutline ? $cutline->[0] : '';
+ok(length($cl) + 1 <= 2048, '... within 2,048 bytes with its newline ('
+   . (length($cl) + 1) . ')');
+my $co = eval { JSON::PP->new->utf8->decode($cl) } || {};
+like($co->{msg} // '', qr/\.\.\.$/, '... as JSON, its message cut and '
+     . 'marked');
+ok(defined $co->{pid} && defined $co->{proc},
+   '... the fields after the message kept');
+
 my @all = Ragnx::Pool::json_lines($p->worker_log);
 my @raw = grep { exists $_->{raw} } @all;
 ok(@all > 20 && !@raw, 'every line of the pool\'s log is a JSON object ('
