@@ -142,8 +142,9 @@ ragnx_queue_group(ragnx_redis_t *r, const char *stream)
     if (reply->type == REDIS_REPLY_ERROR
         && strncmp(reply->str, "BUSYGROUP", 9) != 0)
     {
-        ragnx_log(RAGNX_LOG_ERROR, "redis XGROUP CREATE %s: %s", stream,
-                  reply->str);
+        ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_REDIS,
+                        "redis XGROUP CREATE %s: %s", stream,
+                        reply->str);
         freeReplyObject(reply);
         return RAGNX_ERROR;
     }

@@ -250,8 +250,9 @@ ragnx_records_read(ragnx_thread_t *t, ragnx_records_t *b, int block_ms)
                    ? RAGNX_AGAIN : RAGNX_ERROR;
         }
 
-        ragnx_log(RAGNX_LOG_ERROR, "redis XREADGROUP %s: %s",
-                  RAGNX_KEY_RECORDS, reply->str);
+        ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_REDIS,
+                        "redis XREADGROUP %s: %s",
+                        RAGNX_KEY_RECORDS, reply->str);
         freeReplyObject(reply);
         return RAGNX_ERROR;
     }
@@ -595,8 +596,9 @@ ragnx_records_write(ragnx_records_t *b)
 
         /* a large batch must not block its send on a stalled server */
         if (PQsetnonblocking(b->conn, 1) != 0) {
-            ragnx_log(RAGNX_LOG_ERROR, "records: %s",
-                      PQerrorMessage(b->conn));
+            ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_PG,
+                            "records: %s",
+                            PQerrorMessage(b->conn));
             PQfinish(b->conn);
             b->conn = NULL;
             return RAGNX_AGAIN;
@@ -804,8 +806,9 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
             return RAGNX_DECLINED;
         }
 
-        ragnx_log(RAGNX_LOG_ERROR, "records: %s",
-                  res ? PQresultErrorMessage(res) : PQerrorMessage(b->conn));
+        ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_PG, "records: %s",
+                        res ? PQresultErrorMessage(res)
+                            : PQerrorMessage(b->conn));
         PQclear(res);
         free(index);
 
@@ -950,7 +953,8 @@ ragnx_records_ack(ragnx_thread_t *t, ragnx_records_t *b)
 
     for (i = 0; i < dead + 2; i++) {
         if (redisGetReply(t->redis.ctx, (void **) &reply) != REDIS_OK) {
-            ragnx_log(RAGNX_LOG_ERROR, "redis: %s", t->redis.ctx->errstr);
+            ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_REDIS,
+                            "redis: %s", t->redis.ctx->errstr);
             ragnx_redis_close(&t->redis);
             return RAGNX_ERROR;
         }

@@ -220,6 +220,10 @@ void ragnx_log_fields(int level, const ragnx_log_fields_t *f,
     const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void ragnx_log_set_prefix(const char *prefix);
+
+/* a failure of no job in particular, with its class */
+#define ragnx_log_error(level, error, ...)                                   \
+    ragnx_log_job(level, NULL, error, __VA_ARGS__)
 const char *ragnx_err_name(ragnx_err_t error);
 
 
