@@ -289,6 +289,7 @@ like($co->{msg} // '', qr/\.\.\.$/, '... as JSON, its message cut and '
      . 'marked');
 ok(defined $co->{pid} && defined $co->{proc},
    '... the fields after the message kept');
+is($co->{error}, 'pg', '... with the class of the failure');
 
 my @all = Ragnx::Pool::json_lines($p->worker_log);
 my @raw = grep { exists $_->{raw} } @all;

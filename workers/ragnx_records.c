@@ -799,8 +799,9 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
         if (PQstatus(b->conn) == CONNECTION_OK && state
             && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0))
         {
-            ragnx_log(n > 1 ? RAGNX_LOG_WARN : RAGNX_LOG_ERROR,
-                      "records: %s", PQresultErrorMessage(res));
+            ragnx_log_error(n > 1 ? RAGNX_LOG_WARN : RAGNX_LOG_ERROR,
+                            RAGNX_ERR_PG, "records: %s",
+                            PQresultErrorMessage(res));
             PQclear(res);
             free(index);
             return RAGNX_DECLINED;
