@@ -353,11 +353,23 @@ my $job = '6f1c1e2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b';
     ok(!grep({ $_->{status} != 429 && exists $_->{headers}{'retry-after'} }
              @$res), 'no Retry-After on the 400s');
 
-    # the access log: request id and token subject
-    my ($line) = grep { /\Q$job\E/ && /rid=$rid/ }
-                 split /\n/, slurp("$d/access.log");
-    ok($line, 'access log line with the request id') or diag(slurp("$d/access.log"));
-    like($line // '', qr/^127\.0\.0\.1 - user-hs \[/, 'access log: sub');
+    # the access log (escape=json): one JSON object a line, with the
+    # request id, the token subject, the route, outcome and job
+    my @lines = map { my $o = eval { JSON::PP->new->decode($_) }; $o }
+                split /\n/, slurp("$d/access.log");
+    ok(@lines > 10 && !(grep { ref $_ ne 'HASH' } @lines),
+       'access log: every line a JSON object')
+        or diag(slurp("$d/access.log"));
+    my ($line) = grep { ref $_ && $_->{rid} eq $rid } @lines;
+    ok($line, 'access log line with the request id')
+        or diag(slurp("$d/access.log"));
+    is($line->{sub} // '', 'user-hs', 'access log: sub');
+    is($line->{addr} // '', '127.0.0.1', 'access log: addr');
+    is(($line->{route} // '') . ' ' . ($line->{outcome} // ''),
+       'ask_status 404', 'access log: route and outcome');
+    is($line->{job} // '', $job, 'access log: the job asked about');
+    like($line->{redis_time} // '', qr/^\d+\.\d{6}$/,
+         'access log: its Redis time');
 
     $t->stop_nginx;
 }
