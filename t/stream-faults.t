@@ -163,8 +163,11 @@ sub wait_for {
 
 sub ended { @{ $_[0] } && $_[0][-1]{event} =~ /^(done|error)$/ }
 
-my $nginx_workers = join ',', sort
-                              Ragnx::Test::children($t->{pids}{nginx});
+sub nginx_workers {
+    my @w = Ragnx::Test::children($t->{pids}{nginx});
+    return join ',', sort @w;
+}
+my $nginx_workers = nginx_workers();
 
 # a follower of a single-flight leader streams the leader's answer
 
@@ -269,7 +272,8 @@ $mock->set(script => ['400']);
 $a = ask('alice', 'Is a refused question an error at once?');
 @e = @{ read_stream(open_stream('alice', $a->{jobId}), 20,
                     \&ended)->{events} };
-is(kinds(\@e), 'error', 'a request the provider refuses: "error" alone');
+is(kinds(\@e), 'error', 'a request the provider refuses: "error" alone')
+    or diag(explain($p->job($a->{jobId})), $p->worker_log =~ /(.*$a->{jobId}.*)/g);
 
 # clients that leave at random points, many at once, over a few answers
 
@@ -325,8 +329,8 @@ my @whole = map { read_stream(open_stream('user' . ($_ + 1), $jobs[$_]), 20,
                               \&ended) } 0 .. 5;
 is(scalar(grep { @{ $_->{events} } && $_->{events}[-1]{event} eq 'done' }
           @whole), 6, '... the answers they left stream whole afterwards');
-is(join(',', sort Ragnx::Test::children($t->{pids}{nginx})),
-   $nginx_workers, '... the nginx workers are the same processes');
+is(nginx_workers(), $nginx_workers,
+   '... the nginx workers are the same processes');
 unlike($t->error_log, qr/\[(alert|emerg)\]|AddressSanitizer|runtime error|
                          exited\ on\ signal/x,
        '... no alert, crash or sanitizer report');
