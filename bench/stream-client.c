@@ -11,7 +11,8 @@
  * most 256 at a time, so that a listen queue does not overflow.  In
  * every line read, "@T" and 16 digits is the wall clock in microseconds
  * at which the writer (the mock LLM) sent it: the time the read returned
- * minus that is one latency sample.
+ * minus that is one latency sample (in the data of a piece only:
+ * "done" repeats the whole answer).
  *
  * Prints "open N SECONDS" once every response's headers are in (for the
  * caller's figures with all streams open), then one line of results:
@@ -50,6 +51,7 @@ typedef struct {
     int        head;
     int        closed;
     int        connected;
+    int        delta;       /* the event being read is a piece */
 } sc_conn_t;
 
 
@@ -90,7 +92,7 @@ sc_cmp(const void *a, const void *b)
 /* one whole line of a response body */
 
 static void
-sc_line(const char *p, size_t n, long long now)
+sc_line(sc_conn_t *c, const char *p, size_t n, long long now)
 {
     const char  *q, *end;
     long long    ts;
@@ -98,8 +100,13 @@ sc_line(const char *p, size_t n, long long now)
 
     end = p + n;
 
+    if (n >= 6 && memcmp(p, "event:", 6) == 0) {
+        c->delta = 0;
+    }
+
     if (n >= 12 && memcmp(p, "event: delta", 12) == 0) {
         sc_deltas++;
+        c->delta = 1;
 
     } else if (n >= 11 && memcmp(p, "event: done", 11) == 0) {
         sc_done++;
@@ -112,6 +119,13 @@ sc_line(const char *p, size_t n, long long now)
 
     } else if (n >= 26 && memcmp(p, "event: content_block_delta", 26) == 0) {
         sc_deltas++;
+        c->delta = 1;
+    }
+
+    /* a piece's own stamps, not those in "done"'s whole answer */
+
+    if (!c->delta || n < 5 || memcmp(p, "data:", 5) != 0) {
+        return;
     }
 
     for (q = p; q + 18 <= end; q++) {
@@ -185,7 +199,7 @@ sc_read(sc_conn_t *c, long *heads)
         }
 
         while ((nl = memchr(p, '\n', c->buf + c->len - p)) != NULL) {
-            sc_line(p, nl - p, now);
+            sc_line(c, p, nl - p, now);
             p = nl + 1;
         }
 
