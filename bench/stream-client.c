@@ -14,6 +14,11 @@
  * minus that is one latency sample (in the data of a piece only:
  * "done" repeats the whole answer).
  *
+ * Through the stack, an event's id is its Redis stream entry's, whose
+ * first part is the millisecond Redis appended it: the latency is then
+ * split in two at that point (to a millisecond), mock to Redis (the
+ * pool) and Redis to client (nginx), printed as a "split" line.
+ *
  * Prints "open N SECONDS" once every response's headers are in (for the
  * caller's figures with all streams open), then one line of results:
  * streams, headers, closed, "event: delta" lines (or the provider's
@@ -52,11 +57,12 @@ typedef struct {
     int        closed;
     int        connected;
     int        delta;       /* the event being read is a piece */
+    long long  id_ms;       /* its id's time: when Redis appended it */
 } sc_conn_t;
 
 
-static long long   *sc_lat;
-static size_t       sc_nlat, sc_maxlat;
+static long long   *sc_lat, *sc_pool, *sc_ngx;
+static size_t       sc_nlat, sc_maxlat, sc_nsplit;
 static long         sc_deltas, sc_done, sc_errors, sc_restarts;
 
 
@@ -102,6 +108,10 @@ sc_line(sc_conn_t *c, const char *p, size_t n, long long now)
 
     if (n >= 6 && memcmp(p, "event:", 6) == 0) {
         c->delta = 0;
+    }
+
+    if (n > 4 && memcmp(p, "id: ", 4) == 0) {
+        c->id_ms = atoll(p + 4);
     }
 
     if (n >= 12 && memcmp(p, "event: delta", 12) == 0) {
@@ -151,13 +161,22 @@ sc_line(sc_conn_t *c, const char *p, size_t n, long long now)
         if (sc_nlat == sc_maxlat) {
             sc_maxlat = sc_maxlat ? 2 * sc_maxlat : 65536;
             sc_lat = realloc(sc_lat, sc_maxlat * sizeof(long long));
-            if (sc_lat == NULL) {
+            sc_pool = realloc(sc_pool, sc_maxlat * sizeof(long long));
+            sc_ngx = realloc(sc_ngx, sc_maxlat * sizeof(long long));
+            if (sc_lat == NULL || sc_pool == NULL || sc_ngx == NULL) {
                 perror("realloc");
                 exit(1);
             }
         }
 
         sc_lat[sc_nlat++] = now - ts;
+
+        /* through Redis: the entry id's millisecond splits the time */
+        if (c->id_ms) {
+            sc_pool[sc_nsplit] = c->id_ms * 1000 - ts;
+            sc_ngx[sc_nsplit++] = now - c->id_ms * 1000;
+        }
+
         q += 17;
     }
 }
@@ -379,6 +398,15 @@ main(int argc, char **argv)
     }
 
     qsort(sc_lat, sc_nlat, sizeof(long long), sc_cmp);
+    qsort(sc_pool, sc_nsplit, sizeof(long long), sc_cmp);
+    qsort(sc_ngx, sc_nsplit, sizeof(long long), sc_cmp);
+
+    if (sc_nsplit) {
+        printf("split mock-to-redis p50=%lld p99=%lld "
+               "redis-to-client p50=%lld p99=%lld\n",
+               sc_pool[sc_nsplit / 2], sc_pool[sc_nsplit * 99 / 100],
+               sc_ngx[sc_nsplit / 2], sc_ngx[sc_nsplit * 99 / 100]);
+    }
 
     printf("streams=%ld headers=%ld closed=%ld deltas=%ld done=%ld "
            "errors=%ld restarts=%ld samples=%zu p50=%lld p99=%lld "

@@ -2448,7 +2448,19 @@ ngx_http_ragnx_ask_events_entry(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_ragnx_ask_events_headers(ngx_http_request_t *r)
 {
-    ngx_str_t  v;
+    ngx_str_t                  v;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    /*
+     * Events are small writes apart in time: without TCP_NODELAY (nginx
+     * sets it only on keep-alive connections) an event waits behind the
+     * unacknowledged one before it, for the client's delayed ACK.
+     */
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->tcp_nodelay && ngx_tcp_nodelay(r->connection) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = -1;
