@@ -57,6 +57,7 @@ typedef struct {
     int        closed;
     int        connected;
     int        delta;       /* the event being read is a piece */
+    int        error;       /* the event being read is "error" */
     long long  id_ms;       /* its id's time: when Redis appended it */
 } sc_conn_t;
 
@@ -64,6 +65,7 @@ typedef struct {
 static long long   *sc_lat, *sc_pool, *sc_ngx;
 static size_t       sc_nlat, sc_maxlat, sc_nsplit;
 static long         sc_deltas, sc_done, sc_errors, sc_restarts;
+static char         sc_error[256];      /* the first error's data */
 
 
 static long long
@@ -108,6 +110,14 @@ sc_line(sc_conn_t *c, const char *p, size_t n, long long now)
 
     if (n >= 6 && memcmp(p, "event:", 6) == 0) {
         c->delta = 0;
+        c->error = 0;
+    }
+
+    if (c->error && n >= 5 && memcmp(p, "data:", 5) == 0
+        && sc_error[0] == '\0')
+    {
+        snprintf(sc_error, sizeof(sc_error), "%.*s",
+                 (int) (n < 200 ? n : 200), p);
     }
 
     if (n > 4 && memcmp(p, "id: ", 4) == 0) {
@@ -123,6 +133,7 @@ sc_line(sc_conn_t *c, const char *p, size_t n, long long now)
 
     } else if (n >= 12 && memcmp(p, "event: error", 12) == 0) {
         sc_errors++;
+        c->error = 1;
 
     } else if (n >= 14 && memcmp(p, "event: restart", 14) == 0) {
         sc_restarts++;
@@ -400,6 +411,10 @@ main(int argc, char **argv)
     qsort(sc_lat, sc_nlat, sizeof(long long), sc_cmp);
     qsort(sc_pool, sc_nsplit, sizeof(long long), sc_cmp);
     qsort(sc_ngx, sc_nsplit, sizeof(long long), sc_cmp);
+
+    if (sc_error[0]) {
+        printf("first error %s\n", sc_error);
+    }
 
     if (sc_nsplit) {
         printf("split mock-to-redis p50=%lld p99=%lld "
