@@ -275,6 +275,19 @@ $a = ask('alice', 'Is a refused question an error at once?');
 is(kinds(\@e), 'error', 'a request the provider refuses: "error" alone')
     or diag(explain($p->job($a->{jobId})), $p->worker_log =~ /(.*$a->{jobId}.*)/g);
 
+# answers that end within milliseconds of their stream's first read: the
+# end's wake-up may come in before the stream is in the wake table,
+# whose second read then finds it (a stream left waiting would hang)
+
+$mock->set(script => [('400') x 20]);
+my @qs = map {
+    open_stream('alice',
+                ask('alice', "Does quick failure $_ reach its stream?")
+                    ->{jobId}) } 1 .. 20;
+my @qe = map { read_stream($_, 15, \&ended)->{events} } @qs;
+is(scalar(grep { kinds($_) eq 'error' } @qe), 20,
+   '20 answers failing at once: each stream ends with "error"');
+
 # clients that leave at random points, many at once, over a few answers
 
 $mock->set(chunk_ms => 40, script => []);
