@@ -279,14 +279,17 @@ is(kinds(\@e), 'error', 'a request the provider refuses: "error" alone')
 # end's wake-up may come in before the stream is in the wake table,
 # whose second read then finds it (a stream left waiting would hang)
 
-$mock->set(script => [('400') x 20]);
+# (the failures spread over the first few milliseconds, where the first
+# reads are)
+$mock->set(script => [('400') x 100], delay_ms => 0, delay_max_ms => 8);
 my @qs = map {
     open_stream('alice',
                 ask('alice', "Does quick failure $_ reach its stream?")
-                    ->{jobId}) } 1 .. 20;
+                    ->{jobId}) } 1 .. 100;
 my @qe = map { read_stream($_, 15, \&ended)->{events} } @qs;
-is(scalar(grep { kinds($_) eq 'error' } @qe), 20,
-   '20 answers failing at once: each stream ends with "error"');
+is(scalar(grep { kinds($_) eq 'error' } @qe), 100,
+   '100 answers failing at once: each stream ends with "error"');
+$mock->set(delay_max_ms => 0);
 
 # clients that leave at random points, many at once, over a few answers
 
