@@ -45,8 +45,8 @@ WORKER_CFLAGS = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -pthread -Ishared \
 WORKER_LIBS = -lhiredis -lpq -lcurl -ljansson -ljwt -lsodium -lcrypto -pthread
 
 .PHONY: all module unit worker test test-asan test-debug lint run reset deps \
-        openapi clean bench bench-pool bench-stack mutate fuzz fuzz-build \
-        image test-image
+        openapi clean bench bench-pool bench-stack bench-stream mutate fuzz \
+        fuzz-build image test-image
 
 all: module unit worker
 
@@ -254,6 +254,17 @@ bench-pool: deps worker
 bench-stack: deps all
 	@./scripts/deps --bench
 	RAGNX_BUILD=$(ABS_BUILD) ./bench/stack
+
+# bench/stream: answers streamed through nginx, the pool and the mock LLM
+# to many clients at once, read by a small epoll client built here
+STREAM_CLIENT = $(ABS_BUILD)/bench/stream-client
+
+$(STREAM_CLIENT): bench/stream-client.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O2 $(WARN) -o $@ $<
+
+bench-stream: deps all $(STREAM_CLIENT)
+	RAGNX_BUILD=$(ABS_BUILD) ./bench/stream
 
 clean:
 	rm -rf build build-asan build-debug

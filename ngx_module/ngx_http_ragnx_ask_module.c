@@ -149,6 +149,8 @@ typedef struct {
  * of the job whose events it reads (a follower's leader); "ping" keeps
  * an idle stream open through proxies.
  */
+typedef struct ngx_http_ragnx_ask_fetch_s  ngx_http_ragnx_ask_fetch_t;
+
 typedef struct {
     ngx_http_ragnx_ask_waiter_t   w;         /* first: in the table */
     ngx_http_ragnx_redis_wait_t   wait;
@@ -156,6 +158,9 @@ typedef struct {
     ngx_http_ragnx_ask_loc_conf_t  *alcf;
     ngx_str_t                     owner;     /* the caller */
     ngx_event_t                   ping;
+    ngx_http_ragnx_ask_fetch_t   *fetch;     /* the shared read it waits on */
+    ngx_queue_t                   queue;     /* in that read's streams */
+    ngx_uint_t                    epoch;     /* of its last registration */
     ngx_chain_t                  *out;       /* the last read, formatted */
     ngx_uint_t                    n;         /* its entries */
     size_t                        last_len;
@@ -165,7 +170,24 @@ typedef struct {
     unsigned                      found:1;
     unsigned                      started:1; /* headers sent */
     unsigned                      ended:1;   /* done or error sent */
+    unsigned                      fetched:1; /* a shared read is in */
+    unsigned                      linked_once:1;
 } ngx_http_ragnx_ask_events_ctx_t;
+
+
+/*
+ * A read of a job's events shared by the streams of this worker that
+ * wait for them after the same entry: woken by a piece, they read it
+ * with one XRANGE, not one script each (the script checked the owner
+ * and registered the worker's channel at the stream's first read).  On
+ * the heap, keyed by job and entry id; freed when its reply is in.  A
+ * stream that goes away meanwhile leaves its queue.
+ */
+struct ngx_http_ragnx_ask_fetch_s {
+    ngx_str_node_t                node;      /* first: job and entry id */
+    ngx_queue_t                   streams;
+    u_char                        key[RAGNX_UUID_LEN + 48];
+};
 
 
 /*
@@ -232,6 +254,13 @@ static ngx_int_t ngx_http_ragnx_ask_events_send(ngx_http_request_t *r,
 static void ngx_http_ragnx_ask_events_event(ngx_event_t *ev);
 static void ngx_http_ragnx_ask_events_ping(ngx_event_t *ev);
 static void ngx_http_ragnx_ask_events_cleanup(void *data);
+static ngx_int_t ngx_http_ragnx_ask_events_next(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_events_ctx_t *ctx);
+static void ngx_http_ragnx_ask_events_link(
+    ngx_http_ragnx_ask_events_ctx_t *ctx);
+static ngx_int_t ngx_http_ragnx_ask_events_share(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_events_ctx_t *ctx);
+static void ngx_http_ragnx_ask_events_fetched(void *data, redisReply *reply);
 static ngx_http_ragnx_ask_events_ctx_t *ngx_http_ragnx_ask_events_ctx(
     ngx_http_request_t *r, ngx_http_ragnx_ask_loc_conf_t *alcf,
     ngx_str_t *owner, u_char *id, ngx_str_t *last);
@@ -405,6 +434,11 @@ static ngx_int_t  ngx_http_ragnx_ask_events_index;
 
 static ngx_rbtree_t       ngx_http_ragnx_ask_waiting;
 static ngx_rbtree_node_t  ngx_http_ragnx_ask_sentinel;
+
+/* the shared reads in flight; the times the wake channel was lost */
+static ngx_rbtree_t       ngx_http_ragnx_ask_fetching;
+static ngx_rbtree_node_t  ngx_http_ragnx_ask_fetch_sentinel;
+static ngx_uint_t         ngx_http_ragnx_ask_epoch;
 
 static ngx_http_ragnx_ask_worker_t  ngx_http_ragnx_ask_worker;
 
@@ -1806,6 +1840,9 @@ ngx_http_ragnx_ask_woken(ngx_str_t *msg, void *data)
     ngx_http_ragnx_ask_waiter_t  *w;
 
     if (msg == NULL) {
+        /* streams register again with their next read */
+        ngx_http_ragnx_ask_epoch++;
+
         while (ngx_http_ragnx_ask_waiting.root
                != ngx_http_ragnx_ask_waiting.sentinel)
         {
@@ -2214,6 +2251,9 @@ ngx_http_ragnx_ask_events_read(ngx_http_request_t *r,
     argv[6] = "3600";
     lens[6] = 4;
 
+    /* registered by this read: the next may be shared; not: this again */
+    ctx->epoch = ngx_http_ragnx_ask_epoch - (channel == NULL);
+
     ctx->out = NULL;
     ctx->n = 0;
     ctx->found = 0;
@@ -2389,7 +2429,19 @@ ngx_http_ragnx_ask_events_entry(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_ragnx_ask_events_headers(ngx_http_request_t *r)
 {
-    ngx_str_t  v;
+    ngx_str_t                  v;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    /*
+     * Events are small writes apart in time: without TCP_NODELAY (nginx
+     * sets it only on keep-alive connections) an event waits behind the
+     * unacknowledged one before it, for the client's delayed ACK.
+     */
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->tcp_nodelay && ngx_tcp_nodelay(r->connection) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = -1;
@@ -2470,25 +2522,34 @@ ngx_http_ragnx_ask_events_resume(ngx_http_request_t *r)
         /* more to read now: a full read, or written meanwhile */
         ctx->w.woken = 0;
 
-        if (ngx_http_ragnx_ask_events_read(r, ctx) != NGX_OK) {
+        if (ngx_http_ragnx_ask_events_next(r, ctx) != NGX_OK) {
             ngx_http_finalize_request(r, ngx_http_ragnx_ask_events_send(r,
                                       ngx_http_ragnx_ask_events_error(r), 1));
-            return;
         }
 
-        ngx_http_finalize_request(r, NGX_DONE);
         return;
     }
 
     /* wait for the next piece, under the id of the job being written */
 
-    if (!ctx->w.linked) {
-        ctx->w.node.str.data = ctx->job;
-        ctx->w.node.str.len = RAGNX_UUID_LEN;
-        ctx->w.node.node.key = ngx_crc32_short(ctx->job, RAGNX_UUID_LEN);
-        ngx_rbtree_insert(&ngx_http_ragnx_ask_waiting, &ctx->w.node.node);
-        ctx->w.linked = 1;
+    if (!ctx->linked_once) {
+        /*
+         * The first read could not be in the table (whose job's events
+         * it reads was not known): a piece written since, whose wake-up
+         * found nothing, is read now.
+         */
+        ctx->linked_once = 1;
+
+        if (ngx_http_ragnx_ask_events_next(r, ctx) != NGX_OK) {
+            ngx_http_ragnx_ask_unlink_events(ctx);
+            ngx_http_finalize_request(r, ngx_http_ragnx_ask_events_send(r,
+                                      ngx_http_ragnx_ask_events_error(r), 1));
+        }
+
+        return;
     }
+
+    ngx_http_ragnx_ask_events_link(ctx);
 
     if (!ctx->ping.timer_set) {
         ngx_add_timer(&ctx->ping, ctx->alcf->ping);
@@ -2545,19 +2606,191 @@ ngx_http_ragnx_ask_events_event(ngx_event_t *ev)
     r = ctx->request;
     c = r->connection;
 
-    ctx->w.woken = 0;
-
-    if (ngx_http_ragnx_ask_events_read(r, ctx) != NGX_OK) {
-        ngx_http_ragnx_ask_unlink_events(ctx);
-        ngx_http_finalize_request(r, ngx_http_ragnx_ask_events_send(r,
-                                  ngx_http_ragnx_ask_events_error(r), 1));
+    if (ctx->fetched) {
+        /* a shared read is in: the stream goes on as after its own */
+        ctx->fetched = 0;
+        ngx_http_ragnx_ask_events_resume(r);
         ngx_http_run_posted_requests(c);
         return;
     }
 
+    ctx->w.woken = 0;
+
+    if (ngx_http_ragnx_ask_events_next(r, ctx) != NGX_OK) {
+        ngx_http_ragnx_ask_unlink_events(ctx);
+        ngx_http_finalize_request(r, ngx_http_ragnx_ask_events_send(r,
+                                  ngx_http_ragnx_ask_events_error(r), 1));
+    }
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * The next read of a stream that has started, the reference of its wait
+ * handed to it: shared with the streams at the same entry while the
+ * worker's channel is still registered, else the script's, which
+ * registers it again.
+ */
+
+static ngx_int_t
+ngx_http_ragnx_ask_events_next(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_events_ctx_t *ctx)
+{
+    /*
+     * In the table before the read is sent: a piece whose wake-up comes
+     * in later wakes it, and one whose wake-up came in earlier was
+     * written before this read, which returns it.
+     */
+    ngx_http_ragnx_ask_events_link(ctx);
+
+    if (ctx->epoch == ngx_http_ragnx_ask_epoch) {
+        return ngx_http_ragnx_ask_events_share(r, ctx);
+    }
+
+    if (ngx_http_ragnx_ask_events_read(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     /* the new read holds a reference of its own: drop the wait's */
     ngx_http_finalize_request(r, NGX_DONE);
-    ngx_http_run_posted_requests(c);
+
+    return NGX_OK;
+}
+
+
+/* join the shared read after the stream's last entry, or start it */
+
+static ngx_int_t
+ngx_http_ragnx_ask_events_share(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_events_ctx_t *ctx)
+{
+    u_char                      *p;
+    size_t                       lens[6];
+    uint32_t                     hash;
+    ngx_str_t                    k;
+    const char                  *argv[6];
+    ngx_http_ragnx_ask_fetch_t  *f;
+    u_char                       id[RAGNX_UUID_LEN + sizeof(ctx->last)];
+    u_char                       key[sizeof(RAGNX_KEY_EVENTS) - 1
+                                     + RAGNX_UUID_LEN];
+    u_char                       after[1 + sizeof(ctx->last)];
+
+    p = ngx_cpymem(id, ctx->job, RAGNX_UUID_LEN);
+    p = ngx_cpymem(p, ctx->last, ctx->last_len);
+    k.data = id;
+    k.len = p - id;
+    hash = ngx_crc32_short(k.data, k.len);
+
+    f = (ngx_http_ragnx_ask_fetch_t *)
+            ngx_str_rbtree_lookup(&ngx_http_ragnx_ask_fetching, &k, hash);
+
+    if (f == NULL) {
+        f = ngx_alloc(sizeof(ngx_http_ragnx_ask_fetch_t), r->connection->log);
+        if (f == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(f->key, id, k.len);
+        f->node.str.data = f->key;
+        f->node.str.len = k.len;
+        f->node.node.key = hash;
+        ngx_queue_init(&f->streams);
+
+        p = ngx_cpymem(key, RAGNX_KEY_EVENTS, sizeof(RAGNX_KEY_EVENTS) - 1);
+        ngx_memcpy(p, ctx->job, RAGNX_UUID_LEN);
+
+        after[0] = '(';
+        ngx_memcpy(after + 1, ctx->last, ctx->last_len);
+
+        argv[0] = "XRANGE";
+        lens[0] = 6;
+        argv[1] = (const char *) key;
+        lens[1] = sizeof(key);
+        argv[2] = (const char *) after;
+        lens[2] = 1 + ctx->last_len;
+        argv[3] = "+";
+        lens[3] = 1;
+        argv[4] = "COUNT";
+        lens[4] = 5;
+        argv[5] = NGX_HTTP_RAGNX_ASK_EVENTS_COUNT;
+        lens[5] = sizeof(NGX_HTTP_RAGNX_ASK_EVENTS_COUNT) - 1;
+
+        if (ngx_http_ragnx_redis_send(ctx->alcf->queue,
+                                      ngx_http_ragnx_ask_events_fetched, f,
+                                      6, argv, lens)
+            != NGX_OK)
+        {
+            ngx_free(f);
+            return NGX_ERROR;
+        }
+
+        ngx_rbtree_insert(&ngx_http_ragnx_ask_fetching, &f->node.node);
+    }
+
+    ngx_queue_insert_tail(&f->streams, &ctx->queue);
+    ctx->fetch = f;
+    ctx->w.reading = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Inside the hiredis callback (reply NULL: Redis away or late): the
+ * entries formatted into each waiting stream's memory, as its own read's
+ * would be, and the stream resumed from a posted event.
+ */
+
+static void
+ngx_http_ragnx_ask_events_fetched(void *data, redisReply *reply)
+{
+    size_t                            i;
+    ngx_queue_t                      *q;
+    ngx_chain_t                     **ll;
+    ngx_http_ragnx_ask_fetch_t       *f;
+    ngx_http_ragnx_ask_events_ctx_t  *ctx;
+
+    f = data;
+    ngx_rbtree_delete(&ngx_http_ragnx_ask_fetching, &f->node.node);
+
+    while (!ngx_queue_empty(&f->streams)) {
+        q = ngx_queue_head(&f->streams);
+        ngx_queue_remove(q);
+        ctx = ngx_queue_data(q, ngx_http_ragnx_ask_events_ctx_t, queue);
+        ctx->fetch = NULL;
+
+        ctx->out = NULL;
+        ctx->n = 0;
+        ctx->wait.rc = NGX_OK;
+
+        if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+            ctx->wait.rc = NGX_ERROR;
+
+        } else {
+            ll = &ctx->out;
+
+            for (i = 0; i < reply->elements; i++) {
+                if (ngx_http_ragnx_ask_events_entry(ctx->request, ctx,
+                                                    reply->element[i], &ll)
+                    != NGX_OK)
+                {
+                    ctx->wait.rc = NGX_ERROR;
+                    break;
+                }
+
+                ctx->n++;
+            }
+        }
+
+        ctx->fetched = 1;
+
+        if (!ctx->w.event.posted) {
+            ngx_post_event(&ctx->w.event, &ngx_posted_events);
+        }
+    }
+
+    ngx_free(f);
 }
 
 
@@ -2625,8 +2858,28 @@ ngx_http_ragnx_ask_events_error(ngx_http_request_t *r)
 
 
 static void
+ngx_http_ragnx_ask_events_link(ngx_http_ragnx_ask_events_ctx_t *ctx)
+{
+    if (ctx->w.linked) {
+        return;
+    }
+
+    ctx->w.node.str.data = ctx->job;
+    ctx->w.node.str.len = RAGNX_UUID_LEN;
+    ctx->w.node.node.key = ngx_crc32_short(ctx->job, RAGNX_UUID_LEN);
+    ngx_rbtree_insert(&ngx_http_ragnx_ask_waiting, &ctx->w.node.node);
+    ctx->w.linked = 1;
+}
+
+
+static void
 ngx_http_ragnx_ask_unlink_events(ngx_http_ragnx_ask_events_ctx_t *ctx)
 {
+    if (ctx->fetch) {
+        ngx_queue_remove(&ctx->queue);
+        ctx->fetch = NULL;
+    }
+
     ngx_http_ragnx_ask_waiter_unlink(&ctx->w, &ctx->ping);
 }
 
@@ -2817,6 +3070,9 @@ ngx_http_ragnx_ask_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_rbtree_init(&ngx_http_ragnx_ask_waiting, &ngx_http_ragnx_ask_sentinel,
+                    ngx_str_rbtree_insert_value);
+    ngx_rbtree_init(&ngx_http_ragnx_ask_fetching,
+                    &ngx_http_ragnx_ask_fetch_sentinel,
                     ngx_str_rbtree_insert_value);
 
     amcf = ngx_http_cycle_get_module_main_conf(cycle,

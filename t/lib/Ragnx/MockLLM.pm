@@ -31,6 +31,11 @@ package Ragnx::MockLLM;
 # stream-cut (three deltas, then the connection closes mid-answer); and
 # plain answers one JSON body, as a server that does not stream would.
 #
+# For bench/stream, words => N answers a streamed request with N words
+# ("w1 w2 ..."), and stamp => 1 puts "@T" and the wall clock in
+# microseconds (16 digits) after each word, written when its bytes go
+# to the socket: a reader subtracts it from the time it read them.
+#
 # start(..., fixed => 1) (the benchmark): "ok" answers a fixed text
 # without decoding the request.  JSON::PP takes 1.5 ms for a 6 KB prompt,
 # and at 256 requests a second that CPU would be taken from what the
@@ -104,7 +109,8 @@ sub stats {
 
 sub serve {
     my ($ls, %a) = @_;
-    my %st = (delay_ms => $a{delay_ms} || 0, chunk_ms => 0,
+    my %st = (delay_ms => $a{delay_ms} || 0, chunk_ms => $a{chunk_ms} || 0,
+              words => $a{words}, stamp => $a{stamp},
               delay_max_ms => $a{delay_max_ms} || 0, default => 'ok',
               script => [], requests => 0, last => {}, fixed => $a{fixed},
               questions => {});
@@ -165,6 +171,8 @@ sub serve {
         }
         for my $s (@{ $w || [] }) {
             my $k = $c{fileno $s} or next;
+            $k->{out} =~ s/\@T0{16}/sprintf('@T%016.0f', time * 1e6)/ge
+                if $st{stamp};
             my $n = syswrite($s, $k->{out});
             if (!defined $n) {
                 next if $!{EAGAIN};
@@ -212,7 +220,8 @@ sub handle {
     if ($path eq '/_mock') {
         if ($method eq 'POST') {
             my $c = eval { decode_json($body) } || {};
-            for (qw(delay_ms chunk_ms delay_max_ms default script)) {
+            for (qw(delay_ms chunk_ms delay_max_ms default script words
+                    stamp)) {
                 $st->{$_} = $c->{$_} if exists $c->{$_};
             }
         }
@@ -309,6 +318,8 @@ sub handle {
 sub stream {
     my ($st, $json, $mode, $path, $req, $answer, $in, $due) = @_;
     my @words = $answer =~ /(\S+\s*)/g;
+    @words = map { "w$_" . ($st->{stamp} ? '@T' . '0' x 16 : '') . ' ' }
+             1 .. $st->{words} if $st->{words};
     my $anthropic = $path =~ m{/v1/messages$};
     my $cut = $mode eq 'stream-error' || $mode eq 'stream-cut';
     @words = @words[0 .. 2] if $cut && @words > 3;

@@ -116,6 +116,7 @@ sub nginx_conf {
     my $http = $a{http} || '';
     my $server = $a{server} || '';
     my $main = $a{main} || '';
+    my $connections = $a{connections} || 1024;
     return <<"CONF";
 load_module $module;
 $user
@@ -125,7 +126,7 @@ master_process on;
 error_log $d/error.log info;
 pid $d/nginx.pid;
 $main
-events { worker_connections 1024; }
+events { worker_connections $connections; }
 
 http {
     access_log $d/access.log;
