@@ -260,6 +260,11 @@ ngx_http_ragnx_health_reply(ngx_http_request_t *r, redisReply *reply,
     ctx->delayed = e[9]->integer;
     ctx->oldest = e[10]->integer;
 
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx health: %L pool processes, beat %L ms ago, "
+                   "postgresql %ui, %L jobs", ctx->processes, ctx->beat,
+                   ctx->pg, ctx->jobs);
+
     /* the reply is freed after this callback: a copy of the reason */
     if (e[2]->len > 0 && e[2]->len <= 64) {
         ctx->llm.data = ngx_pnalloc(r->pool, e[2]->len);
