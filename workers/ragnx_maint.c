@@ -231,10 +231,11 @@ ragnx_check_thread(void *data)
         }
 
         /*
-         * What /health says of PostgreSQL: no connection to be had while
-         * none is busy means it refused one; all busy says nothing.
+         * What /health says of PostgreSQL: no connection, and none open,
+         * means it refused the one tried; all busy says nothing (and a
+         * connection given back meanwhile must not read as a refusal).
          */
-        if (conn == NULL && !ragnx_db_busy(t->db)) {
+        if (conn == NULL && ragnx_db_open(t->db) == 0) {
             ragnx_metrics_pg(RAGNX_PG_DOWN);
         }
 

@@ -196,6 +196,7 @@ PGconn *ragnx_db_get(ragnx_db_pool_t *pool);
 PGconn *ragnx_db_get_within(ragnx_db_pool_t *pool, long timeout);
 PGconn *ragnx_db_get_idle(ragnx_db_pool_t *pool, int open);
 int ragnx_db_busy(ragnx_db_pool_t *pool);
+int ragnx_db_open(ragnx_db_pool_t *pool);
 void ragnx_db_put(ragnx_db_pool_t *pool, PGconn *conn, int broken);
 PGconn *ragnx_db_connect(const char *conninfo, const char *password);
 PGresult *ragnx_db_query(PGconn *conn, const char *name, const char *sql,
