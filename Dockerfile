@@ -46,6 +46,9 @@ COPY --from=build /src/build/nginx/objs/ngx_http_ragnx_module.so \
 # the migrations (sql/) are compiled into the binary
 COPY --from=build /src/build/workers/ragnx-worker /usr/bin/ragnx-worker
 COPY schemas/ /usr/share/ragnx/schemas/
+# the chat page, served by nginx (nginx.conf.example, docs/web.md)
+COPY web/ /usr/share/ragnx/web/
+COPY docs/openapi.json /usr/share/ragnx/openapi.json
 # a sample corpus: `ragnx-worker ingest /usr/share/ragnx/corpus`
 COPY README.md /usr/share/ragnx/corpus/README.md
 COPY docs/ /usr/share/ragnx/corpus/docs/

@@ -45,8 +45,8 @@ WORKER_CFLAGS = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -pthread -Ishared \
 WORKER_LIBS = -lhiredis -lpq -lcurl -ljansson -ljwt -lsodium -lcrypto -pthread
 
 .PHONY: all module unit worker test test-asan test-debug lint run reset deps \
-        clean bench bench-pool bench-stack mutate fuzz fuzz-build image \
-        test-image
+        openapi clean bench bench-pool bench-stack mutate fuzz fuzz-build \
+        image test-image
 
 all: module unit worker
 
@@ -88,6 +88,11 @@ $(WORKER_LUA): scripts/embed-lua shared/ragnx_keys.h \
 deps:
 	@./scripts/deps
 
+# docs/openapi.json from docs/openapi.template.json and schemas/*.json
+# (make lint and t/openapi.t check that it is up to date)
+openapi:
+	./scripts/openapi
+
 module: $(MODULE)
 
 # Build against the distro's nginx source with its own configure flags so
@@ -117,7 +122,8 @@ $(ABS_BUILD)/unit/%: t/unit/%.c $(SHARED_SRCS) $(wildcard shared/*.h)
 test: deps
 	$(MAKE) all fuzz-build
 	$(MAKE) lint
-	RAGNX_MODULE=$(MODULE) RAGNX_BUILD=$(ABS_BUILD) ./scripts/prove
+	RAGNX_MODULE=$(MODULE) RAGNX_BUILD=$(ABS_BUILD) RAGNX_REQUIRE_BROWSER=1 \
+	    ./scripts/prove
 
 # The same suite with the module built under ASan + UBSan.  The distro
 # nginx is not instrumented, so the sanitizer runtimes are preloaded; the
@@ -125,7 +131,8 @@ test: deps
 test-asan: deps
 	$(MAKE) BUILD=build-asan SAN=1 all fuzz-build
 	RAGNX_MODULE=$(abspath build-asan)/nginx/objs/ngx_http_ragnx_module.so \
-	RAGNX_BUILD=$(abspath build-asan) RAGNX_SANITIZE=1 ./scripts/prove
+	RAGNX_BUILD=$(abspath build-asan) RAGNX_SANITIZE=1 \
+	RAGNX_REQUIRE_BROWSER=1 ./scripts/prove
 
 # The module built against nginx configured --with-debug, in its own build
 # directory, and t/debug.t run with its error_log at "debug": the
@@ -205,7 +212,10 @@ fuzz: deps fuzz-build
 	RAGNX_BUILD=$(ABS_BUILD) ./scripts/fuzz $(FUZZ_TIME) $(FUZZ_RUNS) \
 	    $(patsubst t/fuzz/fuzz_%.c,%,$(FUZZ_SRCS))
 
-run: deps
+# the page's address first, before the output of installing and building
+run:
+	@echo "ragnx: the chat page will be at http://127.0.0.1:$${PORT:-8080}/"
+	@./scripts/deps
 	$(MAKE) all
 	./scripts/run
 

@@ -62,6 +62,17 @@ json_t *ngx_http_ragnx_validated_body(ngx_http_request_t *r);
  */
 ngx_int_t ngx_http_ragnx_jwt_subject(ngx_http_request_t *r, ngx_str_t *sub);
 
+/*
+ * $ragnx_request_id: NGX_OK with *id NUL-terminated in request memory,
+ * a valid ragnx_rid_valid() id, or NGX_DECLINED with *id empty when nginx
+ * has none.
+ */
+ngx_int_t ngx_http_ragnx_request_id(ngx_http_request_t *r, ngx_str_t *id);
+
+/* a request header nginx keeps no pointer to: the last one named, or NULL */
+ngx_table_elt_t *ngx_http_ragnx_header_in(ngx_http_request_t *r,
+    const char *name);
+
 
 /*
  * What a ragnx content handler needs from the rest of its location.  The

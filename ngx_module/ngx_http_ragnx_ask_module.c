@@ -239,8 +239,6 @@ static ngx_int_t ngx_http_ragnx_ask_events_headers(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ragnx_ask_stream(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
 static ngx_uint_t ngx_http_ragnx_ask_wants_events(ngx_http_request_t *r);
-static ngx_table_elt_t *ngx_http_ragnx_ask_header_in(ngx_http_request_t *r,
-    const char *name);
 static ngx_chain_t *ngx_http_ragnx_ask_events_error(ngx_http_request_t *r);
 static void ngx_http_ragnx_ask_unlink_events(
     ngx_http_ragnx_ask_events_ctx_t *ctx);
@@ -258,6 +256,11 @@ static ngx_int_t ngx_http_ragnx_ask_copy(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ragnx_ask_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
 
+static void ngx_http_ragnx_ask_job_id(ngx_http_request_t *r, u_char *id);
+static ngx_int_t ngx_http_ragnx_ask_job_id_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ragnx_ask_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ragnx_ask_init(ngx_conf_t *cf);
 static void *ngx_http_ragnx_ask_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_ragnx_ask_init_main_conf(ngx_conf_t *cf, void *conf);
 static ngx_int_t ngx_http_ragnx_ask_init_process(ngx_cycle_t *cycle);
@@ -339,8 +342,8 @@ static ngx_command_t  ngx_http_ragnx_ask_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_ragnx_ask_module_ctx = {
-    NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_ragnx_ask_add_variables,      /* preconfiguration */
+    ngx_http_ragnx_ask_init,               /* postconfiguration */
 
     ngx_http_ragnx_ask_create_main_conf,   /* create main configuration */
     ngx_http_ragnx_ask_init_main_conf,     /* init main configuration */
@@ -405,6 +408,11 @@ static ngx_rbtree_node_t  ngx_http_ragnx_ask_sentinel;
 
 static ngx_http_ragnx_ask_worker_t  ngx_http_ragnx_ask_worker;
 
+/* $ragnx_job_id: the job a request made or asked about */
+static ngx_str_t  ngx_http_ragnx_ask_job_id_name =
+    ngx_string("ragnx_job_id");
+static ngx_int_t  ngx_http_ragnx_ask_job_id_index;
+
 
 static ngx_int_t
 ngx_http_ragnx_ask_handler(ngx_http_request_t *r)
@@ -443,7 +451,7 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
     u_char                    *norm;
     size_t                     len;
     json_t                    *body, *v, *details;
-    ngx_str_t                  sub;
+    ngx_str_t                  sub, rid;
     ngx_int_t                  rc;
     ragnx_job_t                job;
     ngx_time_t                *tp;
@@ -516,6 +524,7 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
 
     ctx->digest.len = RAGNX_DIGEST_LEN;
     ctx->job_id.len = RAGNX_UUID_LEN;
+    ngx_http_ragnx_ask_job_id(r, ctx->job_id.data);
 
     /*
      * A question in an existing chat is that chat's (its history may go
@@ -571,6 +580,11 @@ ngx_http_ragnx_ask_submit(ngx_http_request_t *r,
     job.digest = (char *) ctx->digest.data;
     job.chat_scope = ctx->chat;
     job.created = (long long) tp->sec * 1000 + tp->msec;
+
+    /* the pool's log lines and the stored messages name the request */
+    if (ngx_http_ragnx_request_id(r, &rid) == NGX_OK) {
+        job.rid = (char *) rid.data;
+    }
 
     len = RAGNX_JOB_MAX(ngx_strlen(job.query), sub.len);
 
@@ -1443,6 +1457,7 @@ ngx_http_ragnx_ask_status(ngx_http_request_t *r,
 
     /* ids are minted lower-case; accept either from the client */
     ngx_strlow(ctx->id, id.data, RAGNX_UUID_LEN);
+    ngx_http_ragnx_ask_job_id(r, ctx->id);
 
     if (ngx_http_arg(r, (u_char *) "wait", 4, &arg) == NGX_OK) {
         n = ngx_atoi(arg.data, arg.len);
@@ -1965,7 +1980,7 @@ ngx_http_ragnx_ask_events(ngx_http_request_t *r,
 
     /* resumed after the last event the client has: "<ms>-<seq>" */
 
-    h = ngx_http_ragnx_ask_header_in(r, "Last-Event-ID");
+    h = ngx_http_ragnx_header_in(r, "Last-Event-ID");
     last = h ? &h->value : NULL;
 
     if (last) {
@@ -2006,48 +2021,13 @@ ngx_http_ragnx_ask_wants_events(ngx_http_request_t *r)
 {
     ngx_table_elt_t  *h;
 
-    h = ngx_http_ragnx_ask_header_in(r, "Accept");
+    h = ngx_http_ragnx_header_in(r, "Accept");
 
     return h && ngx_strlcasestrn(h->value.data,
                                  h->value.data + h->value.len,
                                  (u_char *) "text/event-stream",
                                  sizeof("text/event-stream") - 2)
                 != NULL;
-}
-
-
-/* a request header nginx does not keep a pointer to: the last one named */
-
-static ngx_table_elt_t *
-ngx_http_ragnx_ask_header_in(ngx_http_request_t *r, const char *name)
-{
-    size_t            len;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *found;
-
-    len = ngx_strlen(name);
-    found = NULL;
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return found;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            found = &h[i];
-        }
-    }
 }
 
 
@@ -2175,6 +2155,7 @@ ngx_http_ragnx_ask_events_ctx(ngx_http_request_t *r,
     ctx->alcf = alcf;
     ctx->owner = *owner;
     ngx_strlow(ctx->id, id, RAGNX_UUID_LEN);
+    ngx_http_ragnx_ask_job_id(r, ctx->id);
 
     if (last) {
         ctx->last_len = last->len;
@@ -2735,7 +2716,65 @@ ngx_http_ragnx_ask_header(ngx_http_request_t *r, const char *name,
 }
 
 
+/*
+ * $ragnx_job_id is set where the job id becomes known, into the
+ * variable's slot of r->variables (RAGNX_UUID_LEN bytes the request
+ * owns): an internal redirect to an error page keeps it, as it does
+ * $ragnx_route.  Never set: not found ("-" in a log).
+ */
+
+static void
+ngx_http_ragnx_ask_job_id(ngx_http_request_t *r, u_char *id)
+{
+    ngx_http_variable_value_t  *v;
+
+    v = &r->variables[ngx_http_ragnx_ask_job_id_index];
+
+    v->data = id;
+    v->len = RAGNX_UUID_LEN;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_ask_job_id_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    v->not_found = 1;
+
+    return NGX_OK;
+}
+
+
 /* configuration */
+
+
+static ngx_int_t
+ngx_http_ragnx_ask_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var;
+
+    var = ngx_http_add_variable(cf, &ngx_http_ragnx_ask_job_id_name, 0);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_ragnx_ask_job_id_variable;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_ask_init(ngx_conf_t *cf)
+{
+    ngx_http_ragnx_ask_job_id_index =
+        ngx_http_get_variable_index(cf, &ngx_http_ragnx_ask_job_id_name);
+
+    return ngx_http_ragnx_ask_job_id_index == NGX_ERROR ? NGX_ERROR : NGX_OK;
+}
 
 
 static void *

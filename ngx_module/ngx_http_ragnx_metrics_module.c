@@ -78,6 +78,10 @@ static void ngx_http_ragnx_metrics_observe(ngx_http_ragnx_metrics_hist_t *h,
 static ngx_int_t ngx_http_ragnx_metrics_preaccess_handler(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_ragnx_metrics_log_handler(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_ragnx_metrics_request_route(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_ragnx_metrics_outcome_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_ragnx_metrics_route_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_ragnx_metrics_init_zone(ngx_shm_zone_t *shm_zone,
@@ -152,6 +156,9 @@ static ngx_str_t  ngx_http_ragnx_metrics_zone_name =
 
 static ngx_str_t  ngx_http_ragnx_metrics_route_name =
     ngx_string("ragnx_route");
+
+static ngx_str_t  ngx_http_ragnx_metrics_outcome_name =
+    ngx_string("ragnx_outcome");
 
 
 /* by NGX_HTTP_RAGNX_METRICS_* route; the rpc ones are the methods' names */
@@ -759,29 +766,20 @@ ngx_http_ragnx_metrics_preaccess_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_ragnx_metrics_log_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                           ms;
-    ngx_uint_t                          route, outcome;
-    ngx_time_t                         *tp;
-    ngx_http_variable_value_t          *v;
-    ngx_http_ragnx_metrics_t           *m;
-    ngx_http_ragnx_metrics_loc_conf_t  *mlcf;
+    ngx_int_t                  ms;
+    ngx_uint_t                 route, outcome;
+    ngx_time_t                *tp;
+    ngx_http_ragnx_metrics_t  *m;
 
     m = ngx_http_ragnx_metrics;
-    v = &r->variables[ngx_http_ragnx_metrics_route_index];
 
-    if (v->valid && !v->not_found) {
-        for (route = NGX_HTTP_RAGNX_METRICS_ROUTES - 1; route; route--) {
-            if (v->data == ngx_http_ragnx_metrics_routes[route].data) {
-                break;
-            }
-        }
-
-    } else {
-        mlcf = ngx_http_get_module_loc_conf(r, ngx_http_ragnx_metrics_module);
-        route = mlcf->route;
+    if (m == NULL) {
+        return NGX_OK;
     }
 
-    if (route == NGX_HTTP_RAGNX_METRICS_NONE || m == NULL) {
+    route = ngx_http_ragnx_metrics_request_route(r);
+
+    if (route == NGX_HTTP_RAGNX_METRICS_NONE) {
         return NGX_OK;
     }
 
@@ -804,6 +802,71 @@ ngx_http_ragnx_metrics_log_handler(ngx_http_request_t *r)
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ragnx metrics: route %ui, outcome %ui, %i ms",
                    route, outcome, ms);
+
+    return NGX_OK;
+}
+
+
+/* the route of the request: $ragnx_route's, or its location's */
+
+static ngx_uint_t
+ngx_http_ragnx_metrics_request_route(ngx_http_request_t *r)
+{
+    ngx_uint_t                          route;
+    ngx_http_variable_value_t          *v;
+    ngx_http_ragnx_metrics_loc_conf_t  *mlcf;
+
+    v = &r->variables[ngx_http_ragnx_metrics_route_index];
+
+    if (v->valid && !v->not_found) {
+        for (route = NGX_HTTP_RAGNX_METRICS_ROUTES - 1; route; route--) {
+            if (v->data == ngx_http_ragnx_metrics_routes[route].data) {
+                break;
+            }
+        }
+
+        return route;
+    }
+
+    mlcf = ngx_http_get_module_loc_conf(r, ngx_http_ragnx_metrics_module);
+
+    return mlcf->route;
+}
+
+
+/*
+ * $ragnx_outcome: the outcome label the request is counted under (hit,
+ * miss, follower, full, ok, or its status), for an access log; not
+ * found outside ragnx locations.  Not cacheable: the status it reads is
+ * final only in the log phase.
+ */
+
+static ngx_int_t
+ngx_http_ragnx_metrics_outcome_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_uint_t   route, outcome;
+    const char  *name;
+
+    route = ngx_http_ragnx_metrics_request_route(r);
+
+    if (route == NGX_HTTP_RAGNX_METRICS_NONE) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    outcome = ngx_http_ragnx_metrics_outcome(r, route);
+
+    name = outcome < NGX_HTTP_RAGNX_METRICS_BY_STATUS
+           ? ngx_http_ragnx_metrics_outcomes[outcome]
+           : ngx_http_ragnx_metrics_statuses[outcome
+                                     - NGX_HTTP_RAGNX_METRICS_BY_STATUS].name;
+
+    v->data = (u_char *) name;
+    v->len = ngx_strlen(name);
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
 
     return NGX_OK;
 }
@@ -915,6 +978,14 @@ ngx_http_ragnx_metrics_add_variables(ngx_conf_t *cf)
     }
 
     var->get_handler = ngx_http_ragnx_metrics_route_variable;
+
+    var = ngx_http_add_variable(cf, &ngx_http_ragnx_metrics_outcome_name,
+                                NGX_HTTP_VAR_NOCACHEABLE);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_ragnx_metrics_outcome_variable;
 
     return NGX_OK;
 }

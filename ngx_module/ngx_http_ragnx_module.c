@@ -3,8 +3,10 @@
  * ragnx core: the JSON response helpers every ragnx module answers with;
  * "ragnx_json_error", a content handler for error_page locations that
  * turns nginx's own error pages (404, 405, 413, 429, 5xx...) into JSON;
- * and the configuration check of the locations that use a ragnx content
- * handler (ngx_http_ragnx_handler()).
+ * the configuration check of the locations that use a ragnx content
+ * handler (ngx_http_ragnx_handler()); and the request id,
+ * $ragnx_request_id: nginx's $request_id, or the client's X-Request-Id
+ * where "ragnx_request_id_trust on" says the operator trusts it.
  */
 
 
@@ -15,6 +17,7 @@
 #include "ngx_http_ragnx.h"
 #include "ngx_http_ragnx_redis.h"
 #include "ngx_http_ragnx_metrics.h"
+#include "ragnx_job.h"
 
 
 /* a location with a ragnx content handler, to check once merged */
@@ -33,8 +36,20 @@ typedef struct {
 } ngx_http_ragnx_main_conf_t;
 
 
+typedef struct {
+    ngx_flag_t                 request_id_trust;
+} ngx_http_ragnx_loc_conf_t;
+
+
 static ngx_int_t ngx_http_ragnx_json_error_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ragnx_request_id_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ragnx_add_variables(ngx_conf_t *cf);
 static void *ngx_http_ragnx_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_ragnx_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_ragnx_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_ragnx_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ragnx_check_handlers(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ragnx_check_handler(ngx_conf_t *cf,
     ngx_http_ragnx_handler_conf_t *h);
@@ -65,13 +80,20 @@ static ngx_command_t  ngx_http_ragnx_commands[] = {
       0,
       NULL },
 
+    { ngx_string("ragnx_request_id_trust"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragnx_loc_conf_t, request_id_trust),
+      NULL },
+
       ngx_null_command
 };
 
 
 static ngx_http_module_t  ngx_http_ragnx_module_ctx = {
-    NULL,                                  /* preconfiguration */
-    ngx_http_ragnx_check_handlers,         /* postconfiguration */
+    ngx_http_ragnx_add_variables,          /* preconfiguration */
+    ngx_http_ragnx_init,                   /* postconfiguration */
 
     ngx_http_ragnx_create_main_conf,       /* create main configuration */
     NULL,                                  /* init main configuration */
@@ -79,8 +101,8 @@ static ngx_http_module_t  ngx_http_ragnx_module_ctx = {
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
 
-    NULL,                                  /* create location configuration */
-    NULL                                   /* merge location configuration */
+    ngx_http_ragnx_create_loc_conf,        /* create location configuration */
+    ngx_http_ragnx_merge_loc_conf          /* merge location configuration */
 };
 
 
@@ -98,6 +120,14 @@ ngx_module_t  ngx_http_ragnx_module = {
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
+
+
+static ngx_str_t  ngx_http_ragnx_request_id_name =
+    ngx_string("ragnx_request_id");
+static ngx_str_t  ngx_http_ragnx_nginx_request_id_name =
+    ngx_string("request_id");
+static ngx_int_t  ngx_http_ragnx_request_id_index;
+static ngx_int_t  ngx_http_ragnx_nginx_request_id_index;
 
 
 typedef struct {
@@ -291,6 +321,184 @@ ngx_http_ragnx_json_error_handler(ngx_http_request_t *r)
     return ngx_http_ragnx_send_error(r, status,
                                      ngx_http_ragnx_status_message(status),
                                      NULL);
+}
+
+
+/* a request header nginx does not keep a pointer to: the last one named */
+
+ngx_table_elt_t *
+ngx_http_ragnx_header_in(ngx_http_request_t *r, const char *name)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *found;
+
+    len = ngx_strlen(name);
+    found = NULL;
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return found;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            found = &h[i];
+        }
+    }
+}
+
+
+/*
+ * $ragnx_request_id: with "ragnx_request_id_trust on", the client's
+ * X-Request-Id when it is 1 to RAGNX_RID_MAX characters of a safe set
+ * (ragnx_rid_valid(): it goes into the job, logs and PostgreSQL as it
+ * is); otherwise, or when it is not, nginx's $request_id.  Cacheable:
+ * one request has one id, whichever location or log asks first, and an
+ * internal redirect keeps it.  The value is NUL-terminated.
+ */
+
+static ngx_int_t
+ngx_http_ragnx_request_id_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                     *p;
+    ngx_table_elt_t            *h;
+    ngx_http_variable_value_t  *id;
+    ngx_http_ragnx_loc_conf_t  *rlcf;
+
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_ragnx_module);
+
+    h = rlcf->request_id_trust
+        ? ngx_http_ragnx_header_in(r, "X-Request-Id") : NULL;
+
+    if (h && ragnx_rid_valid((char *) h->value.data, h->value.len)) {
+        p = h->value.data;
+        v->len = h->value.len;
+
+    } else {
+        if (h) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "ragnx: client sent an invalid \"X-Request-Id\" "
+                          "header: ignored");
+        }
+
+        id = ngx_http_get_indexed_variable(r,
+                                       ngx_http_ragnx_nginx_request_id_index);
+        if (id == NULL || id->not_found) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        p = id->data;
+        v->len = id->len;
+    }
+
+    v->data = ngx_pnalloc(r->pool, v->len + 1);
+    if (v->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(v->data, p, v->len);
+    v->data[v->len] = '\0';
+
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_ragnx_request_id(ngx_http_request_t *r, ngx_str_t *id)
+{
+    ngx_http_variable_value_t  *v;
+
+    v = ngx_http_get_indexed_variable(r, ngx_http_ragnx_request_id_index);
+
+    if (v == NULL || v->not_found) {
+        ngx_str_null(id);
+        return NGX_DECLINED;
+    }
+
+    id->data = v->data;
+    id->len = v->len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var;
+
+    var = ngx_http_add_variable(cf, &ngx_http_ragnx_request_id_name, 0);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_ragnx_request_id_variable;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_ragnx_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_ragnx_loc_conf_t  *conf;
+
+    conf = ngx_palloc(cf->pool, sizeof(ngx_http_ragnx_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->request_id_trust = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_ragnx_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_ragnx_loc_conf_t *prev = parent;
+    ngx_http_ragnx_loc_conf_t *conf = child;
+
+    ngx_conf_merge_value(conf->request_id_trust, prev->request_id_trust, 0);
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_init(ngx_conf_t *cf)
+{
+    ngx_http_ragnx_request_id_index =
+        ngx_http_get_variable_index(cf, &ngx_http_ragnx_request_id_name);
+    ngx_http_ragnx_nginx_request_id_index =
+        ngx_http_get_variable_index(cf,
+                                    &ngx_http_ragnx_nginx_request_id_name);
+
+    if (ngx_http_ragnx_request_id_index == NGX_ERROR
+        || ngx_http_ragnx_nginx_request_id_index == NGX_ERROR)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_ragnx_check_handlers(cf);
 }
 
 

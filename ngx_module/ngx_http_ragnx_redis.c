@@ -12,6 +12,9 @@
  * Subscriptions: one more connection per worker and subscription, in
  * pub/sub mode on a channel named after the worker, so that the worker
  * pool can address replies to the nginx worker whose request waits.
+ *
+ * $ragnx_redis_time: the round trips of a request's commands, added up
+ * in a small ctx of this module, for the access log.
  */
 
 
@@ -33,6 +36,15 @@
 #define NGX_HTTP_RAGNX_REDIS_BACKOFF_MAX   5000
 #define NGX_HTTP_RAGNX_REDIS_MAX_ARGS      32
 #define NGX_HTTP_RAGNX_REDIS_LATER         1     /* ms a later write waits */
+
+
+/* a request's time waiting on Redis, us: $ragnx_redis_time */
+typedef struct {
+    uint64_t                      us;
+} ngx_http_ragnx_redis_time_t;
+
+static ngx_str_t  ngx_http_ragnx_redis_time_name =
+    ngx_string("ragnx_redis_time");
 
 
 typedef struct ngx_http_ragnx_redis_conn_s  ngx_http_ragnx_redis_conn_t;
@@ -74,6 +86,7 @@ struct ngx_http_ragnx_redis_conn_s {
     ngx_uint_t                     state;
     ngx_log_t                     *log;
     ngx_http_ragnx_redis_sub_t    *sub;        /* a subscriber, or NULL */
+    ngx_http_ragnx_redis_cmd_t    *expiring;   /* timed out, reading first */
 };
 
 
@@ -164,6 +177,9 @@ static void ngx_http_ragnx_redis_add_write(void *privdata);
 static void ngx_http_ragnx_redis_del_write(void *privdata);
 static void ngx_http_ragnx_redis_cleanup(void *privdata);
 
+static ngx_int_t ngx_http_ragnx_redis_time_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ragnx_redis_add_variables(ngx_conf_t *cf);
 static void *ngx_http_ragnx_redis_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_ragnx_redis_init_main_conf(ngx_conf_t *cf, void *conf);
 static ngx_int_t ngx_http_ragnx_redis_init_process(ngx_cycle_t *cycle);
@@ -214,7 +230,7 @@ static ngx_command_t  ngx_http_ragnx_redis_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_ragnx_redis_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_ragnx_redis_add_variables,    /* preconfiguration */
     NULL,                                  /* postconfiguration */
 
     ngx_http_ragnx_redis_create_main_conf, /* create main configuration */
@@ -854,6 +870,7 @@ ngx_http_ragnx_redis_call(ngx_http_request_t *r,
     ngx_pool_cleanup_t           *cln;
     ngx_http_ragnx_redis_cmd_t   *cmd;
     ngx_http_ragnx_redis_conn_t  *rc;
+    ngx_http_ragnx_redis_time_t  *t;
 
     rc = ngx_http_ragnx_redis_pick(srv);
     if (rc == NULL) {
@@ -878,6 +895,15 @@ ngx_http_ragnx_redis_call(ngx_http_request_t *r,
         w->event.log = r->connection->log;
     }
 
+    if (ngx_http_get_module_ctx(r, ngx_http_ragnx_redis_module) == NULL) {
+        t = ngx_pcalloc(r->pool, sizeof(ngx_http_ragnx_redis_time_t));
+        if (t == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_set_ctx(r, t, ngx_http_ragnx_redis_module);
+    }
+
     cmd = ngx_http_ragnx_redis_queue(rc, argc, argv, argvlen);
     if (cmd == NULL) {
         return NGX_ERROR;
@@ -886,6 +912,10 @@ ngx_http_ragnx_redis_call(ngx_http_request_t *r,
     cmd->wait = w;
     w->cmd = cmd;
     w->rc = NGX_OK;
+
+    if (cmd->start == 0) {
+        cmd->start = ngx_http_ragnx_metrics_now();
+    }
 
     r->main->count++;
 
@@ -1089,6 +1119,7 @@ ngx_http_ragnx_redis_reply(redisAsyncContext *ac, void *reply,
     redisReply                   *rr = reply;
     ngx_http_ragnx_redis_cmd_t   *cmd = privdata;
     ngx_http_ragnx_redis_conn_t  *rc;
+    ngx_http_ragnx_redis_time_t  *t;
 
     rc = cmd->conn;
 
@@ -1112,6 +1143,14 @@ ngx_http_ragnx_redis_reply(redisAsyncContext *ac, void *reply,
         }
 
         ngx_http_ragnx_metrics_redis(rc->srv->role, cmd->start);
+
+        if (cmd->wait && cmd->start) {
+            t = ngx_http_get_module_ctx(cmd->wait->request,
+                                        ngx_http_ragnx_redis_module);
+            if (t) {
+                t->us += ngx_http_ragnx_metrics_now() - cmd->start;
+            }
+        }
 
         if (rr->type == REDIS_REPLY_ERROR) {
             ngx_http_ragnx_metrics_count(
@@ -1137,6 +1176,10 @@ ngx_http_ragnx_redis_reply(redisAsyncContext *ac, void *reply,
         cmd->done(cmd->data, rr);
     }
 
+    if (rc->expiring == cmd) {
+        rc->expiring = NULL;
+    }
+
     ngx_free(cmd);
 }
 
@@ -1144,11 +1187,35 @@ ngx_http_ragnx_redis_reply(redisAsyncContext *ac, void *reply,
 static void
 ngx_http_ragnx_redis_cmd_timeout(ngx_event_t *ev)
 {
+    ngx_uint_t                    n;
     ngx_http_ragnx_redis_cmd_t   *cmd;
     ngx_http_ragnx_redis_conn_t  *rc;
 
     cmd = ev->data;
     rc = cmd->conn;
+
+    /*
+     * Replies waiting unread in the socket (this worker was busy, and the
+     * timer's turn came before the read's) may hold this command's: read
+     * them first.  A script Redis ran before its deadline has written what
+     * it wrote, and its request gets that reply, not a 503.  Bounded: 64
+     * reads of hiredis's 16 KiB.  cmd is freed if its reply comes.
+     */
+
+    rc->expiring = cmd;
+
+    for (n = 0;
+         n < 64 && rc->expiring && rc->ac && ngx_http_ragnx_redis_unread(rc);
+         n++)
+    {
+        redisAsyncHandleRead(rc->ac);
+    }
+
+    if (rc->expiring == NULL) {
+        return;
+    }
+
+    rc->expiring = NULL;
 
     ngx_http_ragnx_metrics_count(redis_timeouts[rc->srv->role]);
 
@@ -1497,6 +1564,59 @@ ngx_http_ragnx_redis_script(ngx_conf_t *cf, ngx_str_t *body)
 
 
 /* configuration and process lifetime */
+
+
+/*
+ * $ragnx_redis_time: seconds with microseconds, as "0.000153"; not found
+ * for a request that sent no command (or, after an internal redirect to
+ * an error page, whose ctx nginx cleared).
+ */
+
+static ngx_int_t
+ngx_http_ragnx_redis_time_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                       *p;
+    ngx_http_ragnx_redis_time_t  *t;
+
+    t = ngx_http_get_module_ctx(r, ngx_http_ragnx_redis_module);
+
+    if (t == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN + 8);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_sprintf(p, "%uL.%06uL", t->us / 1000000, t->us % 1000000)
+             - p;
+    v->data = p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_redis_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var;
+
+    var = ngx_http_add_variable(cf, &ngx_http_ragnx_redis_time_name,
+                                NGX_HTTP_VAR_NOCACHEABLE);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_ragnx_redis_time_variable;
+
+    return NGX_OK;
+}
 
 
 static void *

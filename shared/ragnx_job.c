@@ -39,6 +39,10 @@ ragnx_job_encode(const ragnx_job_t *job)
         rc |= json_object_set_new(o, "scope", json_string("chat"));
     }
 
+    if (job->rid) {
+        rc |= json_object_set_new(o, "rid", json_string(job->rid));
+    }
+
     if (rc != 0) {
         json_decref(o);
         return NULL;
@@ -116,6 +120,31 @@ ragnx_json_escape(const char *s, size_t len, char *out)
 }
 
 
+int
+ragnx_rid_valid(const char *s, size_t len)
+{
+    size_t  i;
+    char    c;
+
+    if (len == 0 || len > RAGNX_RID_MAX) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        c = s[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'
+              || c == ':'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 /* the fixed parts of the payload ragnx_job_write() puts together */
 #define RAGNX_JOB_CPY(p, s)  (memcpy(p, s, sizeof(s) - 1), (p) + sizeof(s) - 1)
 #define RAGNX_JOB_STR(x)     RAGNX_JOB_STR2(x)
@@ -127,13 +156,18 @@ ragnx_job_write(const ragnx_job_t *job, char *buf, size_t size)
 {
     int          n;
     char        *p, num[24];
-    size_t       qlen, olen;
+    size_t       qlen, olen, rlen;
     long long    v;
 
     qlen = strlen(job->query);
     olen = strlen(job->owner);
+    rlen = job->rid ? strlen(job->rid) : 0;
 
-    if (size < RAGNX_JOB_MAX(qlen, olen)) {
+    /* a request id goes in as it is: its characters need no escape */
+
+    if (size < RAGNX_JOB_MAX(qlen, olen)
+        || (job->rid && !ragnx_rid_valid(job->rid, rlen)))
+    {
         return 0;
     }
 
@@ -175,6 +209,13 @@ ragnx_job_write(const ragnx_job_t *job, char *buf, size_t size)
 
     if (job->chat_scope) {
         p = RAGNX_JOB_CPY(p, ",\"scope\":\"chat\"");
+    }
+
+    if (job->rid) {
+        p = RAGNX_JOB_CPY(p, ",\"rid\":\"");
+        memcpy(p, job->rid, rlen);
+        p += rlen;
+        *p++ = '"';
     }
 
     *p++ = '}';
@@ -257,6 +298,19 @@ ragnx_job_decode(const char *data, size_t len, ragnx_job_t *job, char *err,
         }
 
         job->chat_scope = 1;
+    }
+
+    v = json_object_get(root, "rid");
+
+    if (v != NULL) {
+        if (!json_is_string(v)
+            || !ragnx_rid_valid(json_string_value(v), json_string_length(v)))
+        {
+            snprintf(err, errlen, "bad request id");
+            goto failed;
+        }
+
+        job->rid = json_string_value(v);
     }
 
     return 0;

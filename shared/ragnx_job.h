@@ -3,7 +3,7 @@
  * ragnx: the job payload carried in the stream entry (field "job").
  *
  *   {"v":2, "id", "owner", "chatId", "query", "digest", "createdAt",
- *    "scope":"chat"}
+ *    "scope":"chat", "rid"}
  *
  * The payload is immutable: written once, by ragnx_job_write() in the
  * module, and read once, by ragnx_job_decode() in the pool; no script
@@ -24,6 +24,12 @@
  * passages and the question only, so its answer may be cached and
  * shared by single-flight.  A payload without the field is never given
  * history: the safe reading.
+ *
+ * "rid", the request id of the question (nginx's $ragnx_request_id), is
+ * optional: a payload written before it existed decodes as one without
+ * it.  It is up to RAGNX_RID_MAX characters of a safe set (letters,
+ * digits, "-", "_", ".", ":"), so it goes into logs and PostgreSQL as
+ * it is, and a reader may take it from the payload without decoding.
  */
 
 
@@ -42,6 +48,7 @@ typedef struct {
     const char  *query;
     const char  *digest;
     const char  *gen;          /* the entry's "gen" field, not the payload */
+    const char  *rid;          /* request id, NULL when none */
     int          chat_scope;   /* "scope":"chat": may read history */
     long long    created;      /* ms since the epoch */
     json_t      *root;         /* decoded payload; owns the strings */
@@ -59,7 +66,13 @@ json_t *ragnx_job_encode(const ragnx_job_t *job);
  */
 size_t ragnx_job_write(const ragnx_job_t *job, char *buf, size_t size);
 
-#define RAGNX_JOB_MAX(qlen, olen)  (256 + 6 * ((qlen) + (olen)))
+#define RAGNX_RID_MAX  64
+
+#define RAGNX_JOB_MAX(qlen, olen)                                            \
+    (256 + RAGNX_RID_MAX + 16 + 6 * ((qlen) + (olen)))
+
+/* 1 when s[0..len) may be a request id: 1 to RAGNX_RID_MAX safe bytes */
+int ragnx_rid_valid(const char *s, size_t len);
 
 /* JSON string body of s (no quotes) into out (room for 6 * len) */
 size_t ragnx_json_escape(const char *s, size_t len, char *out);

@@ -20,6 +20,7 @@ use Time::HiRes qw(time sleep);
 use MIME::Base64 ();
 use Ragnx::Resp;
 use Ragnx::Test;
+use Ragnx::OpenAPI;
 use Ragnx::Pool qw(uuid);
 
 my $UUID = qr/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -28,6 +29,8 @@ my $root = getcwd();
 my $json = JSON::PP->new->canonical->utf8;
 
 my $t = Ragnx::Test->new;
+# every response to a path of docs/openapi.json is checked against it
+Ragnx::OpenAPI->hook;
 my $rp = $t->start_redis;
 $t->start_postgres;
 my $secret = 'accounts-test-secret-0123456789abcdef';

@@ -334,7 +334,7 @@ for my $c (
        'wrong pool password: ragnx-worker exits 1 at start');
     my $log = slurp("$t2->{dir}/worker.log");
     my $check = qr/\(check redis_user and redis_password_file\)/;
-    like($log, qr/redis AUTH as user "ragnx-pool" refused: WRONGPASS.* $check/,
+    like($log, qr/redis AUTH as user \\"ragnx-pool\\" refused: WRONGPASS.* $check/,
          '... logging the refusal and the settings to check') or diag($log);
     like($log, qr/not starting/, '... and that it does not start');
     unlike($log, qr/not-the-password/, '... never the password');

@@ -12,9 +12,12 @@ use Digest::SHA qw(sha256_hex);
 use JSON::PP;
 use Time::HiRes qw(sleep);
 use Ragnx::Test;
+use Ragnx::OpenAPI;
 
 my $root = getcwd();
 my $t = Ragnx::Test->new;
+# every response to a path of docs/openapi.json is checked against it
+Ragnx::OpenAPI->hook;
 my $c = Ragnx::Test->new;
 my $qp = $t->start_redis;
 my $cp = $c->start_redis;
@@ -115,4 +118,5 @@ ok(!$t->log_problems, 'no errors logged') or diag($t->log_problems);
 $t->stop_redis;
 $c->stop_redis;
 
+Ragnx::Test::responses_checked();
 done_testing();

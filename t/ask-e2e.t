@@ -13,10 +13,13 @@ use Cwd qw(getcwd);
 use JSON::PP;
 use Time::HiRes qw(sleep time);
 use Ragnx::Test;
+use Ragnx::OpenAPI;
 use Ragnx::Pool;
 
 my $root = getcwd();
 my $t = Ragnx::Test->new;
+# every response to a path of docs/openapi.json is checked against it
+Ragnx::OpenAPI->hook;
 my $rp = $t->start_redis;
 $t->start_postgres;
 my $p = Ragnx::Pool->new($t);

@@ -12,10 +12,13 @@ use Digest::SHA qw(sha256_hex);
 use JSON::PP;
 use Time::HiRes qw(time sleep);
 use Ragnx::Test;
+use Ragnx::OpenAPI;
 
 my $UUID = qr/^[0-9a-f]{8}-[0-9a-f]{4}-[47][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 my $root = getcwd();
 my $t = Ragnx::Test->new;
+# every response to a path of docs/openapi.json is checked against it
+Ragnx::OpenAPI->hook;
 my $rp = $t->start_redis;
 my $secret = 'ask-test-secret-0123456789abcdef';
 my $keyfile = $t->file('hs.key', $secret);

@@ -89,6 +89,10 @@ sub example {
     is(subst(\$c, qr{ragnx_validate_schema /usr/share/ragnx/schemas/},
              sub { "ragnx_validate_schema $root/schemas/" },
              'schemas'), 3, 'three schemas');
+    subst(\$c, qr{root      /usr/share/ragnx/web;},
+          sub { "root $root/web;" }, 'the page\'s root');
+    subst(\$c, qr{alias /usr/share/ragnx/openapi\.json;},
+          sub { "alias $root/docs/openapi.json;" }, 'OpenAPI document');
     subst(\$c, qr{^(\s*ragnx_redis) 127\.0\.0\.1:6379 }m,
           sub { "$1 127.0.0.1:$redis_port " }, 'ragnx_redis');
     subst(\$c, qr{ user=ragnx-nginx password_file=/etc/ragnx/redis-nginx\.password;},
@@ -227,9 +231,49 @@ my $job = '6f1c1e2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b';
          qr/^ragnx_http_requests_total\{route="health",outcome="503"\} 1$/m,
          '/metrics: the health request counted');
 
+    # the API's document, as a static file, taken by no /api/ location
+    $r = $t->request('GET', '/api/openapi.json');
+    is($r->{status}, 200, '/api/openapi.json: 200');
+    is($r->{headers}{'content-type'}, 'application/json',
+       '/api/openapi.json: application/json');
+    ok($r->{body} eq slurp("$root/docs/openapi.json"),
+       '/api/openapi.json: docs/openapi.json byte for byte');
+    security_headers($r, '/api/openapi.json');
+
     $r = $t->request('GET', '/no/such/path');
     json_error($r, 404, 'Not found', 'unknown path');
     security_headers($r, '404 page');
+
+    # the chat page: its files with their types and headers of its own
+    $r = $t->request('GET', '/');
+    is($r->{status}, 200, 'the page: 200');
+    like($r->{headers}{'content-type'} // '', qr{^text/html; charset=utf-8},
+         'the page: text/html');
+    like($r->{body}, qr{<script type="module" src="js/app\.js"></script>},
+         'the page: index.html');
+    my $csp = $r->{headers}{'content-security-policy'} // '';
+    like($csp, qr{^default-src 'self';}, 'the page: CSP default-src \'self\'');
+    like($csp, qr{frame-ancestors 'none'}, 'the page: CSP frame-ancestors');
+    unlike($csp, qr{unsafe}, 'the page: CSP allows nothing unsafe');
+    is($r->{headers}{'x-content-type-options'}, 'nosniff',
+       'the page: nosniff');
+    is($r->{headers}{'referrer-policy'}, 'no-referrer',
+       'the page: Referrer-Policy');
+    is($r->{headers}{'x-frame-options'}, 'DENY', 'the page: X-Frame-Options');
+    like($r->{headers}{'x-request-id'} // '', qr/^[0-9a-f]{32}$/,
+         'the page: X-Request-Id');
+    for (['/js/app.js', 'text/javascript'], ['/app.css', 'text/css'],
+         ['/favicon.svg', 'image/svg+xml'])
+    {
+        my ($path, $type) = @$_;
+        $r = $t->request('GET', $path);
+        is($r->{status}, 200, "$path: 200");
+        like($r->{headers}{'content-type'} // '', qr{^\Q$type\E},
+             "$path: $type");
+        is($r->{headers}{'content-security-policy'}, $csp, "$path: the CSP");
+    }
+    $r = $t->request('GET', '/api/no/such/path');
+    json_error($r, 404, 'Not found', 'unknown API path');
 
     $r = $t->request('DELETE', '/health');
     json_error($r, 405, 'Method not allowed', 'DELETE /health');
@@ -295,6 +339,8 @@ my $job = '6f1c1e2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b';
     my ($limited) = grep { $_->{status} == 429 } @$res;
     json_error($limited || {}, 429, 'Too many requests', 'login burst');
     security_headers($limited || {}, '429 page');
+    is(($limited || {})->{headers}{'retry-after'}, '6',
+       '429 page: Retry-After, the auth zone\'s interval');
     $r = $t->request('POST', '/api/auth/register', body => $bad,
                      headers => ['Content-Type' => 'application/json']);
     json_error($r, 429, 'Too many requests', 'register after the burst');
@@ -310,12 +356,29 @@ my $job = '6f1c1e2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b';
     ok($n{400} && $n{400} >= 19 && $n{400} <= 22,
        'ask burst: 19 (to 22) reach validation') or diag(explain \%n);
     is(($n{400} // 0) + ($n{429} // 0), 40, 'ask burst: the rest are 429');
+    ($limited) = grep { $_->{status} == 429 } @$res;
+    is(($limited || {})->{headers}{'retry-after'}, '1',
+       'ask 429: Retry-After, the ask zone\'s interval');
+    ok(!grep({ $_->{status} != 429 && exists $_->{headers}{'retry-after'} }
+             @$res), 'no Retry-After on the 400s');
 
-    # the access log: request id and token subject
-    my ($line) = grep { /\Q$job\E/ && /rid=$rid/ }
-                 split /\n/, slurp("$d/access.log");
-    ok($line, 'access log line with the request id') or diag(slurp("$d/access.log"));
-    like($line // '', qr/^127\.0\.0\.1 - user-hs \[/, 'access log: sub');
+    # the access log (escape=json): one JSON object a line, with the
+    # request id, the token subject, the route, outcome and job
+    my @lines = map { my $o = eval { JSON::PP->new->decode($_) }; $o }
+                split /\n/, slurp("$d/access.log");
+    ok(@lines > 10 && !(grep { ref $_ ne 'HASH' } @lines),
+       'access log: every line a JSON object')
+        or diag(slurp("$d/access.log"));
+    my ($line) = grep { ref $_ && $_->{rid} eq $rid } @lines;
+    ok($line, 'access log line with the request id')
+        or diag(slurp("$d/access.log"));
+    is($line->{sub} // '', 'user-hs', 'access log: sub');
+    is($line->{addr} // '', '127.0.0.1', 'access log: addr');
+    is(($line->{route} // '') . ' ' . ($line->{outcome} // ''),
+       'ask_status 404', 'access log: route and outcome');
+    is($line->{job} // '', $job, 'access log: the job asked about');
+    like($line->{redis_time} // '', qr/^\d+\.\d{6}$/,
+         'access log: its Redis time');
 
     $t->stop_nginx;
 }

@@ -14,10 +14,13 @@ use lib 't/lib';
 use Test::More;
 use Time::HiRes qw(time sleep);
 use Ragnx::Test;
+use Ragnx::OpenAPI;
 use Ragnx::Pool;
 use Ragnx::MockLLM;
 
 my $t = Ragnx::Test->new;
+# every response to a path of docs/openapi.json is checked against it
+Ragnx::OpenAPI->hook;
 my $rp = $t->start_redis(acl => 1);
 my $pw = $t->redis_password_file('ragnx-nginx');
 

@@ -17,11 +17,14 @@ use Cwd qw(getcwd);
 use JSON::PP;
 use Time::HiRes qw(sleep time);
 use Ragnx::Test;
+use Ragnx::OpenAPI;
 use Ragnx::Pool;
 use Ragnx::MockLLM;
 
 my $root = getcwd();
 my $t = Ragnx::Test->new;
+# every response to a path of docs/openapi.json is checked against it
+Ragnx::OpenAPI->hook;
 my $rp = $t->start_redis(acl => 1);
 $t->start_postgres;
 my $mock = Ragnx::MockLLM->start($t);

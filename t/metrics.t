@@ -15,9 +15,12 @@ use Digest::SHA qw(sha256_hex);
 use JSON::PP;
 use Time::HiRes qw(sleep);
 use Ragnx::Test;
+use Ragnx::OpenAPI;
 
 my $root = getcwd();
 my $t = Ragnx::Test->new;
+# every response to a path of docs/openapi.json is checked against it
+Ragnx::OpenAPI->hook;
 my $rp = $t->start_redis;
 my $secret = 'metrics-test-secret-0123456789abcd';
 my $keyfile = $t->file('hs.key', $secret);

@@ -14,10 +14,13 @@ use Cwd qw(getcwd);
 use JSON::PP;
 use Time::HiRes qw(time sleep);
 use Ragnx::Test;
+use Ragnx::OpenAPI;
 use Ragnx::Pool;
 
 my $root = getcwd();
 my $t = Ragnx::Test->new;
+# every response to a path of docs/openapi.json is checked against it
+Ragnx::OpenAPI->hook;
 my $rp = $t->start_redis(unix => 1);
 $t->start_postgres;
 my $sock = $t->{redis_socket};

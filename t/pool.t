@@ -875,12 +875,16 @@ is($p->stop('TERM'), 0, 'SIGTERM: exit 0');
     kill 'HUP', $pid;
     ok($until->(sub { $in->($log) =~ /reload failed/ }),
        'SIGHUP: the supervisor logs to a new file at log_file');
-    ok($until->(sub { $in->($log) =~ /worker 0 \d+: log_file reopened/ }),
+    ok($until->(sub {
+           grep { ($_->{proc} // '') eq 'worker 0'
+                  && ($_->{msg} // '') eq 'log_file reopened' }
+                Ragnx::Pool::json_lines($in->($log)) }),
        '... and so does the worker it kept');
     my ($id) = $p->ask(query => 'logged after the rotation?');
     is($p->wait_job($id)->{status}, 'completed', 'a job after the rotation');
-    like($in->($log), qr/job \Q$id\E: attempt 1/,
-         'the workers log to the new file too');
+    ok((grep { ($_->{job} // '') eq $id && $_->{msg} eq 'attempt 1' }
+            Ragnx::Pool::json_lines($in->($log))),
+       'the workers log to the new file too') or diag($in->($log));
     unlike($in->("$log.1"), qr/\Q$id\E/, 'and not to the moved one');
 
     $p->configure(log_file => $log, pid_file => $other);

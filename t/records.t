@@ -17,11 +17,14 @@ use JSON::PP;
 use POSIX ();
 use Time::HiRes qw(sleep time);
 use Ragnx::Test;
+use Ragnx::OpenAPI;
 use Ragnx::Pool qw(uuid uuid7);
 use Ragnx::MockLLM;
 
 my $root = getcwd();
 my $t = Ragnx::Test->new;
+# every response to a path of docs/openapi.json is checked against it
+Ragnx::OpenAPI->hook;
 my $rp = $t->start_redis;
 $t->start_postgres;
 my $mock = Ragnx::MockLLM->start($t);

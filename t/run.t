@@ -64,6 +64,25 @@ like($text, qr{ragnx is running on http://127\.0\.0\.1:$port},
     BAIL_OUT('make run did not start');
 };
 
+# the chat page: its address is the first line, and it is served
+like((split /\n/, $text)[0] // '',
+     qr{^ragnx: the chat page will be at http://127\.0\.0\.1:$port/$},
+     'make run prints the page\'s address first');
+like($text, qr{^the chat page: http://127\.0\.0\.1:$port/$}m,
+     '... and again once it runs');
+{
+    my $r = $t->request(GET => '/', port => $port);
+    is($r->{status}, 200, 'the page: 200');
+    like($r->{headers}{'content-type'} // '', qr{^text/html},
+         '... text/html');
+    like($r->{headers}{'content-security-policy'} // '',
+         qr{default-src 'self'}, '... with a Content-Security-Policy');
+    unlike($r->{headers}{'content-security-policy'} // '', qr{unsafe-inline},
+           '... that allows nothing inline');
+    like($r->{body}, qr{<script type="module" src="js/app\.js">},
+         '... the page itself');
+}
+
 # the walkthrough: each command, continuation lines joined
 my ($block) = $text =~ /Ctrl-C stops it\)\n\n(.*?)\n\n/s;
 my @cmds;
@@ -157,6 +176,16 @@ is(scalar @{ $msgs->{messages} || [] }, 2, 'messages: question and answer');
         sleep 0.05;
     }
     is($n, 2, '... and recorded in its chat');
+}
+
+# the API's document, as make run serves it
+{
+    my $r = $t->request('GET', '/api/openapi.json', port => $port);
+    is($r->{status}, 200, '/api/openapi.json: 200');
+    is($r->{headers}{'content-type'}, 'application/json',
+       '/api/openapi.json: application/json');
+    ok($r->{body} eq slurp('docs/openapi.json'),
+       '/api/openapi.json: docs/openapi.json byte for byte');
 }
 
 # Redis: each side its own ACL user, passwords made under var/secrets

@@ -22,11 +22,14 @@ use IO::Socket::INET;
 use IO::Select;
 use Time::HiRes qw(sleep time);
 use Ragnx::Test;
+use Ragnx::OpenAPI;
 use Ragnx::Pool qw(uuid);
 use Ragnx::MockLLM;
 
 my $root = getcwd();
 my $t = Ragnx::Test->new;
+# every response to a path of docs/openapi.json is checked against it
+Ragnx::OpenAPI->hook;
 my $rp = $t->start_redis;
 $t->start_postgres;
 my $mock = Ragnx::MockLLM->start($t);
@@ -79,6 +82,9 @@ sub ask {
     return Ragnx::Test::json_body($r) || {};
 }
 
+# the request of each stream, to check its response (Ragnx::OpenAPI)
+my %sent;
+
 sub open_stream {
     my ($who, $id, @h) = @_;
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
@@ -87,6 +93,7 @@ sub open_stream {
     my $extra = join '', map { "$_\r\n" } @h;
     print $s "GET /api/ask/$id/events HTTP/1.0\r\nHost: localhost\r\n"
              . "Authorization: Bearer " . token($who) . "\r\n$extra\r\n";
+    $sent{0 + $s} = [GET => "/api/ask/$id/events"];
     return $s;
 }
 
@@ -95,7 +102,7 @@ sub open_stream {
 sub read_stream {
     my ($s, $limit) = @_;
     my $sel = IO::Select->new($s);
-    my ($buf, $head, @ev) = ('', undef);
+    my ($buf, $head, @ev, $raw) = ('', undef);
     my $t0 = time;
     while (time - $t0 < $limit) {
         last unless $sel->can_read(0.05) || 1;
@@ -103,6 +110,7 @@ sub read_stream {
         if (!defined $n) { sleep 0.01; next }
         last if $n == 0;
         $buf .= $chunk;
+        $raw .= $chunk;
         if (!defined $head && $buf =~ s/\A(.*?)\r\n\r\n//s) {
             $head = $1;
         }
@@ -111,6 +119,7 @@ sub read_stream {
             push @ev, [time, $1];
         }
     }
+    Ragnx::Test::check_raw(@{ delete $sent{0 + $s} }, $raw // '');
     return ($head // $buf, \@ev);
 }
 
@@ -230,6 +239,7 @@ while (time - $t1 < 15 && $buf !~ /^event: done$/m) {
 }
 like($buf, qr/^event: done\ndata: \{"answer":"Mock answer to: Who answers/m,
      '... and the answer once the pool is back');
+Ragnx::Test::check_raw(@{ delete $sent{0 + $s} }, $buf);
 
 # POST /api/ask with Accept: text/event-stream: the job, then its answer
 
@@ -243,6 +253,7 @@ sub post_stream {
              . "Accept: text/event-stream\r\n"
              . "Content-Type: application/json\r\n"
              . "Content-Length: " . length($body) . "\r\n\r\n$body";
+    $sent{0 + $s} = [POST => '/api/ask'];
     return $s;
 }
 

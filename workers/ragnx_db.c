@@ -72,8 +72,9 @@ ragnx_db_connect(const char *conninfo, const char *password)
     conn = PQconnectdbParams(keys, values, 1);
 
     if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
-        ragnx_log(RAGNX_LOG_ERROR, "postgres connect failed: %s",
-                  conn ? PQerrorMessage(conn) : "out of memory");
+        ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_PG,
+                        "postgres connect failed: %s",
+                        conn ? PQerrorMessage(conn) : "out of memory");
         if (conn) {
             PQfinish(conn);
         }
@@ -121,7 +122,8 @@ ragnx_db_pool_connect(ragnx_db_pool_t *pool)
      */
 
     if (PQsetnonblocking(conn, 1) != 0) {
-        ragnx_log(RAGNX_LOG_ERROR, "postgres: %s", PQerrorMessage(conn));
+        ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_PG,
+                        "postgres: %s", PQerrorMessage(conn));
         PQfinish(conn);
         return NULL;
     }
@@ -386,8 +388,9 @@ ragnx_db_ok(PGconn *conn, PGresult *res, ExecStatusType want,
         return RAGNX_OK;
     }
 
-    ragnx_log(RAGNX_LOG_ERROR, "postgres %s: %s", what,
-              res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
+    ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_PG,
+                    "postgres %s: %s", what,
+                    res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
 
     return RAGNX_ERROR;
 }
@@ -453,14 +456,16 @@ void
 ragnx_db_log_failure(PGconn *conn, int rc, const char *what)
 {
     if (rc == RAGNX_AGAIN) {
-        ragnx_log(RAGNX_LOG_ERROR, "postgres %s: no answer within %ld ms "
-                  "(db_query_timeout): connection closed", what,
-                  ragnx_conf->db_query_timeout);
+        ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_PG,
+                        "postgres %s: no answer within %ld ms "
+                        "(db_query_timeout): connection closed", what,
+                        ragnx_conf->db_query_timeout);
         return;
     }
 
-    ragnx_log(RAGNX_LOG_ERROR, "postgres %s: connection lost: %s", what,
-              PQerrorMessage(conn));
+    ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_PG,
+                    "postgres %s: connection lost: %s", what,
+                    PQerrorMessage(conn));
 }
 
 

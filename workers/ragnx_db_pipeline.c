@@ -295,8 +295,9 @@ ragnx_db_combine(ragnx_db_pool_t *pool, PGconn *conn)
             ragnx_db_purge(pool);
             pthread_mutex_unlock(&pool->lock);
 
-            ragnx_log(RAGNX_LOG_WARN, "postgres connection lost: %d "
-                      "requests sent again on a new connection", n);
+            ragnx_log_error(RAGNX_LOG_WARN, RAGNX_ERR_PG,
+                            "postgres connection lost: %d "
+                            "requests sent again on a new connection", n);
 
             conn = ragnx_db_pool_connect(pool);
 
@@ -714,9 +715,10 @@ ragnx_db_run(PGconn *conn, ragnx_db_req_t **batch, int *n,
                 prepare = 1;
 
             } else if (PQresultStatus(res) != PGRES_PIPELINE_ABORTED) {
-                ragnx_log(RAGNX_LOG_ERROR, "postgres %s: %s",
-                          ragnx_statements[q->stmts[j]].name,
-                          PQresultErrorMessage(res));
+                ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_PG,
+                                "postgres %s: %s",
+                                ragnx_statements[q->stmts[j]].name,
+                                PQresultErrorMessage(res));
             }
         }
 

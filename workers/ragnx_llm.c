@@ -41,6 +41,7 @@ struct ragnx_llm_s {
     char                          event[64];        /* its "event:" */
     const ragnx_llm_provider_t   *provider;
     ragnx_llm_stream_t            stream;
+    ragnx_err_t                   error;    /* the last failure's class */
 };
 
 
@@ -298,6 +299,7 @@ ragnx_llm_answer(ragnx_llm_t *llm, const ragnx_prompt_t *prompt,
     ragnx_answer_t *ans, long *retry_after_ms, char *err, size_t errlen)
 {
     *retry_after_ms = -1;
+    llm->error = RAGNX_ERR_NONE;
 
     switch (ragnx_conf->llm_kind) {
 
@@ -312,6 +314,15 @@ ragnx_llm_answer(ragnx_llm_t *llm, const ragnx_prompt_t *prompt,
     default:
         return ragnx_llm_extractive(prompt, ans);
     }
+}
+
+
+/* the class of the last failure of ragnx_llm_answer(), for the log */
+
+ragnx_err_t
+ragnx_llm_error(const ragnx_llm_t *llm)
+{
+    return llm->error;
 }
 
 
@@ -440,6 +451,7 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
     if (body.failed || body.data == NULL) {
         free(body.data);
         snprintf(err, errlen, "out of memory");
+        llm->error = RAGNX_ERR_INTERNAL;
         return RAGNX_AGAIN;
     }
 
@@ -493,8 +505,11 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
 
     if (code != CURLE_OK) {
         ragnx_metrics_llm(0);
-        ragnx_log(RAGNX_LOG_WARN, "job %s: llm request failed: %s",
-                  prompt->job->id, curl_easy_strerror(code));
+        llm->error = llm->overflow ? RAGNX_ERR_LLM_BAD_RESPONSE
+                     : code == CURLE_OPERATION_TIMEDOUT
+                     ? RAGNX_ERR_LLM_TIMEOUT : RAGNX_ERR_LLM_NETWORK;
+        ragnx_log_job(RAGNX_LOG_WARN, prompt->job, llm->error,
+                      "llm request failed: %s", curl_easy_strerror(code));
         snprintf(err, errlen, llm->overflow ? "LLM response too large"
                               : code == CURLE_OPERATION_TIMEDOUT
                               ? "LLM timed out" : "LLM unavailable");
@@ -505,8 +520,11 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
     ragnx_metrics_llm(status);
 
     if (status == 429 || status == 408 || status >= 500) {
-        ragnx_log(RAGNX_LOG_WARN, "job %s: llm answered %ld", prompt->job->id,
-                  status);
+        llm->error = status == 429 ? RAGNX_ERR_LLM_HTTP_429
+                     : status == 408 ? RAGNX_ERR_LLM_TIMEOUT
+                     : RAGNX_ERR_LLM_HTTP_5XX;
+        ragnx_log_job(RAGNX_LOG_WARN, prompt->job, llm->error,
+                      "llm answered %ld", status);
         *retry_after_ms = llm->retry_after;
         snprintf(err, errlen, status == 429 ? "LLM rate limited"
                                             : "LLM unavailable");
@@ -515,16 +533,21 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
 
     if (status == 401 || status == 403) {
         /* the key, not the job: ragnx_breaker.c logs it, rate-limited */
-        ragnx_log(RAGNX_LOG_DEBUG, "job %s: llm answered %ld: %.200s",
-                  prompt->job->id, status, llm->buf ? llm->buf : "");
+        llm->error = RAGNX_ERR_LLM_HTTP_4XX;
+        ragnx_log_job(RAGNX_LOG_DEBUG, prompt->job, llm->error,
+                      "llm answered %ld: %.200s", status,
+                      llm->buf ? llm->buf : "");
         snprintf(err, errlen, status == 401 ? "LLM unauthorized"
                                             : "LLM forbidden");
         return RAGNX_DENIED;
     }
 
     if (status != 200) {
-        ragnx_log(RAGNX_LOG_WARN, "job %s: llm answered %ld: %.200s",
-                  prompt->job->id, status, llm->buf ? llm->buf : "");
+        llm->error = status >= 400 ? RAGNX_ERR_LLM_HTTP_4XX
+                                   : RAGNX_ERR_LLM_BAD_RESPONSE;
+        ragnx_log_job(RAGNX_LOG_WARN, prompt->job, llm->error,
+                      "llm answered %ld: %.200s", status,
+                      llm->buf ? llm->buf : "");
         snprintf(err, errlen, "LLM rejected the request");
         return RAGNX_DECLINED;
     }
@@ -535,8 +558,9 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
 
     res = json_loadb(llm->buf ? llm->buf : "", llm->len, 0, &e);
     if (res == NULL) {
-        ragnx_log(RAGNX_LOG_WARN, "job %s: llm response is not JSON: %s",
-                  prompt->job->id, e.text);
+        llm->error = RAGNX_ERR_LLM_BAD_RESPONSE;
+        ragnx_log_job(RAGNX_LOG_WARN, prompt->job, llm->error,
+                      "llm response is not JSON: %s", e.text);
         snprintf(err, errlen, "LLM returned a malformed response");
         return RAGNX_AGAIN;
     }
@@ -551,6 +575,7 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
     if (rc != RAGNX_OK) {
         ragnx_answer_free(ans);
         snprintf(err, errlen, "LLM returned a malformed response");
+        llm->error = RAGNX_ERR_LLM_BAD_RESPONSE;
         return RAGNX_AGAIN;
     }
 
@@ -558,6 +583,7 @@ ragnx_llm_http(ragnx_llm_t *llm, const ragnx_llm_provider_t *provider,
     if (ans->sources == NULL) {
         ragnx_answer_free(ans);
         snprintf(err, errlen, "out of memory");
+        llm->error = RAGNX_ERR_INTERNAL;
         return RAGNX_AGAIN;
     }
 
@@ -666,8 +692,9 @@ ragnx_llm_dispatch(ragnx_llm_t *llm)
     data = json_loadb(llm->buf, llm->dlen, 0, &e);
 
     if (data == NULL) {
-        ragnx_log(RAGNX_LOG_WARN, "job %s: llm event is not JSON: %s",
-                  llm->stream.prompt->job->id, e.text);
+        ragnx_log_job(RAGNX_LOG_WARN, llm->stream.prompt->job,
+                      RAGNX_ERR_LLM_BAD_RESPONSE, "llm event is not JSON: %s",
+                      e.text);
         llm->stream.failed = 1;
 
     } else {
@@ -737,8 +764,11 @@ ragnx_llm_streamed(ragnx_llm_t *llm, const ragnx_prompt_t *prompt,
     }
 
     if (s->failed || !s->done || s->len == 0) {
-        ragnx_log(RAGNX_LOG_WARN, "job %s: llm stream %s", prompt->job->id,
-                  s->failed ? "failed" : !s->done ? "ended early"
+        llm->error = !s->failed && !s->done ? RAGNX_ERR_LLM_NETWORK
+                                            : RAGNX_ERR_LLM_BAD_RESPONSE;
+        ragnx_log_job(RAGNX_LOG_WARN, prompt->job, llm->error,
+                      "llm stream %s", s->failed ? "failed"
+                                       : !s->done ? "ended early"
                                        : "held no text");
         snprintf(err, errlen, s->failed || !s->done
                               ? "LLM stream interrupted"
@@ -752,6 +782,7 @@ ragnx_llm_streamed(ragnx_llm_t *llm, const ragnx_prompt_t *prompt,
     if (ans->answer == NULL || ans->sources == NULL) {
         ragnx_answer_free(ans);
         snprintf(err, errlen, "out of memory");
+        llm->error = RAGNX_ERR_INTERNAL;
         return RAGNX_AGAIN;
     }
 

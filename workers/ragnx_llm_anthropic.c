@@ -170,9 +170,9 @@ ragnx_anthropic_event(ragnx_llm_stream_t *s, const char *name, json_t *data)
 
     } else if (strcmp(type, "error") == 0) {
         v = json_object_get(json_object_get(data, "error"), "message");
-        ragnx_log(RAGNX_LOG_WARN, "job %s: llm stream error: %.200s",
-                  s->prompt->job->id,
-                  json_is_string(v) ? json_string_value(v) : "(none)");
+        ragnx_log_job(RAGNX_LOG_WARN, s->prompt->job,
+                      RAGNX_ERR_LLM_BAD_RESPONSE, "llm stream error: %.200s",
+                      json_is_string(v) ? json_string_value(v) : "(none)");
         s->failed = 1;
     }
 }

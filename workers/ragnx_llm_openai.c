@@ -114,9 +114,9 @@ ragnx_openai_event(ragnx_llm_stream_t *s, const char *name, json_t *data)
 
     if (v) {
         v = json_object_get(v, "message");
-        ragnx_log(RAGNX_LOG_WARN, "job %s: llm stream error: %.200s",
-                  s->prompt->job->id,
-                  json_is_string(v) ? json_string_value(v) : "(none)");
+        ragnx_log_job(RAGNX_LOG_WARN, s->prompt->job,
+                      RAGNX_ERR_LLM_BAD_RESPONSE, "llm stream error: %.200s",
+                      json_is_string(v) ? json_string_value(v) : "(none)");
         s->failed = 1;
         return;
     }

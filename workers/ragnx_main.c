@@ -16,7 +16,9 @@
  * reading, finish their jobs (up to drain_timeout) and exit 0; a second
  * SIGTERM exits at once.  SIGHUP re-reads the configuration and, when it
  * is valid, replaces the workers gracefully (old ones drain); when it is
- * not, logs why and keeps the old one.
+ * not, logs why and keeps the old one.  Both SIGHUP and SIGUSR1 open
+ * log_file again by its name, in the supervisor and every worker
+ * process; SIGUSR1 does only that.
  */
 
 
@@ -46,6 +48,7 @@ typedef struct {
 
 volatile sig_atomic_t  ragnx_quit;
 volatile sig_atomic_t  ragnx_reload;
+static volatile sig_atomic_t  ragnx_relog;
 int                    ragnx_gen_claim;
 static volatile sig_atomic_t  ragnx_reopen;
 static volatile sig_atomic_t  ragnx_child;
@@ -68,6 +71,7 @@ static void ragnx_pid_remove(void);
 static pid_t ragnx_spawn(int index);
 static void ragnx_handover(pid_t pid);
 static void ragnx_worker_process(int index);
+static void ragnx_worker_reopen(void);
 static void *ragnx_job_thread(void *data);
 static void *ragnx_call_thread(void *data);
 static int ragnx_cmd_migrate(void);
@@ -222,6 +226,10 @@ ragnx_signal(int signo)
         ragnx_reload = 1;
         break;
 
+    case SIGUSR1:
+        ragnx_relog = 1;
+        break;
+
     case SIGCHLD:
         ragnx_child = 1;
         break;
@@ -275,6 +283,7 @@ ragnx_supervise(void)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
     sigaction(SIGCHLD, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -282,6 +291,7 @@ ragnx_supervise(void)
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGUSR1);
     sigaddset(&mask, SIGCHLD);
     sigprocmask(SIG_BLOCK, &mask, &old);
 
@@ -371,14 +381,15 @@ ragnx_supervise(void)
             }
         }
 
-        if (ragnx_reload && !ragnx_quit) {
-            ragnx_reload = 0;
+        /*
+         * log_file again by its name (logrotate moves it, then sends
+         * SIGUSR1 or SIGHUP), here and in the workers; on SIGHUP whether
+         * the new configuration turns out valid or not
+         */
 
-            /*
-             * log_file again by its name (logrotate moves it, then sends
-             * SIGHUP), here and in the workers, whether the new
-             * configuration turns out valid or not
-             */
+        if ((ragnx_relog || ragnx_reload) && !ragnx_quit) {
+            ragnx_relog = 0;
+
             if (ragnx_log_reopen() != RAGNX_OK) {
                 ragnx_log(RAGNX_LOG_ERROR, "log_file: cannot reopen "
                           "\"%s\": %s", ragnx_log_file(), strerror(errno));
@@ -389,9 +400,13 @@ ragnx_supervise(void)
 
             for (i = 0; i < RAGNX_MAX_WORKERS * 2; i++) {
                 if (ragnx_procs[i].pid) {
-                    kill(ragnx_procs[i].pid, SIGHUP);
+                    kill(ragnx_procs[i].pid, SIGUSR1);
                 }
             }
+        }
+
+        if (ragnx_reload && !ragnx_quit) {
+            ragnx_reload = 0;
 
             conf = ragnx_conf_load(ragnx_conf->config_file,
                                    RAGNX_CONF_KEYS, err, sizeof(err));
@@ -587,7 +602,7 @@ ragnx_pid_remove(void)
 static void
 ragnx_worker_signal(int signo)
 {
-    if (signo == SIGHUP) {
+    if (signo == SIGHUP || signo == SIGUSR1) {
         ragnx_reopen = 1;
         return;
     }
@@ -599,6 +614,25 @@ ragnx_worker_signal(int signo)
         }
 
         ragnx_quit = 1;
+    }
+}
+
+
+static void
+ragnx_worker_reopen(void)
+{
+    if (!ragnx_reopen) {
+        return;
+    }
+
+    ragnx_reopen = 0;
+
+    if (ragnx_log_reopen() != RAGNX_OK) {
+        ragnx_log(RAGNX_LOG_ERROR, "log_file: cannot reopen \"%s\": %s",
+                  ragnx_log_file(), strerror(errno));
+
+    } else if (ragnx_log_file()) {
+        ragnx_log(RAGNX_LOG_INFO, "log_file reopened");
     }
 }
 
@@ -627,15 +661,20 @@ ragnx_worker_process(int index)
     sigaction(SIGINT, &sa, NULL);
     sa.sa_flags = SA_RESTART;
     sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
     signal(SIGCHLD, SIG_DFL);
 
     ragnx_quit = 0;
     ragnx_reopen = 0;
     ragnx_cond_init(&ragnx_running_cond);
 
-    /* SIGHUP (reopen the log) only to this thread: the others block it */
+    /*
+     * SIGHUP and SIGUSR1 (reopen the log) only to this thread: the others
+     * block them
+     */
     sigemptyset(&mask);
     sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGUSR1);
     sigprocmask(SIG_SETMASK, &mask, NULL);
 
     srandom((unsigned) (getpid() ^ ragnx_now_ms()));
@@ -720,20 +759,15 @@ ragnx_worker_process(int index)
     /* wait for SIGTERM, then for the job threads, up to drain_timeout */
 
     while (!ragnx_quit) {
-        if (ragnx_reopen) {
-            ragnx_reopen = 0;
-
-            if (ragnx_log_reopen() != RAGNX_OK) {
-                ragnx_log(RAGNX_LOG_ERROR, "log_file: cannot reopen "
-                          "\"%s\": %s", ragnx_log_file(), strerror(errno));
-
-            } else if (ragnx_log_file()) {
-                ragnx_log(RAGNX_LOG_INFO, "log_file reopened");
-            }
-        }
-
+        ragnx_worker_reopen();
         ragnx_sleep_ms(100);
     }
+
+    /*
+     * a reload sends SIGUSR1, then SIGTERM: the lines of the drain go to
+     * the new file too
+     */
+    ragnx_worker_reopen();
 
     ragnx_log(RAGNX_LOG_INFO, "draining %d job and call threads",
               ragnx_running);

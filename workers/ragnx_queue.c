@@ -142,8 +142,9 @@ ragnx_queue_group(ragnx_redis_t *r, const char *stream)
     if (reply->type == REDIS_REPLY_ERROR
         && strncmp(reply->str, "BUSYGROUP", 9) != 0)
     {
-        ragnx_log(RAGNX_LOG_ERROR, "redis XGROUP CREATE %s: %s", stream,
-                  reply->str);
+        ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_REDIS,
+                        "redis XGROUP CREATE %s: %s", stream,
+                        reply->str);
         freeReplyObject(reply);
         return RAGNX_ERROR;
     }
@@ -370,7 +371,8 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
         || ragnx_cache_key(job->digest, gen, strlen(gen), cache,
                            sizeof(cache)) == 0)
     {
-        ragnx_log(RAGNX_LOG_ERROR, "job %s: generation too long", job->id);
+        ragnx_log_job(RAGNX_LOG_ERROR, job, RAGNX_ERR_INTERNAL,
+                      "generation too long");
         return RAGNX_ERROR;
     }
 
@@ -421,8 +423,9 @@ ragnx_queue_complete(ragnx_redis_t *r, const ragnx_entry_t *e,
         && reply->element[0]->type == REDIS_REPLY_INTEGER)
     {
         if (reply->element[0]->integer > 0) {
-            ragnx_log(RAGNX_LOG_DEBUG, "job %s: %lld followers answered",
-                      job->id, reply->element[0]->integer);
+            ragnx_log_job(RAGNX_LOG_DEBUG, job, RAGNX_ERR_NONE,
+                          "%lld followers answered",
+                          reply->element[0]->integer);
         }
 
         if (next && reply->elements >= 2

@@ -46,15 +46,15 @@
 #define RAGNX_DIGEST         16
 
 /* the payload's fields the statement takes, in its order */
-#define RAGNX_TOKENS         4
+#define RAGNX_TOKENS         5
 
 #define ragnx_records_slot(d)  (((d)[0] | (d)[1] << 8) % RAGNX_RECORDS_KNOWN)
 
 
 /*
- * $1: [[chat, owner, job, query, time, answer digest], ...], a batch in
- * stream order (inserted in it: of two records for one chat, the first
- * makes it);
+ * $1: [[chat, owner, job, query, request id, time, answer digest], ...],
+ * a batch in stream order (inserted in it: of two records for one chat,
+ * the first makes it);
  * $2: [[answer digest, result], ...], the answers not known to be stored.
  *
  * Every record is the first exchange of a new chat (ragnx_job.h,
@@ -79,9 +79,9 @@
 
 static const char  ragnx_records_sql[] =
     "WITH v AS (SELECT (x->>0)::uuid AS chat, x->>1 AS owner, "
-    "(x->>2)::uuid AS job, x->>3 AS q, timestamptz 'epoch' + "
-    "(x->>4)::bigint * interval '1 microsecond' AS t, "
-    "decode(x->>5, 'hex') AS d, n "
+    "(x->>2)::uuid AS job, x->>3 AS q, x->>4 AS rid, timestamptz 'epoch' + "
+    "(x->>5)::bigint * interval '1 microsecond' AS t, "
+    "decode(x->>6, 'hex') AS d, n "
     "FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e (x, n)), "
     "a AS (INSERT INTO answers (digest, content, sources, truncated) "
     "SELECT decode(y->>0, 'hex'), y->1->>'answer', "
@@ -90,12 +90,13 @@ static const char  ragnx_records_sql[] =
     "FROM jsonb_array_elements($2::jsonb) AS f (y) "
     "ON CONFLICT (digest) DO NOTHING), "
     "nc AS (INSERT INTO chats (id, owner, title, created_at, updated_at, "
-    "job_id, query, answer) SELECT chat, owner, left(q, 80), t, t, job, q, "
-    "d FROM v ON CONFLICT (id) DO NOTHING "
+    "job_id, query, answer, request_id) SELECT chat, owner, left(q, 80), t, "
+    "t, job, q, d, rid FROM v ON CONFLICT (id) DO NOTHING "
     "RETURNING id, job_id), "
     "r AS (SELECT * FROM v WHERE NOT EXISTS (SELECT FROM nc "
     "WHERE nc.id = v.chat AND nc.job_id = v.job)), "
-    "u AS (UPDATE chats c SET job_id = r.job, query = r.q, answer = r.d "
+    "u AS (UPDATE chats c SET job_id = r.job, query = r.q, answer = r.d, "
+    "request_id = r.rid "
     "FROM (SELECT DISTINCT ON (chat) * FROM r ORDER BY chat, n) r "
     "WHERE c.id = r.chat AND c.owner = r.owner "
     "AND c.job_id IS NULL RETURNING c.id, c.job_id) "
@@ -118,7 +119,7 @@ typedef struct {
     const char   *result;
     size_t        rlen;
     u_char        digest[RAGNX_DIGEST];     /* the result's */
-    const char   *tok[RAGNX_TOKENS];        /* chat, owner, id, query */
+    const char   *tok[RAGNX_TOKENS];        /* chat, owner, id, query, rid */
     size_t        tlen[RAGNX_TOKENS];       /* as JSON, quotes included */
     char         *own;              /* tokens encoded here, if not quick */
     const char   *error;            /* not written: dead-lettered */
@@ -149,6 +150,8 @@ static int ragnx_records_exec(ragnx_records_t *b, int from, int to,
     int *missing);
 static int ragnx_records_ack(ragnx_thread_t *t, ragnx_records_t *b);
 static void ragnx_records_clear(ragnx_records_t *b);
+static void ragnx_records_fields(const ragnx_record_t *rec,
+    ragnx_log_fields_t *lf, char *rid, ragnx_err_t error);
 
 
 void *
@@ -247,8 +250,9 @@ ragnx_records_read(ragnx_thread_t *t, ragnx_records_t *b, int block_ms)
                    ? RAGNX_AGAIN : RAGNX_ERROR;
         }
 
-        ragnx_log(RAGNX_LOG_ERROR, "redis XREADGROUP %s: %s",
-                  RAGNX_KEY_RECORDS, reply->str);
+        ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_REDIS,
+                        "redis XREADGROUP %s: %s",
+                        RAGNX_KEY_RECORDS, reply->str);
         freeReplyObject(reply);
         return RAGNX_ERROR;
     }
@@ -359,8 +363,9 @@ ragnx_records_read(ragnx_thread_t *t, ragnx_records_t *b, int block_ms)
 static void
 ragnx_records_check(ragnx_record_t *rec, int full)
 {
-    char          err[256];
-    ragnx_job_t   job;
+    char                err[256], rid[RAGNX_RID_MAX + 1];
+    ragnx_job_t         job;
+    ragnx_log_fields_t  lf;
 
     if (rec->payload == NULL || rec->result == NULL) {
         rec->error = "entry without a job or result field";
@@ -372,8 +377,9 @@ ragnx_records_check(ragnx_record_t *rec, int full)
         if (ragnx_job_decode(rec->payload, rec->len, &job, err, sizeof(err))
             != 0)
         {
-            ragnx_log(RAGNX_LOG_ERROR, "record %s: bad payload: %s",
-                      rec->entry, err);
+            ragnx_records_fields(rec, &lf, rid, RAGNX_ERR_BAD_PAYLOAD);
+            ragnx_log_fields(RAGNX_LOG_ERROR, &lf, "record %s: bad payload: "
+                             "%s", rec->entry, err);
             rec->error = "invalid job";
             return;
         }
@@ -413,7 +419,9 @@ ragnx_records_check(ragnx_record_t *rec, int full)
  * A payload of ragnx_job_write(): an object of version 2 naming the
  * entry's id, its fields taken as they are written, "key":value with no
  * space.  Inside a JSON string a quote is always escaped, so the text
- * found is the key itself.  Anything else is left to the full check.
+ * found is the key itself.  The request id is optional, and checked
+ * here as the full check would (a few bytes of a safe set); without one
+ * the statement gets null.  Anything else is left to the full check.
  */
 
 static int
@@ -436,6 +444,17 @@ ragnx_records_quick(ragnx_record_t *rec)
         || !ragnx_records_token(rec, 3, "\"query\":", 8)
         || rec->tlen[2] != strlen(rec->id) + 2
         || memcmp(rec->tok[2] + 1, rec->id, rec->tlen[2] - 2) != 0)
+    {
+        rec->tok[0] = NULL;
+        return 0;
+    }
+
+    if (memmem(rec->payload, rec->len, "\"rid\":", 6) == NULL) {
+        rec->tok[4] = "null";
+        rec->tlen[4] = 4;
+
+    } else if (!ragnx_records_token(rec, 4, "\"rid\":", 6)
+               || !ragnx_rid_valid(rec->tok[4] + 1, rec->tlen[4] - 2))
     {
         rec->tok[0] = NULL;
         return 0;
@@ -495,10 +514,11 @@ ragnx_records_encode(ragnx_record_t *rec, const ragnx_job_t *job)
     v[1] = job->owner;
     v[2] = job->id;
     v[3] = job->query;
+    v[4] = job->rid;
     n = 0;
 
     for (k = 0; k < RAGNX_TOKENS; k++) {
-        str = json_string(v[k]);
+        str = v[k] ? json_string(v[k]) : json_null();
         one[k] = str ? json_dumps(str, JSON_ENCODE_ANY) : NULL;
         json_decref(str);
         n += one[k] ? strlen(one[k]) : 0;
@@ -559,7 +579,9 @@ ragnx_records_hex(char *p, const u_char *digest)
 static int
 ragnx_records_write(ragnx_records_t *b)
 {
-    int  i, rc, missing;
+    int                 i, rc, missing;
+    char                rid[RAGNX_RID_MAX + 1];
+    ragnx_log_fields_t  lf;
 
     if (b->conn == NULL) {
         b->conn = ragnx_db_connect(ragnx_conf->database,
@@ -574,8 +596,9 @@ ragnx_records_write(ragnx_records_t *b)
 
         /* a large batch must not block its send on a stalled server */
         if (PQsetnonblocking(b->conn, 1) != 0) {
-            ragnx_log(RAGNX_LOG_ERROR, "records: %s",
-                      PQerrorMessage(b->conn));
+            ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_PG,
+                            "records: %s",
+                            PQerrorMessage(b->conn));
             PQfinish(b->conn);
             b->conn = NULL;
             return RAGNX_AGAIN;
@@ -616,9 +639,9 @@ ragnx_records_write(ragnx_records_t *b)
         rc = ragnx_records_exec(b, i, i + 1, &missing);
 
         if (rc == RAGNX_DECLINED) {
-            ragnx_log(RAGNX_LOG_ERROR, "record %s (job %s) refused by the "
-                      "database: dead-lettered", b->recs[i].entry,
-                      b->recs[i].id);
+            ragnx_records_fields(&b->recs[i], &lf, rid, RAGNX_ERR_PG);
+            ragnx_log_fields(RAGNX_LOG_ERROR, &lf, "record %s refused by the "
+                             "database: dead-lettered", b->recs[i].entry);
             b->recs[i].error = "invalid record";
 
         } else if (rc != RAGNX_OK) {
@@ -640,8 +663,9 @@ static int
 ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
 {
     int               i, k, rows, n, slot, *index;
-    char             *p, *nb;
+    char             *p, *nb, rid[RAGNX_RID_MAX + 1];
     u_char          (*sent)[RAGNX_DIGEST];
+    ragnx_log_fields_t  lf;
     size_t            need;
     const char       *params[2], *state;
     PGresult         *res;
@@ -652,9 +676,11 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
 
     for (i = from; i < to; i++) {
         if (b->recs[i].error == NULL) {
-            need += b->recs[i].tlen[0] + b->recs[i].tlen[1]
-                    + b->recs[i].tlen[2] + b->recs[i].tlen[3]
-                    + b->recs[i].rlen + 2 * 36 + 40;
+            need += b->recs[i].rlen + 2 * 36 + 40;
+
+            for (k = 0; k < RAGNX_TOKENS; k++) {
+                need += b->recs[i].tlen[k] + 1;
+            }
         }
     }
 
@@ -680,8 +706,8 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
     }
 
     /*
-     * $1, [[chat,owner,id,query,time,"digest"],...]: the payload's own
-     * JSON strings, nothing to escape
+     * $1, [[chat,owner,id,query,rid,time,"digest"],...]: the payload's
+     * own JSON strings (or null), nothing to escape
      */
 
     p = b->buf;
@@ -773,15 +799,17 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
         if (PQstatus(b->conn) == CONNECTION_OK && state
             && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0))
         {
-            ragnx_log(n > 1 ? RAGNX_LOG_WARN : RAGNX_LOG_ERROR,
-                      "records: %s", PQresultErrorMessage(res));
+            ragnx_log_error(n > 1 ? RAGNX_LOG_WARN : RAGNX_LOG_ERROR,
+                            RAGNX_ERR_PG, "records: %s",
+                            PQresultErrorMessage(res));
             PQclear(res);
             free(index);
             return RAGNX_DECLINED;
         }
 
-        ragnx_log(RAGNX_LOG_ERROR, "records: %s",
-                  res ? PQresultErrorMessage(res) : PQerrorMessage(b->conn));
+        ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_PG, "records: %s",
+                        res ? PQresultErrorMessage(res)
+                            : PQerrorMessage(b->conn));
         PQclear(res);
         free(index);
 
@@ -820,13 +848,15 @@ ragnx_records_exec(ragnx_records_t *b, int from, int to, int *missing)
             rec->error = ragnx_records_not_found;
 
         } else if (PQgetvalue(res, i, 2)[0] == 't') {
-            ragnx_log(RAGNX_LOG_WARN, "record %s: its chat holds the "
-                      "exchange of another job", rec->id);
+            ragnx_records_fields(rec, &lf, rid, RAGNX_ERR_CHAT);
+            ragnx_log_fields(RAGNX_LOG_WARN, &lf, "record %s: its chat holds "
+                             "the exchange of another job", rec->entry);
             rec->error = "chat already recorded";
 
         } else {
-            ragnx_log(RAGNX_LOG_WARN, "record %s: chat of another owner",
-                      rec->id);
+            ragnx_records_fields(rec, &lf, rid, RAGNX_ERR_CHAT);
+            ragnx_log_fields(RAGNX_LOG_WARN, &lf, "record %s: chat of another "
+                             "owner", rec->entry);
             rec->error = "chat not found";
         }
     }
@@ -848,7 +878,8 @@ static int
 ragnx_records_ack(ragnx_thread_t *t, ragnx_records_t *b)
 {
     int               i, k, argc, rc, dead;
-    char              now[32], max[32];
+    char              now[32], max[32], rid[RAGNX_RID_MAX + 1];
+    ragnx_log_fields_t  lf;
     size_t           *lens;
     const char      **argv;
     redisReply       *reply;
@@ -881,8 +912,9 @@ ragnx_records_ack(ragnx_thread_t *t, ragnx_records_t *b)
             continue;
         }
 
-        ragnx_log(RAGNX_LOG_WARN, "record %s (job \"%s\"): %s: "
-                  "dead-lettered", rec->entry, rec->id, rec->error);
+        ragnx_records_fields(rec, &lf, rid, RAGNX_ERR_NONE);
+        ragnx_log_fields(RAGNX_LOG_WARN, &lf, "record %s: %s: dead-lettered",
+                         rec->entry, rec->error);
 
         /* with its result: "jobs retry" puts it back on this lane */
         redisAppendCommand(t->redis.ctx, "XADD %s MAXLEN ~ %s * id %s "
@@ -922,7 +954,8 @@ ragnx_records_ack(ragnx_thread_t *t, ragnx_records_t *b)
 
     for (i = 0; i < dead + 2; i++) {
         if (redisGetReply(t->redis.ctx, (void **) &reply) != REDIS_OK) {
-            ragnx_log(RAGNX_LOG_ERROR, "redis: %s", t->redis.ctx->errstr);
+            ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_REDIS,
+                            "redis: %s", t->redis.ctx->errstr);
             ragnx_redis_close(&t->redis);
             return RAGNX_ERROR;
         }
@@ -957,4 +990,29 @@ ragnx_records_clear(ragnx_records_t *b)
     }
 
     b->n = 0;
+}
+
+
+/*
+ * A record's log line names its job and request id, the latter from its
+ * token (quotes and all) when the check read one: nothing is decoded for
+ * it.  rid: room for RAGNX_RID_MAX + 1.
+ */
+
+static void
+ragnx_records_fields(const ragnx_record_t *rec, ragnx_log_fields_t *lf,
+    char *rid, ragnx_err_t error)
+{
+    memset(lf, 0, sizeof(ragnx_log_fields_t));
+    lf->job = rec->id[0] ? rec->id : NULL;
+    lf->error = error;
+
+    if (rec->tok[0] && rec->tok[4] && rec->tok[4][0] == '"'
+        && rec->tlen[4] >= 3
+        && rec->tlen[4] - 2 <= RAGNX_RID_MAX)
+    {
+        memcpy(rid, rec->tok[4] + 1, rec->tlen[4] - 2);
+        rid[rec->tlen[4] - 2] = '\0';
+        lf->rid = rid;
+    }
 }

@@ -76,7 +76,8 @@ ragnx_redis_eval(ragnx_redis_t *r, ragnx_script_t *sc, const char *fmt, ...)
     va_end(args);
 
     if (reply == NULL) {
-        ragnx_log(RAGNX_LOG_ERROR, "redis: %s", r->ctx->errstr);
+        ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_REDIS,
+                        "redis: %s", r->ctx->errstr);
         ragnx_redis_close(r);
     }
 
@@ -110,11 +111,12 @@ ragnx_redis_connect(ragnx_redis_t *r)
     }
 
     if (r->ctx == NULL || r->ctx->err) {
-        ragnx_log(RAGNX_LOG_ERROR, "redis connect to %s%s%s failed: %s",
-                  ragnx_conf->redis_host[0] == '/' ? "unix:" : "",
-                  ragnx_conf->redis_host,
-                  ragnx_conf->redis_host[0] == '/' ? "" : port,
-                  r->ctx ? r->ctx->errstr : "out of memory");
+        ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_REDIS,
+                        "redis connect to %s%s%s failed: %s",
+                        ragnx_conf->redis_host[0] == '/' ? "unix:" : "",
+                        ragnx_conf->redis_host,
+                        ragnx_conf->redis_host[0] == '/' ? "" : port,
+                        r->ctx ? r->ctx->errstr : "out of memory");
         ragnx_redis_close(r);
         return RAGNX_ERROR;
     }
@@ -137,17 +139,19 @@ ragnx_redis_connect(ragnx_redis_t *r)
     }
 
     if (reply == NULL) {
-        ragnx_log(RAGNX_LOG_ERROR, "redis AUTH: %s", r->ctx->errstr);
+        ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_REDIS,
+                        "redis AUTH: %s", r->ctx->errstr);
         ragnx_redis_close(r);
         return RAGNX_ERROR;
     }
 
     if (reply->type == REDIS_REPLY_ERROR) {
         /* Redis says why (WRONGPASS, NOPERM), never the password */
-        ragnx_log(RAGNX_LOG_ERROR, "redis AUTH as user \"%s\" refused: %s "
-                  "(check redis_user and redis_password_file)",
-                  ragnx_conf->redis_user ? ragnx_conf->redis_user
-                                         : "default", reply->str);
+        ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_REDIS,
+                        "redis AUTH as user \"%s\" refused: %s "
+                        "(check redis_user and redis_password_file)",
+                        ragnx_conf->redis_user ? ragnx_conf->redis_user
+                                               : "default", reply->str);
         freeReplyObject(reply);
         ragnx_redis_close(r);
         return RAGNX_DECLINED;
@@ -178,8 +182,9 @@ ragnx_redis_check(void)
     ragnx_redis_close(&r);
 
     if (rc == RAGNX_ERROR) {
-        ragnx_log(RAGNX_LOG_WARN, "redis not reachable yet: the workers "
-                  "keep trying");
+        ragnx_log_error(RAGNX_LOG_WARN, RAGNX_ERR_REDIS,
+                        "redis not reachable yet: the workers "
+                        "keep trying");
     }
 
     return rc == RAGNX_DECLINED ? RAGNX_DECLINED : RAGNX_OK;
@@ -215,7 +220,8 @@ ragnx_redis_command(ragnx_redis_t *r, const char *fmt, ...)
     va_end(args);
 
     if (reply == NULL) {
-        ragnx_log(RAGNX_LOG_ERROR, "redis: %s", r->ctx->errstr);
+        ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_REDIS,
+                        "redis: %s", r->ctx->errstr);
         ragnx_redis_close(r);
     }
 
@@ -236,7 +242,8 @@ ragnx_redis_argv(ragnx_redis_t *r, int argc, const char **argv,
     reply = redisCommandArgv(r->ctx, argc, argv, lens);
 
     if (reply == NULL) {
-        ragnx_log(RAGNX_LOG_ERROR, "redis: %s", r->ctx->errstr);
+        ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_REDIS,
+                        "redis: %s", r->ctx->errstr);
         ragnx_redis_close(r);
     }
 
@@ -252,7 +259,8 @@ ragnx_reply_ok(ragnx_redis_t *r, redisReply *reply, const char *what)
     }
 
     if (reply->type == REDIS_REPLY_ERROR) {
-        ragnx_log(RAGNX_LOG_ERROR, "redis %s: %s", what, reply->str);
+        ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_REDIS,
+                        "redis %s: %s", what, reply->str);
         freeReplyObject(reply);
         return RAGNX_ERROR;
     }
@@ -280,8 +288,9 @@ ragnx_stream_entry(redisReply *reply, const char *stream, redisReply **entry)
             return RAGNX_DECLINED;
         }
 
-        ragnx_log(RAGNX_LOG_ERROR, "redis XREADGROUP %s: %s", stream,
-                  reply->str);
+        ragnx_log_error(RAGNX_LOG_ERROR, RAGNX_ERR_REDIS,
+                        "redis XREADGROUP %s: %s", stream,
+                        reply->str);
         return RAGNX_ERROR;
     }
 

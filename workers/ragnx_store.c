@@ -86,14 +86,15 @@ const ragnx_db_stmt_t  ragnx_statements[] = {
      * of the job stored its exchange first), the answer stored.
      */
 
-    { "ragnx_exchange", 11,
+    { "ragnx_exchange", 12,
       "WITH c AS (INSERT INTO chats (id, owner, title) "
       "VALUES ($1, $9, $10) ON CONFLICT (id) DO NOTHING RETURNING owner), "
       "e AS (SELECT owner FROM chats WHERE id = $1 FOR KEY SHARE), "
       "o AS (SELECT owner FROM c UNION ALL SELECT owner FROM e LIMIT 1), "
       "m AS (INSERT INTO messages (chat_id, job_id, role, content, "
-      "sources, model, input_tokens, output_tokens, truncated) "
-      "SELECT $1, $2, v.r, v.t, v.s, v.m, v.i, v.o, v.x FROM (VALUES "
+      "sources, model, input_tokens, output_tokens, truncated, "
+      "request_id) "
+      "SELECT $1, $2, v.r, v.t, v.s, v.m, v.i, v.o, v.x, $12 FROM (VALUES "
       "('user', $3, NULL::jsonb, NULL::text, NULL::integer, "
       "NULL::integer, false), "
       "('assistant', $4, $5::jsonb, $6, $7::integer, $8::integer, "
@@ -518,7 +519,7 @@ ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
     json_t          *stored;
     char            *sources, in[24], out[24], title[400];
     size_t           n;
-    const char      *params[11];
+    const char      *params[12];
     PGresult        *res;
     ragnx_db_req_t   req;
     static const int stmts[1] = { RAGNX_STMT_EXCHANGE };
@@ -554,6 +555,7 @@ ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
     params[8] = job->owner;
     params[9] = title;
     params[10] = ans->truncated ? "t" : "f";
+    params[11] = job->rid;
 
     /*
      * No owner at all: the chat was made by a transaction that committed
@@ -594,9 +596,9 @@ ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
 
         PQclear(res);
         res = NULL;
-        ragnx_log(RAGNX_LOG_INFO, "job %s: chat %s or its messages made "
-                  "meanwhile by another transaction: writing again",
-                  job->id, job->chat_id);
+        ragnx_log_job(RAGNX_LOG_INFO, job, RAGNX_ERR_NONE, "chat or its "
+                      "messages made meanwhile by another transaction: "
+                      "writing again");
     }
 
     free(sources);
@@ -629,8 +631,9 @@ ragnx_store_exchange(ragnx_db_pool_t *pool, const ragnx_job_t *job,
 
             /* what history went into it is not known here */
             ans->contextual = job->chat_scope;
-            ragnx_log(RAGNX_LOG_WARN, "job %s: another run stored its "
-                      "answer first: completing with that one", job->id);
+            ragnx_log_job(RAGNX_LOG_WARN, job, RAGNX_ERR_NONE, "another run "
+                          "stored its answer first: completing with that "
+                          "one");
         }
     }
 

@@ -22,6 +22,10 @@
  * provider refuses the pool's key (RAGNX_BUSY, ragnx_breaker.c), a job
  * waits in the delayed set with its attempt given back, until the key
  * works or the job's retention ends.
+ *
+ * Every log line about the job names it, its request id and its chat
+ * (ragnx_log_fields_t); the one that ends it says how long each stage
+ * took, and a failure's says its class.
  */
 
 
@@ -35,7 +39,7 @@
 
 static int ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job,
     long attempts, ragnx_answer_t *ans, long *retry_after, char **held,
-    char *err, size_t errlen);
+    ragnx_log_fields_t *lf, char *err, size_t errlen);
 static long long ragnx_work_backoff(long attempts, long retry_after);
 static char *ragnx_work_hold(const ragnx_answer_t *ans);
 static int ragnx_work_held(ragnx_thread_t *t, const ragnx_job_t *job,
@@ -85,11 +89,15 @@ ragnx_work_backoff(long attempts, long retry_after)
 void
 ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
 {
-    int             rc;
-    long            attempts, retry_after;
-    char            err[512], *held;
-    ragnx_job_t     job;
-    ragnx_answer_t  ans;
+    int                 rc;
+    long                attempts, retry_after;
+    char                err[512], *held;
+    ragnx_job_t         job;
+    ragnx_answer_t      ans;
+    ragnx_log_fields_t  lf;
+
+    memset(&lf, 0, sizeof(ragnx_log_fields_t));
+    lf.job = e->id;
 
     if (e->payload == NULL
         || ragnx_job_decode(e->payload, e->len, &job, err, sizeof(err)) != 0)
@@ -98,30 +106,39 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
             snprintf(err, sizeof(err), "entry without a job field");
         }
 
-        ragnx_log(RAGNX_LOG_ERROR, "entry %s (job \"%s\"): bad payload: %s: "
-                  "dead-lettered", e->entry, e->id, err);
+        lf.error = RAGNX_ERR_BAD_PAYLOAD;
+        ragnx_log_fields(RAGNX_LOG_ERROR, &lf, "entry %s: bad payload: %s: "
+                         "dead-lettered", e->entry, err);
         ragnx_queue_fail(&t->redis, e, NULL, "invalid job", 1);
         return;
     }
 
     /* the generation the answer is cached under: the entry's, beside */
     job.gen = e->gen;
+    lf.rid = job.rid;
+    lf.chat = job.chat_id;
+    lf.error = RAGNX_ERR_BAD_PAYLOAD;
 
     if (job.gen == NULL || job.gen[0] == '\0') {
-        ragnx_log(RAGNX_LOG_ERROR, "entry %s (job \"%s\"): no gen field: "
-                  "dead-lettered", e->entry, e->id);
+        ragnx_log_fields(RAGNX_LOG_ERROR, &lf, "entry %s: no gen field: "
+                         "dead-lettered", e->entry);
         ragnx_queue_fail(&t->redis, e, NULL, "invalid job", 1);
         ragnx_job_free(&job);
         return;
     }
 
     if (strcmp(job.id, e->id) != 0) {
-        ragnx_log(RAGNX_LOG_ERROR, "entry %s: id field \"%s\" differs from "
-                  "the payload's: dead-lettered", e->entry, e->id);
+        ragnx_log_fields(RAGNX_LOG_ERROR, &lf, "entry %s: id field differs "
+                         "from the payload's (%s): dead-lettered", e->entry,
+                         job.id);
         ragnx_queue_fail(&t->redis, e, NULL, "invalid job", 1);
         ragnx_job_free(&job);
         return;
     }
+
+    lf.job = job.id;
+    lf.error = RAGNX_ERR_NONE;
+    lf.wait_ms = ragnx_now_ms() - job.created;
 
     if (e->started) {
         attempts = e->attempts;
@@ -133,15 +150,15 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
     }
 
     if (attempts < 0) {
-        ragnx_log(RAGNX_LOG_INFO, "job %s already finished: acknowledged",
-                  job.id);
+        ragnx_log_fields(RAGNX_LOG_INFO, &lf, "job already finished: "
+                         "acknowledged");
         ragnx_queue_ack(&t->redis, e);
 
         ragnx_job_free(&job);
         return;
     }
 
-    ragnx_log(RAGNX_LOG_DEBUG, "job %s: attempt %ld", job.id, attempts);
+    ragnx_log_fields(RAGNX_LOG_DEBUG, &lf, "attempt %ld", attempts);
 
     if (attempts == 1) {
         ragnx_metrics_wait(job.created);
@@ -149,6 +166,9 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
 
     if (attempts > ragnx_conf->max_attempts) {
         /* delivered again and again without finishing: a poison job */
+        lf.error = RAGNX_ERR_INTERNAL;
+        ragnx_log_fields(RAGNX_LOG_WARN, &lf, "failed: delivered %ld times "
+                         "without finishing: dead-lettered", attempts);
         ragnx_queue_fail(&t->redis, e, &job, "too many attempts", 1);
         ragnx_job_free(&job);
         return;
@@ -158,8 +178,8 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
     err[0] = '\0';
     held = NULL;
 
-    rc = ragnx_work_run(t, &job, attempts, &ans, &retry_after, &held, err,
-                        sizeof(err));
+    rc = ragnx_work_run(t, &job, attempts, &ans, &retry_after, &held, &lf,
+                        err, sizeof(err));
 
     switch (rc) {
 
@@ -167,8 +187,18 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
         if (ragnx_queue_complete(&t->redis, e, &job, &ans, next)
             == RAGNX_OK)
         {
-            ragnx_log(RAGNX_LOG_DEBUG, "job %s completed", job.id);
+            lf.timed = 1;
+            lf.tokens = 1;
+            lf.tokens_in = ans.input_tokens;
+            lf.tokens_out = ans.output_tokens;
+            ragnx_log_fields(RAGNX_LOG_INFO, &lf, "completed, attempt %ld",
+                             attempts);
             ragnx_metrics_job(RAGNX_METRICS_COMPLETED);
+
+        } else {
+            lf.error = RAGNX_ERR_REDIS;
+            ragnx_log_fields(RAGNX_LOG_WARN, &lf, "answered and stored, not "
+                             "completed: the entry is delivered again");
         }
 
         ragnx_answer_free(&ans);
@@ -179,8 +209,8 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
             < ragnx_conf->job_retention * 1000LL)
         {
             /* spread over a quarter more, the probe's answer known */
-            ragnx_log(RAGNX_LOG_DEBUG, "job %s: %s: waits %ld ms", job.id,
-                      err, retry_after);
+            ragnx_log_fields(RAGNX_LOG_DEBUG, &lf, "%s: waits %ld ms", err,
+                             retry_after);
             ragnx_queue_retry(&t->redis, e, retry_after
                               + random() % (retry_after / 4 + 1) + 1, err,
                               NULL, 1);
@@ -188,15 +218,15 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
             break;
         }
 
-        ragnx_log(RAGNX_LOG_WARN, "job %s failed: %s for its whole "
-                  "retention", job.id, err);
+        ragnx_log_fields(RAGNX_LOG_WARN, &lf, "failed: %s for its whole "
+                         "retention", err);
         ragnx_queue_fail(&t->redis, e, &job, err, 1);
         break;
 
     case RAGNX_AGAIN:
         if (attempts < ragnx_conf->max_attempts) {
-            ragnx_log(RAGNX_LOG_WARN, "job %s: %s: retry %ld of %ld", job.id,
-                      err, attempts, ragnx_conf->max_attempts - 1);
+            ragnx_log_fields(RAGNX_LOG_WARN, &lf, "%s: retry %ld of %ld", err,
+                             attempts, ragnx_conf->max_attempts - 1);
             ragnx_queue_retry(&t->redis, e,
                               ragnx_work_backoff(attempts, retry_after), err,
                               held, 0);
@@ -207,8 +237,9 @@ ragnx_work(ragnx_thread_t *t, ragnx_entry_t *e, ragnx_entry_t *next)
         /* fall through */
 
     default:
-        ragnx_log(RAGNX_LOG_WARN, "job %s failed after %ld attempts: %s",
-                  job.id, attempts, err);
+        lf.timed = 1;
+        ragnx_log_fields(RAGNX_LOG_WARN, &lf, "failed after %ld attempts: %s",
+                         attempts, err);
         /*
          * a transient error through every attempt (the LLM or the
          * database down) would hit any asker: the followers share it; a
@@ -258,8 +289,9 @@ ragnx_work_delta(void *data, const char *text, size_t len)
 
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
         /* the answer goes on; only its streaming stops */
-        ragnx_log(RAGNX_LOG_WARN, "job %s: its answer is not streamed: %s",
-                  ev->job->id, reply ? reply->str : "redis unavailable");
+        ragnx_log_job(RAGNX_LOG_WARN, ev->job, RAGNX_ERR_REDIS,
+                      "its answer is not streamed: %s",
+                      reply ? reply->str : "redis unavailable");
         ev->failed = 1;
     }
 
@@ -271,10 +303,15 @@ ragnx_work_delta(void *data, const char *text, size_t len)
 }
 
 
+/*
+ * lf: the stage timings (ms) and, on failure, the class of the error,
+ * for the line that ends the attempt
+ */
+
 static int
 ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job, long attempts,
-    ragnx_answer_t *ans, long *retry_after, char **held, char *err,
-    size_t errlen)
+    ragnx_answer_t *ans, long *retry_after, char **held,
+    ragnx_log_fields_t *lf, char *err, size_t errlen)
 {
     int                   rc, np, nh, created, probe;
     long long             start;
@@ -300,6 +337,7 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job, long attempts,
          * no reads either (a retry may hold its answer: it reads on)
          */
         snprintf(err, errlen, "LLM %s: calls paused", reason);
+        lf->error = RAGNX_ERR_LLM_BREAKER;
         return RAGNX_BUSY;
     }
 
@@ -316,7 +354,10 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job, long attempts,
                               job->chat_scope ? (int) ragnx_conf->history : 0,
                               &created, ans, &passages, &np, &history, &nh,
                               err, errlen);
+    lf->retrieve_ms = (ragnx_metrics_us() - start) / 1000;
+
     if (rc != RAGNX_OK) {
+        lf->error = rc == RAGNX_DECLINED ? RAGNX_ERR_CHAT : RAGNX_ERR_PG;
         return rc;
     }
 
@@ -331,7 +372,8 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job, long attempts,
         ans->contextual = job->chat_scope;
         ragnx_store_passages_free(passages, np);
         ragnx_store_history_free(history, nh);
-        ragnx_log(RAGNX_LOG_INFO, "job %s: answer already stored", job->id);
+        ragnx_log_job(RAGNX_LOG_INFO, job, RAGNX_ERR_NONE,
+                      "answer already stored");
         return RAGNX_OK;
     }
 
@@ -339,8 +381,8 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job, long attempts,
         /* an earlier attempt's answer, which the database did not store */
         ragnx_store_passages_free(passages, np);
         ragnx_store_history_free(history, nh);
-        ragnx_log(RAGNX_LOG_INFO, "job %s: storing the answer of an "
-                  "earlier attempt", job->id);
+        ragnx_log_job(RAGNX_LOG_INFO, job, RAGNX_ERR_NONE,
+                      "storing the answer of an earlier attempt");
         rc = RAGNX_OK;
 
     } else if (ragnx_breaker_enter(&probe, retry_after, &reason)
@@ -350,6 +392,7 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job, long attempts,
         ragnx_store_passages_free(passages, np);
         ragnx_store_history_free(history, nh);
         snprintf(err, errlen, "LLM %s: calls paused", reason);
+        lf->error = RAGNX_ERR_LLM_BREAKER;
         return RAGNX_BUSY;
 
     } else {
@@ -371,7 +414,16 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job, long attempts,
         rc = ragnx_llm_answer(t->llm, &prompt, ans, retry_after, err,
                               errlen);
 
+        lf->llm_ms = (ragnx_metrics_us() - start) / 1000;
         ragnx_metrics_stage(RAGNX_METRICS_LLM, start);
+
+        if (rc != RAGNX_OK) {
+            lf->error = ragnx_llm_error(t->llm);
+
+            if (lf->error == RAGNX_ERR_NONE) {
+                lf->error = RAGNX_ERR_INTERNAL;
+            }
+        }
 
         /* decided by what was sent, whatever the job claims */
         ans->contextual = nh > 0;
@@ -395,6 +447,11 @@ ragnx_work_run(ragnx_thread_t *t, const ragnx_job_t *job, long attempts,
     start = ragnx_metrics_us();
 
     rc = ragnx_store_exchange(t->db, job, ans, err, errlen);
+    lf->persist_ms = (ragnx_metrics_us() - start) / 1000;
+
+    if (rc != RAGNX_OK) {
+        lf->error = rc == RAGNX_DECLINED ? RAGNX_ERR_CHAT : RAGNX_ERR_PG;
+    }
 
     if (rc == RAGNX_AGAIN) {
         /* the database's trouble, not the answer's: keep it for a retry */
@@ -472,8 +529,8 @@ ragnx_work_held(ragnx_thread_t *t, const ragnx_job_t *job,
            != 0
         || !json_is_array(sources))
     {
-        ragnx_log(RAGNX_LOG_WARN, "job %s: held answer unreadable: asking "
-                  "again", job->id);
+        ragnx_log_job(RAGNX_LOG_WARN, job, RAGNX_ERR_REDIS,
+                      "held answer unreadable: asking again");
         json_decref(o);
         return RAGNX_DECLINED;
     }

@@ -168,12 +168,63 @@ void ragnx_conf_dump(const ragnx_conf_t *conf);
 #define RAGNX_LOG_INFO    2
 #define RAGNX_LOG_DEBUG   3
 
+/*
+ * The classes of a failure a line names ("error"): a bounded set, so
+ * that logs can be counted by them.
+ */
+typedef enum {
+    RAGNX_ERR_NONE = 0,
+    RAGNX_ERR_LLM_TIMEOUT,         /* no answer, or too slow, in time */
+    RAGNX_ERR_LLM_NETWORK,         /* connect, TLS, connection reset */
+    RAGNX_ERR_LLM_HTTP_429,
+    RAGNX_ERR_LLM_HTTP_4XX,
+    RAGNX_ERR_LLM_HTTP_5XX,
+    RAGNX_ERR_LLM_BAD_RESPONSE,    /* a reply we cannot read */
+    RAGNX_ERR_LLM_BREAKER,         /* not asked: the breaker is open */
+    RAGNX_ERR_PG,
+    RAGNX_ERR_REDIS,
+    RAGNX_ERR_BAD_PAYLOAD,
+    RAGNX_ERR_CHAT,                /* not the asker's, or gone */
+    RAGNX_ERR_INTERNAL             /* out of memory and the like */
+} ragnx_err_t;
+
+/*
+ * What a line says about a job besides its message.  Strings may be
+ * NULL (left out); the stage timings and the tokens only when "timed"
+ * and "tokens" are set.  Numbers are ms and token counts.
+ */
+typedef struct {
+    const char   *job;
+    const char   *rid;
+    const char   *chat;
+    ragnx_err_t   error;
+    long long     wait_ms;          /* created to picked up */
+    long long     retrieve_ms;
+    long long     llm_ms;
+    long long     persist_ms;
+    long          tokens_in;        /* < 0: not known, left out */
+    long          tokens_out;
+    unsigned      timed:1;
+    unsigned      tokens:1;
+} ragnx_log_fields_t;
+
 int ragnx_log_open(const char *path);
 int ragnx_log_reopen(void);
 const char *ragnx_log_file(void);
 void ragnx_log(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+void ragnx_log_job(int level, const ragnx_job_t *job, ragnx_err_t error,
+    const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void ragnx_log_fields(int level, const ragnx_log_fields_t *f,
+    const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void ragnx_log_set_prefix(const char *prefix);
+
+/* a failure of no job in particular, with its class */
+#define ragnx_log_error(level, error, ...)                                   \
+    ragnx_log_job(level, NULL, error, __VA_ARGS__)
+const char *ragnx_err_name(ragnx_err_t error);
 
 
 /* the clock: ragnx_log.c */
@@ -288,6 +339,7 @@ void ragnx_llm_destroy(ragnx_llm_t *llm);
  */
 int ragnx_llm_answer(ragnx_llm_t *llm, const ragnx_prompt_t *prompt,
     ragnx_answer_t *ans, long *retry_after_ms, char *err, size_t errlen);
+ragnx_err_t ragnx_llm_error(const ragnx_llm_t *llm);
 void ragnx_answer_free(ragnx_answer_t *ans);
 json_t *ragnx_llm_sources(const ragnx_passage_t *p, int n);
 

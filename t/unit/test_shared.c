@@ -438,6 +438,40 @@ test_job(void)
                && strcmp(out.query, job.query) == 0,
            "... which the pool reads as it was written");
         ragnx_job_free(&out);
+
+        ok(out.rid == NULL, "a payload without a request id has none");
+
+        job.rid = "Req-1_a.b:c";
+        n = ragnx_job_write(&job, buf, sizeof(buf));
+        w = json_loadb(buf, n, JSON_REJECT_DUPLICATES, NULL);
+        o = ragnx_job_encode(&job);
+        ok(n > 0 && w && json_equal(w, o)
+               && strcmp(json_string_value(json_object_get(w, "rid")),
+                         "Req-1_a.b:c")
+                      == 0,
+           "a request id is written as encoded");
+        json_decref(w);
+        json_decref(o);
+        ok(ragnx_job_decode(buf, n, &out, err, sizeof(err)) == 0 && out.rid
+               && strcmp(out.rid, job.rid) == 0,
+           "... and read back");
+        ragnx_job_free(&out);
+
+        job.rid = "a b";
+        ok(ragnx_job_write(&job, buf, sizeof(buf)) == 0,
+           "a request id with a space is not written");
+        job.rid = "x\"y";
+        ok(ragnx_job_write(&job, buf, sizeof(buf)) == 0,
+           "... nor one with a quote");
+        memset(err, 'r', RAGNX_RID_MAX + 1);
+        err[RAGNX_RID_MAX + 1] = '\0';
+        job.rid = err;
+        ok(ragnx_job_write(&job, buf, sizeof(buf)) == 0,
+           "... nor one longer than RAGNX_RID_MAX");
+        err[RAGNX_RID_MAX] = '\0';
+        ok(ragnx_rid_valid(err, RAGNX_RID_MAX) && !ragnx_rid_valid(err, 0)
+               && !ragnx_rid_valid("\xc3\xa9", 2),
+           "RAGNX_RID_MAX safe bytes pass; empty and non-ASCII do not");
     }
 
     BAD("", "empty payload refused");
@@ -455,6 +489,18 @@ test_job(void)
         "\"digest\":\"ba7816bf8f01cfea414140de5dae2223"
         "b00361a396177a9cb410ff61f20015ad\",\"scope\":\"all\"}",
         "unknown scope refused");
+    BAD("{\"v\":2,\"id\":"
+        "\"2f1c5d2e-8b7a-4c1d-9e3f-0a1b2c3d4e5f\",\"owner\":\"u\","
+        "\"chatId\":\"6a0b4c3d-2e1f-4a5b-8c7d-9e0f1a2b3c4d\",\"query\":\"q\","
+        "\"digest\":\"ba7816bf8f01cfea414140de5dae2223"
+        "b00361a396177a9cb410ff61f20015ad\",\"rid\":\"a\\\"b\"}",
+        "a request id with a quote refused");
+    BAD("{\"v\":2,\"id\":"
+        "\"2f1c5d2e-8b7a-4c1d-9e3f-0a1b2c3d4e5f\",\"owner\":\"u\","
+        "\"chatId\":\"6a0b4c3d-2e1f-4a5b-8c7d-9e0f1a2b3c4d\",\"query\":\"q\","
+        "\"digest\":\"ba7816bf8f01cfea414140de5dae2223"
+        "b00361a396177a9cb410ff61f20015ad\",\"rid\":7}",
+        "a request id that is no string refused");
     BAD("{\"v\":2,\"id\":"
         "\"2f1c5d2e-8b7a-4c1d-9e3f-0a1b2c3d4e5f\",\"owner\":\"u\","
         "\"chatId\":\"6a0b4c3d-2e1f-4a5b-8c7d-9e0f1a2b3c4d\",\"query\":\"q\","

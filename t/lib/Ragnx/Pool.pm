@@ -134,6 +134,25 @@ sub cli {
 
 sub worker_log { slurp("$_[0]{t}{dir}/$_[0]{name}.log") }
 
+# the pool's log lines (one JSON object each) as hashes; a line that is no
+# JSON object becomes { raw => line } (a sanitizer's report, say), so a
+# test can find it
+sub json_lines {
+    my ($text) = @_;
+    my $json = JSON::PP->new->utf8;
+    return map {
+        my $o = eval { $json->decode($_) };
+        ref $o eq 'HASH' ? $o : { raw => $_ }
+    } grep { length } split /\n/, $text;
+}
+
+# the lines of the pool's log (from byte $from) that are about job $id
+sub job_lines {
+    my ($self, $id, $from) = @_;
+    return grep { ($_->{job} // '') eq $id }
+           json_lines(substr($self->worker_log, $from || 0));
+}
+
 sub start {
     my ($self, %a) = @_;
     my $t = $self->{t};
@@ -211,7 +230,8 @@ sub ask {
     my $payload = JSON::PP->new->canonical->encode({
         v => 2, id => $id, owner => $owner, chatId => $chat,
         query => $query, digest => $digest, createdAt => $now,
-        $in_chat ? (scope => 'chat') : () });
+        $in_chat ? (scope => 'chat') : (),
+        defined $a{rid} ? (rid => $a{rid}) : () });
     my @mode = $in_chat ? ('chat', '', ($a{verified} // 1) ? '1' : '')
                         : ('all', '', '');
     my $out = $t->redis('EVAL', $SCRIPT, 5, '{ragnx}:gen', '{ragnx}:jobs',

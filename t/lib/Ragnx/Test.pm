@@ -19,6 +19,10 @@ our @EXPORT_OK = qw(free_port slurp spew);
 
 my $NGINX = $ENV{RAGNX_NGINX} || '/usr/sbin/nginx';
 
+# Set by Ragnx::OpenAPI->hook: called with (method, path, response) for
+# every response the HTTP helpers read, and by done() before the plan.
+our ($RESPONSE_CHECK, $RESPONSE_SUMMARY);
+
 # the checkout, for scripts/
 my $ROOT = do {
     require File::Basename;
@@ -519,7 +523,23 @@ sub done {
     my @bad = $self->log_problems;
     ok(!@bad, 'no alerts, crashes or sanitizer reports in the logs')
         or diag(join "\n", @bad);
+    responses_checked();
     done_testing();
+}
+
+# With Ragnx::OpenAPI->hook: the test of how many responses were checked
+# (done() runs it; a file that ends with done_testing() itself calls it).
+sub responses_checked {
+    $RESPONSE_SUMMARY->() if $RESPONSE_SUMMARY;
+}
+
+# A response a test read by itself (a stream, say), checked as the
+# helpers' are: (method, path, raw response); returns it parsed.
+sub check_raw {
+    my ($method, $path, $raw) = @_;
+    my $res = parse_response($raw);
+    $RESPONSE_CHECK->($method, $path, $res) if $RESPONSE_CHECK;
+    return $res;
 }
 
 # Raw HTTP/1.1 request; returns a hash: status, headers (lower-cased keys,
@@ -558,11 +578,14 @@ sub send_request {
                                   Proto => 'tcp', Timeout => 10)
         or return undef;
     $s->print(build_request($method, $path, %a));
+    # what read_response needs to check the response (RESPONSE_CHECK)
+    $self->{sent}{0 + $s} = [$method, $path] if $RESPONSE_CHECK;
     return $s;
 }
 
 sub read_response {
     my ($self, $s, $timeout) = @_;
+    my $sent = delete $self->{sent}{0 + $s};
     my $raw = '';
     my $deadline = time + ($timeout || 10);
     $s->blocking(0);
@@ -576,7 +599,9 @@ sub read_response {
         sleep 0.002;
     }
     close $s;
-    return parse_response($raw);
+    my $res = parse_response($raw);
+    $RESPONSE_CHECK->(@$sent, $res) if $RESPONSE_CHECK && $sent;
+    return $res;
 }
 
 sub parse_response {
@@ -647,7 +672,11 @@ sub parallel {
             $raw[$i] .= $buf;
         }
     }
-    return [ map { parse_response($_) } @raw ];
+    my @res = map { parse_response($_) } @raw;
+    if ($RESPONSE_CHECK) {
+        $RESPONSE_CHECK->(@{ $reqs->[$_] }[0, 1], $res[$_]) for 0 .. $#res;
+    }
+    return \@res;
 }
 
 sub build_request {
