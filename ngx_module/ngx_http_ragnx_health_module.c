@@ -1,11 +1,14 @@
 
 /*
  * ragnx health: GET /health ("ragnx_health"), through the non-blocking
- * Redis pool: the health script on the queue server (the records lane's
- * backlog and the hits refused at its bound, the pool's LLM circuit
- * breaker; any answer says Redis is up) and a PING to a separate cache
- * server, answered with {"status", "redis", "uptime", "records"}, and
- * "llm" while the breaker is open (503, "degraded").
+ * Redis pool: one call of the health script on the queue server (the
+ * pool's live processes and newest heartbeat, PostgreSQL as the pool last
+ * saw it, the jobs queue, the records lane's backlog and the hits refused
+ * at its bound, the pool's LLM circuit breaker; any answer says Redis is
+ * up) and a PING to a separate cache server.  503 "degraded", with the
+ * reasons, when Redis is down, no pool process beat within
+ * "ragnx_health_pool_timeout", the pool finds PostgreSQL down, or the LLM
+ * breaker is open.  docs/operations.md describes the fields.
  */
 
 
@@ -24,9 +27,14 @@
 #define NGX_HTTP_RAGNX_HEALTH_UP        1
 #define NGX_HTTP_RAGNX_HEALTH_NO_REDIS  2
 
+/* the heartbeat window counted while the pool is not judged ("off") */
+#define NGX_HTTP_RAGNX_HEALTH_WINDOW    10000
+#define NGX_HTTP_RAGNX_HEALTH_REPLY     11
+
 
 typedef struct {
     ngx_flag_t                    enable;
+    ngx_msec_t                    pool_timeout;   /* 0: "off" */
     ngx_http_ragnx_redis_srv_t   *queue;
     ngx_http_ragnx_redis_srv_t   *cache;
 } ngx_http_ragnx_health_loc_conf_t;
@@ -36,9 +44,17 @@ typedef struct {
     ngx_http_ragnx_redis_wait_t   wait;
     ngx_uint_t                    pings;
     ngx_uint_t                    pongs;
-    ngx_uint_t                    records;   /* the lane was read */
+    ngx_uint_t                    records;   /* the script answered */
     int64_t                       backlog;
     int64_t                       refused;
+    int64_t                       processes;
+    int64_t                       beat;      /* ms; -1: never */
+    ngx_uint_t                    pg;        /* 0 unknown, 1 ok, 2 down */
+    int64_t                       checked;   /* ms; -1: never */
+    int64_t                       jobs;
+    int64_t                       running;
+    int64_t                       delayed;
+    int64_t                       oldest;    /* ms */
     ngx_str_t                     llm;       /* the breaker: why open */
 } ngx_http_ragnx_health_ctx_t;
 
@@ -49,6 +65,7 @@ static void ngx_http_ragnx_health_reply(ngx_http_request_t *r,
 static void ngx_http_ragnx_health_resume(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ragnx_health_send(ngx_http_request_t *r,
     ngx_uint_t up);
+static json_t *ngx_http_ragnx_health_age(int64_t ms);
 
 static void *ngx_http_ragnx_health_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_ragnx_health_merge_loc_conf(ngx_conf_t *cf,
@@ -56,6 +73,8 @@ static char *ngx_http_ragnx_health_merge_loc_conf(ngx_conf_t *cf,
 static ngx_int_t ngx_http_ragnx_health_init_module(ngx_cycle_t *cycle);
 static char *ngx_http_ragnx_health(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_ragnx_health_pool_timeout(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 
 
 static ngx_command_t  ngx_http_ragnx_health_commands[] = {
@@ -63,6 +82,13 @@ static ngx_command_t  ngx_http_ragnx_health_commands[] = {
     { ngx_string("ragnx_health"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_ragnx_health,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ragnx_health_pool_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_ragnx_health_pool_timeout,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -113,10 +139,18 @@ static ngx_int_t  ngx_http_ragnx_health_script_index;
 static ngx_int_t
 ngx_http_ragnx_health_handler(ngx_http_request_t *r)
 {
-    size_t                             lens[4];
-    const char                        *argv[4];
+    u_char                            *p;
+    size_t                             lens[10];
+    ngx_uint_t                         i;
+    const char                        *argv[10];
+    ngx_msec_t                         window;
     ngx_http_ragnx_health_ctx_t       *ctx;
     ngx_http_ragnx_health_loc_conf_t  *hlcf;
+
+    static const char  *keys[] = {
+        RAGNX_KEY_RECORDS, RAGNX_KEY_STATS, RAGNX_KEY_LLM, RAGNX_KEY_POOL,
+        RAGNX_KEY_POOL_PG, RAGNX_KEY_JOBS, RAGNX_KEY_DELAYED
+    };
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return ngx_http_ragnx_send_not_allowed(r, "GET, HEAD");
@@ -128,7 +162,8 @@ ngx_http_ragnx_health_handler(ngx_http_request_t *r)
         return ngx_http_ragnx_health_send(r, NGX_HTTP_RAGNX_HEALTH_NO_REDIS);
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ragnx_health_ctx_t));
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ragnx_health_ctx_t)
+                               + NGX_INT_T_LEN);
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -138,20 +173,26 @@ ngx_http_ragnx_health_handler(ngx_http_request_t *r)
     /* notice a client that goes away while the reply is pending */
     r->read_event_handler = ngx_http_test_reading;
 
-    argv[0] = "3";
+    argv[0] = "7";
     lens[0] = 1;
-    argv[1] = RAGNX_KEY_RECORDS;
-    lens[1] = sizeof(RAGNX_KEY_RECORDS) - 1;
-    argv[2] = RAGNX_KEY_STATS;
-    lens[2] = sizeof(RAGNX_KEY_STATS) - 1;
-    argv[3] = RAGNX_KEY_LLM;
-    lens[3] = sizeof(RAGNX_KEY_LLM) - 1;
+
+    for (i = 0; i < 7; i++) {
+        argv[i + 1] = keys[i];
+        lens[i + 1] = ngx_strlen(keys[i]);
+    }
+
+    window = hlcf->pool_timeout ? hlcf->pool_timeout
+                                : NGX_HTTP_RAGNX_HEALTH_WINDOW;
+
+    p = (u_char *) (ctx + 1);
+    argv[8] = (const char *) p;
+    lens[8] = ngx_sprintf(p, "%M", window) - p;
 
     ctx->wait.reply = ngx_http_ragnx_health_reply;
     ctx->wait.resume = ngx_http_ragnx_health_resume;
 
     if (ngx_http_ragnx_redis_eval(r, &ctx->wait, hlcf->queue,
-                                  ngx_http_ragnx_health_script_index, 4,
+                                  ngx_http_ragnx_health_script_index, 9,
                                   argv, lens)
         != NGX_OK)
     {
@@ -164,13 +205,18 @@ ngx_http_ragnx_health_handler(ngx_http_request_t *r)
 }
 
 
-/* inside the hiredis callback: count, do not respond */
+/* inside the hiredis callback: count and copy, do not respond */
 
 static void
 ngx_http_ragnx_health_reply(ngx_http_request_t *r, redisReply *reply,
     ngx_int_t rc)
 {
-    ngx_http_ragnx_health_ctx_t  *ctx;
+    redisReply                   **e;
+    ngx_uint_t                     i;
+    ngx_http_ragnx_health_ctx_t   *ctx;
+
+    /* the types of the script's reply, in order */
+    static const char  types[] = "iisiisiiiii";
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_health_module);
 
@@ -180,26 +226,52 @@ ngx_http_ragnx_health_reply(ngx_http_request_t *r, redisReply *reply,
 
     if (reply->type == REDIS_REPLY_STATUS) {
         ctx->pongs++;
+        return;
+    }
 
-    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3
-               && reply->element[0]->type == REDIS_REPLY_INTEGER
-               && reply->element[1]->type == REDIS_REPLY_INTEGER
-               && reply->element[2]->type == REDIS_REPLY_STRING)
+    if (reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != NGX_HTTP_RAGNX_HEALTH_REPLY)
     {
-        ctx->pongs++;
-        ctx->records = 1;
-        ctx->backlog = reply->element[0]->integer;
-        ctx->refused = reply->element[1]->integer;
+        return;
+    }
 
-        /* the reply is freed after this callback: a copy of the reason */
-        if (reply->element[2]->len > 0 && reply->element[2]->len <= 64) {
-            ctx->llm.data = ngx_pnalloc(r->pool, reply->element[2]->len);
+    e = reply->element;
 
-            if (ctx->llm.data) {
-                ngx_memcpy(ctx->llm.data, reply->element[2]->str,
-                           reply->element[2]->len);
-                ctx->llm.len = reply->element[2]->len;
-            }
+    for (i = 0; i < NGX_HTTP_RAGNX_HEALTH_REPLY; i++) {
+        if (e[i]->type != (types[i] == 'i' ? REDIS_REPLY_INTEGER
+                                           : REDIS_REPLY_STRING))
+        {
+            return;
+        }
+    }
+
+    ctx->pongs++;
+    ctx->records = 1;
+    ctx->backlog = e[0]->integer;
+    ctx->refused = e[1]->integer;
+    ctx->processes = e[3]->integer;
+    ctx->beat = e[4]->integer;
+    ctx->pg = (e[5]->len == 2 && ngx_strncmp(e[5]->str, "ok", 2) == 0) ? 1
+              : (e[5]->len == 4 && ngx_strncmp(e[5]->str, "down", 4) == 0)
+              ? 2 : 0;
+    ctx->checked = e[6]->integer;
+    ctx->jobs = e[7]->integer;
+    ctx->running = e[8]->integer;
+    ctx->delayed = e[9]->integer;
+    ctx->oldest = e[10]->integer;
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragnx health: %L pool processes, beat %L ms ago, "
+                   "postgresql %ui, %L jobs", ctx->processes, ctx->beat,
+                   ctx->pg, ctx->jobs);
+
+    /* the reply is freed after this callback: a copy of the reason */
+    if (e[2]->len > 0 && e[2]->len <= 64) {
+        ctx->llm.data = ngx_pnalloc(r->pool, e[2]->len);
+
+        if (ctx->llm.data) {
+            ngx_memcpy(ctx->llm.data, e[2]->str, e[2]->len);
+            ctx->llm.len = e[2]->len;
         }
     }
 }
@@ -246,24 +318,58 @@ ngx_http_ragnx_health_resume(ngx_http_request_t *r)
 }
 
 
+/*
+ * Degraded, and why (in this order): Redis did not answer; no pool
+ * process beat within the timeout (nothing would run an ask); the live
+ * pool finds PostgreSQL down; the pool's LLM calls are paused (the
+ * provider refuses its key).
+ */
+
 static ngx_int_t
 ngx_http_ragnx_health_send(ngx_http_request_t *r, ngx_uint_t up)
 {
-    json_t                       *body;
-    ngx_int_t                     rc;
-    ngx_uint_t                    ok;
-    ngx_http_ragnx_health_ctx_t  *ctx;
+    u_char                            *p, *last;
+    u_char                             reason[64];
+    json_t                            *body;
+    ngx_int_t                          rc;
+    ngx_http_ragnx_health_ctx_t       *ctx;
+    ngx_http_ragnx_health_loc_conf_t  *hlcf;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ragnx_health_module);
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_ragnx_health_module);
 
-    /* the pool's LLM calls paused (the provider refuses its key) */
-    ok = up && (ctx == NULL || ctx->llm.len == 0);
+    p = reason;
+    last = reason + sizeof(reason);
 
-    body = json_pack("{s:s, s:I}", "status", ok ? "ok" : "degraded",
+    if (up == NGX_HTTP_RAGNX_HEALTH_DOWN || (ctx && !ctx->records)) {
+        p = ngx_slprintf(p, last, ",redis");
+    }
+
+    if (ctx && ctx->records) {
+        if (hlcf->pool_timeout && ctx->processes == 0) {
+            p = ngx_slprintf(p, last, ",pool");
+        }
+
+        if (ctx->pg == 2 && ctx->processes > 0) {
+            p = ngx_slprintf(p, last, ",postgresql");
+        }
+
+        if (ctx->llm.len) {
+            p = ngx_slprintf(p, last, ",llm");
+        }
+    }
+
+    body = json_pack("{s:s, s:I}", "status", p == reason ? "ok" : "degraded",
                      "uptime",
                      (json_int_t) (ngx_time() - ngx_http_ragnx_health_started));
     if (body == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (p != reason) {
+        json_object_set_new(body, "reason",
+                            json_stringn((char *) reason + 1,
+                                         p - reason - 1));
     }
 
     if (up != NGX_HTTP_RAGNX_HEALTH_NO_REDIS) {
@@ -276,21 +382,59 @@ ngx_http_ragnx_health_send(ngx_http_request_t *r, ngx_uint_t up)
                                          ctx->llm.len));
     }
 
-    /* hits answered from the cache not written yet, and those refused */
-
     if (ctx && ctx->records) {
+        json_object_set_new(body, "pool",
+            json_pack("{s:I, s:o}",
+                      "processes", (json_int_t) ctx->processes,
+                      "heartbeat_age",
+                      ngx_http_ragnx_health_age(ctx->beat)));
+
+        json_object_set_new(body, "postgresql",
+            json_pack("{s:s, s:o}",
+                      "status", ctx->pg == 1 ? "ok"
+                                : ctx->pg == 2 ? "down" : "unknown",
+                      "checked_age",
+                      ngx_http_ragnx_health_age(ctx->checked)));
+
+        /* in the stream: run by a process now, or waiting for one */
+        json_object_set_new(body, "queue",
+            json_pack("{s:I, s:I, s:I, s:I, s:o}",
+                      "jobs", (json_int_t) ctx->jobs,
+                      "running", (json_int_t) ctx->running,
+                      "waiting", (json_int_t) (ctx->jobs > ctx->running
+                                               ? ctx->jobs - ctx->running
+                                               : 0),
+                      "delayed", (json_int_t) ctx->delayed,
+                      "oldest_age",
+                      ngx_http_ragnx_health_age(ctx->oldest)));
+
+        /* hits answered from the cache not written yet, and refused */
         json_object_set_new(body, "records",
                             json_pack("{s:I, s:I}",
                                       "backlog", (json_int_t) ctx->backlog,
                                       "refused", (json_int_t) ctx->refused));
     }
 
-    rc = ngx_http_ragnx_send_json(r, ok ? NGX_HTTP_OK
-                                        : NGX_HTTP_SERVICE_UNAVAILABLE,
+    rc = ngx_http_ragnx_send_json(r, p == reason
+                                     ? NGX_HTTP_OK
+                                     : NGX_HTTP_SERVICE_UNAVAILABLE,
                                   body);
     json_decref(body);
 
     return rc;
+}
+
+
+/* ms to seconds, to the ms; null for "never" */
+
+static json_t *
+ngx_http_ragnx_health_age(int64_t ms)
+{
+    if (ms < 0) {
+        return json_null();
+    }
+
+    return json_real((double) ms / 1000);
 }
 
 
@@ -312,6 +456,8 @@ ngx_http_ragnx_health_create_loc_conf(ngx_conf_t *cf)
      *     conf->cache = NULL;
      */
 
+    conf->pool_timeout = NGX_CONF_UNSET_MSEC;
+
     return conf;
 }
 
@@ -330,6 +476,9 @@ ngx_http_ragnx_health_merge_loc_conf(ngx_conf_t *cf, void *parent,
      * "limit_except" block in the location: the block answers as the
      * location does (as ngx_http_proxy_module's merge has it).
      */
+
+    ngx_conf_merge_msec_value(conf->pool_timeout, prev->pool_timeout,
+                              NGX_HTTP_RAGNX_HEALTH_WINDOW);
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
@@ -387,4 +536,54 @@ ngx_http_ragnx_health(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                                   ngx_http_ragnx_health_handler,
                                   NGX_HTTP_RAGNX_NO_BODY
                                   |NGX_HTTP_RAGNX_NEEDS_REDIS);
+}
+
+
+/*
+ * ragnx_health_pool_timeout <time> | off: /health is degraded when no
+ * pool process beat for that long; "off" reports the pool, not judging
+ * it.  At least twice the pool's heartbeat period (1 s), so one late beat
+ * is not an outage; at most the hour after which the pool forgets a
+ * process (workers/lua/beat.lua).
+ */
+
+static char *
+ngx_http_ragnx_health_pool_timeout(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_ragnx_health_loc_conf_t *hlcf = conf;
+
+    ngx_str_t   *value;
+    ngx_msec_t   ms;
+
+    if (hlcf->pool_timeout != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        hlcf->pool_timeout = 0;
+        return NGX_CONF_OK;
+    }
+
+    ms = ngx_parse_time(&value[1], 0);
+
+    if (ms == (ngx_msec_t) NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\": a time "
+                           "(\"10s\") or \"off\"", &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ms < 2000 || ms > 3600000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must be between 2s and 1h, not \"%V\"",
+                           &cmd->name, &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    hlcf->pool_timeout = ms;
+
+    return NGX_CONF_OK;
 }

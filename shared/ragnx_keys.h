@@ -42,6 +42,13 @@
  *   {ragnx}:metrics:<host>:<pid>  hash of one pool process's figures,
  *                           "<family>|<series>" -> value, with a TTL
  *                           renewed while it lives (workers/ragnx_metrics.c)
+ *   {ragnx}:pool            sorted set of the live pool processes,
+ *                           "<host>:<pid>" scored by the time (ms, Redis's
+ *                           clock) of its last heartbeat, every second;
+ *                           read by /health (workers/lua/beat.lua)
+ *   {ragnx}:pool:pg         hash: PostgreSQL as the pool last saw it,
+ *                           "state" ok or down, "at" (ms, Redis's clock)
+ *                           of that check, "process" that made it
  *   {ragnx}:inflight        hash: "<digest>:<gen>" -> id of the job
  *                           computing that answer (single-flight)
  *   {ragnx}:chat:<id>       the JWT subject owning chat <id>, with TTL
@@ -80,6 +87,8 @@
 #define RAGNX_KEY_LLM            RAGNX_KEY_PREFIX "llm"
 #define RAGNX_KEY_METRICS        RAGNX_KEY_PREFIX "metrics"
 #define RAGNX_KEY_METRICS_PROCESS  RAGNX_KEY_PREFIX "metrics:"
+#define RAGNX_KEY_POOL           RAGNX_KEY_PREFIX "pool"
+#define RAGNX_KEY_POOL_PG        RAGNX_KEY_PREFIX "pool:pg"
 
 /*
  * {ragnx}:events:<job id>: the answer as it is written, a stream of

@@ -180,6 +180,46 @@ fails('ragnx_health with a schema',
           ragnx_health; #here
       }");
 
+my $range = '"ragnx_health_pool_timeout" must be between 2s and 1h';
+my $word = 'invalid value "soon" in "ragnx_health_pool_timeout": a time'
+    . ' ("10s") or "off"';
+for my $bad (['a word', 'soon', qr/\Q$word\E/],
+             ['a negative time', '-5s',
+              qr/invalid value "-5s" in "ragnx_health_pool_timeout"/],
+             ['zero', '0', qr/\Q$range\E, not "0"/],
+             ['under two beats', '1500ms', qr/\Q$range\E, not "1500ms"/],
+             ['over an hour', '2h', qr/\Q$range\E, not "2h"/]) {
+    my ($what, $v, $re) = @$bad;
+    fails("ragnx_health_pool_timeout: $what", $re,
+          http => $redis, server => "location = /health {
+              ragnx_health;
+              ragnx_health_pool_timeout $v; #here
+          }");
+}
+
+fails('ragnx_health_pool_timeout without a value',
+      qr/invalid number of arguments in "ragnx_health_pool_timeout"/,
+      http => $redis, server => "location = /health {
+          ragnx_health_pool_timeout; #here
+          ragnx_health;
+      }");
+
+fails('ragnx_health_pool_timeout twice',
+      qr/"ragnx_health_pool_timeout" directive is duplicate/,
+      http => $redis, server => "location = /health {
+          ragnx_health_pool_timeout 5s;
+          ragnx_health_pool_timeout 6s; #here
+          ragnx_health;
+      }");
+
+passes('ragnx_health_pool_timeout off, and inherited from http',
+       http => "$redis ragnx_health_pool_timeout 30s;",
+       server => "location = /health { ragnx_health; }
+                  location = /health-off {
+                      ragnx_health_pool_timeout off;
+                      ragnx_health;
+                  }");
+
 # --- ragnx_rpc -----------------------------------------------------------------
 
 for my $m ('me', 'chats', 'messages') {

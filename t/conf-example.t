@@ -204,13 +204,22 @@ my $job = '6f1c1e2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b';
     my $file = nginx_t_ok('hs256', example(port => $port));
     $t->start_nginx(conf_file => $file, port => $port);
 
-    my $r = $t->request('GET', '/health');
-    is($r->{status}, 200, '/health: 200');
+    my $r = $t->request('GET', '/live');
+    is($r->{status}, 200, '/live: 200');
+    is_deeply(Ragnx::Test::json_body($r), { status => 'live' },
+              '/live: JSON');
+    security_headers($r, '/live');
+
+    # no pool runs here: degraded, and says why
+    $r = $t->request('GET', '/health');
+    is($r->{status}, 503, '/health without a pool: 503');
     like($r->{headers}{'content-type'} // '', qr{^application/json},
          '/health: JSON');
     my $j = Ragnx::Test::json_body($r) || {};
-    is($j->{status}, 'ok', '/health: status ok');
+    is($j->{status}, 'degraded', '/health: status degraded');
+    is($j->{reason}, 'pool', '/health: reason pool');
     is($j->{redis}, 'ok', '/health: redis ok');
+    is($j->{pool}{processes}, 0, '/health: no pool process');
     security_headers($r, '/health');
     ok(!exists $r->{headers}{'strict-transport-security'},
        'no HSTS on plain HTTP');
@@ -219,7 +228,7 @@ my $job = '6f1c1e2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b';
     $r = $t->request('GET', '/metrics');
     is($r->{status}, 200, '/metrics from loopback: 200');
     like($r->{body},
-         qr/^ragnx_http_requests_total\{route="health",outcome="ok"\} 1$/m,
+         qr/^ragnx_http_requests_total\{route="health",outcome="503"\} 1$/m,
          '/metrics: the health request counted');
 
     # the API's document, as a static file, taken by no /api/ location
@@ -416,8 +425,8 @@ my $job = '6f1c1e2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b';
     like($r->{headers}{location} // '', qr{^https://localhost/health$},
          'plain HTTP: Location https');
 
-    my $out = `curl -sk -D - https://127.0.0.1:$tls_port/health`;
-    like($out, qr{^HTTP/2 200}m, 'TLS /health: 200 over HTTP/2');
+    my $out = `curl -sk -D - https://127.0.0.1:$tls_port/live`;
+    like($out, qr{^HTTP/2 200}m, 'TLS /live: 200 over HTTP/2');
     like($out, qr{^strict-transport-security: max-age=63072000; includeSubDomains\r?$}mi,
          'TLS: HSTS');
     like($out, qr{^x-frame-options: DENY\r?$}mi,

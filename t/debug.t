@@ -45,7 +45,8 @@ EOF2
             ragnx_validate_schema $root/schemas/ask.json;
             ragnx_ask;
         }
-        location = /health { ragnx_health; }
+        # no pool here: 200 says Redis is connected
+        location = /health { ragnx_health_pool_timeout off; ragnx_health; }
 EOF2
 
 my $token = Ragnx::Test::jwt_hs256($secret, { sub => 'alice',

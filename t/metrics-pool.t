@@ -4,7 +4,10 @@
 # the scrape (as ragnx-nginx); a job through the mock LLM moves them
 # (jobs, stages, LLM requests, tokens); a process killed with
 # SIGKILL leaves the scrape when its hash expires, a pool stopped at
-# once; promtool accepts the whole text.
+# once; promtool accepts the whole text.  docs/grafana-dashboard.json
+# parses, and every metric its queries name is one this scrape exposes
+# (histograms by their _bucket, _sum and _count series); promtool parses
+# each query.
 
 use strict;
 use warnings;
@@ -161,6 +164,81 @@ is($m->{ragnx_queue_oldest_job_age_seconds}, '0.000',
    'no job waiting: oldest age 0');
 ok(total($m, qr/^ragnx_pool_uptime_seconds\{/) >= 0, 'uptime');
 promtool_ok($r->{body}, 'with the pool');
+
+# ---- docs/grafana-dashboard.json against this scrape ----------------------
+
+{
+    my (%series, %type);
+    for (split /\n/, $r->{body}) {
+        $type{$1} = $2 if /^# TYPE (\S+) (\S+)$/;
+        $series{$1} = 1 if /^(ragnx_\w+)[{ ]/;
+    }
+    my $dash = eval {
+        JSON::PP->new->decode(Ragnx::Test::slurp(
+            "$root/docs/grafana-dashboard.json"))
+    };
+    ok($dash, 'the dashboard parses') or diag($@);
+    $dash ||= {};
+    cmp_ok($dash->{schemaVersion} // 0, '>=', 36, 'schemaVersion');
+    my ($ds) = grep { $_->{type} eq 'datasource' }
+               @{ $dash->{templating}{list} || [] };
+    is($ds && $ds->{query}, 'prometheus', 'a Prometheus datasource variable');
+
+    my (@exprs, %ids);
+    for my $panel (@{ $dash->{panels} || [] }) {
+        $ids{ $panel->{id} }++;
+        next if $panel->{type} eq 'row';
+        is($panel->{datasource}{uid}, '${datasource}',
+           "$panel->{title}: the datasource variable");
+        for my $target (@{ $panel->{targets} || [] }) {
+            push @exprs, [ $panel->{title}, $target->{expr} ];
+        }
+    }
+    ok(!grep({ $_ > 1 } values %ids), 'panel ids are unique');
+    cmp_ok(scalar @exprs, '>=', 20, scalar(@exprs) . ' queries');
+
+    my %used;
+    for (@exprs) {
+        my ($title, $expr) = @$_;
+        my @names = $expr =~ /\b(ragnx_\w+)/g;
+        ok(@names, "$title: names a metric") or diag($expr);
+        for my $n (@names) {
+            $used{$n} = 1;
+            ok($series{$n}, "$title: $n is in the scrape") or diag($expr);
+            # a histogram's parts, never the family's bare name
+            if ($n =~ /^(\w+)_(bucket|sum|count)$/ && $type{$1}) {
+                is($type{$1}, 'histogram', "$title: $n of a histogram");
+            }
+        }
+    }
+    # what the dashboard has a panel for
+    for my $n (qw(ragnx_http_requests_total
+                  ragnx_http_request_duration_seconds_bucket
+                  ragnx_queue_jobs ragnx_queue_oldest_job_age_seconds
+                  ragnx_pool_job_stage_seconds_bucket
+                  ragnx_pool_llm_tokens_total ragnx_redis_errors_total
+                  ragnx_jwt_rejections_total ragnx_pool_processes)) {
+        ok($used{$n}, "the dashboard shows $n");
+    }
+
+    # each query is PromQL: as a recording rule, Grafana's variables set
+    SKIP: {
+        skip 'promtool not installed (scripts/deps)', 1 unless $promtool;
+        my $i = 0;
+        my $rules = "groups:\n  - name: dashboard\n    rules:\n";
+        for (@exprs) {
+            (my $e = $_->[1]) =~ s/\$__rate_interval/5m/g;
+            $e =~ s/\$instance/.*/g;
+            $e =~ s/'/''/g;
+            $rules .= "      - record: dashboard:query$i\n"
+                    . "        expr: '$e'\n";
+            $i++;
+        }
+        my $f = $t->file('dashboard-rules.yml', $rules);
+        my $o = `$promtool check rules $f 2>&1`;
+        is($?, 0, 'promtool parses every query') or diag $o;
+    }
+}
 
 # a process killed: restarted under a new pid; the dead one's hash expires
 my @procs = processes($m);

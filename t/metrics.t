@@ -36,6 +36,8 @@ my %conf = (
     ragnx_redis 127.0.0.1:$rp;
     ragnx_redis_timeout 300ms;
     ragnx_ask_gen_refresh 100ms;
+    # no pool here: /health answers 200 on Redis alone, a route to count
+    ragnx_health_pool_timeout off;
     limit_req_zone \$binary_remote_addr zone=one:1m rate=1r/m;
     limit_req_status 429;
     log_format routes '\$pid \$ragnx_route \$status';

@@ -322,6 +322,24 @@ ragnx_db_busy(ragnx_db_pool_t *pool)
 }
 
 
+/*
+ * How many connections are open, idle or in use: none after
+ * ragnx_db_get_idle() found none means it tried to open one and failed.
+ */
+
+int
+ragnx_db_open(ragnx_db_pool_t *pool)
+{
+    int  n;
+
+    pthread_mutex_lock(&pool->lock);
+    n = pool->total;
+    pthread_mutex_unlock(&pool->lock);
+
+    return n;
+}
+
+
 /* give a connection back; a broken one is closed and its slot freed */
 
 void

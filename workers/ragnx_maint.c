@@ -104,8 +104,9 @@ ragnx_maint_holding(int n)
  * requeued; every visibility_timeout / 3: heartbeats, resetting the idle
  * time of the entries this process holds (so a long LLM call is never
  * taken for a dead worker); every minute: consumers idle for an hour with
- * nothing pending are removed from the group; every RAGNX_METRICS_PERIOD:
- * the process's figures (ragnx_metrics.c).  Only Redis: nothing here
+ * nothing pending are removed from the group; every RAGNX_BEAT_PERIOD:
+ * the process's heartbeat for /health, and every RAGNX_METRICS_PERIOD:
+ * its figures (ragnx_metrics.c).  Only Redis: nothing here
  * waits for PostgreSQL (ragnx_check_thread does), so a stalled database
  * never stalls a heartbeat.
  *
@@ -121,7 +122,7 @@ ragnx_maint_thread(void *data)
 {
     int              i, n;
     char             entry[64], consumer[96];
-    long long        now, beat, forget, publish;
+    long long        now, beat, forget, publish, alive;
     redisReply      *reply;
     ragnx_thread_t  *t = data;
 
@@ -129,6 +130,7 @@ ragnx_maint_thread(void *data)
     forget = ragnx_mono_ms();
     beat = forget - 86400000;
     publish = beat;
+    alive = beat;
     n = (int) ragnx_conf->concurrency;
 
     while (!ragnx_quit || ragnx_maint_holding(n)) {
@@ -163,6 +165,11 @@ ragnx_maint_thread(void *data)
             }
 
             ragnx_queue_maintain(&t->redis);
+        }
+
+        if (now - alive >= RAGNX_BEAT_PERIOD) {
+            alive = now;
+            ragnx_metrics_beat(&t->redis);
         }
 
         if (now - publish >= RAGNX_METRICS_PERIOD) {
@@ -223,13 +230,28 @@ ragnx_check_thread(void *data)
             gen = now;
         }
 
+        /*
+         * What /health says of PostgreSQL: no connection, and none open,
+         * means it refused the one tried; all busy says nothing (and a
+         * connection given back meanwhile must not read as a refusal).
+         */
+        if (conn == NULL && ragnx_db_open(t->db) == 0) {
+            ragnx_metrics_pg(RAGNX_PG_DOWN);
+        }
+
         if (conn && ragnx_db_check_schema(conn, err, sizeof(err))
                     != RAGNX_OK)
         {
             ragnx_log(RAGNX_LOG_ERROR, "%s", err);
 
+            /* "postgres ...": no answer; else it answered, unmigrated */
+            ragnx_metrics_pg(strncmp(err, "postgres ", 9) == 0
+                             ? RAGNX_PG_DOWN : RAGNX_PG_OK);
+
         } else if (conn) {
             v = ragnx_db_corpus_version(conn);
+
+            ragnx_metrics_pg(v >= 0 ? RAGNX_PG_OK : RAGNX_PG_DOWN);
 
             if (v >= 0 && ragnx_queue_setup(&t->redis) == RAGNX_OK
                 && ragnx_call_setup(&t->redis) == RAGNX_OK

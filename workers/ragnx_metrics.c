@@ -9,6 +9,11 @@
  * "# HELP <family>" / "# TYPE <family>"; nginx's /metrics gathers every
  * live process's hash into one scrape (ngx_module/lua/metrics.lua), with
  * a "process" label.
+ *
+ * It also beats, every RAGNX_BEAT_PERIOD: its member of {ragnx}:pool,
+ * scored by Redis's clock, with PostgreSQL as its check thread last saw
+ * it (workers/lua/beat.lua); /health counts the live processes and reads
+ * the newest beat in one script call.
  */
 
 
@@ -21,6 +26,7 @@
 #include "ragnx_worker.h"
 #include "ragnx_db.h"
 #include "ragnx_keys.h"
+#include "ragnx_lua_workers.h"
 
 
 #define RAGNX_METRICS_BOUNDS    14
@@ -73,6 +79,19 @@ static int                    ragnx_metrics_left;
 static ragnx_metrics_hset_t   ragnx_metrics_hset;
 static long long              ragnx_metrics_started;
 static char                   ragnx_metrics_key[160];
+static char                  *ragnx_metrics_member;   /* "<host>:<pid>" */
+
+/* the check thread's last word on PostgreSQL, read by the heartbeat */
+static int                    ragnx_metrics_pg_state;
+static long long              ragnx_metrics_pg_at;     /* monotonic ms */
+
+static ragnx_script_t         ragnx_metrics_beat_script = {
+    RAGNX_LUA_BEAT, ""
+};
+
+static ragnx_script_t        *ragnx_metrics_scripts[] = {
+    &ragnx_metrics_beat_script, NULL
+};
 
 
 static const char  *ragnx_metrics_job_outcomes[] = {
@@ -126,7 +145,11 @@ ragnx_metrics_init(void)
     snprintf(ragnx_metrics_key, sizeof(ragnx_metrics_key), "%s%s:%ld",
              RAGNX_KEY_METRICS_PROCESS, host, (long) getpid());
 
+    ragnx_metrics_member = ragnx_metrics_key
+                           + sizeof(RAGNX_KEY_METRICS_PROCESS) - 1;
     ragnx_metrics_started = ragnx_now_ms();
+
+    ragnx_redis_scripts_init(ragnx_metrics_scripts);
 }
 
 
@@ -263,7 +286,66 @@ ragnx_metrics_leave(void)
         freeReplyObject(reply);
     }
 
+    reply = ragnx_redis_command(&redis, "ZREM %s %s", RAGNX_KEY_POOL,
+                                ragnx_metrics_member);
+    if (reply) {
+        freeReplyObject(reply);
+    }
+
     ragnx_redis_close(&redis);
+}
+
+
+/* from the check thread: PostgreSQL answered a check, or did not */
+
+void
+ragnx_metrics_pg(int state)
+{
+    __atomic_store_n(&ragnx_metrics_pg_at, ragnx_mono_ms(), __ATOMIC_RELAXED);
+    __atomic_store_n(&ragnx_metrics_pg_state, state, __ATOMIC_RELEASE);
+}
+
+
+/*
+ * From the maintenance thread, every RAGNX_BEAT_PERIOD: this process is
+ * alive, and saw PostgreSQL so that many ms ago (a stalled check shows
+ * as an age that grows).
+ */
+
+void
+ragnx_metrics_beat(ragnx_redis_t *redis)
+{
+    int          state;
+    char         age[24];
+    long long    at;
+    redisReply  *reply;
+
+    if (ragnx_metrics_member == NULL
+        || __atomic_load_n(&ragnx_metrics_left, __ATOMIC_ACQUIRE))
+    {
+        return;
+    }
+
+    state = __atomic_load_n(&ragnx_metrics_pg_state, __ATOMIC_ACQUIRE);
+    at = __atomic_load_n(&ragnx_metrics_pg_at, __ATOMIC_RELAXED);
+
+    snprintf(age, sizeof(age), "%lld",
+             state == RAGNX_PG_UNKNOWN ? 0 : ragnx_mono_ms() - at);
+
+    reply = ragnx_redis_eval(redis, &ragnx_metrics_beat_script,
+                             "2 %s %s %s %s %s", RAGNX_KEY_POOL,
+                             RAGNX_KEY_POOL_PG, ragnx_metrics_member,
+                             state == RAGNX_PG_OK ? "ok"
+                             : state == RAGNX_PG_DOWN ? "down" : "",
+                             age);
+
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ragnx_log(RAGNX_LOG_ERROR, "heartbeat: %s", reply->str);
+    }
+
+    if (reply) {
+        freeReplyObject(reply);
+    }
 }
 
 

@@ -247,6 +247,7 @@ PGconn *ragnx_db_get(ragnx_db_pool_t *pool);
 PGconn *ragnx_db_get_within(ragnx_db_pool_t *pool, long timeout);
 PGconn *ragnx_db_get_idle(ragnx_db_pool_t *pool, int open);
 int ragnx_db_busy(ragnx_db_pool_t *pool);
+int ragnx_db_open(ragnx_db_pool_t *pool);
 void ragnx_db_put(ragnx_db_pool_t *pool, PGconn *conn, int broken);
 PGconn *ragnx_db_connect(const char *conninfo, const char *password);
 PGresult *ragnx_db_query(PGconn *conn, const char *name, const char *sql,
@@ -457,6 +458,11 @@ void *ragnx_check_thread(void *data);
 /* the process's figures, published to Redis: ragnx_metrics.c */
 
 #define RAGNX_METRICS_PERIOD        2000    /* ms; the hash lives 3 */
+#define RAGNX_BEAT_PERIOD           1000    /* ms: the heartbeat, /health */
+
+#define RAGNX_PG_UNKNOWN            0       /* not checked yet */
+#define RAGNX_PG_OK                 1
+#define RAGNX_PG_DOWN               2
 
 #define RAGNX_METRICS_COMPLETED     0
 #define RAGNX_METRICS_RETRIED       1
@@ -482,6 +488,8 @@ void ragnx_metrics_tokens(long in, long out);
 void ragnx_metrics_records(int n);
 void ragnx_metrics_publish(ragnx_redis_t *redis, ragnx_db_pool_t *db);
 void ragnx_metrics_leave(void);
+void ragnx_metrics_beat(ragnx_redis_t *redis);
+void ragnx_metrics_pg(int state);
 
 
 /* calls from nginx (shared/ragnx_rpc.h): ragnx_calls.c */
