@@ -2,8 +2,11 @@
 /*
  * ragnx metrics: GET /metrics ("ragnx_metrics") in Prometheus text format
  * 0.0.4.  The counters live in one shared memory zone, "ragnx_metrics",
- * made when a location has "ragnx_metrics" and kept across reloads, so
- * every worker adds to the same figures with atomic adds, no lock.  A
+ * made when a location has "ragnx_metrics" and kept across reloads.  Each
+ * worker adds to a slot of its own (ngx_worker's, modulo the slots), so
+ * two workers never bounce one cache line between their cores; the adds
+ * stay atomic for the old workers of a reload, which share the slots of
+ * the new ones.  A scrape sums the slots.  A
  * request is counted once, in the log phase, under the route of the
  * ragnx directive of its location ($ragnx_route, set before the access
  * phase so an error page reached by an internal redirect keeps it) and
@@ -84,6 +87,7 @@ static ngx_int_t ngx_http_ragnx_metrics_outcome_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_ragnx_metrics_route_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ragnx_metrics_init_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_ragnx_metrics_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 
@@ -133,7 +137,7 @@ ngx_module_t  ngx_http_ragnx_metrics_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     ngx_http_ragnx_metrics_init_module,    /* init module */
-    NULL,                                  /* init process */
+    ngx_http_ragnx_metrics_init_process,   /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     NULL,                                  /* exit process */
@@ -142,7 +146,13 @@ ngx_module_t  ngx_http_ragnx_metrics_module = {
 };
 
 
+/* this process's slot; the slots follow one another from the zone's */
 ngx_http_ragnx_metrics_t  *ngx_http_ragnx_metrics;
+static ngx_http_ragnx_metrics_t  *ngx_http_ragnx_metrics_slots;
+
+#define NGX_HTTP_RAGNX_METRICS_SLOTS  32
+#define NGX_HTTP_RAGNX_METRICS_SIZE                                          \
+    (NGX_HTTP_RAGNX_METRICS_SLOTS * sizeof(ngx_http_ragnx_metrics_t))
 
 static ngx_int_t  ngx_http_ragnx_metrics_route_index;
 
@@ -264,6 +274,10 @@ ngx_http_ragnx_metrics_handler(ngx_http_request_t *r)
     }
 
     b->last = ngx_http_ragnx_metrics_render(r, b->pos, b->end);
+
+    if (b->last == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     if (b->last == b->end) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
@@ -435,6 +449,36 @@ ngx_http_ragnx_metrics_send(ngx_http_request_t *r, ngx_buf_t *b,
  * buckets, so its buckets never decrease and +Inf is its count.
  */
 
+/* the slots added up: the struct is counters alone, so added as an array */
+
+static ngx_http_ragnx_metrics_t *
+ngx_http_ragnx_metrics_sum(ngx_http_request_t *r)
+{
+    ngx_uint_t                 i, k, n;
+    ngx_atomic_uint_t         *to;
+    const ngx_atomic_t        *from;
+    ngx_http_ragnx_metrics_t  *m;
+
+    m = ngx_pcalloc(r->pool, sizeof(ngx_http_ragnx_metrics_t));
+    if (m == NULL) {
+        return NULL;
+    }
+
+    to = (ngx_atomic_uint_t *) m;
+    n = sizeof(ngx_http_ragnx_metrics_t) / sizeof(ngx_atomic_t);
+
+    for (k = 0; k < NGX_HTTP_RAGNX_METRICS_SLOTS; k++) {
+        from = (const ngx_atomic_t *) &ngx_http_ragnx_metrics_slots[k];
+
+        for (i = 0; i < n; i++) {
+            to[i] += from[i];
+        }
+    }
+
+    return m;
+}
+
+
 static u_char *
 ngx_http_ragnx_metrics_render(ngx_http_request_t *r, u_char *p, u_char *end)
 {
@@ -444,7 +488,11 @@ ngx_http_ragnx_metrics_render(ngx_http_request_t *r, u_char *p, u_char *end)
     ngx_http_ragnx_metrics_t            *m;
     ngx_http_ragnx_metrics_main_conf_t  *mmcf;
 
-    m = ngx_http_ragnx_metrics;
+    m = ngx_http_ragnx_metrics_sum(r);
+    if (m == NULL) {
+        return NULL;
+    }
+
     mmcf = ngx_http_get_module_main_conf(r, ngx_http_ragnx_metrics_module);
 
     p = ngx_slprintf(p, end,
@@ -921,7 +969,7 @@ ngx_http_ragnx_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
-    m = ngx_slab_calloc(shpool, sizeof(ngx_http_ragnx_metrics_t));
+    m = ngx_slab_calloc(shpool, NGX_HTTP_RAGNX_METRICS_SIZE);
     if (m == NULL) {
         return NGX_ERROR;
     }
@@ -1125,7 +1173,21 @@ ngx_http_ragnx_metrics_init_module(ngx_cycle_t *cycle)
     mmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_ragnx_metrics_module);
 
-    ngx_http_ragnx_metrics = (mmcf && mmcf->zone) ? mmcf->zone->data : NULL;
+    ngx_http_ragnx_metrics_slots = (mmcf && mmcf->zone) ? mmcf->zone->data
+                                                        : NULL;
+    ngx_http_ragnx_metrics = ngx_http_ragnx_metrics_slots;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ragnx_metrics_init_process(ngx_cycle_t *cycle)
+{
+    if (ngx_http_ragnx_metrics_slots) {
+        ngx_http_ragnx_metrics = ngx_http_ragnx_metrics_slots
+                                 + ngx_worker % NGX_HTTP_RAGNX_METRICS_SLOTS;
+    }
 
     return NGX_OK;
 }
@@ -1151,7 +1213,7 @@ ngx_http_ragnx_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     if (mmcf->zone == NULL) {
         size = 8 * ngx_pagesize
-               + ngx_align(sizeof(ngx_http_ragnx_metrics_t), ngx_pagesize);
+               + ngx_align(NGX_HTTP_RAGNX_METRICS_SIZE, ngx_pagesize);
 
         mmcf->zone = ngx_shared_memory_add(cf,
                                            &ngx_http_ragnx_metrics_zone_name,
