@@ -81,51 +81,15 @@ sub ask {
 
 sub open_stream {
     my ($who, $id) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                  PeerPort => $t->{port}, Proto => 'tcp')
-        or die "connect: $!";
-    print $s "GET /api/ask/$id/events HTTP/1.0\r\nHost: localhost\r\n"
-             . "Authorization: Bearer " . token($who) . "\r\n\r\n";
-    return $s;
+    return $t->sse_open("/api/ask/$id/events",
+                        'Authorization: Bearer ' . token($who));
 }
 
-sub parse {
-    my ($text) = @_;
-    my %e = (id => undef, event => undef, data => undef);
-    for (split /\n/, $text) {
-        $e{comment} = 1 if /^:/;
-        $e{$1} = $2 if /^(id|event|data): ?(.*)$/;
-    }
-    return \%e;
-}
-
-# a stream read for at most $limit s, or until $until->(events) is true:
-# { head, events => [parsed, ...], times => [...], closed => the server
-# ended it }
+# a stream read for at most $limit s, or until $until->(events) is true
+# (Ragnx::Test::sse_read): { head, events => [parsed, ...], times, closed }
 sub read_stream {
     my ($st, $limit, $until) = @_;
-    $st = { s => $st, buf => '', events => [], times => [] }
-        unless ref $st eq 'HASH';
-    my $sel = IO::Select->new($st->{s});
-    my $t0 = time;
-    while (!$st->{closed} && time - $t0 < $limit) {
-        last if $until && $until->($st->{events});
-        next unless $sel->can_read(0.05);
-        my $n = sysread($st->{s}, my $chunk, 65536);
-        if (!$n) { $st->{closed} = 1; last }
-        $st->{buf} .= $chunk;
-        if (!defined $st->{head} && $st->{buf} =~ s/\A(.*?)\r\n\r\n//s) {
-            $st->{head} = $1;
-        }
-        next unless defined $st->{head};
-        while ($st->{buf} =~ s/\A(.*?)\n\n//s) {
-            my $e = parse($1);
-            next if $e->{comment};
-            push @{ $st->{events} }, $e;
-            push @{ $st->{times} }, time;
-        }
-    }
-    return $st;
+    return Ragnx::Test::sse_read($st, $limit, $until);
 }
 
 sub kinds { join ' ', map { $_->{event} } @{ $_[0] } }
@@ -300,7 +264,7 @@ srand(7);
 my (@open, %how);
 for my $i (0 .. 239) {
     my $u = $i % 6;
-    my $s = open_stream('user' . ($u + 1), $jobs[$u]);
+    my $s = open_stream('user' . ($u + 1), $jobs[$u])->{s};
     my $mode = (qw(request headers partial pieces reset))[$i % 5];
     $how{$mode}++;
     push @open, { s => $s, mode => $mode, k => 1 + int(rand 8),

@@ -123,15 +123,7 @@ sub read_stream {
     return ($head // $buf, \@ev);
 }
 
-sub parse {
-    my ($text) = @_;
-    my %e = (id => undef, event => undef, data => undef);
-    for (split /\n/, $text) {
-        $e{comment} = 1 if /^:/;
-        $e{$1} = $2 if /^(id|event|data): ?(.*)$/;
-    }
-    return \%e;
-}
+sub parse { Ragnx::Test::sse_parse(@_) }
 
 # bad input: a malformed id, a malformed Last-Event-ID, another's job
 

@@ -543,6 +543,67 @@ sub check_raw {
     return $res;
 }
 
+# Server-sent events.  sse_open sends GET $path (HTTP/1.0, so the server
+# ends the stream by closing) and returns the stream's state; sse_read
+# reads it for at most $limit s, or until $until->(events) is true, and
+# can be called again: head, events (parsed, comments left out), times
+# (when each arrived), all ([time, parsed] with the comments), closed.
+# The response is checked against the API document (check_raw) once it
+# is closed, or by sse_check for a stream read only in part.
+sub sse_parse {
+    my ($text) = @_;
+    my %e = (id => undef, event => undef, data => undef);
+    for (split /\n/, $text) {
+        $e{comment} = 1 if /^:/;
+        $e{$1} = $2 if /^(id|event|data): ?(.*)$/;
+    }
+    return \%e;
+}
+
+sub sse_open {
+    my ($self, $path, @headers) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $self->{port}, Proto => 'tcp')
+        or die "connect: $!";
+    print $s "GET $path HTTP/1.0\r\nHost: localhost\r\n"
+             . join('', map { "$_\r\n" } @headers) . "\r\n";
+    return { s => $s, path => $path, buf => '', raw => '', events => [],
+             times => [], all => [] };
+}
+
+sub sse_read {
+    my ($st, $limit, $until) = @_;
+    require IO::Select;
+    my $sel = IO::Select->new($st->{s});
+    my $t0 = time;
+    while (!$st->{closed} && time - $t0 < $limit) {
+        last if $until && $until->($st->{events});
+        next unless $sel->can_read(0.05);
+        my $n = sysread($st->{s}, my $chunk, 65536);
+        if (!$n) { $st->{closed} = 1; last }
+        $st->{raw} .= $chunk;
+        $st->{buf} .= $chunk;
+        if (!defined $st->{head} && $st->{buf} =~ s/\A(.*?)\r\n\r\n//s) {
+            $st->{head} = $1;
+        }
+        next unless defined $st->{head};
+        while ($st->{buf} =~ s/\A(.*?)\n\n//s) {
+            my $e = sse_parse($1);
+            push @{ $st->{all} }, [time, $e];
+            next if $e->{comment};
+            push @{ $st->{events} }, $e;
+            push @{ $st->{times} }, time;
+        }
+    }
+    sse_check($st) if $st->{closed};
+    return $st;
+}
+
+sub sse_check {
+    my ($st) = @_;
+    check_raw(GET => $st->{path}, $st->{raw}) unless $st->{checked}++;
+}
+
 # Raw HTTP/1.1 request; returns a hash: status, headers (lower-cased keys,
 # multiple values joined by ", "), header_list, body, raw.
 sub request {
