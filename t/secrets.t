@@ -64,6 +64,8 @@ $t->start_nginx(
         }
 EOF
 
+ok($t->wait_subscribed, 'nginx subscribed to its reply channel');
+
 my $json = JSON::PP->new->canonical;
 sub post {
     my ($path, $body) = @_;

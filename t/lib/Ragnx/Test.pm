@@ -214,6 +214,19 @@ sub start_nginx {
 
 sub port { $_[0]{port} }
 
+# until $n nginx workers have their RPC reply channel subscribed (a call
+# made before answers 503 at once): a bounded wait, true when they have
+sub wait_subscribed {
+    my ($self, $n) = @_;
+    for (1 .. 400) {
+        my @c = grep { length } split /\n/,
+                $self->redis('PUBSUB', 'CHANNELS', '{ragnx}:reply:*');
+        return 1 if @c >= ($n || 1);
+        sleep 0.025;
+    }
+    return 0;
+}
+
 sub wait_port {
     my ($self, $port, $what) = @_;
     for (1 .. 200) {
