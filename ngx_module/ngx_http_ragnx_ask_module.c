@@ -231,6 +231,8 @@ static void ngx_http_ragnx_ask_gen_done(void *data, redisReply *reply);
 static void ngx_http_ragnx_ask_xlen_done(void *data, redisReply *reply);
 static ngx_int_t ngx_http_ragnx_ask_answer(ngx_http_request_t *r,
     ngx_http_ragnx_ask_ctx_t *ctx, ngx_http_ragnx_ask_loc_conf_t *alcf);
+static ngx_int_t ngx_http_ragnx_ask_path_id(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_loc_conf_t *alcf, ngx_uint_t skip, ngx_str_t *id);
 static ngx_int_t ngx_http_ragnx_ask_status(ngx_http_request_t *r,
     ngx_http_ragnx_ask_loc_conf_t *alcf);
 static void ngx_http_ragnx_ask_status_reply(ngx_http_request_t *r,
@@ -1438,6 +1440,54 @@ ngx_http_ragnx_ask_answer(ngx_http_request_t *r,
 }
 
 
+/*
+ * The job id of GET /api/ask/{jobId} (skip 0) or /api/ask/{jobId}/events
+ * (skip 1): the directive's value, else the path segment skip segments
+ * before the last.  NGX_DECLINED when it is not a UUID.
+ */
+
+static ngx_int_t
+ngx_http_ragnx_ask_path_id(ngx_http_request_t *r,
+    ngx_http_ragnx_ask_loc_conf_t *alcf, ngx_uint_t skip, ngx_str_t *id)
+{
+    u_char  *p, *end;
+
+    if (alcf->id) {
+        if (ngx_http_complex_value(r, alcf->id, id) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        end = r->uri.data + r->uri.len;
+
+        for ( ;; ) {
+            for (p = end; p > r->uri.data && p[-1] != '/'; p--) {
+                /* void */
+            }
+
+            if (skip == 0) {
+                break;
+            }
+
+            skip--;
+
+            if (p == r->uri.data) {
+                end = p;
+                break;
+            }
+
+            end = p - 1;
+        }
+
+        id->data = p;
+        id->len = end - p;
+    }
+
+    return ragnx_uuid_valid((char *) id->data, id->len) ? NGX_OK
+                                                         : NGX_DECLINED;
+}
+
+
 /* GET /api/ask/{jobId} */
 
 
@@ -1445,7 +1495,6 @@ static ngx_int_t
 ngx_http_ragnx_ask_status(ngx_http_request_t *r,
     ngx_http_ragnx_ask_loc_conf_t *alcf)
 {
-    u_char                           *p;
     ngx_int_t                         n;
     ngx_str_t                         id, sub, arg;
     ngx_pool_cleanup_t               *cln;
@@ -1457,27 +1506,17 @@ ngx_http_ragnx_ask_status(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (alcf->id) {
-        if (ngx_http_complex_value(r, alcf->id, &id) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+    n = ngx_http_ragnx_ask_path_id(r, alcf, 0, &id);
 
-    } else {
-        /* the last path segment */
-        p = r->uri.data + r->uri.len;
-
-        while (p > r->uri.data && p[-1] != '/') {
-            p--;
-        }
-
-        id.data = p;
-        id.len = r->uri.data + r->uri.len - p;
+    if (n == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (!ragnx_uuid_valid((char *) id.data, id.len)) {
+    if (n == NGX_DECLINED) {
         return ngx_http_ragnx_send_error(r, NGX_HTTP_BAD_REQUEST,
                                          "Invalid job id", NULL);
     }
+
 
     ctx = ngx_http_ragnx_ask_ctx(r,
                                  sizeof(ngx_http_ragnx_ask_status_ctx_t));
@@ -1984,35 +2023,17 @@ ngx_http_ragnx_ask_events(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (alcf->id) {
-        if (ngx_http_complex_value(r, alcf->id, &id) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+    switch (ngx_http_ragnx_ask_path_id(r, alcf, 1, &id)) {
 
-    } else {
-        /* the segment before the last: /api/ask/{jobId}/events */
-        p = r->uri.data + r->uri.len;
+    case NGX_OK:
+        break;
 
-        while (p > r->uri.data && p[-1] != '/') {
-            p--;
-        }
-
-        id.len = 0;
-
-        if (p > r->uri.data) {
-            id.data = --p;
-
-            while (id.data > r->uri.data && id.data[-1] != '/') {
-                id.data--;
-            }
-
-            id.len = p - id.data;
-        }
-    }
-
-    if (!ragnx_uuid_valid((char *) id.data, id.len)) {
+    case NGX_DECLINED:
         return ngx_http_ragnx_send_error(r, NGX_HTTP_BAD_REQUEST,
                                          "Invalid job id", NULL);
+
+    default:
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     /* resumed after the last event the client has: "<ms>-<seq>" */
