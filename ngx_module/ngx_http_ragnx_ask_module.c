@@ -762,11 +762,13 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
                                                   : alcf->queue;
 
     /*
-     * The script does nothing when Redis runs it too late for its reply
-     * to find this request waiting: by then nginx may have answered 503
-     * (a Redis stopped with the command in its buffer), and a 503 must
-     * mean that nothing was asked.  A quarter of the wait, at most
-     * 100 ms, is left for the reply to reach this worker.
+     * A 503 must mean that nothing was asked.  The script does nothing
+     * when Redis runs it after its deadline (a Redis stopped with the
+     * command in its buffer), and a script that may act is answered by
+     * its reply, however late (ngx_http_ragnx_redis_wait_t): a 503 comes
+     * only once the connection is given up, after the deadline.  A
+     * quarter of the wait, at most 100 ms, is left for the reply's way
+     * back.  The lookup on a cache server writes nothing.
      */
 
     budget = ngx_http_ragnx_redis_timeout(srv);
@@ -776,6 +778,9 @@ ngx_http_ragnx_ask_send_script(ngx_http_request_t *r,
     lens[18] = ngx_sprintf(deadline, "%uL", (uint64_t) tp->sec * 1000
                                            + tp->msec + budget)
                - deadline;
+
+    ctx->wait.deadline = (ctx->step == NGX_HTTP_RAGNX_ASK_LOOKUP)
+                         ? 0 : ngx_current_msec + budget;
 
     ctx->wait.reply = ngx_http_ragnx_ask_script_reply;
     ctx->wait.resume = ngx_http_ragnx_ask_script_resume;

@@ -81,7 +81,9 @@ struct ngx_http_ragnx_redis_conn_s {
     ngx_uint_t                     flushing;
     ngx_uint_t                     deferring;  /* queueing a later command */
     ngx_msec_t                     backoff;
-    ngx_msec_t                     last_read;
+    ngx_msec_t                     last_read;  /* or since a reply is owed */
+    ngx_msec_t                     deadline;   /* latest of a pending script */
+    ngx_uint_t                     suspect;    /* silent: no new commands */
     ngx_uint_t                     pending;
     ngx_uint_t                     state;
     ngx_log_t                     *log;
@@ -107,6 +109,8 @@ struct ngx_http_ragnx_redis_cmd_s {
     void                          *data;
     ngx_http_ragnx_redis_conn_t   *conn;
     uint64_t                       start;      /* us, 0 if not counted */
+    ngx_msec_t                     deadline;   /* the wait's, or 0 */
+    ngx_uint_t                     overdue;    /* timed out once */
     ngx_event_t                    timer;
 };
 
@@ -147,6 +151,8 @@ static void ngx_http_ragnx_redis_reply(redisAsyncContext *ac, void *reply,
     void *privdata);
 static void ngx_http_ragnx_redis_cmd_timeout(ngx_event_t *ev);
 static ngx_int_t ngx_http_ragnx_redis_unread(ngx_http_ragnx_redis_conn_t *rc);
+static ngx_int_t ngx_http_ragnx_redis_give_up(
+    ngx_http_ragnx_redis_conn_t *rc);
 static void ngx_http_ragnx_redis_wait_done(ngx_http_ragnx_redis_wait_t *w,
     redisReply *reply, ngx_int_t rc);
 static void ngx_http_ragnx_redis_wait_handler(ngx_event_t *ev);
@@ -636,6 +642,7 @@ ngx_http_ragnx_redis_on_connect(const redisAsyncContext *ac, int status)
 
     rc->state = NGX_HTTP_RAGNX_REDIS_READY;
     rc->pending = 0;
+    rc->suspect = 0;
     rc->last_read = ngx_current_msec;
 
     /*
@@ -844,7 +851,8 @@ ngx_http_ragnx_redis_pick(ngx_http_ragnx_redis_srv_t *srv)
         rc = &srv->conns[n];
 
         if (rc->state != NGX_HTTP_RAGNX_REDIS_READY
-            || rc->pending >= srv->max_pending)
+            || rc->pending >= srv->max_pending
+            || rc->suspect)
         {
             continue;
         }
@@ -910,8 +918,13 @@ ngx_http_ragnx_redis_call(ngx_http_request_t *r,
     }
 
     cmd->wait = w;
+    cmd->deadline = w->deadline;
     w->cmd = cmd;
     w->rc = NGX_OK;
+
+    if (w->deadline && (ngx_msec_int_t) (w->deadline - rc->deadline) > 0) {
+        rc->deadline = w->deadline;
+    }
 
     if (cmd->start == 0) {
         cmd->start = ngx_http_ragnx_metrics_now();
@@ -1020,6 +1033,11 @@ ngx_http_ragnx_redis_queue(ngx_http_ragnx_redis_conn_t *rc, int argc,
     }
 
     cmd->conn = rc;
+
+    /* a server owes nothing while idle: silence counts from here */
+    if (rc->pending == 0) {
+        rc->last_read = ngx_current_msec;
+    }
 
     if (ngx_http_ragnx_metrics) {
         cmd->start = ngx_http_ragnx_metrics_now();
@@ -1130,6 +1148,7 @@ ngx_http_ragnx_redis_reply(redisAsyncContext *ac, void *reply,
 
     if (rr) {
         rc->last_read = ngx_current_msec;
+        rc->suspect = 0;
 
         if (rc->pending) {
             rc->pending--;
@@ -1187,7 +1206,9 @@ ngx_http_ragnx_redis_reply(redisAsyncContext *ac, void *reply,
 static void
 ngx_http_ragnx_redis_cmd_timeout(ngx_event_t *ev)
 {
-    ngx_uint_t                    n;
+    ngx_uint_t                    n, silent;
+    ngx_msec_t                    now;
+    ngx_msec_int_t                wait;
     ngx_http_ragnx_redis_cmd_t   *cmd;
     ngx_http_ragnx_redis_conn_t  *rc;
 
@@ -1217,7 +1238,50 @@ ngx_http_ragnx_redis_cmd_timeout(ngx_event_t *ev)
 
     rc->expiring = NULL;
 
-    ngx_http_ragnx_metrics_count(redis_timeouts[rc->srv->role]);
+    if (!cmd->overdue) {
+        cmd->overdue = 1;
+        ngx_http_ragnx_metrics_count(redis_timeouts[rc->srv->role]);
+    }
+
+    /*
+     * A server that has answered nothing for three timeouts is presumed
+     * gone (stopped, partitioned), unless replies wait unread in the
+     * socket: the commands they answer were carried out.
+     */
+
+    now = ngx_current_msec;
+    silent = rc->ac != NULL
+             && now - rc->last_read >= 3 * rc->srv->timeout
+             && !ngx_http_ragnx_redis_unread(rc);
+
+    /*
+     * A script with a deadline has acted or not by the time its reply is
+     * written, and Redis may write it long after the deadline (a Redis
+     * resuming from a stop drains its backlog before it writes replies):
+     * a 503 on a timer could tell a client that nothing was asked when it
+     * was.  So its request waits for the reply, or for the connection to
+     * be given up; this timer only checks on the connection.
+     */
+
+    if (cmd->deadline && rc->ac) {
+        if (cmd->wait && cmd->overdue == 1) {
+            cmd->overdue = 2;
+            ngx_log_error(NGX_LOG_WARN, rc->log, 0,
+                          "ragnx redis \"%V\" script timed out, "
+                          "waiting for its reply", &rc->srv->name);
+        }
+
+        if (silent && ngx_http_ragnx_redis_give_up(rc) == NGX_OK) {
+            return;     /* cmd is freed, its request answered */
+        }
+
+        wait = silent ? (ngx_msec_int_t) (rc->deadline - now) + 1
+                      : (ngx_msec_int_t) (rc->last_read
+                                          + 3 * rc->srv->timeout - now);
+
+        ngx_add_timer(&cmd->timer, (ngx_msec_t) ngx_max(wait, 1));
+        return;
+    }
 
     if (cmd->wait) {
         ngx_log_error(NGX_LOG_WARN, rc->log, 0,
@@ -1238,23 +1302,38 @@ ngx_http_ragnx_redis_cmd_timeout(ngx_event_t *ev)
 
     /*
      * The command stays queued in hiredis and its late reply is dropped.
-     * A server that has answered nothing for three timeouts is presumed
-     * gone (stopped, partitioned): drop the connection and reconnect.
-     * Not when replies wait unread in the socket (a server that resumed
-     * while this worker was busy, the timer's turn before the read's):
-     * the commands they answer were carried out, and their requests get
-     * those replies, not a 503.  This frees cmd, so it comes last.
+     * Giving the connection up frees cmd, so it comes last.
      */
 
-    if (rc->ac
-        && ngx_current_msec - rc->last_read >= 3 * rc->srv->timeout
-        && !ngx_http_ragnx_redis_unread(rc))
-    {
-        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
-                      "ragnx redis \"%V\" not answering, reconnecting",
-                      &rc->srv->name);
-        redisAsyncFree(rc->ac);
+    if (silent) {
+        (void) ngx_http_ragnx_redis_give_up(rc);
     }
+}
+
+
+/*
+ * Drop a silent connection and reconnect, failing its pending commands:
+ * not while a script in it may still act (its deadline to come), since
+ * its reply would be lost.  Until then no new command goes on it, and the
+ * scripts' timers come back.  NGX_OK when dropped.
+ */
+
+static ngx_int_t
+ngx_http_ragnx_redis_give_up(ngx_http_ragnx_redis_conn_t *rc)
+{
+    if ((ngx_msec_int_t) (rc->deadline - ngx_current_msec) >= 0) {
+        rc->suspect = 1;
+        return NGX_AGAIN;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                  "ragnx redis \"%V\" not answering, reconnecting",
+                  &rc->srv->name);
+
+    rc->suspect = 0;
+    redisAsyncFree(rc->ac);
+
+    return NGX_OK;
 }
 
 

@@ -75,6 +75,13 @@ struct ngx_http_ragnx_redis_wait_s {
     ngx_http_ragnx_redis_resume_pt   resume;
     ngx_event_t                      event;
     ngx_int_t                        rc;
+    /*
+     * For a script that refuses to act after a deadline (ngx_current_msec,
+     * 0 for none): its reply, not ragnx_redis_timeout, says what happened.
+     * The request waits past the timeout for it, until the connection is
+     * given up, and that not before the deadline.
+     */
+    ngx_msec_t                       deadline;
     unsigned                         cleanup:1;
 };
 

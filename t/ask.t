@@ -512,7 +512,10 @@ $t0 = time;
 $r = ask(alice => { query => 'redis is stopped' });
 my $took = time - $t0;
 is($r->{status}, 503, 'Redis SIGSTOPped: 503');
-ok($took >= 0.25 && $took < 1, "after the 300 ms timeout ($took s)");
+# a lookup answers at the 300 ms timeout; the script, which may write,
+# waits for its reply until the connection is given up (3 x 300 ms)
+ok($took >= 0.25 && $took < 1.5,
+   "after the 300 ms timeout, or the connection given up ($took s)");
 ($fast, $times) = $t->responsive('/static', 0.05);
 ok($fast, "Redis stopped: nginx answers in < 50 ms ($times)");
 $t->signal('redis', 'CONT');

@@ -26,14 +26,13 @@
 -- verified ("chat"), records max, deadline ms (optional).
 -- Returns {outcome, gen, cached|leader}.
 --
--- The deadline comes before nginx stops waiting for this reply and
--- answers 503 (ragnx_redis_timeout, less a margin for the reply's way
--- back; the command stays queued in hiredis).  A script Redis runs after
--- it (a Redis stopped, or too busy, with the
--- command in its socket buffer) does nothing and answers "late": the
--- asker was told that nothing happened, so nothing may.  Compared with
--- Redis's clock, so nginx's and Redis's hosts keep their clocks within
--- a fraction of ragnx_redis_timeout of each other (NTP).
+-- A script Redis runs after the deadline (a Redis stopped, or too busy,
+-- with the command in its socket buffer) does nothing and answers
+-- "late": an asker told 503 was told that nothing happened, so nothing
+-- may.  Before it, the script acts and nginx waits for its reply, however
+-- late (ngx_http_ragnx_redis_cmd_timeout()).  Compared with Redis's
+-- clock, so nginx's and Redis's hosts keep their clocks within a
+-- fraction of ragnx_redis_timeout of each other (NTP).
 --
 -- The payload (ragnx_job.h) is immutable: it goes into the stream entry,
 -- or a follower's hash, as the module wrote it, with the generation (a
