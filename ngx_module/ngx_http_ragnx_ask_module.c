@@ -32,6 +32,9 @@
 
 /* entries of a job's events stream read at a time */
 #define NGX_HTTP_RAGNX_ASK_EVENTS_COUNT  "256"
+/* how long a worker's registration as a job's listener lasts, in s */
+#define NGX_HTTP_RAGNX_ASK_LISTEN_KEEP   "3600"
+#define NGX_HTTP_RAGNX_ASK_LISTEN_MS     3600000
 #define NGX_HTTP_RAGNX_ASK_EVENTS_N      256
 
 #define NGX_HTTP_RAGNX_ASK_HIT      "{\"source\":\"cache\",\"chatId\":\""
@@ -161,6 +164,7 @@ typedef struct {
     ngx_http_ragnx_ask_fetch_t   *fetch;     /* the shared read it waits on */
     ngx_queue_t                   queue;     /* in that read's streams */
     ngx_uint_t                    epoch;     /* of its last registration */
+    ngx_msec_t                    registered;   /* and when */
     ngx_chain_t                  *out;       /* the last read, formatted */
     ngx_uint_t                    n;         /* its entries */
     size_t                        last_len;
@@ -255,6 +259,8 @@ static ngx_int_t ngx_http_ragnx_ask_events_send(ngx_http_request_t *r,
     ngx_chain_t *out, ngx_uint_t last);
 static void ngx_http_ragnx_ask_events_event(ngx_event_t *ev);
 static void ngx_http_ragnx_ask_events_ping(ngx_event_t *ev);
+static ngx_uint_t ngx_http_ragnx_ask_events_renew(
+    ngx_http_ragnx_ask_events_ctx_t *ctx);
 static void ngx_http_ragnx_ask_events_cleanup(void *data);
 static ngx_int_t ngx_http_ragnx_ask_events_next(ngx_http_request_t *r,
     ngx_http_ragnx_ask_events_ctx_t *ctx);
@@ -2274,11 +2280,12 @@ ngx_http_ragnx_ask_events_read(ngx_http_request_t *r,
     lens[4] = sizeof(NGX_HTTP_RAGNX_ASK_EVENTS_COUNT) - 1;
     argv[5] = channel ? (const char *) channel->data : "";
     lens[5] = channel ? channel->len : 0;
-    argv[6] = "3600";
-    lens[6] = 4;
+    argv[6] = NGX_HTTP_RAGNX_ASK_LISTEN_KEEP;
+    lens[6] = sizeof(NGX_HTTP_RAGNX_ASK_LISTEN_KEEP) - 1;
 
     /* registered by this read: the next may be shared; not: this again */
     ctx->epoch = ngx_http_ragnx_ask_epoch - (channel == NULL);
+    ctx->registered = ngx_current_msec;
 
     ctx->out = NULL;
     ctx->n = 0;
@@ -2670,7 +2677,9 @@ ngx_http_ragnx_ask_events_next(ngx_http_request_t *r,
      */
     ngx_http_ragnx_ask_events_link(ctx);
 
-    if (ctx->epoch == ngx_http_ragnx_ask_epoch) {
+    if (ctx->epoch == ngx_http_ragnx_ask_epoch
+        && !ngx_http_ragnx_ask_events_renew(ctx))
+    {
         return ngx_http_ragnx_ask_events_share(r, ctx);
     }
 
@@ -2854,6 +2863,30 @@ ngx_http_ragnx_ask_events_ping(ngx_event_t *ev)
     }
 
     ngx_add_timer(&ctx->ping, ctx->alcf->ping);
+
+    /* an idle stream renews the registration that pieces wake it by */
+
+    if (ctx->w.linked && !ctx->w.reading && !ctx->w.event.posted
+        && ngx_http_ragnx_ask_events_renew(ctx))
+    {
+        ngx_http_ragnx_ask_wake(&ctx->w);
+    }
+}
+
+
+/*
+ * Whether the worker's registration as the job's listener is due for
+ * renewal: it expires in Redis after NGX_HTTP_RAGNX_ASK_LISTEN_KEEP, and
+ * shared reads do not renew it.  Renewed by the script's read at half of
+ * that, or every four pings if sooner: an idle stream's pings are cheap,
+ * a read of the script each is not.
+ */
+
+static ngx_uint_t
+ngx_http_ragnx_ask_events_renew(ngx_http_ragnx_ask_events_ctx_t *ctx)
+{
+    return ngx_current_msec - ctx->registered
+           >= ngx_min(NGX_HTTP_RAGNX_ASK_LISTEN_MS / 2, 4 * ctx->alcf->ping);
 }
 
 

@@ -221,6 +221,20 @@ while (time - $t1 < 2.6) {
 }
 $pings = () = $buf =~ /^: ping$/mg;
 cmp_ok($pings, '>=', 2, "an idle stream: $pings pings in 2.6 s");
+# the worker's registration as the job's listener expires in Redis (an
+# hour); an idle stream renews it every four pings
+my $lk = "{ragnx}:listen:$c->{jobId}";
+cmp_ok($t->redis('TTL', $lk), '>', 3500, 'an idle stream: its worker listens');
+$t->redis('DEL', $lk);
+$t1 = time;
+while (time - $t1 < 6 && !$t->redis('EXISTS', $lk)) {
+    next unless $sel->can_read(0.1);
+    sysread($s, my $chunk, 65536) or last;
+    $buf .= $chunk;
+}
+ok($t->redis('EXISTS', $lk),
+   sprintf('... and renews the registration when it is gone (%.1f s)',
+           time - $t1));
 $mock->set(chunk_ms => 0);
 $p->start;
 $t1 = time;
