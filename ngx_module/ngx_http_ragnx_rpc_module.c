@@ -550,11 +550,13 @@ ngx_http_ragnx_rpc_send(ngx_http_request_t *r, ngx_http_ragnx_rpc_ctx_t *ctx,
     ngx_uint_t method, ngx_http_ragnx_redis_srv_t *srv, ngx_str_t *channel,
     ngx_str_t *sub, json_t *params)
 {
+    int                              n;
     char                            *json, *sealed;
-    size_t                           lens[18], size;
+    size_t                           lens[20], size;
     ngx_int_t                        rc;
+    ngx_str_t                        rid;
     ngx_time_t                      *tp;
-    const char                      *argv[18], *name;
+    const char                      *argv[20], *name;
     u_char                           deadline[NGX_INT64_LEN];
     ngx_http_ragnx_rpc_loc_conf_t   *rlcf;
     ngx_http_ragnx_rpc_main_conf_t  *rmcf;
@@ -642,6 +644,16 @@ ngx_http_ragnx_rpc_send(ngx_http_request_t *r, ngx_http_ragnx_rpc_ctx_t *ctx,
     lens[16] = 6;
     lens[17] = ngx_strlen(json);
 
+    /* the pool's log lines about the call name the request */
+    n = 18;
+
+    if (ngx_http_ragnx_request_id(r, &rid) == NGX_OK) {
+        argv[n] = "rid";
+        lens[n++] = 3;
+        argv[n] = (const char *) rid.data;
+        lens[n++] = rid.len;
+    }
+
     /* pending before it is sent: the reply may beat the XADD's answer */
 
     ctx->node.str.data = ctx->id;
@@ -664,7 +676,7 @@ ngx_http_ragnx_rpc_send(ngx_http_request_t *r, ngx_http_ragnx_rpc_ctx_t *ctx,
 
     /* hiredis copies the arguments into its output buffer */
 
-    rc = ngx_http_ragnx_redis_call(r, &ctx->wait, srv, 18, argv, lens);
+    rc = ngx_http_ragnx_redis_call(r, &ctx->wait, srv, n, argv, lens);
     free(json);
 
     if (rc != NGX_OK) {

@@ -32,7 +32,8 @@ my $json = JSON::PP->new->canonical;
 # reads it, and after a rename the pool writes the file of that name anew
 my $p = Ragnx::Pool->new($t);
 $p->configure(llm_model => 'extractive', log_file => "$d/worker.log",
-              pid_file => "$d/worker.pid");
+              pid_file => "$d/worker.pid", jwt_key_file => $keyfile,
+              password_opslimit => 1, password_memlimit => 8192);
 my ($rc, $out) = $p->cli('migrate');
 is($rc, 0, 'migrate') or diag($out);
 mkdir "$d/corpus";
@@ -53,6 +54,7 @@ is($rc, 0, 'ingest') or diag($out);
 $p->start;
 
 my $rp = $t->redis_port;
+my (undef, $rpcpub) = $t->rpc_keys;
 $t->start_nginx(
     http   => <<"EOF2",
     ragnx_redis 127.0.0.1:$rp;
@@ -65,6 +67,7 @@ $t->start_nginx(
         '"agent":"\$http_user_agent"}';
     access_log $d/json.log ragnx;
     ragnx_request_id_trust on;
+    ragnx_rpc_seal_key $rpcpub;
 EOF2
     server => <<"EOF2");
         ragnx_jwt_alg HS256;
@@ -88,6 +91,11 @@ EOF2
             ragnx_jwt on;
             ragnx_ask_status;
         }
+        location = /api/auth/register {
+            ragnx_validate_schema $root/schemas/register.json;
+            ragnx_rpc register;
+        }
+        location = /api/users/me { ragnx_jwt on; ragnx_rpc me; }
 EOF2
 
 my $auth = Ragnx::Test::jwt_hs256($secret, { sub => 'alice',
@@ -217,6 +225,32 @@ is(psql_wait("SELECT string_agg(coalesce(request_id, 'NULL'), ',') FROM "
 ok(!grep({ ($_->{rid} // '') eq 'client-ignored' }
          Ragnx::Pool::json_lines($p->worker_log)),
    'the ignored id is nowhere in the pool\'s log');
+
+# ---- calls from nginx (register, me) carry it too ----------------------
+
+$log0 = length $p->worker_log;
+$r = $t->request(POST => '/api/auth/register',
+    headers => [ 'Content-Type' => 'application/json',
+                 'X-Request-Id' => 'call-register-1' ],
+    body => $json->encode({ email => 'rid@example.com',
+                            password => 'correct horse battery' }));
+is($r->{status}, 201, 'register: 201') or diag($r->{raw});
+$r = $t->request(GET => '/api/users/me',
+    headers => [ Authorization => "Bearer $auth",
+                 'X-Request-Id' => 'call-me-1' ]);
+ok($r->{status} == 200 || $r->{status} == 404, "me: $r->{status}");
+for my $c (['register', 'call-register-1'], ['me', 'call-me-1']) {
+    my ($method, $want) = @$c;
+    my ($l) = until_true(sub {
+        [ grep { ($_->{msg} // '') =~ /^call \S+ \(\Q$method\E\): \d+ in/ }
+          Ragnx::Pool::json_lines(substr($p->worker_log, $log0)) ] });
+    my @l = @{ $l || [] };
+    is(scalar @l, 1, "$method: one line for the call");
+    is($l[0]{rid}, $want, '... with the request id');
+    like($l[0]{call} // '', qr/^[0-9a-f-]{36}$/, '... and the call id');
+}
+unlike(substr($p->worker_log, $log0), qr/correct horse/,
+       'the password is in no line');
 
 # ---- malformed or oversized ids are not trusted ------------------------
 

@@ -223,6 +223,15 @@ ragnx_call_field(ragnx_call_t *c, const redisReply *f, const redisReply *v,
     } else if (strcmp(f->str, "deadline") == 0) {
         c->deadline = ragnx_rpc_deadline(v->str, v->len);
 
+    } else if (strcmp(f->str, "rid") == 0) {
+        if (!ragnx_rid_valid(v->str, v->len)) {
+            *bad = 1;
+            return;
+        }
+
+        memcpy(c->rid, v->str, v->len);
+        c->rid[v->len] = '\0';
+
     } else if (strcmp(f->str, "sub") == 0) {
         if (v->len >= sizeof(c->sub) || memchr(v->str, '\0', v->len)) {
             *bad = 1;
@@ -334,10 +343,14 @@ ragnx_call_serve(ragnx_thread_t *t, ragnx_call_t *c)
     now = ragnx_now_ms();
     start = ragnx_mono_ms();
 
+    /* every line until the answer names the call and its request */
+    ragnx_log_set_call(c->id, c->rid[0] ? c->rid : NULL);
+
     if (ragnx_rpc_expired(c->deadline, now)) {
         ragnx_log(RAGNX_LOG_INFO, "call %s (%s) expired %lld ms ago: "
                   "skipped", c->id, ragnx_rpc_method_name(c->method),
                   now - c->deadline);
+        ragnx_log_set_call(NULL, NULL);
         return;
     }
 
@@ -347,6 +360,7 @@ ragnx_call_serve(ragnx_thread_t *t, ragnx_call_t *c)
     if (status == 0) {
         ragnx_log(RAGNX_LOG_INFO, "call %s (%s) expired while waiting: "
                   "not answered", c->id, ragnx_rpc_method_name(c->method));
+        ragnx_log_set_call(NULL, NULL);
         free(body);
         return;
     }
@@ -358,9 +372,10 @@ ragnx_call_serve(ragnx_thread_t *t, ragnx_call_t *c)
     ragnx_call_publish(&t->redis, c, status,
                        body ? body : "{\"error\":\"Internal server error\"}");
 
-    ragnx_log(RAGNX_LOG_DEBUG, "call %s (%s): %d in %lld ms", c->id,
+    ragnx_log(RAGNX_LOG_INFO, "call %s (%s): %d in %lld ms", c->id,
               ragnx_rpc_method_name(c->method), status,
               ragnx_mono_ms() - start);
+    ragnx_log_set_call(NULL, NULL);
 
     free(body);
 }

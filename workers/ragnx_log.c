@@ -238,6 +238,8 @@ ragnx_log_string(char *p, const char *name, const char *v, size_t room)
  * character) and ends in "...", so the line stays valid JSON.
  */
 
+static __thread ragnx_log_fields_t  ragnx_log_call;
+
 #define RAGNX_LOG_LINE  2048
 
 static void
@@ -250,6 +252,7 @@ ragnx_log_write(int level, const ragnx_log_fields_t *f, const char *fmt,
     size_t          room;
     struct tm       tm;
     struct timeval  tv;
+    ragnx_log_fields_t  call;
 
     m = vsnprintf(msg, sizeof(msg), fmt, args);
 
@@ -272,8 +275,21 @@ ragnx_log_write(int level, const ragnx_log_fields_t *f, const char *fmt,
                   ragnx_log_pid ? ragnx_log_pid : (int) getpid());
     t = ragnx_log_string(t, "proc", ragnx_log_prefix, 80);
 
+    if (ragnx_log_call.call && (f == NULL || f->job == NULL)) {
+        if (f) {
+            call = *f;
+            call.call = ragnx_log_call.call;
+            call.rid = ragnx_log_call.rid;
+            f = &call;
+
+        } else {
+            f = &ragnx_log_call;
+        }
+    }
+
     if (f) {
         t = ragnx_log_string(t, "job", f->job, 64);
+        t = ragnx_log_string(t, "call", f->call, 64);
         t = ragnx_log_string(t, "rid", f->rid, RAGNX_RID_MAX + 16);
         t = ragnx_log_string(t, "chat", f->chat, 64);
 
@@ -328,6 +344,19 @@ ragnx_log_write(int level, const ragnx_log_fields_t *f, const char *fmt,
     if (write(ragnx_log_fd, buf, p - buf) < 0) {
         /* nowhere left to complain */
     }
+}
+
+
+/*
+ * The call from nginx this thread is serving (ragnx_calls.c): its lines
+ * carry the call's request id, as a job's lines carry the job's.
+ */
+
+void
+ragnx_log_set_call(const char *id, const char *rid)
+{
+    ragnx_log_call.call = id;
+    ragnx_log_call.rid = rid;
 }
 
 

@@ -195,6 +195,7 @@ typedef enum {
  */
 typedef struct {
     const char   *job;
+    const char   *call;             /* a call from nginx (ragnx_calls.c) */
     const char   *rid;
     const char   *chat;
     ragnx_err_t   error;
@@ -220,6 +221,7 @@ void ragnx_log_fields(int level, const ragnx_log_fields_t *f,
     const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void ragnx_log_set_prefix(const char *prefix);
+void ragnx_log_set_call(const char *id, const char *rid);
 
 /* a failure of no job in particular, with its class */
 #define ragnx_log_error(level, error, ...)                                   \
@@ -500,6 +502,7 @@ typedef struct {
     char              reply[256];       /* the channel to PUBLISH to */
     long long         deadline;         /* ms since the epoch */
     char              sub[256];
+    char              rid[RAGNX_RID_MAX + 1];   /* request id, or "" */
     json_t           *params;
     char             *raw;              /* the params field as sent */
     size_t            raw_len;
