@@ -236,6 +236,24 @@ $t->start_postgres;
 is($r->{status}, 200, 'PostgreSQL back: 200');
 is($j->{postgresql}{status}, 'ok', 'PostgreSQL ok again');
 
+# ---- PostgreSQL hung (SIGSTOP: the kernel still accepts for it) -------------
+
+{
+    my @pg = (Ragnx::Test::children($t->{pids}{postgres}),
+              $t->{pids}{postgres});
+    kill 'STOP', @pg;
+    my $t0 = time;
+    ($r, $j) = health_until(sub { $_[0]{status} == 503 }, 30);
+    my $took = time - $t0;
+    kill 'CONT', @pg;
+    is($r->{status}, 503, sprintf('PostgreSQL hung: 503 after %.1f s',
+                                  $took));
+    is($j->{reason}, 'postgresql', '... reason postgresql');
+    diag(Ragnx::Test::json_body($r) ? $r->{body} : '');
+    ($r, $j) = health_until(sub { $_[0]{status} == 200 }, 25);
+    is($r->{status}, 200, 'PostgreSQL resumed: 200');
+}
+
 # ---- the pool's processes killed ------------------------------------------------
 
 # the supervisor stopped first, so it neither restarts them nor tells them
