@@ -337,6 +337,8 @@ is($r->{json}{messages}[0]{content}, 'How are passwords hashed?',
    '... the question');
 is($r->{json}{messages}[1]{content}, $st->{json}{answer}, '... the answer');
 ok(@{ $r->{json}{messages}[1]{sources} }, '... with sources');
+ok(!grep({ exists $_->{source} } @{ $r->{json}{messages} }),
+   '... written for this chat: neither marked as from the cache');
 
 # a follow-up in the chat is recorded there too (the chat's own question)
 $r = call(POST => '/api/ask', token => $login_token,

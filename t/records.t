@@ -297,6 +297,8 @@ is_deeply([ map { "$_->{role}:$_->{content}" } @{ $m->{messages} } ],
               . "AND job_id = (SELECT job_id FROM messages WHERE "
               . "content = '$q[0]' AND role = 'user' LIMIT 1)") ],
           '... the question, then the cached answer');
+is($m->{messages}[1]{source}, 'cache', '... marked as from the cache');
+ok(!exists $m->{messages}[0]{source}, '... and the question not');
 my ($st2, $m2) = $messages->('order7', $mine, '');
 is_deeply([ map { $_->{id} } @{ $m2->{messages} } ],
           [ map { $_->{id} } @{ $m->{messages} } ],

@@ -40,7 +40,8 @@ static const char  ragnx_sql_chat_owner[] =
  */
 static const char  ragnx_sql_messages[] =
     "SELECT seq, id, role, content, coalesce(sources, '[]'), "
-    RAGNX_TS("created_at") ", truncated FROM chat_messages "
+    RAGNX_TS("created_at") ", truncated, model = 'cache' "
+    "FROM chat_messages "
     "WHERE chat_id = $1 AND ($2::bigint IS NULL OR seq < $2) "
     "ORDER BY seq DESC LIMIT $3";
 
@@ -222,6 +223,15 @@ ragnx_account_messages(ragnx_thread_t *t, const ragnx_call_t *c, char **body)
         /* an answer cut at the LLM's token limit says so */
         if (msg && PQgetvalue(res, i, 6)[0] == 't') {
             json_object_set_new(msg, "truncated", json_true());
+        }
+
+        /*
+         * An answer not written for this chat: a cache hit's, or that of
+         * an identical question being answered at the time (a record,
+         * sql/007_record_chats.sql), as the page showed it when asked.
+         */
+        if (msg && PQgetvalue(res, i, 7)[0] == 't') {
+            json_object_set_new(msg, "source", json_string("cache"));
         }
 
         json_array_append_new(list, msg);

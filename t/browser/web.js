@@ -295,6 +295,13 @@ async function main() {
         check(chats.length === 2 && chats[1].title === q1,
               '... titled by their first question', chats);
 
+        // the newer chat: its answer still marked as from the cache
+        await page.click(`#chat-list button[data-chat-id="${
+            chatB.slice(6)}"]`);
+        check(await waitText(page,
+            '#messages .message.assistant:last-child .who',
+            /from the cache/), 'reopened: the cached answer marked so');
+
         // open the older chat with the keyboard: its history
         await page.focus(`#chat-list button[data-chat-id="${
             chatA.slice(6)}"]`);
@@ -309,6 +316,7 @@ async function main() {
                 role: m.classList.contains('user') ? 'user' : 'assistant',
                 text: m.querySelector('.text').textContent,
                 sources: m.querySelectorAll('.sources li').length,
+                who: m.querySelector('.who').textContent,
             })));
         check(msgs.length === 4 && msgs[0].text === q1 && msgs[2].text === q2
               && msgs[1].text === `Mock answer to: ${q1}`
@@ -316,6 +324,10 @@ async function main() {
               'opened: the history, oldest first', msgs);
         check(msgs.length === 4 && msgs[1].sources > 0,
               '... with the answers\' sources', msgs);
+        check(msgs.length === 4 && /written for this chat/.test(msgs[1].who)
+              && /written for this chat/.test(msgs[3].who)
+              && !/cache/.test(msgs[1].who + msgs[3].who),
+              '... marked as written for this chat', msgs);
         check(await focused(page, 'chat-title'),
               '... the chat\'s title focused');
         check(await page.$eval('#chat-list [aria-current="true"]',

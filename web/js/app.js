@@ -274,8 +274,14 @@ function messageItem(role, text, sources, createdAt) {
 }
 
 function renderMessages(list) {
-    return list.map((m) => messageItem(m.role, m.content, m.sources,
-                                       m.createdAt).li);
+    return list.map((m) => {
+        const item = messageItem(m.role, m.content, m.sources, m.createdAt);
+        if (m.role === 'assistant') {
+            badge(item, m.source === 'cache' ? 'from the cache'
+                                             : 'written for this chat');
+        }
+        return item.li;
+    });
 }
 
 function newChat() {
