@@ -562,7 +562,7 @@ cmp_ok(scalar @hits, '>=', 20, 'at least 20 cache hits');
     # time nginx made it (ms); the 503 it got, and how soon
     my $budget = 0.3 - 0.075;    # the ask script's deadline (the module)
     my @p503 = grep { $_->{m} eq 'POST' && $_->{st} == 503 } @resp;
-    my ($early, $late) = (0, 0);
+    my ($early, $late, $restart) = (0, 0, 0);
     for my $id (@untold) {
         my $at = (hex(substr($id, 0, 8)) * 65536
                   + hex(substr($id, 9, 4))) / 1000;
@@ -572,6 +572,10 @@ cmp_ok(scalar @hits, '>=', 20, 'at least 20 cache hits');
                  @timeline;
         my $soon = $r && $r->{dur} < $budget;
         $soon ? $early++ : $late++;
+        # a Redis shutting down (the restart) can run a script, keep it in
+        # its AOF and close the connection before it writes the reply: a
+        # 503 at once whose outcome nginx cannot know
+        $restart++ if $soon && grep { /^Redis restart/ } @in;
         diag(sprintf 'asked at %.3f s, answered 503 after %s, carried out: '
              . '%s (%s)', $at - $t_start,
              $r ? sprintf('%.3f s', $r->{dur}) : '?', $id,
@@ -582,16 +586,13 @@ cmp_ok(scalar @hits, '>=', 20, 'at least 20 cache hits');
                            . 'nothing');
     # a script that may still act is answered by its reply: nginx gives a
     # silent connection up only after the deadlines of the scripts in it
-    # (t/ask-late.t shows both).  What is left: a connection Redis closes
-    # between running a script and writing its reply.
-  TODO: {
-        local $TODO = 'a Redis shutting down (the restart) can run a '
-            . 'script, keep it in its AOF and close the connection before '
-            . 'writing the reply: the ask is answered 503 at once, its '
-            . 'outcome unknown to nginx';
-        is($early, 0, 'an ask answered 503 before its deadline wrote '
-                      . 'nothing');
-    }
+    # (t/ask-late.t shows both); what is left is a connection Redis closes
+    # as it shuts down, between running a script and writing its reply
+    is($early - $restart, 0, 'an ask answered 503 before its deadline wrote '
+                             . 'nothing, unless Redis shut down before '
+                             . 'replying');
+    diag("$restart ask(s) answered 503 as Redis shut down were carried "
+         . 'out') if $restart;
 }
 
 # the LLM asked once per job, but for re-asks a worker's death explains
