@@ -603,6 +603,13 @@ ngx_http_ragnx_redis_timer_handler(ngx_event_t *ev)
     if (rc->state == NGX_HTTP_RAGNX_REDIS_DISCONNECTED) {
         ngx_http_ragnx_metrics_count(redis_reconnects[rc->srv->role]);
         ngx_http_ragnx_redis_connect(rc);
+        return;
+    }
+
+    /* a silent connection kept for a script's deadline: still silent? */
+
+    if (rc->suspect && rc->ac && !ngx_http_ragnx_redis_unread(rc)) {
+        (void) ngx_http_ragnx_redis_give_up(rc);
     }
 }
 
@@ -1321,8 +1328,18 @@ ngx_http_ragnx_redis_cmd_timeout(ngx_event_t *ev)
 static ngx_int_t
 ngx_http_ragnx_redis_give_up(ngx_http_ragnx_redis_conn_t *rc)
 {
-    if ((ngx_msec_int_t) (rc->deadline - ngx_current_msec) >= 0) {
+    ngx_msec_int_t  left;
+
+    left = (ngx_msec_int_t) (rc->deadline - ngx_current_msec);
+
+    if (left >= 0) {
         rc->suspect = 1;
+
+        /* looked at again then, whichever timers are left */
+        if (!rc->timer.timer_set) {
+            ngx_add_timer(&rc->timer, (ngx_msec_t) left + 1);
+        }
+
         return NGX_AGAIN;
     }
 
