@@ -29,6 +29,8 @@ static int    ragnx_log_fd = 2;
 static char  *ragnx_log_path;           /* log_file as opened at start */
 static char   ragnx_log_prefix[64] = "ragnx";
 static int    ragnx_log_pid;           /* cached: one per process */
+/* the call from nginx this thread serves: ragnx_log_set_call() */
+static __thread ragnx_log_fields_t  ragnx_log_call;
 static const char  *ragnx_log_levels[] = { "error", "warn", "info", "debug" };
 
 static size_t ragnx_log_escape(const char *s, size_t len, char *out,
@@ -238,21 +240,19 @@ ragnx_log_string(char *p, const char *name, const char *v, size_t room)
  * character) and ends in "...", so the line stays valid JSON.
  */
 
-static __thread ragnx_log_fields_t  ragnx_log_call;
-
 #define RAGNX_LOG_LINE  2048
 
 static void
 ragnx_log_write(int level, const ragnx_log_fields_t *f, const char *fmt,
     va_list args)
 {
-    int             m, cut;
-    char            buf[RAGNX_LOG_LINE], tail[768], msg[RAGNX_LOG_LINE];
-    char           *p, *t, *end;
-    size_t          room;
-    struct tm       tm;
-    struct timeval  tv;
-    ragnx_log_fields_t  call;
+    int                  m, cut;
+    char                 buf[RAGNX_LOG_LINE], tail[768], msg[RAGNX_LOG_LINE];
+    char                *p, *t, *end;
+    size_t               room;
+    struct tm            tm;
+    struct timeval       tv;
+    ragnx_log_fields_t   call;
 
     m = vsnprintf(msg, sizeof(msg), fmt, args);
 
