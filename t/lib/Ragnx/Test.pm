@@ -209,6 +209,13 @@ sub start_nginx {
     }
     $self->{pids}{nginx} = $pid;
     $self->wait_port($self->{port}, 'nginx');
+    # every worker forked: a test that notes them must see them all (the
+    # port answers as soon as the first one runs)
+    my $want = $a{conf_file} ? 1 : ($a{workers} || 1);
+    for (1 .. 200) {
+        last if children($pid) >= $want;
+        sleep 0.025;
+    }
     return $self;
 }
 
