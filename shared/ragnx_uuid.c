@@ -84,6 +84,28 @@ ragnx_random(unsigned char *out, size_t len)
 
 
 int
+ragnx_request_id_new(char *out)
+{
+    int                 i;
+    unsigned char       b[16];
+    static const char   digits[] = "0123456789abcdef";
+
+    if (ragnx_random(b, sizeof(b)) != 0) {
+        return -1;
+    }
+
+    for (i = 0; i < 16; i++) {
+        *out++ = digits[b[i] >> 4];
+        *out++ = digits[b[i] & 0xf];
+    }
+
+    *out = '\0';
+
+    return 0;
+}
+
+
+int
 ragnx_uuid_v4(char *out)
 {
     unsigned char  b[16];

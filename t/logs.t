@@ -60,7 +60,8 @@ $t->start_nginx(
     ragnx_redis 127.0.0.1:$rp;
     ragnx_ask_gen_refresh 100ms;
     log_format ragnx escape=json
-        '{"rid":"\$ragnx_request_id","sub":"\$ragnx_jwt_sub",'
+        '{"rid":"\$ragnx_request_id","nginx_rid":"\$request_id",'
+        '"sub":"\$ragnx_jwt_sub",'
         '"request":"\$request","status":"\$status","route":"\$ragnx_route",'
         '"outcome":"\$ragnx_outcome","job":"\$ragnx_job_id",'
         '"redis_time":"\$ragnx_redis_time",'
@@ -400,6 +401,11 @@ like($line->{redis_time}, qr/^0\.\d{6}$/, '... and its Redis time');
 ($line) = grep { ref $_ && $_->{rid} eq $hit } @access;
 is(($line->{outcome} // '') . ' ' . ($line->{status} // ''), 'hit 200',
    'the hit\'s line says hit');
+($line) = grep { ref $_ && $_->{rid} eq $own } @access;
+ok($line && $line->{nginx_rid} eq $own,
+   'untrusted: $ragnx_request_id and $request_id are one id');
+ok(!grep({ ref $_ && $_->{rid} =~ $hex32 && $_->{rid} ne $_->{nginx_rid} }
+         @access), '... in every line with nginx\'s id');
 ($line) = grep { ref $_ && $_->{rid} eq 'follower-1' } @access;
 is(($line->{outcome} // '') . ' ' . ($line->{job} // ''),
    "follower $fb->{jobId}", 'the follower\'s says follower, and its job');
