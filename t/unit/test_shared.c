@@ -256,12 +256,12 @@ test_uuid(void)
     ok(good, "1000 more uuids are valid and differ");
 
     {
-        char  a[33], b[33];
+        char a[33], b[33];
 
         ok(ragnx_request_id_new(a) == 0 && ragnx_request_id_new(b) == 0,
            "request ids generated");
         ok(strlen(a) == 32 && strspn(a, "0123456789abcdef") == 32
-           && ragnx_rid_valid(a, 32),
+               && ragnx_rid_valid(a, 32),
            "a request id: 32 lowercase hex digits, a valid rid (%s)", a);
         ok(strcmp(a, b) != 0, "two request ids differ");
     }
