@@ -414,6 +414,10 @@ ngx_http_ragnx_request_id_variable(ngx_http_request_t *r,
             id->valid = 1;
             id->no_cacheable = 0;
             id->not_found = 0;
+
+            /* NUL-terminated already: one copy of the value is enough */
+            *v = *id;
+            return NGX_OK;
         }
 
         if (id->not_found) {

@@ -536,6 +536,31 @@ is($r->{status}, 404, 'a sub that is not a user id: 404');
          'an expired call is skipped');
 }
 
+# a call whose request id is not one nginx would send (a space, too
+# long): malformed, answered 400, and nothing of it in the log
+
+for my $bad ('bad id', 'r' x 65) {
+    my $id = uuid();
+    my $chan = '{ragnx}:reply:badrid';
+    my $sub = Ragnx::Resp->new($rp) or die 'redis: connect';
+    $sub->cmd('SUBSCRIBE', $chan);
+    $t->redis('XADD', '{ragnx}:rpc', '*', 'id', $id, 'method', 'me',
+              'reply', $chan, 'deadline', int(time * 1000) + 3000,
+              'sub', $alice->{id}, 'params', '{}', 'rid', $bad);
+    my $m = eval {
+        local $SIG{ALRM} = sub { die "timeout\n" };
+        alarm 5;
+        my $v = $sub->read_reply;
+        alarm 0;
+        $v;
+    };
+    $sub->close;
+    is(ref $m eq 'ARRAY' ? $m->[2] : '',
+       qq{$id 400 {"error":"Malformed call"}},
+       'a call with a bad request id (' . length($bad) . ' bytes): 400');
+    unlike($p->worker_log, qr/\Q$bad\E/, '... and the id is not logged');
+}
+
 # rehash on login when the parameters change
 
 {
